@@ -1,0 +1,3 @@
+from quantviz.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""A weighted empirical distribution with prefix sums: exact quantization MSE in O(L log N).
+
+A layer's values, sorted once, plus running sums of ``w``, ``w*x`` and ``w*x^2`` give the
+exact squared error of mapping every value to its nearest level of *any* sorted codebook
+with ``L`` levels in ``O(L log N)``: the values that round to level ``c_j`` are a contiguous
+run of the sorted array, bounded by the midpoints between neighbouring levels.  This makes
+MSE-optimal range search, Lloyd's k-means and histogram statistics cheap after one sort.
+
+The same structure holds a histogram (bin centres weighted by counts), so activation
+statistics calibrate with the same code as weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Distribution"]
+
+
+@dataclass(frozen=True, eq=False)
+class Distribution:
+    """Sorted values with weights and prefix sums (all float64)."""
+
+    values: np.ndarray  # sorted, shape [N]
+    cw: np.ndarray  # prefix sums of weights, shape [N + 1], cw[0] == 0
+    cx: np.ndarray  # prefix sums of w * x
+    cxx: np.ndarray  # prefix sums of w * x * x
+
+    @classmethod
+    def from_values(cls, x: np.ndarray, *, presorted: bool = False) -> Distribution:
+        v = np.asarray(x, dtype=np.float64).ravel()
+        if not presorted:
+            v = np.sort(v)
+        n = v.size
+        cw = np.arange(n + 1, dtype=np.float64)
+        cx = np.empty(n + 1)
+        cx[0] = 0.0
+        np.cumsum(v, out=cx[1:])
+        cxx = np.empty(n + 1)
+        cxx[0] = 0.0
+        np.cumsum(v * v, out=cxx[1:])
+        return cls(v, cw, cx, cxx)
+
+    @classmethod
+    def from_histogram(cls, counts: np.ndarray, edges: np.ndarray) -> Distribution:
+        """Bin centres weighted by counts (empty bins dropped)."""
+        counts = np.asarray(counts, dtype=np.float64)
+        edges = np.asarray(edges, dtype=np.float64)
+        if counts.ndim != 1 or edges.shape != (counts.size + 1,):
+            raise ValueError("histogram: need counts [B] and edges [B + 1]")
+        if np.any(counts < 0) or not np.all(np.isfinite(counts)):
+            raise ValueError("histogram: counts must be finite and non-negative")
+        keep = counts > 0
+        if not keep.any():
+            raise ValueError("histogram: no samples (all counts are zero)")
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        v, w = centres[keep], counts[keep]
+        return cls._weighted(v, w)
+
+    @classmethod
+    def _weighted(cls, v: np.ndarray, w: np.ndarray) -> Distribution:
+        z = np.zeros(1)
+        return cls(
+            v,
+            np.concatenate([z, np.cumsum(w)]),
+            np.concatenate([z, np.cumsum(w * v)]),
+            np.concatenate([z, np.cumsum(w * v * v)]),
+        )
+
+    # -- basic statistics -----------------------------------------------------------------
+    @property
+    def total(self) -> float:
+        return float(self.cw[-1])
+
+    @property
+    def min(self) -> float:
+        return float(self.values[0])
+
+    @property
+    def max(self) -> float:
+        return float(self.values[-1])
+
+    @property
+    def absmax(self) -> float:
+        return max(abs(self.min), abs(self.max))
+
+    @property
+    def mean_square(self) -> float:
+        return float(self.cxx[-1] / self.cw[-1])
+
+    def quantile(self, q: float | np.ndarray) -> np.ndarray:
+        """Weighted quantile(s), ``q`` in [0, 1] (nearest rank)."""
+        q = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
+        target = q * self.cw[-1]
+        idx = np.searchsorted(self.cw[1:], target, side="left")
+        return self.values[np.clip(idx, 0, self.values.size - 1)]
+
+    def abs_quantile(self, q: float) -> float:
+        """Quantile of ``|x|`` (weighted)."""
+        a = np.abs(self.values)
+        order = np.argsort(a, kind="stable")
+        a = a[order]
+        w = np.diff(self.cw)[order]
+        cw = np.cumsum(w)
+        i = int(np.searchsorted(cw, q * cw[-1], side="left"))
+        return float(a[min(i, a.size - 1)])
+
+    # -- exact quantization error ---------------------------------------------------------
+    def _runs(self, levels: np.ndarray) -> np.ndarray:
+        """Indices splitting the sorted values into the runs that map to each level.
+
+        Ties at a midpoint go to the lower level (``searchsorted`` side="right" on the
+        midpoints would send them up; quantizers use the same convention as this).
+        """
+        mids = 0.5 * (levels[1:] + levels[:-1])
+        inner = np.searchsorted(self.values, mids, side="right")
+        return np.concatenate([[0], inner, [self.values.size]])
+
+    def sse(self, levels: np.ndarray) -> float:
+        """Weighted sum of squared errors when every value maps to its nearest level.
+
+        ``levels`` must be sorted ascending (duplicates allowed).
+        """
+        c = np.asarray(levels, dtype=np.float64)
+        b = self._runs(c)
+        w = self.cw[b[1:]] - self.cw[b[:-1]]
+        sx = self.cx[b[1:]] - self.cx[b[:-1]]
+        sxx = self.cxx[b[1:]] - self.cxx[b[:-1]]
+        return float(np.sum(sxx - 2.0 * c * sx + w * c * c).clip(min=0.0))
+
+    def mse(self, levels: np.ndarray) -> float:
+        return self.sse(levels) / self.total
+
+    def sse_batch(self, level_sets: np.ndarray) -> np.ndarray:
+        """:meth:`sse` for many sorted codebooks at once, ``level_sets`` of shape [S, L]."""
+        c = np.asarray(level_sets, dtype=np.float64)
+        mids = 0.5 * (c[:, 1:] + c[:, :-1])
+        inner = np.searchsorted(self.values, mids.ravel(), side="right").reshape(mids.shape)
+        s = c.shape[0]
+        b = np.concatenate(
+            [np.zeros((s, 1), dtype=np.int64), inner, np.full((s, 1), self.values.size)],
+            axis=1,
+        )
+        w = self.cw[b[:, 1:]] - self.cw[b[:, :-1]]
+        sx = self.cx[b[:, 1:]] - self.cx[b[:, :-1]]
+        sxx = self.cxx[b[:, 1:]] - self.cxx[b[:, :-1]]
+        return np.clip(np.sum(sxx - 2.0 * c * sx + w * c * c, axis=1), 0.0, None)
+
+    def lloyd(self, k: int, *, max_iter: int = 1000, tol: float = 1e-10) -> np.ndarray:
+        """Lloyd's algorithm (1-D k-means) on the weighted values; sorted centroids [k].
+
+        Deterministic initialisation: the means of ``k`` equal-weight quantile bins. Each
+        iteration is ``O(k log N)`` on the prefix sums. Stops when no centroid moves by more
+        than ``tol`` times the data range, or after ``max_iter`` iterations. A cluster that
+        empties keeps its previous centroid.
+        """
+        n = self.values.size
+        distinct = self.values[np.concatenate([[True], np.diff(self.values) > 0])]
+        if distinct.size <= k:  # every distinct value gets its own level: zero error
+            return np.concatenate([distinct, np.full(k - distinct.size, distinct[-1])])
+        span = max(self.max - self.min, np.finfo(np.float64).tiny)
+        # quantile-bin means as the initial codebook
+        edges = np.searchsorted(self.cw[1:], np.linspace(0, self.total, k + 1)[1:-1], "left")
+        b = np.concatenate([[0], np.clip(edges + 1, 0, n), [n]])
+        b = np.maximum.accumulate(b)
+        c = self._means(b, fallback=np.full(k, self.values[n // 2]))
+        c = np.sort(c)
+        for _ in range(max_iter):
+            b = self._runs(c)
+            new = np.sort(self._means(b, fallback=c))
+            moved = np.max(np.abs(new - c))
+            c = new
+            if moved <= tol * span:
+                break
+        return c
+
+    def _means(self, b: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        w = self.cw[b[1:]] - self.cw[b[:-1]]
+        sx = self.cx[b[1:]] - self.cx[b[:-1]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = sx / w
+        return np.where(w > 0, m, fallback)
+
+    def histogram(self, bins: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted histogram of the values over ``[lo, hi]`` (values outside are dropped)."""
+        edges = np.linspace(lo, hi, bins + 1)
+        idx = np.searchsorted(self.values, edges, side="left")
+        idx[-1] = np.searchsorted(self.values, hi, side="right")
+        counts = self.cw[idx[1:]] - self.cw[idx[:-1]]
+        return counts, edges

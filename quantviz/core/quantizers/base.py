@@ -1,0 +1,116 @@
+"""Shared machinery: the row view of a tensor per granularity, chunked in-place kernels.
+
+Every quantizer works on a 2-D float32 *row view* ``[R, K]`` of the tensor: one row per
+scale (R = 1 per tensor, the channels per channel, the groups per group). Fitted
+parameters are per row. Kernels run over cache-sized chunks of that view into a reused
+output buffer, so a chain of in-place ops costs about one trip through memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from quantviz.core.spec import QuantSpec
+
+__all__ = ["CHUNK", "Fitted", "RowView", "chunks", "row_view"]
+
+#: elements per chunk: 1 MiB of float32, well inside the 2 MiB L2 of the target machines
+CHUNK = 1 << 18
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+@dataclass(frozen=True)
+class RowView:
+    """How a tensor of ``shape`` maps onto rows ``[rows, row_len]`` and back."""
+
+    shape: tuple[int, ...]
+    granularity: str
+    axis: int  # normalised, >= 0 (0 when not per_channel)
+    rows: int
+    row_len: int
+
+    def to_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """A 2-D float32 view (a copy only where the layout or dtype demands it)."""
+        if x.dtype != torch.float32:
+            x = x.to(torch.float32)
+        if self.granularity == "per_channel" and self.axis != 0:
+            x = x.movedim(self.axis, 0)
+        return x.reshape(self.rows, self.row_len)
+
+    def from_rows(self, r: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_rows` (a contiguous tensor of ``shape``)."""
+        if self.granularity == "per_channel" and self.axis != 0:
+            moved = (self.shape[self.axis], *self.shape[: self.axis], *self.shape[self.axis + 1 :])
+            return r.reshape(moved).movedim(0, self.axis).contiguous()
+        return r.reshape(self.shape)
+
+    def param_shape(self) -> tuple[int, ...]:
+        """Shape of per-row parameters as users see them (``[]``, ``[C]`` or ``[G]``)."""
+        return () if self.granularity == "per_tensor" else (self.rows,)
+
+
+def row_view(shape: tuple[int, ...] | torch.Size, spec: QuantSpec) -> RowView:
+    """The row view of ``shape`` under ``spec``'s granularity; ValueError if impossible."""
+    shape = tuple(int(s) for s in shape)
+    numel = 1
+    for s in shape:
+        numel *= s
+    if numel == 0:
+        raise ValueError(f"tensor is empty (shape {list(shape)}); nothing to quantize")
+    g = spec.granularity
+    if g == "per_tensor":
+        return RowView(shape, g, 0, 1, numel)
+    if not shape:
+        raise ValueError(f"granularity: {g} needs a tensor with at least one dimension")
+    if g == "per_channel":
+        nd = len(shape)
+        if not -nd <= spec.axis < nd:
+            raise ValueError(f"axis: {spec.axis} is out of range for a {nd}-D tensor {list(shape)}")
+        ax = spec.axis % nd
+        c = shape[ax]
+        return RowView(shape, g, ax, c, numel // c)
+    row = numel // shape[0]
+    if row % spec.group_size:
+        raise ValueError(
+            f"group_size: {spec.group_size} does not divide the row length {row} "
+            f"(per_group views shape {list(shape)} as [{shape[0]}, {row}])"
+        )
+    return RowView(shape, g, 0, numel // spec.group_size, spec.group_size)
+
+
+def chunks(rows: int, row_len: int, target: int = CHUNK) -> Iterator[tuple[int, int, int, int]]:
+    """Blocks ``(r0, r1, c0, c1)`` of about ``target`` elements covering ``[rows, row_len]``."""
+    if row_len >= target:
+        for r in range(rows):
+            for c0 in range(0, row_len, target):
+                yield r, r + 1, c0, min(row_len, c0 + target)
+    else:
+        rb = max(1, target // row_len)
+        for r0 in range(0, rows, rb):
+            yield r0, min(rows, r0 + rb), 0, row_len
+
+
+class Fitted:
+    """A quantizer with its parameters fitted for R rows (abstract)."""
+
+    #: per-row scale [R] (None where it does not apply)
+    scale: torch.Tensor | None = None
+    #: per-row integer zero point [R] (None where it does not apply)
+    zero_point: torch.Tensor | None = None
+
+    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Write the fake-quantized rows of ``x`` [R, K] (float32) into ``out``."""
+        raise NotImplementedError
+
+    def levels(self) -> torch.Tensor:
+        """The representable values, float32 [R, L], sorted ascending per row."""
+        raise NotImplementedError
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lowest and highest level per row, float32 [R] each."""
+        lv = self.levels()
+        return lv[:, 0], lv[:, -1]

@@ -1,0 +1,187 @@
+"""Non-uniform grids: scaled fixed codebooks (log2, FP8, FP4, NF4) and learned ones (k-means).
+
+A *scaled codebook* has base levels ``B`` (sorted, sign-symmetric, containing 0) and one
+float32 scale per row: the row's levels are ``B * scale`` and the clipping range
+``[-max(B) * scale, max(B) * scale]`` is what calibration chooses (``scale = a / max(B)``
+for a clipping magnitude ``a``).
+
+Fast kernels (no search per value) where the format allows:
+
+* FP formats round to ``m`` mantissa bits with the step
+  ``2^(floor(log2 max(|x|, min_normal)) - m)``, obtained by masking the float32 exponent
+  bits; saturating at the format's maximum
+  (OCP FP8 "satfinite" behaviour; FP4 E2M1 has no inf/NaN anyway). Round half to even.
+* log2 picks the nearest power of two in the linear domain (mantissa >= 1.5 rounds up) by
+  adding half a mantissa to the float32 bit pattern, then clamps the exponent range; values
+  below half the smallest power map to zero.
+* Other codebooks (NF4, k-means) use ``searchsorted`` over the midpoints between levels
+  (ties go to the lower level).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from quantviz.core.quantizers.base import CHUNK, Fitted, chunks
+from quantviz.core.spec import QuantSpec
+
+__all__ = ["CodebookFitted", "ScaledCodebookFitted", "base_levels"]
+
+#: QLoRA's NormalFloat-4 levels (Dettmers et al. 2023, bitsandbytes ``create_normal_map``)
+NF4_LEVELS = (
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+)
+
+#: (exponent bits, mantissa bits, exponent bias, max finite value) of the float formats
+FLOAT_FORMATS = {
+    "fp8_e4m3": (4, 3, 7, 448.0),  # OCP E4M3FN: no inf, S.1111.111 is NaN
+    "fp8_e5m2": (5, 2, 15, 57344.0),  # OCP E5M2: IEEE-like, inf/NaN in the top exponent
+    "fp4_e2m1": (2, 1, 1, 6.0),  # OCP MX FP4: no inf/NaN
+}
+
+
+def _float_format_values(e_bits: int, m_bits: int, bias: int, fmax: float) -> np.ndarray:
+    """All finite non-negative values of a float format up to ``fmax``."""
+    vals = {0.0}
+    for e in range(2**e_bits):
+        for m in range(2**m_bits):
+            if e == 0:
+                v = (m / 2**m_bits) * 2.0 ** (1 - bias)
+            else:
+                v = (1 + m / 2**m_bits) * 2.0 ** (e - bias)
+            if v <= fmax:
+                vals.add(v)
+    return np.array(sorted(vals))
+
+
+@functools.lru_cache(maxsize=64)
+def _base_levels_cached(quantizer: str, bits: int) -> tuple[float, ...]:
+    if quantizer == "nf4":
+        return NF4_LEVELS
+    if quantizer in FLOAT_FORMATS:
+        pos = _float_format_values(*FLOAT_FORMATS[quantizer])
+        return tuple(np.concatenate([-pos[:0:-1], pos]).tolist())
+    if quantizer == "log2":
+        n = 2 ** (bits - 1) - 1  # magnitudes 2^0 .. 2^-(n-1), plus zero, times the sign
+        pos = 2.0 ** -np.arange(n - 1, -1, -1, dtype=np.float64)
+        return tuple(np.concatenate([-pos[::-1], [0.0], pos]).tolist())
+    raise ValueError(f"quantizer: {quantizer!r} has no fixed codebook")
+
+
+def base_levels(spec: QuantSpec) -> np.ndarray:
+    """Sorted base levels (float64) of a scaled codebook; the top level is 1 or the format max."""
+    return np.array(_base_levels_cached(spec.quantizer, spec.bits))
+
+
+def _nearest_in_codebook(x: torch.Tensor, levels: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[r, i]`` = the level of row r nearest to ``x[r, i]`` (levels sorted, [R, L])."""
+    mids = 0.5 * (levels[:, 1:] + levels[:, :-1])
+    if levels.shape[0] == 1:
+        idx = torch.bucketize(x, mids[0])
+        out.copy_(levels[0][idx])
+    else:
+        idx = torch.searchsorted(mids.contiguous(), x.contiguous())
+        torch.gather(levels, 1, idx, out=out)
+
+
+class CodebookFitted(Fitted):
+    """An explicit codebook per row (k-means): levels float32 [R, L], sorted."""
+
+    def __init__(self, levels: torch.Tensor):
+        self._levels = levels.to(torch.float32).contiguous()
+
+    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        rows, k = x.shape
+        for r0, r1, c0, c1 in chunks(rows, k):
+            _nearest_in_codebook(x[r0:r1, c0:c1], self._levels[r0:r1], out[r0:r1, c0:c1])
+
+    def levels(self) -> torch.Tensor:
+        return self._levels
+
+
+class ScaledCodebookFitted(Fitted):
+    """Base levels times a per-row float32 scale (log2, FP8, FP4, NF4)."""
+
+    def __init__(self, spec: QuantSpec, scale: torch.Tensor):
+        self.spec = spec
+        self.scale = scale.to(torch.float32).reshape(-1)
+        self._inv = torch.reciprocal(self.scale)
+        self._base = torch.tensor(base_levels(spec), dtype=torch.float32)
+
+    def levels(self) -> torch.Tensor:
+        return self._base[None, :] * self.scale[:, None]
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._base[0] * self.scale, self._base[-1] * self.scale
+
+    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        rows, k = x.shape
+        q = self.spec.quantizer
+        tmp = torch.empty(min(x.numel(), CHUNK))
+        for r0, r1, c0, c1 in chunks(rows, k):
+            xs = x[r0:r1, c0:c1]
+            o = out[r0:r1, c0:c1]
+            inv = self._inv[r0:r1, None]
+            sc = self.scale[r0:r1, None]
+            torch.mul(xs, inv, out=o)  # into the base codebook's units
+            if q in FLOAT_FORMATS:
+                t = tmp[: o.numel()].view(o.shape)
+                _round_float_format_(o, t, *FLOAT_FORMATS[q])
+            elif q == "log2":
+                t = tmp[: o.numel()].view(o.shape)
+                _round_log2_(o, t, self.spec.bits)
+            else:
+                _nearest_in_codebook(o.clone(), self._base[None, :], o)
+            o.mul_(sc)
+
+
+_EXP_MASK = 0x7F800000
+
+
+def _round_float_format_(
+    v: torch.Tensor, t: torch.Tensor, e_bits: int, m_bits: int, bias: int, fmax: float
+) -> None:
+    """Round ``v`` in place to the nearest value of a float format (RNE), saturating."""
+    min_normal = 2.0 ** (1 - bias)
+    torch.abs(v, out=t)
+    t.clamp_(min=min_normal)
+    ti = t.view(torch.int32)
+    ti.bitwise_and_(_EXP_MASK)  # t = 2^floor(log2(max(|v|, min_normal)))
+    t.mul_(2.0**-m_bits)  # the spacing of the format at that exponent
+    v.div_(t)  # exact: t is a power of two
+    v.round_()
+    v.mul_(t)
+    v.clamp_(-fmax, fmax)
+
+
+def _round_log2_(v: torch.Tensor, t: torch.Tensor, bits: int) -> None:
+    """Replace ``v`` in place by the nearest of 0, ±2^-k (k = 0 .. 2^(b-1) - 2)."""
+    n = 2 ** (bits - 1) - 1
+    smallest = 2.0 ** -(n - 1)
+    torch.abs(v, out=t)
+    zero = t < 0.5 * smallest  # below half the smallest power of two, zero is nearer
+    ti = t.view(torch.int32)
+    ti.add_(0x00400000)  # half a mantissa: values with mantissa >= 1.5 round up
+    ti.bitwise_and_(_EXP_MASK)  # nearest power of two
+    t.clamp_(smallest, 1.0)
+    t.masked_fill_(zero, 0.0)
+    t.copysign_(v)
+    v.copy_(t)

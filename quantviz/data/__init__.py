@@ -1,0 +1,6 @@
+"""Evaluation data and task metrics (no Qt)."""
+
+from quantviz.data.datasets import DataError, EvalData, load_data
+from quantviz.data.metrics import MetricAccumulator, fidelity, topk_accuracy
+
+__all__ = ["DataError", "EvalData", "MetricAccumulator", "fidelity", "load_data", "topk_accuracy"]

@@ -1,0 +1,240 @@
+"""Evaluation data: the bundled digits splits or a user ``.npz`` / ``.pt`` file.
+
+A user file holds ``x`` (float, ``[N, ...]`` matching the model's example input except the
+batch dimension), optionally ``y`` (int labels, length N) and ``calib_x`` (calibration inputs;
+default: the first 256 samples of ``x``). Everything is validated against the model before
+any work starts; each problem is a ``ValueError`` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from quantviz.model.handle import ModelHandle
+
+__all__ = ["DEFAULT_CALIB_SIZE", "DataError", "EvalData", "load_data", "load_digits"]
+
+DEFAULT_CALIB_SIZE = 256
+SAMPLE_PREFIX = "sample:"
+BUNDLED = ("digits",)
+
+
+class DataError(ValueError):
+    """Evaluation data that cannot be used; the message names the file and the field."""
+
+
+@dataclass
+class EvalData:
+    """Evaluation inputs ``x`` [N, ...], labels ``y`` [N] int64 (or None), calibration inputs."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor | None
+    calib_x: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y is not None
+
+    def batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Consecutive ``(x, y)`` batches (``y`` None without labels); views, no copies."""
+        _check_batch_size(batch_size)
+        for i in range(0, len(self), batch_size):
+            yield self.x[i : i + batch_size], None if self.y is None else self.y[i : i + batch_size]
+
+    def calib_batches(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
+        """Consecutive batches of the calibration inputs."""
+        _check_batch_size(batch_size)
+        for i in range(0, int(self.calib_x.shape[0]), batch_size):
+            yield self.calib_x[i : i + batch_size]
+
+    def num_batches(self, batch_size: int = 256) -> int:
+        return -(-len(self) // batch_size)
+
+    def num_calib_batches(self, batch_size: int = 256) -> int:
+        return -(-int(self.calib_x.shape[0]) // batch_size)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
+
+
+def load_digits() -> dict[str, np.ndarray]:
+    """The bundled ``digits.npz`` arrays: x, y, train_idx, calib_idx, test_idx."""
+    from quantviz.model.samples import sample_path
+
+    with np.load(sample_path("digits.npz"), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def load_data(source: str | None, handle: ModelHandle | None = None) -> EvalData:
+    """Open evaluation data and validate it against ``handle`` (if given).
+
+    ``source``: ``sample:digits`` (test split for evaluation, calibration split for
+    calibration), a ``.npz`` / ``.pt`` file, or ``None`` for ``handle.default_data``.
+    """
+    if source is None:
+        if handle is None or not handle.default_data:
+            name = handle.name if handle is not None else "no model"
+            raise DataError(f"data: {name} has no default data; give a .npz or .pt file")
+        source = handle.default_data
+    if source.startswith(SAMPLE_PREFIX):
+        name = source[len(SAMPLE_PREFIX) :]
+        if name not in BUNDLED:
+            raise DataError(f"{source}: unknown bundled data; available: sample:digits")
+        try:
+            d = load_digits()
+        except FileNotFoundError as exc:
+            raise DataError(f"{source}: {exc}") from None
+        data = EvalData(
+            name=source,
+            x=torch.from_numpy(d["x"][d["test_idx"]]),
+            y=torch.from_numpy(d["y"][d["test_idx"]]),
+            calib_x=torch.from_numpy(d["x"][d["calib_idx"]]),
+        )
+    else:
+        data = _load_file(Path(source).expanduser())
+    if handle is not None:
+        data = validate(data, handle)
+    return data
+
+
+def _load_file(path: Path) -> EvalData:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    fields = _read_arrays(path)
+    if "x" not in fields:
+        raise DataError(f"{path}: no field 'x' (found: {', '.join(sorted(fields)) or 'none'})")
+    x = _as_tensor(path, "x", fields["x"])
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise DataError(f"{path}: x: must have at least one sample, got shape {tuple(x.shape)}")
+    y = _as_tensor(path, "y", fields["y"]) if fields.get("y") is not None else None
+    calib = (
+        _as_tensor(path, "calib_x", fields["calib_x"])
+        if fields.get("calib_x") is not None
+        else x[:DEFAULT_CALIB_SIZE]
+    )
+    return EvalData(name=str(path), x=x, y=y, calib_x=calib)
+
+
+def _read_arrays(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:2] == b"PK" and path.suffix != ".pt":
+        try:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            # a torch.save archive is a zip too; try it before giving up
+            if not _looks_like_torch_zip(path):
+                raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    if head[:6] == b"\x93NUMPY":
+        raise DataError(f"{path}: a single .npy array; save x (and y) with np.savez as a .npz")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            f"{path}: holds pickled Python objects; save a dict of tensors "
+            f"{{'x': ..., 'y': ...}} instead ({str(exc).splitlines()[0]})"
+        ) from None
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz or .pt file ({exc})") from None
+    if isinstance(obj, torch.Tensor):
+        return {"x": obj}
+    if isinstance(obj, (tuple, list)) and 1 <= len(obj) <= 2:
+        return {"x": obj[0], "y": obj[1] if len(obj) == 2 else None}
+    if not isinstance(obj, Mapping):
+        raise DataError(f"{path}: expected a dict with 'x' (and 'y'), got {type(obj).__name__}")
+    return dict(obj)
+
+
+def _looks_like_torch_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("data.pkl") for n in zf.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _as_tensor(path: Path, field: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {field}: unsupported array dtype {value.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise DataError(f"{path}: {field}: expected an array or tensor, got {type(value).__name__}")
+
+
+def validate(data: EvalData, handle: ModelHandle) -> EvalData:
+    """Check ``data`` fits ``handle``'s input and classes; cast x to the model's input dtype.
+
+    Raises :class:`DataError` naming the source and the field (``x``, ``y``, ``calib_x``).
+    """
+    src = data.name
+    example = handle.example_input
+    want_float = example.dtype.is_floating_point
+    out: dict[str, torch.Tensor] = {}
+    for field, t in (("x", data.x), ("calib_x", data.calib_x)):
+        if t.dim() < 1 or t.shape[0] == 0:
+            raise DataError(f"{src}: {field}: empty (shape {tuple(t.shape)})")
+        if tuple(t.shape[1:]) != tuple(example.shape[1:]):
+            raise DataError(
+                f"{src}: {field}: sample shape {tuple(t.shape[1:])} does not match the model "
+                f"input {tuple(example.shape[1:])} (full shape {tuple(t.shape)}; the first "
+                "dimension is the sample index)"
+            )
+        if want_float and not t.dtype.is_floating_point:
+            raise DataError(f"{src}: {field}: must be floating point, got {t.dtype}")
+        if not want_float and (t.dtype.is_floating_point or t.dtype == torch.bool):
+            raise DataError(f"{src}: {field}: the model takes {example.dtype} input, got {t.dtype}")
+        if t.dtype.is_floating_point and not torch.isfinite(t).all():
+            raise DataError(f"{src}: {field}: contains NaN or infinite values")
+        out[field] = t.to(example.dtype)
+    y = data.y
+    if y is not None:
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.dtype.is_complex:
+            raise DataError(f"{src}: y: labels must be integers, got {y.dtype}")
+        if y.dim() != 1:
+            raise DataError(f"{src}: y: must be 1-D (one label per sample), got {tuple(y.shape)}")
+        if y.shape[0] != out["x"].shape[0]:
+            raise DataError(
+                f"{src}: y: has {y.shape[0]} labels for {out['x'].shape[0]} samples in x"
+            )
+        y = y.to(torch.int64)
+        n_cls = handle.num_classes or _output_classes(handle)
+        if y.numel():
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or (n_cls is not None and hi >= n_cls):
+                raise DataError(
+                    f"{src}: y: labels must be in 0..{(n_cls or 0) - 1}"
+                    f" (the model has {n_cls} classes), got range {lo}..{hi}"
+                    if n_cls is not None
+                    else f"{src}: y: labels must be >= 0, got minimum {lo}"
+                )
+    return EvalData(name=data.name, x=out["x"], y=y, calib_x=out["calib_x"])
+
+
+def _output_classes(handle: ModelHandle) -> int | None:
+    """Classes of a classifier from one forward pass on the example input ([1, C] output)."""
+    with torch.no_grad():
+        out = handle.module(handle.example_input)
+    if isinstance(out, torch.Tensor) and out.dim() == 2:
+        return int(out.shape[1])
+    return None

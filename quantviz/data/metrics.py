@@ -1,0 +1,145 @@
+"""Task metrics: accuracy with labels, fidelity to the float model without.
+
+:class:`MetricAccumulator` sums over batches so evaluation never keeps all outputs. With
+labels its result's ``metric`` is ``"accuracy"`` (plus ``top5`` where there are more than
+5 classes); without, ``"top1_agreement"`` with ``cosine`` and ``kl`` alongside. Logits are
+``[N, C]``; outputs with more dimensions use dim 1 as the class dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["MetricAccumulator", "fidelity", "topk_accuracy"]
+
+
+def _as_2d(logits: torch.Tensor) -> torch.Tensor:
+    """[N, C, *rest] -> [N * rest, C]; [N] -> [N, 1]."""
+    if logits.dim() == 1:
+        return logits[:, None]
+    if logits.dim() > 2:
+        return logits.movedim(1, -1).reshape(-1, logits.shape[1])
+    return logits
+
+
+def _check_pair(logits: torch.Tensor, ref: torch.Tensor) -> None:
+    if logits.shape != ref.shape:
+        raise ValueError(
+            f"logits: shape {tuple(logits.shape)} differs from the reference {tuple(ref.shape)}"
+        )
+
+
+def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    if logits.dim() != 2:
+        raise ValueError(f"logits: accuracy needs [N, C] outputs, got {tuple(logits.shape)}")
+    if y.shape != logits.shape[:1]:
+        raise ValueError(f"y: {tuple(y.shape)} labels for {logits.shape[0]} outputs")
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return int((top == y[:, None]).any(dim=1).sum())
+
+
+def topk_accuracy(logits: torch.Tensor, y: torch.Tensor, k: int = 1) -> float:
+    """Fraction of samples whose label is among the ``k`` largest logits."""
+    if k < 1:
+        raise ValueError(f"k: must be >= 1, got {k}")
+    if logits.shape[0] == 0:
+        raise ValueError("logits: empty batch")
+    return _topk_correct(logits, y, k) / logits.shape[0]
+
+
+def _fidelity_sums(logits: torch.Tensor, ref: torch.Tensor) -> tuple[int, float, float, int]:
+    """(top-1 agreements, sum of per-sample cosines, sum of per-position KLs, positions)."""
+    _check_pair(logits, ref)
+    q, r = logits.detach().double(), ref.detach().double()
+    flat_q, flat_r = q.reshape(q.shape[0], -1), r.reshape(r.shape[0], -1)
+    cos = torch.nn.functional.cosine_similarity(flat_q, flat_r, dim=1, eps=1e-12)
+    q2, r2 = _as_2d(q), _as_2d(r)
+    agree = int((q2.argmax(1) == r2.argmax(1)).sum())
+    log_p = torch.log_softmax(r2, dim=1)
+    log_q = torch.log_softmax(q2, dim=1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    return agree, float(cos.sum()), float(kl.clamp_min(0).sum()), int(q2.shape[0])
+
+
+def fidelity(logits: torch.Tensor, ref_logits: torch.Tensor) -> dict[str, float]:
+    """Agreement of ``logits`` with the float model's ``ref_logits``.
+
+    ``top1_agreement``: fraction of equal argmax; ``cosine``: mean per-sample cosine
+    similarity of the outputs; ``kl``: mean KL(softmax(ref) || softmax(logits)) in nats.
+    """
+    if logits.shape[0] == 0:
+        raise ValueError("logits: empty batch")
+    agree, cos, kl, n_pos = _fidelity_sums(logits, ref_logits)
+    return {
+        "top1_agreement": agree / n_pos,
+        "cosine": cos / logits.shape[0],
+        "kl": kl / n_pos,
+    }
+
+
+class MetricAccumulator:
+    """Streaming metrics over batches: ``update(logits, y, ref_logits)`` then ``result()``.
+
+    ``y`` may be None (no labels) and ``ref_logits`` None (no float reference); at least one
+    must be given on every update, consistently.
+    """
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        self.num_classes = num_classes
+        self.n = 0
+        self.correct1 = 0
+        self.correct5 = 0
+        self.labelled = 0
+        self.agree = 0
+        self.cos_sum = 0.0
+        self.kl_sum = 0.0
+        self.positions = 0
+        self.referenced = 0
+        self.classes_seen = 0
+
+    def update(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor | None = None,
+        ref_logits: torch.Tensor | None = None,
+    ) -> None:
+        """Add one batch."""
+        if y is None and ref_logits is None:
+            raise ValueError("update: needs labels y or reference logits")
+        n = int(logits.shape[0])
+        self.n += n
+        if logits.dim() >= 2:
+            self.classes_seen = int(logits.shape[1])
+        if y is not None:
+            self.correct1 += _topk_correct(logits, y, 1)
+            self.correct5 += _topk_correct(logits, y, 5)
+            self.labelled += n
+        if ref_logits is not None:
+            agree, cos, kl, n_pos = _fidelity_sums(logits, ref_logits)
+            self.agree += agree
+            self.cos_sum += cos
+            self.kl_sum += kl
+            self.positions += n_pos
+            self.referenced += n
+
+    def result(self) -> dict[str, Any]:
+        """``metric`` (name), ``value``, and every computed metric by name, plus ``n``."""
+        if self.n == 0:
+            raise ValueError("no batches were evaluated")
+        out: dict[str, Any] = {"n": self.n}
+        n_classes = self.num_classes or self.classes_seen
+        if self.referenced:
+            out["top1_agreement"] = self.agree / self.positions
+            out["cosine"] = self.cos_sum / self.referenced
+            out["kl"] = self.kl_sum / self.positions
+        if self.labelled:
+            out["accuracy"] = self.correct1 / self.labelled
+            if n_classes > 5:
+                out["top5"] = self.correct5 / self.labelled
+            out["metric"], out["value"] = "accuracy", out["accuracy"]
+        else:
+            out["metric"], out["value"] = "top1_agreement", out["top1_agreement"]
+        return out

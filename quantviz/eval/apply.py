@@ -1,0 +1,305 @@
+"""Apply a ``ModelConfig`` to a loaded model for the duration of a ``with`` block.
+
+Weights: each quantized layer's parameter gets its ``.data`` swapped for the fake-quantized
+tensor (from a :class:`WeightCache`, so a config that changed in one layer re-quantizes only
+that layer); on exit the original tensor is put back — the very same storage, bit for bit —
+even when the block raises. Pre-quantized weights make the forward pass cost what the float
+one does.
+
+Activations: a layer with an activation spec gets a forward pre-hook that fake-quantizes its
+INPUT: with parameters fitted once from the calibration statistics of that input (static;
+per-tensor, see :func:`quantviz.core.fit_quantizer`) or measured on every batch
+(``spec.dynamic``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from quantviz.core import FittedQuantizer, ModelConfig, QuantSpec, fit_quantizer, quantize
+from quantviz.eval.results import Progress
+
+if TYPE_CHECKING:
+    from quantviz.model.capture import LayerStats
+    from quantviz.model.handle import ModelHandle
+
+__all__ = [
+    "AppliedConfig",
+    "WeightCache",
+    "WeightEntry",
+    "apply_config",
+    "check_config",
+    "needs_calibration",
+    "prepare_weights",
+]
+
+_APPLIED_FLAG = "_quantviz_applied"
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """A layer's weight under one spec: the fake-quantized tensor and its error numbers."""
+
+    dequantized: torch.Tensor
+    sqnr_db: float
+    mse: float
+    bits_per_value: float
+    clipped_fraction: float
+    seconds: float
+
+
+def _source_key(w: torch.Tensor) -> tuple[Any, ...]:
+    return (w.data_ptr(), w._version, tuple(w.shape), w.dtype, str(w.device))
+
+
+class WeightCache:
+    """Fake-quantized weights keyed by ``(fqn, spec)``, least recently used evicted.
+
+    An entry remembers which tensor it was computed from (storage address, version counter,
+    shape, dtype, device) and is recomputed if the weight changed. ``max_bytes`` bounds the
+    memory held by the dequantized tensors. The cache also keeps the fitted static activation
+    quantizers, keyed by ``(fqn, spec)`` and the statistics object they were fitted on.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        if not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"max_bytes: must be a non-negative integer, got {max_bytes!r}")
+        self.max_bytes = max_bytes
+        self._w: OrderedDict[tuple[str, QuantSpec], tuple[tuple[Any, ...], WeightEntry]] = (
+            OrderedDict()
+        )
+        self._act: dict[tuple[str, QuantSpec], tuple[Any, int, FittedQuantizer]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    # -- weights --------------------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            e.dequantized.numel() * e.dequantized.element_size() for _, e in self._w.values()
+        )
+
+    def __len__(self) -> int:
+        return len(self._w)
+
+    def __contains__(self, key: tuple[str, QuantSpec]) -> bool:
+        return key in self._w
+
+    def peek(self, fqn: str, spec: QuantSpec) -> WeightEntry | None:
+        """The cached entry without checking the source or counting a hit."""
+        hit = self._w.get((fqn, spec))
+        return None if hit is None else hit[1]
+
+    def get(self, fqn: str, spec: QuantSpec, weight: torch.Tensor) -> WeightEntry:
+        """The entry for ``weight`` (layer ``fqn``) under ``spec``, computing it if needed."""
+        key = (fqn, spec)
+        src = _source_key(weight)
+        hit = self._w.get(key)
+        if hit is not None and hit[0] == src:
+            self._w.move_to_end(key)
+            self.hits += 1
+            return hit[1]
+        self.misses += 1
+        t0 = time.perf_counter()
+        try:
+            r = quantize(weight.detach(), spec)
+        except ValueError as exc:
+            raise ValueError(f"layer {fqn}: weight: {exc}") from None
+        dq = r.dequantized
+        if dq.device != weight.device:
+            dq = dq.to(weight.device)
+        if weight.is_contiguous() and not dq.is_contiguous():
+            dq = dq.contiguous()
+        entry = WeightEntry(
+            dequantized=dq,
+            sqnr_db=float(r.sqnr_db),
+            mse=float(r.mse),
+            bits_per_value=float(r.bits_per_value),
+            clipped_fraction=float(r.clipped_fraction),
+            seconds=time.perf_counter() - t0,
+        )
+        self._w[key] = (src, entry)
+        self._w.move_to_end(key)
+        self._evict()
+        return entry
+
+    def _evict(self) -> None:
+        total = self.nbytes
+        while total > self.max_bytes and len(self._w) > 1:
+            _, (_, e) = self._w.popitem(last=False)
+            total -= e.dequantized.numel() * e.dequantized.element_size()
+
+    # -- static activation quantizers -------------------------------------------------------
+    def activation(self, fqn: str, spec: QuantSpec, stats: LayerStats) -> FittedQuantizer:
+        """The static quantizer of layer ``fqn``'s input fitted on ``stats.input``."""
+        key = (fqn, spec)
+        hit = self._act.get(key)
+        if hit is not None and hit[0] is stats.input and hit[1] == stats.input.count:
+            return hit[2]
+        fq = fit_static(fqn, spec, stats)
+        self._act[key] = (stats.input, stats.input.count, fq)
+        return fq
+
+    def clear(self) -> None:
+        self._w.clear()
+        self._act.clear()
+        self.hits = self.misses = 0
+
+
+def fit_static(fqn: str, spec: QuantSpec, stats: LayerStats) -> FittedQuantizer:
+    """Fit a per-tensor quantizer of layer ``fqn``'s input from its calibration histogram."""
+    if spec.granularity != "per_tensor":
+        raise ValueError(
+            f"layer {fqn}: activation: static quantization uses one range per tensor "
+            f"(granularity per_tensor), got {spec.granularity}; use dynamic: true for "
+            "per-channel activation ranges"
+        )
+    st = stats.input
+    if st.count == 0:
+        raise ValueError(f"layer {fqn}: activation: no calibration data reached this layer")
+    try:
+        return fit_quantizer(spec, histogram=st.histogram())
+    except ValueError as exc:
+        raise ValueError(f"layer {fqn}: activation: {exc}") from None
+
+
+def check_config(handle: ModelHandle, config: ModelConfig) -> None:
+    """``ValueError`` naming every override key of ``config`` that matches no layer."""
+    if not isinstance(config, ModelConfig):
+        raise ValueError(f"config: must be a ModelConfig, got {type(config).__name__}")
+    unknown = config.unknown_keys(handle.fqns)
+    if unknown:
+        raise ValueError(
+            f"config: layers {', '.join(unknown)} match no layer of {handle.name} "
+            f"(layers: {', '.join(handle.fqns)})"
+        )
+
+
+def needs_calibration(handle: ModelHandle, config: ModelConfig) -> list[str]:
+    """The layers whose activation spec is static (needs calibration statistics)."""
+    out = []
+    for fqn in handle.fqns:
+        act = config.resolve(fqn).activation
+        if act is not None and not act.dynamic:
+            out.append(fqn)
+    return out
+
+
+def prepare_weights(
+    handle: ModelHandle, config: ModelConfig, cache: WeightCache
+) -> Generator[Progress, None, dict[str, WeightEntry]]:
+    """Quantize (or fetch from ``cache``) every quantized layer's weight; yields per layer."""
+    todo = [(f, config.resolve(f).weight) for f in handle.fqns]
+    todo = [(f, s) for f, s in todo if s is not None]
+    out: dict[str, WeightEntry] = {}
+    for i, (fqn, spec) in enumerate(todo, start=1):
+        out[fqn] = cache.get(fqn, spec, handle.weight(fqn))
+        yield Progress(i, len(todo), "quantize")
+    return out
+
+
+@dataclass
+class AppliedConfig:
+    """What :func:`apply_config` did: per-layer weight entries and the activation hooks."""
+
+    weights: dict[str, WeightEntry]
+    activations: dict[str, str]  # fqn -> "static" | "dynamic"
+    quantize_seconds: float
+
+
+def _dynamic_hook(fqn: str, spec: QuantSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+    from quantviz.core import fake_quantize
+
+    def hook(x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            return x
+        try:
+            return fake_quantize(x, spec)
+        except ValueError as exc:
+            raise ValueError(f"layer {fqn}: activation: {exc}") from None
+
+    return hook
+
+
+def _static_hook(fq: FittedQuantizer) -> Callable[[torch.Tensor], torch.Tensor]:
+    def hook(x: torch.Tensor) -> torch.Tensor:
+        return fq(x) if x.is_floating_point() else x
+
+    return hook
+
+
+@contextmanager
+def apply_config(
+    handle: ModelHandle,
+    config: ModelConfig,
+    *,
+    stats: Mapping[str, LayerStats] | None = None,
+    cache: WeightCache | None = None,
+) -> Iterator[AppliedConfig]:
+    """Fake-quantize ``handle``'s model under ``config`` inside a ``with`` block.
+
+    ``stats`` (fqn -> :class:`quantviz.model.capture.LayerStats`, e.g. from
+    :func:`quantviz.model.capture.capture_stats` on calibration data) is required for the
+    layers with a static activation spec. ``cache`` reuses fake-quantized weights across
+    calls. On exit — normal or by an exception — every parameter gets its original tensor
+    back and every hook is removed: the float model is exactly as before.
+
+    Raises ``ValueError`` for override keys matching no layer, a static activation spec
+    without statistics for its layer, or a config applied while another one is active.
+    """
+    check_config(handle, config)
+    if handle.meta.get(_APPLIED_FLAG):
+        raise ValueError(f"{handle.name}: a config is already applied to this model")
+    cache = cache if cache is not None else WeightCache()
+    t0 = time.perf_counter()
+    # everything that can fail is computed before the model is touched
+    entries: dict[str, WeightEntry] = {}
+    gen = prepare_weights(handle, config, cache)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            entries = stop.value
+            break
+    hooks: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    kinds: dict[str, str] = {}
+    for fqn in handle.fqns:
+        act = config.resolve(fqn).activation
+        if act is None:
+            continue
+        if act.dynamic:
+            hooks[fqn], kinds[fqn] = _dynamic_hook(fqn, act), "dynamic"
+            continue
+        st = None if stats is None else stats.get(fqn)
+        if st is None:
+            raise ValueError(
+                f"layer {fqn}: activation: a static spec needs calibration statistics of "
+                "this layer's input (pass stats=, or use dynamic: true)"
+            )
+        hooks[fqn], kinds[fqn] = _static_hook(cache.activation(fqn, act, st)), "static"
+    q_seconds = time.perf_counter() - t0
+
+    swapped: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    removers: list[Callable[[], None]] = []
+    handle.meta[_APPLIED_FLAG] = True
+    try:
+        for fqn, entry in entries.items():
+            p = handle.weight(fqn)
+            swapped.append((p, p.data))
+            p.data = entry.dequantized
+        for fqn, hook in hooks.items():
+            removers.append(handle.add_hooks(fqn, pre=hook))
+        yield AppliedConfig(entries, kinds, q_seconds)
+    finally:
+        for r in reversed(removers):
+            r()
+        for p, orig in reversed(swapped):
+            p.data = orig
+        handle.meta.pop(_APPLIED_FLAG, None)

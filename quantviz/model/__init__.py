@@ -1,0 +1,22 @@
+"""Loading and introspecting models (no Qt): sources, layers, activation statistics."""
+
+from quantviz.model.capture import ActivationStats, LayerStats, StatsCollector, capture_stats
+from quantviz.model.handle import LayerInfo, ModelHandle
+from quantviz.model.layers import add_hooks, discover_layers, get_weight
+from quantviz.model.loading import ModelLoadError, load_model
+from quantviz.model.samples import list_samples
+
+__all__ = [
+    "ActivationStats",
+    "LayerInfo",
+    "LayerStats",
+    "ModelHandle",
+    "ModelLoadError",
+    "StatsCollector",
+    "add_hooks",
+    "capture_stats",
+    "discover_layers",
+    "get_weight",
+    "list_samples",
+    "load_model",
+]

@@ -1,0 +1,319 @@
+"""Discover the quantizable layers of a model, fetch their weights, hook their activations.
+
+Layers are recognised by what they do, not by their class name: one forward pass on the
+example input runs under a :class:`~torch.utils._python_dispatch.TorchDispatchMode` that
+sees every aten op - from eager modules, TorchScript and ``torch.export`` graphs alike - and
+records which module parameter is used as the weight of a convolution, a matrix product
+(linear) or an embedding lookup. That also finds custom-named modules (a scripted
+``Conv2dStaticSamePadding``) and gives the MACs of each call from its real shapes. Subclasses
+of the torch layer types that the forward pass never reaches are listed too (0 MACs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from quantviz.model.handle import LayerInfo, ModelHandle
+
+__all__ = ["add_hooks", "discover_layers", "get_weight", "iter_submodules"]
+
+_CLASS_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.Conv1d, "conv1d"),
+    (nn.Conv2d, "conv2d"),
+    (nn.Conv3d, "conv3d"),
+    (nn.ConvTranspose1d, "conv_transpose1d"),
+    (nn.ConvTranspose2d, "conv_transpose2d"),
+    (nn.ConvTranspose3d, "conv_transpose3d"),
+    (nn.Linear, "linear"),
+    (nn.Bilinear, "linear"),
+    (nn.Embedding, "embedding"),
+    (nn.EmbeddingBag, "embedding"),
+)
+_MATMUL_OPS = {
+    "mm",
+    "addmm",
+    "bmm",
+    "baddbmm",
+    "matmul",
+    "linear",
+    "mv",
+    "addmv",
+    "_addmm_activation",
+}
+_CONV_OPS = {"convolution", "_convolution", "conv1d", "conv2d", "conv3d"}
+_CONV_T_OPS = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+_EMB_OPS = {"embedding", "embedding_bag", "_embedding_bag", "_embedding_bag_forward_only"}
+
+
+@dataclass
+class _Use:
+    kind: str
+    macs: int
+    groups: int = 1
+
+
+def _class_kind(mod: nn.Module) -> str | None:
+    for cls, kind in _CLASS_KINDS:
+        if isinstance(mod, cls):
+            return kind
+    if isinstance(mod, torch.jit.ScriptModule):  # scripted torch layers keep their class name
+        name = getattr(mod, "original_name", "")
+        for cls, kind in _CLASS_KINDS:
+            if name == cls.__name__:
+                return kind
+    return None
+
+
+def _direct_params(mod: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in mod.named_parameters(recurse=False) if p is not None}
+
+
+def iter_submodules(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``named_modules()`` for eager, TorchScript and unflattened exported modules."""
+    yield from module.named_modules()
+
+
+def _submodule(module: nn.Module, fqn: str) -> nn.Module:
+    sub = module
+    for part in [p for p in fqn.split(".") if p]:
+        try:
+            sub = getattr(sub, part)
+        except AttributeError:
+            raise KeyError(f"no submodule {fqn!r}") from None
+    return sub
+
+
+def _class_name(mod: nn.Module, fqn: str) -> str:
+    name = getattr(mod, "original_name", None)  # TorchScript keeps the Python class name
+    if isinstance(name, str) and name and name not in ("InterpreterModule", "GraphModule"):
+        return name
+    graph = getattr(mod, "graph", None)  # unflattened torch.export: nn_module_stack metadata
+    if isinstance(graph, torch.fx.Graph):
+        for node in graph.nodes:
+            stack = node.meta.get("nn_module_stack") or {}
+            for path, typ in stack.values():
+                if path.split("L['self'].")[-1] == fqn:
+                    cls = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+                    return cls.rsplit(".", 1)[-1]
+    return type(mod).__name__
+
+
+def _storage_key(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage().data_ptr() if t.numel() else None
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+def _per_sample(numel: int, batch: int) -> int:
+    return int(numel // max(batch, 1))
+
+
+class _Recorder(TorchDispatchMode):
+    """Record conv / matmul / embedding ops whose weight is one of the watched parameters."""
+
+    def __init__(self, watched: dict[int, list[str]], batch: int) -> None:
+        super().__init__()
+        self.watched = watched
+        self.batch = batch
+        self.uses: dict[str, list[_Use]] = {}
+
+    def _match(self, t: Any) -> list[str]:
+        if isinstance(t, torch.Tensor):
+            key = _storage_key(t)
+            if key is not None:
+                return self.watched.get(key, [])
+        return []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        with contextlib.suppress(Exception):  # measuring must never break the forward pass
+            self._record(name, args, out)
+        return out
+
+    def _add(self, owners: list[str], use: _Use) -> None:
+        for fqn in owners:
+            self.uses.setdefault(fqn, []).append(use)
+
+    def _record(self, name: str, args: tuple, out: Any) -> None:
+        if name in _CONV_OPS or name in _CONV_T_OPS:
+            owners = self._match(args[1]) if len(args) > 1 else []
+            if not owners:
+                return
+            x, w = args[0], args[1]
+            if name in ("convolution", "_convolution"):
+                transposed, groups = bool(args[6]), int(args[8])
+            elif name in _CONV_T_OPS:
+                transposed = True
+                groups = int(args[6]) if len(args) > 6 else 1
+            else:
+                transposed, groups = False, int(args[6]) if len(args) > 6 else 1
+            nd = w.dim() - 2
+            k = math.prod(w.shape[2:])
+            if transposed:
+                macs = _per_sample(x.numel(), self.batch) * w.shape[1] * k
+                kind = f"conv_transpose{nd}d"
+            else:
+                macs = _per_sample(out.numel(), self.batch) * w.shape[1] * k
+                kind = f"conv{nd}d"
+            self._add(owners, _Use(kind, macs, groups))
+        elif name in _MATMUL_OPS:
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            with_bias = name in ("addmm", "baddbmm", "addmv", "_addmm_activation")
+            operands = tensors[1:3] if with_bias else tensors[:2]
+            if len(operands) < 2:
+                return
+            inner = int(operands[0].shape[-1])  # the contracted dimension
+            for t in operands:
+                owners = self._match(t)
+                if owners:
+                    self._add(owners, _Use("linear", _per_sample(out.numel(), self.batch) * inner))
+                    return
+        elif name in _EMB_OPS:
+            owners = self._match(args[0])
+            if owners:
+                self._add(owners, _Use("embedding", 0))
+
+
+def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
+    """The quantizable layers of ``module``, in module order, measured on ``example_input``.
+
+    A layer is a module parameter (normally ``weight``) used as the kernel of a convolution,
+    the matrix of a matrix product, or an embedding table during a forward pass on
+    ``example_input``; or the weight of a subclass of a torch Conv/ConvTranspose/Linear/
+    Embedding module the forward pass did not reach. ``macs`` are per sample (batch size
+    = ``example_input.shape[0]``).
+    """
+    candidates: list[tuple[str, str, nn.Module, torch.Tensor, str | None]] = []
+    watched: dict[int, list[str]] = {}
+    for mod_fqn, mod in iter_submodules(module):
+        ckind = _class_kind(mod)
+        for pname, p in _direct_params(mod).items():
+            if p.dim() < 2 or (ckind is not None and pname != "weight"):
+                continue
+            qual = f"{mod_fqn}.{pname}" if mod_fqn else pname
+            fqn = mod_fqn if pname == "weight" and mod_fqn else qual
+            candidates.append((fqn, qual, mod, p, ckind))
+            key = _storage_key(p)
+            if key is not None:
+                watched.setdefault(key, []).append(fqn)
+
+    batch = int(example_input.shape[0]) if example_input.dim() else 1
+    rec = _Recorder(watched, batch)
+    with torch.no_grad(), rec:
+        module(example_input)
+
+    layers: list[LayerInfo] = []
+    for fqn, qual, mod, p, ckind in candidates:
+        uses = rec.uses.get(fqn, [])
+        if ckind is not None:
+            family = ckind.split("_")[0].rstrip("123d")  # conv / linear / embedding
+            same = [u for u in uses if u.kind.startswith(family)]
+            uses = same
+            kind = ckind
+        elif uses:
+            kind = uses[0].kind
+            uses = [u for u in uses if u.kind == kind]
+        else:
+            continue
+        groups = getattr(mod, "groups", None)
+        if not isinstance(groups, int):
+            groups = uses[0].groups if uses else 1
+        depthwise = (
+            kind.startswith("conv") and "transpose" not in kind and (groups > 1 and p.shape[1] == 1)
+        )
+        bias = _direct_params(mod).get("bias")
+        n_params = p.numel() + (bias.numel() if bias is not None and qual.endswith("weight") else 0)
+        layers.append(
+            LayerInfo(
+                fqn=fqn,
+                kind=kind,
+                weight_shape=tuple(int(s) for s in p.shape),
+                params=int(n_params),
+                depthwise=bool(depthwise),
+                macs=int(sum(u.macs for u in uses)),
+                bias=bias is not None and qual.endswith("weight"),
+                class_name=_class_name(mod, qual.rpartition(".")[0]),
+                param=qual,
+            )
+        )
+    return layers
+
+
+def get_weight(handle: ModelHandle, fqn: str) -> torch.Tensor:
+    """The live weight ``Parameter`` of layer ``fqn`` (no copy).
+
+    Replacing its ``.data`` changes the model's output, for every flavour.
+    """
+    lay = handle.layer(fqn)
+    mod_fqn, _, pname = lay.param_name.rpartition(".")
+    mod = _submodule(handle.module, mod_fqn)
+    params = _direct_params(mod)
+    if pname not in params:
+        raise KeyError(f"layer {fqn!r} of {handle.name} has no parameter {pname!r}")
+    return params[pname]
+
+
+def add_hooks(
+    handle: ModelHandle,
+    fqn: str,
+    pre: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+    post: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+) -> Callable[[], None]:
+    """Attach an input (``pre``) and/or output (``post``) hook to layer ``fqn``.
+
+    A hook returning a tensor replaces the value; ``None`` only observes. Returns a function
+    removing both hooks. ``ValueError`` for TorchScript models (a ScriptModule cannot take
+    hooks after scripting) and for exported programs that could not be unflattened.
+    """
+    lay = handle.layer(fqn)
+    if handle.flavour == "torchscript":
+        raise ValueError(
+            f"{handle.name}: layer {fqn!r}: activation hooks are not possible on a TorchScript "
+            "model; save it as a torch.export .pt2 or a state_dict + architecture instead"
+        )
+    mod = _submodule(handle.module, lay.module_fqn)
+    if handle.flavour == "exported" and (mod is handle.module or _is_flat_graph(handle.module)):
+        raise ValueError(
+            f"{handle.name}: layer {fqn!r}: this exported program could not be unflattened "
+            "into submodules, so its activations cannot be hooked"
+        )
+    removers = []
+    if pre is not None:
+
+        def _pre(_mod: nn.Module, args: tuple) -> tuple | None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                return None
+            new = pre(args[0])
+            return None if new is None else (new, *args[1:])
+
+        removers.append(mod.register_forward_pre_hook(_pre))
+    if post is not None:
+
+        def _post(_mod: nn.Module, _args: tuple, out: Any) -> Any:
+            if not isinstance(out, torch.Tensor):
+                return None
+            return post(out)
+
+        removers.append(mod.register_forward_hook(_post))
+
+    def remove() -> None:
+        for r in removers:
+            r.remove()
+        removers.clear()
+
+    return remove
+
+
+def _is_flat_graph(module: nn.Module) -> bool:
+    return isinstance(module, torch.fx.GraphModule)

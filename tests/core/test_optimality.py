@@ -1,0 +1,87 @@
+"""k-means reaches the Lloyd-Max optimum of the Gaussian; mse calibration finds the best scale."""
+
+import numpy as np
+import pytest
+import torch
+
+from quantviz.core import QuantSpec, quantize
+
+# Minimum MSE of an N-level quantizer for a unit-variance Gaussian source:
+# J. Max, "Quantizing for minimum distortion", IRE Trans. Inf. Theory IT-6 (1960), Table I.
+LLOYD_MAX_GAUSSIAN_MSE = {1: 0.3634, 2: 0.1175, 3: 0.03454, 4: 0.009497}
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    g = torch.Generator().manual_seed(1960)
+    return torch.randn(2_000_000, generator=g)
+
+
+@pytest.mark.parametrize("bits", sorted(LLOYD_MAX_GAUSSIAN_MSE))
+def test_kmeans_reaches_lloyd_max(gaussian, bits):
+    r = quantize(gaussian, QuantSpec(bits=bits, quantizer="kmeans"))
+    assert r.levels.numel() == 2**bits
+    assert r.mse == pytest.approx(LLOYD_MAX_GAUSSIAN_MSE[bits], rel=0.01)
+
+
+def _brute_force_best_mse(x: torch.Tensor, qmin: int, qmax: int) -> float:
+    """Best MSE over a fine grid of scales, with torch's own fake-quant (symmetric, zp 0)."""
+    amax = float(x.abs().max())
+    best = np.inf
+    for a in np.linspace(0.05, 1.0, 600) * amax:
+        s = a / ((qmax - qmin) / 2)
+        y = torch.fake_quantize_per_tensor_affine(x, s, 0, qmin, qmax)
+        best = min(best, float(torch.mean((y.double() - x.double()) ** 2)))
+    return best
+
+
+@pytest.mark.parametrize("bits", [3, 4, 6])
+def test_uniform_mse_calibration_reaches_brute_force_optimum(gaussian, bits):
+    x = gaussian[:200_000]
+    spec = QuantSpec(bits=bits, calibration="mse")
+    r = quantize(x, spec)
+    qmin, qmax = spec.qrange
+    best = _brute_force_best_mse(x, qmin, qmax)
+    assert r.mse <= best * 1.01
+    # and clearly better than min/max at low bit-widths
+    if bits <= 4:
+        assert r.mse < 0.8 * quantize(x, QuantSpec(bits=bits)).mse
+
+
+def test_asymmetric_mse_calibration_beats_minmax_on_skewed_data(gaussian):
+    x = torch.relu(gaussian[:200_000]) + 0.1 * gaussian[200_000:400_000]
+    mm = quantize(x, QuantSpec(bits=4, symmetric=False))
+    ms = quantize(x, QuantSpec(bits=4, symmetric=False, calibration="mse"))
+    assert ms.mse < mm.mse
+    assert ms.clipped_fraction > 0
+
+
+@pytest.mark.parametrize("quantizer", ["log2", "fp4_e2m1", "nf4", "fp8_e4m3"])
+def test_scaled_codebooks_mse_calibration_no_worse_than_minmax(gaussian, quantizer):
+    x = gaussian[:100_000]
+    spec = QuantSpec(bits=4, quantizer=quantizer)
+    assert quantize(x, spec.with_(calibration="mse")).mse <= quantize(x, spec).mse * 1.0001
+
+
+def test_percentile_clips_about_the_requested_tail(gaussian):
+    x = gaussian[:400_000]
+    r = quantize(x, QuantSpec(bits=8, calibration="percentile", percentile=99.0))
+    # |x| beyond its 99th percentile: 1% of values lie outside the range
+    assert r.clipped_fraction == pytest.approx(0.01, rel=0.1)
+
+
+def test_kl_calibration_clips_heavy_tails():
+    g = torch.Generator().manual_seed(3)
+    # ReLU-like activations with rare large outliers
+    x = torch.relu(torch.randn(300_000, generator=g))
+    x[:30] = 60.0
+    mm = quantize(x, QuantSpec(bits=8, symmetric=False))
+    kl = quantize(x, QuantSpec(bits=8, symmetric=False, calibration="kl"))
+    assert float(kl.clip_max) < 0.5 * float(mm.clip_max)
+    # the bulk of the distribution (without the 30 outliers) is resolved much better
+    bulk = slice(30, None)
+
+    def err(r):
+        return float(torch.mean((r.dequantized[bulk] - x[bulk]) ** 2))
+
+    assert err(kl) < 0.25 * err(mm)

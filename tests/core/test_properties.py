@@ -1,0 +1,95 @@
+"""Property tests over shapes, dtypes, bit-widths, quantizers, schemes and granularities."""
+
+import math
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from quantviz.core import FIXED_WIDTH, QUANTIZERS, QuantSpec, quantize
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@st.composite
+def cases(draw):
+    ndim = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 7), min_size=ndim, max_size=ndim)))
+    quantizer = draw(st.sampled_from(QUANTIZERS))
+    lo_bits = 2 if quantizer == "log2" else 1
+    hi_bits = 8 if quantizer == "kmeans" else 16
+    bits = draw(st.integers(lo_bits, hi_bits))
+    symmetric = draw(st.booleans())
+    restricted = symmetric and bits >= 2 and draw(st.booleans())
+    granularity = draw(st.sampled_from(["per_tensor", "per_channel", "per_group"]))
+    axis = draw(st.integers(-ndim, ndim - 1))
+    row = math.prod(shape) // shape[0]
+    group_size = draw(st.sampled_from([d for d in range(1, row + 1) if row % d == 0]))
+    calibration = draw(st.sampled_from(["minmax", "percentile", "mse", "kl"]))
+    spec = QuantSpec(
+        bits=bits,
+        quantizer=quantizer,
+        symmetric=symmetric,
+        restricted_range=restricted,
+        granularity=granularity,
+        axis=axis,
+        group_size=group_size,
+        calibration=calibration,
+        percentile=draw(st.floats(90.0, 100.0)),
+    )
+    dtype = draw(st.sampled_from(DTYPES))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.sampled_from([1e-3, 1.0, 50.0]))
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * scale).to(dtype)
+    if draw(st.booleans()):
+        x = torch.where(x.abs() < scale * 0.5, torch.zeros_like(x), x)  # many exact zeros
+    return x, spec
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_quantize_invariants(case):
+    x, spec = case
+    r = quantize(x, spec)
+    dq = r.dequantized
+    assert dq.shape == x.shape and dq.dtype == x.dtype
+    assert torch.isfinite(dq.float()).all()
+    levels = r.levels
+    rows_levels = levels[None] if levels.ndim == 1 else levels
+    assert rows_levels.shape[1] <= 2**spec.bits
+    if spec.quantizer in FIXED_WIDTH:
+        assert spec.bits == FIXED_WIDTH[spec.quantizer]
+    # every output value is one of its row's levels
+    rows = r.row_view.to_rows(dq)
+    assert rows.shape[0] == rows_levels.shape[0] or rows_levels.shape[0] == 1
+    for i in range(rows.shape[0]):
+        lv = rows_levels[i if rows_levels.shape[0] > 1 else 0].float()
+        assert torch.isin(rows[i], lv).all(), (spec, i)
+    # zero is exactly representable wherever the scheme promises it
+    if spec.quantizer != "kmeans":
+        assert (rows_levels == 0).any(dim=1).all()
+    assert math.isfinite(r.mse) and r.mse >= 0
+    assert not math.isnan(r.sqnr_db)
+    assert 0.0 <= r.clipped_fraction <= 1.0
+    assert r.bits_per_value >= spec.bits
+    if spec.granularity == "per_tensor":
+        assert r.levels.ndim == 1
+        if r.scale is not None:
+            assert r.scale.shape == ()
+    elif r.scale is not None:
+        assert r.scale.shape == (rows_levels.shape[0],)
+    # quantizing twice is stable for the uniform min/max grid (a fixed point)
+    if spec.quantizer == "uniform" and spec.calibration == "minmax" and x.dtype == torch.float32:
+        assert torch.equal(quantize(dq, spec).dequantized, dq) or spec.symmetric
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases())
+def test_error_shrinks_with_more_bits(case):
+    x, spec = case
+    if spec.quantizer != "uniform" or spec.bits > 12 or x.dtype != torch.float32:
+        return
+    coarse = quantize(x, spec)
+    fine = quantize(x, spec.with_(bits=spec.bits + 4))
+    assert fine.mse <= coarse.mse + 1e-12

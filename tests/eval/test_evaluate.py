@@ -1,0 +1,180 @@
+"""evaluate(): a stoppable generator returning an EvalResult; baseline and stats reuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+from quantviz.data import EvalData, load_data
+from quantviz.eval import (
+    EvalResult,
+    Progress,
+    WeightCache,
+    check_device,
+    compute_baseline,
+    evaluate,
+    run,
+)
+from quantviz.model import load_model
+
+W8 = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=8, granularity="per_channel")))
+W8A8 = ModelConfig(
+    default=LayerConfig(
+        weight=QuantSpec(bits=8, granularity="per_channel"),
+        activation=QuantSpec(bits=8, symmetric=False),
+    )
+)
+FLOAT = ModelConfig(default=LayerConfig(weight=None))
+
+
+@pytest.fixture(scope="module")
+def handle():
+    return load_model("sample:digits_cnn")
+
+
+@pytest.fixture(scope="module")
+def data(handle):
+    return load_data(None, handle)
+
+
+@pytest.fixture(scope="module")
+def unlabelled(data):
+    return EvalData(name="nolabels", x=data.x[:100], y=None, calib_x=data.calib_x[:64])
+
+
+def _collect(gen):
+    events = []
+    result = run(gen, events.append)
+    return events, result
+
+
+def test_w8_result_document(handle, data):
+    events, r = _collect(evaluate(handle, data, W8, batch_size=128, name="w8"))
+    assert isinstance(r, EvalResult)
+    assert r.metric == "accuracy" and r.name == "w8"
+    assert r.baseline >= 0.97 and abs(r.value - r.baseline) <= 0.01
+    assert r.n_samples == len(data)
+    assert r.float_bytes == handle.float_bytes
+    assert 3.5 < r.compression < 4 and r.model_bytes * r.compression == pytest.approx(r.float_bytes)
+    assert r.bops * 4 == r.float_bops  # 8-bit weights, float activations: 8*32 vs 32*32
+    assert [lay["fqn"] for lay in r.layers] == handle.fqns
+    assert all(lay["weight_sqnr_db"] > 35 for lay in r.layers)
+    assert r.top1_agreement > 0.98 and r.cosine > 0.999 and 0 <= r.kl < 1e-3
+    doc = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    for key in (
+        "metric",
+        "value",
+        "baseline",
+        "model_bytes",
+        "float_bytes",
+        "compression",
+        "bops",
+        "layers",
+        "seconds",
+        "timings",
+        "config",
+        "cosine",
+        "kl",
+        "name",
+    ):
+        assert key in doc
+    assert doc["config"]["default"]["weight"] == {"granularity": "per_channel"}
+    assert set(doc["timings"]) == {"baseline", "calibrate", "quantize", "forward"}
+    # progress: baseline batches, per-layer quantization, forward batches, in that order
+    stages = [e.stage for e in events]
+    assert stages == ["baseline"] * 3 + ["quantize"] * 4 + ["forward"] * 3
+    assert all(isinstance(e, Progress) and 1 <= e.done <= e.total for e in events)
+    assert events[-1].done == events[-1].total and events[-1].fraction == 1.0
+
+
+def test_float_config_matches_baseline_and_kl_is_zero(handle, unlabelled):
+    r = run(evaluate(handle, unlabelled, FLOAT))
+    assert r.metric == "top1_agreement"
+    assert r.value == 1.0 == r.baseline
+    assert r.kl == pytest.approx(0, abs=1e-9) and r.cosine == pytest.approx(1)
+    assert r.compression == 1.0
+    assert all(lay["weight_sqnr_db"] is None for lay in r.layers)
+
+
+def test_fidelity_metrics_without_labels(handle, unlabelled):
+    r = run(evaluate(handle, unlabelled, ModelConfig(default=LayerConfig(QuantSpec(bits=2)))))
+    assert r.metric == "top1_agreement" and r.value == r.top1_agreement
+    assert r.value < 1 and r.kl > 0.01 and r.cosine < 0.999
+    assert r.to_dict()["metric"] == "top1_agreement"
+
+
+def test_baseline_is_reused(handle, data):
+    base = run(compute_baseline(handle, data, batch_size=200))
+    events, r = _collect(evaluate(handle, data, W8, baseline=base))
+    assert "baseline" not in {e.stage for e in events}
+    assert r.timings["baseline"] == 0.0 and r.baseline == base.value
+    # a baseline of other data is not reused
+    other = EvalData("other", data.x[:50].clone(), data.y[:50], data.calib_x)
+    events, r2 = _collect(evaluate(handle, other, W8, baseline=base))
+    assert "baseline" in {e.stage for e in events} and r2.n_samples == 50
+
+
+def test_calibration_only_when_needed_and_cached(handle, data):
+    stats: dict = {}
+    events, _ = _collect(evaluate(handle, data, W8, stats=stats))
+    assert stats == {} and "calibrate" not in {e.stage for e in events}
+    events, r = _collect(evaluate(handle, data, W8A8, stats=stats))
+    assert set(stats) == set(handle.fqns) and "calibrate" in {e.stage for e in events}
+    assert r.timings["calibrate"] > 0 and r.bops * 16 == r.float_bops
+    assert abs(r.value - r.baseline) <= 0.02
+    first = stats["fc1"]
+    events, r2 = _collect(evaluate(handle, data, W8A8, stats=stats))
+    assert "calibrate" not in {e.stage for e in events} and stats["fc1"] is first
+    assert r2.value == r.value  # deterministic
+
+
+def test_cache_shared_between_evaluations(handle, data):
+    cache = WeightCache()
+    run(evaluate(handle, data, W8, cache=cache))
+    misses = cache.misses
+    changed = W8.with_override("fc2", LayerConfig(weight=QuantSpec(bits=3)))
+    run(evaluate(handle, data, changed, cache=cache))
+    assert cache.misses == misses + 1
+
+
+def test_stop_at_any_yield_restores_the_float_model(handle, data):
+    x = data.x[:32]
+    with torch.no_grad():
+        ref = handle.module(x)
+    ptrs = {n: p.data_ptr() for n, p in handle.module.named_parameters()}
+    gen = evaluate(handle, data, W8A8, batch_size=64, stats={})
+    for ev in gen:
+        if ev.stage == "forward":  # inside apply_config
+            assert handle.weight("fc1").data_ptr() != ptrs["fc1.weight"]
+            break
+    gen.close()
+    assert ptrs == {n: p.data_ptr() for n, p in handle.module.named_parameters()}
+    assert all(not m._forward_pre_hooks for m in handle.module.modules())
+    with torch.no_grad():
+        assert torch.equal(handle.module(x), ref)
+    # stopping during calibration leaves no partial statistics
+    stats: dict = {}
+    gen = evaluate(handle, data, W8A8, batch_size=64, stats=stats)
+    for ev in gen:
+        if ev.stage == "calibrate":
+            break
+    gen.close()
+    assert stats == {}
+    assert all(not m._forward_hooks for m in handle.module.modules())
+
+
+def test_bad_input(handle, data):
+    with pytest.raises(ValueError, match="batch_size"):
+        run(evaluate(handle, data, W8, batch_size=0))
+    with pytest.raises(ValueError, match="fc9"):
+        run(evaluate(handle, data, W8.with_override("fc9", LayerConfig())))
+    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+        if torch.cuda.is_available():  # pragma: no cover - no GPU on CI
+            raise ValueError("CUDA is not available on this machine")
+        check_device("cuda")
+    with pytest.raises(ValueError, match="cpu or cuda"):
+        check_device("tpu")
+    assert check_device("cpu").type == "cpu"
