@@ -51,6 +51,44 @@ def _check_finite(mn: torch.Tensor, mx: torch.Tensor) -> None:
         raise ValueError("tensor contains NaN or inf values; quantization needs finite values")
 
 
+def _row_extremes(xr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row min and max [R] (NaN propagates). ``aminmax(dim=1)`` is ~10x slower than these."""
+    if xr.shape[0] == 1:
+        mn, mx = torch.aminmax(xr)
+        return mn.reshape(1), mx.reshape(1)
+    return torch.amin(xr, dim=1), torch.amax(xr, dim=1)
+
+
+#: rows longer than this are summarised by a histogram instead of sorted (see row_distributions)
+EXACT_ROW_LIMIT = 1 << 17
+HIST_BINS = 1 << 18
+
+
+def row_distributions(xr: torch.Tensor, mn: torch.Tensor, mx: torch.Tensor) -> list[Distribution]:
+    """One :class:`Distribution` per row of ``xr`` [R, K].
+
+    Rows up to ``EXACT_ROW_LIMIT`` values are sorted (exact). Longer rows become a
+    ``HIST_BINS``-bin histogram over their range (``torch.histc``, ~10x faster than sorting
+    10M values here): k-means and range search then run on bin centres weighted by counts.
+    With 2^18 bins the bin width is ~4e-6 of the range, so fitted levels and MSEs match the
+    exact ones to ~1e-6 relative; the reported metrics are always measured on the values.
+    """
+    rows, k = xr.shape
+    if k <= EXACT_ROW_LIMIT:
+        arr = np.sort(xr.detach().cpu().numpy(), axis=1)
+        return [Distribution.from_values(row, presorted=True) for row in arr]
+    out = []
+    for r in range(rows):
+        lo, hi = float(mn[r]), float(mx[r])
+        if hi <= lo:
+            out.append(Distribution.from_values(np.array([lo])))
+            continue
+        counts = torch.histc(xr[r], bins=HIST_BINS, min=lo, max=hi)
+        edges = np.linspace(lo, hi, HIST_BINS + 1)
+        out.append(Distribution.from_histogram(counts.double().numpy(), edges))
+    return out
+
+
 class _SortedRowsCache:
     """Sorted rows (as Distributions) of recently quantized tensors.
 
@@ -63,15 +101,15 @@ class _SortedRowsCache:
         self.size = size
         self._d: OrderedDict[tuple, tuple[weakref.ref, list[Distribution]]] = OrderedDict()
 
-    def get(self, x: torch.Tensor, rv: RowView, xr: torch.Tensor) -> list[Distribution]:
+    def get(
+        self, x: torch.Tensor, rv: RowView, xr: torch.Tensor, mn: torch.Tensor, mx: torch.Tensor
+    ) -> list[Distribution]:
         key = (id(x), x._version, rv)
         hit = self._d.get(key)
         if hit is not None and hit[0]() is x:
             self._d.move_to_end(key)
             return hit[1]
-        arr = xr.detach().cpu().numpy()
-        arr = np.sort(arr, axis=1)
-        dists = [Distribution.from_values(row, presorted=True) for row in arr]
+        dists = row_distributions(xr, mn, mx)
         try:
             ref = weakref.ref(x)
         except TypeError:  # pragma: no cover - tensors support weak references
@@ -332,6 +370,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec, *, out: torch.Tensor | None = Non
     if not isinstance(spec, QuantSpec):
         raise ValueError(f"spec: expected a QuantSpec, got {type(spec).__name__}")
     _check_tensor(x)
+    orig = x  # the cache of sorted rows is keyed by the caller's tensor
     x = x.detach()
     if x.device.type != "cpu":
         x = x.cpu()
@@ -339,9 +378,9 @@ def quantize(x: torch.Tensor, spec: QuantSpec, *, out: torch.Tensor | None = Non
     xr = rv.to_rows(x)
     if not xr.is_contiguous():
         xr = xr.contiguous()
-    mn, mx = torch.aminmax(xr, dim=1)
+    mn, mx = _row_extremes(xr)
     _check_finite(mn, mx)
-    dists = _CACHE.get(x, rv, xr) if _needs_sorted(spec) else None
+    dists = _CACHE.get(orig, rv, xr, mn, mx) if _needs_sorted(spec) else None
     fitted = _fit(spec, mn, mx, dists)
     if out is None or out.numel() != xr.numel() or out.dtype != torch.float32:
         out_rows = torch.empty_like(xr)

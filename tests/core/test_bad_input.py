@@ -13,6 +13,12 @@ from quantviz.core import LayerConfig, ModelConfig, QuantSpec, fit_quantizer, qu
         (torch.tensor([1.0, float("inf")]), QuantSpec(), "NaN or inf"),
         (torch.tensor([[1.0, -float("inf")]]), QuantSpec(granularity="per_channel"), "NaN or inf"),
         (torch.tensor([1.0, float("nan")]), QuantSpec(quantizer="kmeans"), "NaN or inf"),
+        (torch.tensor([[1.0, float("nan")]] * 3), QuantSpec(granularity="per_channel"), "NaN"),
+        (
+            torch.tensor([[float("nan")] * 5] * 3),
+            QuantSpec(granularity="per_group", group_size=5),
+            "NaN",
+        ),
         (torch.empty(0), QuantSpec(), "empty"),
         (torch.empty(3, 0), QuantSpec(granularity="per_channel"), "empty"),
         (torch.arange(10), QuantSpec(), "not a floating-point"),

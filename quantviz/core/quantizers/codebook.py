@@ -92,11 +92,28 @@ def base_levels(spec: QuantSpec) -> np.ndarray:
 
 
 def _nearest_in_codebook(x: torch.Tensor, levels: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[r, i]`` = the level of row r nearest to ``x[r, i]`` (levels sorted, [R, L])."""
+    """``out[r, i]`` = the level of row r nearest to ``x[r, i]`` (levels sorted, [R, L] or [1, L]).
+
+    Ties go to the lower level. One shared codebook of <= 16 levels counts the midpoints
+    below each value (a few in-cache compares, ~1.5x faster than ``bucketize``'s binary
+    search); larger or per-row codebooks use ``bucketize`` / ``searchsorted``.
+    """
     mids = 0.5 * (levels[:, 1:] + levels[:, :-1])
     if levels.shape[0] == 1:
-        idx = torch.bucketize(x, mids[0])
-        out.copy_(levels[0][idx])
+        lv = levels[0].contiguous()
+        flat = x.reshape(-1)
+        if lv.numel() <= 16:
+            idx = torch.zeros(flat.numel(), dtype=torch.int32)
+            above = torch.empty(flat.numel(), dtype=torch.bool)
+            for m in mids[0].tolist():
+                torch.gt(flat, m, out=above)
+                idx.add_(above)
+        else:
+            idx = torch.bucketize(flat, mids[0], out_int32=True)
+        if out.is_contiguous():
+            torch.index_select(lv, 0, idx, out=out.view(-1))
+        else:
+            out.copy_(lv[idx].view(out.shape))
     else:
         idx = torch.searchsorted(mids.contiguous(), x.contiguous())
         torch.gather(levels, 1, idx, out=out)
