@@ -190,3 +190,51 @@ class Distribution:
         idx[-1] = np.searchsorted(self.values, hi, side="right")
         counts = self.cw[idx[1:]] - self.cw[idx[:-1]]
         return counts, edges
+
+
+def lloyd_rows(
+    sorted_rows: np.ndarray, k: int, *, max_iter: int = 1000, tol: float = 1e-10
+) -> np.ndarray:
+    """Lloyd's algorithm on every row of ``sorted_rows`` [R, K] at once; centroids [R, k].
+
+    The vectorised form of :meth:`Distribution.lloyd` for equal-weight rows of equal length
+    (per-channel / per-group k-means): rows are normalised to [0, 1] and offset by 2 * row
+    so that one ``searchsorted`` over the flattened array finds every row's runs. Rows
+    that have converged drop out of the iteration.
+    """
+    v = np.asarray(sorted_rows, dtype=np.float64)
+    rows, n = v.shape
+    if n <= k:  # fewer values than levels: each row's distinct values, padded
+        return np.stack([Distribution.from_values(r, presorted=True).lloyd(k) for r in v])
+    lo = v[:, :1]
+    span = v[:, -1:] - lo
+    span = np.where(span > 0, span, 1.0)
+    offs = 2.0 * np.arange(rows, dtype=np.float64)[:, None]
+    g = ((v - lo) / span + offs).ravel()
+    cx = np.zeros((rows, n + 1))
+    np.cumsum(v, axis=1, out=cx[:, 1:])
+    # initial codebook: means of k equal-count runs
+    b = np.round(np.linspace(0, n, k + 1)).astype(np.int64)
+    c = (cx[:, b[1:]] - cx[:, b[:-1]]) / np.maximum(np.diff(b), 1)[None, :]
+    active = np.arange(rows)
+    for _ in range(max_iter):
+        ca = c[active]
+        mids = 0.5 * (ca[:, 1:] + ca[:, :-1])
+        mu = (mids - lo[active]) / span[active] + offs[active]
+        pos = np.searchsorted(g, mu.ravel(), side="right").reshape(mids.shape)
+        pos -= (active * n)[:, None]
+        bounds = np.concatenate(
+            [np.zeros((active.size, 1), np.int64), pos, np.full((active.size, 1), n)], axis=1
+        )
+        w = np.diff(bounds, axis=1)
+        cxa = cx[active]
+        sx = np.take_along_axis(cxa, bounds[:, 1:], 1) - np.take_along_axis(cxa, bounds[:, :-1], 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            new = np.where(w > 0, sx / w, ca)
+        new.sort(axis=1)
+        moved = np.max(np.abs(new - ca), axis=1) / span[active, 0]
+        c[active] = new
+        active = active[moved > tol]
+        if active.size == 0:
+            break
+    return c

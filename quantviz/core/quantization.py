@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from quantviz.core.dist import Distribution
+from quantviz.core.dist import Distribution, lloyd_rows
 from quantviz.core.quantizers.base import FLOAT_DTYPES, Fitted, RowView, chunks, row_view
 from quantviz.core.quantizers.codebook import (
     CodebookFitted,
@@ -188,9 +188,15 @@ def _fit(
     """Fit ``spec`` for rows with minima ``mn`` / maxima ``mx`` [R] (and sorted rows if needed)."""
     q = spec.quantizer
     if q == "kmeans":
-        assert dists is not None
+        if dists is None:  # pragma: no cover - _needs_sorted() guarantees them
+            raise ValueError("kmeans: the values' distribution is missing")
         k = 2**spec.bits
-        levels = np.stack([d.lloyd(k) for d in dists])
+        same_length = len({d.values.size for d in dists}) == 1
+        exact = all(d.total == d.values.size for d in dists)  # sorted values, not histograms
+        if len(dists) > 1 and same_length and exact:
+            levels = lloyd_rows(np.stack([d.values for d in dists]), k)
+        else:
+            levels = np.stack([d.lloyd(k) for d in dists])
         return CodebookFitted(torch.as_tensor(levels, dtype=torch.float32))
     if spec.calibration == "minmax":
         lo = mn.double().numpy()
@@ -199,7 +205,8 @@ def _fit(
             a = np.maximum(np.abs(lo), np.abs(hi))
             lo, hi = -a, a
     else:
-        assert dists is not None
+        if dists is None:  # pragma: no cover - _needs_sorted() guarantees them
+            raise ValueError(f"calibration: {spec.calibration} needs the values' distribution")
         lo, hi = _calibrate(spec, dists)
     if q == "uniform":
         if spec.calibration == "minmax":  # exactly the observer's float32 min/max

@@ -85,3 +85,24 @@ def test_kl_calibration_clips_heavy_tails():
         return float(torch.mean((r.dequantized[bulk] - x[bulk]) ** 2))
 
     assert err(kl) < 0.25 * err(mm)
+
+
+def test_per_channel_kmeans_equals_kmeans_of_each_channel():
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(12, 300, generator=g) * torch.linspace(0.1, 3.0, 12)[:, None]
+    r = quantize(w, QuantSpec(bits=3, quantizer="kmeans", granularity="per_channel"))
+    for c in range(12):
+        one = quantize(w[c], QuantSpec(bits=3, quantizer="kmeans"))
+        assert torch.allclose(r.levels[c], one.levels, rtol=1e-6, atol=1e-7)
+        assert torch.equal(r.dequantized[c], one.dequantized)
+
+
+def test_long_rows_use_a_histogram_with_negligible_loss(gaussian):
+    # 2M values per tensor: above the exact-sort limit, fitted on a 2^18-bin histogram
+    from quantviz.core.dist import Distribution
+
+    x = gaussian[:400_000]
+    r = quantize(x, QuantSpec(bits=4, quantizer="kmeans"))
+    exact = Distribution.from_values(x.numpy()).lloyd(16)
+    exact_mse = Distribution.from_values(x.numpy()).mse(exact)
+    assert r.mse == pytest.approx(exact_mse, rel=1e-4)
