@@ -6,7 +6,8 @@
     quantviz eval   --model M [--data D] [--config C] [--trust] [--device cpu|cuda] [--json]
     quantviz sweep  --model M [--data D] [--bits 2,3,4,6,8] [--config C] [--json]
     quantviz sensitivity --model M [--data D] [--bits 4] [--json]
-    quantviz export --model M --config C --format json|yaml -o OUT
+    quantviz export --model M --config C --format json|yaml|safetensors|onnx|aimet|html -o OUT
+                    [--data D] [--strict]
 
 Headless subcommands print one JSON document on stdout with ``--json`` (a readable summary
 otherwise) and progress bars on stderr. Exit status: 0 on success, 2 on bad input with a
@@ -25,7 +26,6 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 SUBCOMMANDS = ("eval", "sweep", "sensitivity", "export")
 EXPORT_FORMATS = ("json", "yaml", "safetensors", "onnx", "aimet", "html")
-SUPPORTED_EXPORTS = ("json", "yaml")
 PROG = "quantviz"
 
 
@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, metavar="C")
     p.add_argument("--format", "-f", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--output", "-o", required=True, metavar="OUT")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2, nothing written) if the format cannot express some layer's "
+        "scheme; by default such layers are listed and written as the format allows",
+    )
     return parser
 
 
@@ -288,31 +294,61 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    """Write the config for one deployment format (see quantviz.io.exporters)."""
     from dataclasses import replace
     from pathlib import Path
 
-    from quantviz.eval import check_config
-    from quantviz.io import load_config, save_config
+    from quantviz.io.exporters import SUFFIXES, export
+    from quantviz.io.importing import import_config
 
-    if args.format not in SUPPORTED_EXPORTS:
-        raise UsageError(
-            f"--format {args.format}: not yet supported (available now: "
-            f"{', '.join(SUPPORTED_EXPORTS)})"
-        )
     out = Path(args.output)
-    suffixes = {"json": (".json",), "yaml": (".yaml", ".yml")}[args.format]
+    suffixes = SUFFIXES[args.format]
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"-o {out}: a {args.format} export needs a {'/'.join(suffixes)} name")
-    config = load_config(args.config)
+    if out.is_dir():
+        raise UsageError(f"-o {out}: is a directory")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: directory {out.parent} does not exist")
     from quantviz.eval import check_device
     from quantviz.model import load_model
 
     check_device(args.device)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size: must be >= 1, got {args.batch_size}")
     handle = load_model(args.model, trust=args.trust, device=args.device)
-    check_config(handle, config)
-    save_config(replace(config, model=args.model), out)
-    _emit(args, {"format": args.format, "output": str(out), "model": args.model}, f"wrote {out}")
+    config = import_config(args.config, handle)
+    stats, results = _export_inputs(args, handle, config)
+    if args.format in ("json", "yaml"):
+        config = replace(config, model=args.model)
+    res = export(handle, config, args.format, out, stats=stats, results=results, strict=args.strict)
+    doc = {"model": args.model, **res.to_dict()}
+    lines = [f"wrote {p}" for p in res.paths]
+    for fqn, why in res.unsupported:
+        lines.append(f"unsupported: {fqn}: {why}")
+    _emit(args, doc, "\n".join(lines))
     return 0
+
+
+def _export_inputs(args: argparse.Namespace, handle: Any, config: Any) -> tuple[Any, Any]:
+    """Calibration statistics (onnx/aimet with static activations) and results (html)."""
+    from quantviz.eval import calibrate, evaluate, needs_calibration
+
+    fmt = args.format
+    static = needs_calibration(handle, config)
+    if not ((fmt in ("onnx", "aimet") and static) or fmt == "html"):
+        return None, None
+    from quantviz.data import load_data
+
+    data = load_data(args.data, handle)
+    stats: dict[str, Any] = {}
+    if fmt != "html":
+        gen = calibrate(handle, data, static, stats, batch_size=args.batch_size)
+        return _drive(gen, args, "calibrate"), None
+    from pathlib import Path
+
+    name = Path(args.config).stem
+    gen = evaluate(handle, data, config, stats=stats, batch_size=args.batch_size, name=name)
+    return None, [_drive(gen, args, "eval")]
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -127,7 +127,7 @@ def test_export_config(tmp_path, capsys, fmt, name):
                 "-o",
                 "a.onnx",
             ],
-            "not yet supported",
+            "x.json",
         ),
         (["sweep", "-m", "sample:digits_cnn", "--bits", "2,x"], "--bits"),
         (["sweep", "-m", "sample:digits_cnn", "--bits", "0"], "1..16"),

@@ -1,0 +1,110 @@
+"""safetensors export: codes, scales, codebooks, manifest; the loader reproduces the weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from test_export_common import SAMPLES, handle_and_data, mixed_config
+
+from quantviz.core import LayerConfig, ModelConfig, QuantSpec, quantize
+from quantviz.io.exporters import export, load_quantized
+from quantviz.io.exporters.safetensors_fmt import (
+    decode_layer,
+    encode_layer,
+    pack,
+    sidecar_path,
+    unpack,
+)
+
+QUANTIZERS = ["uniform", "kmeans", "log2", "nf4", "fp4_e2m1", "fp8_e4m3", "fp8_e5m2"]
+GRANULARITIES = ["per_tensor", "per_channel", "per_group"]
+
+
+def _specs():
+    for q in QUANTIZERS:
+        for g in GRANULARITIES:
+            bits = {"uniform": (2, 4, 8, 12), "kmeans": (2, 4), "log2": (3, 5)}.get(q, (8,))
+            for b in bits:
+                for sym in (True, False) if q == "uniform" else (True,):
+                    yield QuantSpec(
+                        bits=b, quantizer=q, granularity=g, group_size=24, symmetric=sym, axis=1
+                    )
+
+
+@pytest.mark.parametrize("spec", list(_specs()), ids=lambda s: s.short())
+def test_encode_decode_is_exact_for_every_quantizer(spec):
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3) * torch.linspace(0.1, 2.0, 16)[:, None, None, None]
+    entry, tensors = encode_layer("x", w, spec)
+    assert torch.equal(decode_layer(entry, tensors), quantize(w, spec).dequantized)
+    bits = entry["codes"]["bits"]
+    assert entry["codes"]["packing"] == (
+        "uint4x2" if bits <= 4 else "uint8" if bits <= 8 else "int16"
+    )
+    assert tensors["codes"].dtype == (torch.int16 if bits > 8 else torch.uint8)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 4, 5, 8, 9, 16])
+def test_pack_unpack_round_trip(bits):
+    codes = torch.randint(0, 2**bits, (37,), dtype=torch.int64)
+    stored = pack(codes, bits)
+    packing = "uint4x2" if bits <= 4 else "uint8" if bits <= 8 else "int16"
+    assert stored.numel() == (19 if bits <= 4 else 37)
+    assert torch.equal(unpack(stored, packing, 37), codes)
+
+
+@pytest.mark.parametrize("source", SAMPLES)
+def test_sample_round_trip(tmp_path, source):
+    h, _ = handle_and_data(source)
+    cfg = mixed_config(h)
+    out = tmp_path / "model.safetensors"
+    res = export(h, cfg, "safetensors", out)
+    assert res.paths == [out, sidecar_path(out)] and res.unsupported == []
+    back = load_quantized(out)
+    state = h.module.state_dict()
+    assert set(back) == set(state)
+    for lay in h.layers:
+        spec = cfg.resolve(lay.fqn).weight
+        want = quantize(h.weight(lay.fqn), spec).dequantized
+        assert torch.equal(back[lay.param_name], want), lay.fqn
+    for name, t in state.items():
+        if name not in {lay.param_name for lay in h.layers}:
+            assert torch.equal(back[name], t)
+    # the manifest: in the metadata and the sidecar, the same document
+    with safe_open(str(out), framework="pt") as f:
+        meta = json.loads(f.metadata()["manifest"])
+    side = json.loads(sidecar_path(out).read_text())
+    assert meta == side and side["format"] == "quantviz-quantized-weights"
+    first = side["layers"][h.layers[0].param_name]
+    assert first["spec"]["quantizer"] == "kmeans" and first["codes"]["packing"] == "uint4x2"
+    grp = side["layers"][h.layers[-2].param_name]
+    assert grp["granularity"] == "per_group" and grp["group_size"] == 16
+
+
+def test_float_layers_are_stored_as_floats(tmp_path):
+    h, _ = handle_and_data(SAMPLES[0])
+    cfg = ModelConfig(
+        default=LayerConfig(weight=None), overrides=(("fc1", LayerConfig(QuantSpec(bits=3))),)
+    )
+    out = tmp_path / "m.safetensors"
+    export(h, cfg, "safetensors", out)
+    back = load_quantized(out)
+    assert torch.equal(back["conv1.weight"], h.weight("conv1"))
+    assert not torch.equal(back["fc1.weight"], h.weight("fc1"))
+    # 3-bit codes of a 64x512 weight: two per byte
+    with safe_open(str(out), framework="pt") as f:
+        assert f.get_tensor("fc1.weight:codes").numel() == 64 * 512 // 2
+
+
+def test_loader_errors_name_the_file(tmp_path):
+    bad = tmp_path / "plain.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(2)}, str(bad))
+    with pytest.raises(ValueError, match="plain.safetensors.*not a quantviz export"):
+        load_quantized(bad)
+    with pytest.raises(ValueError, match="missing.safetensors"):
+        load_quantized(tmp_path / "missing.safetensors")
