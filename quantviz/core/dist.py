@@ -29,12 +29,16 @@ class Distribution:
     cxx: np.ndarray  # prefix sums of w * x * x
 
     @classmethod
-    def from_values(cls, x: np.ndarray, *, presorted: bool = False) -> Distribution:
+    def from_values(
+        cls, x: np.ndarray, *, presorted: bool = False, cw: np.ndarray | None = None
+    ) -> Distribution:
+        """Equal-weight values; ``cw`` may pass a shared ``arange(N + 1)`` (read-only)."""
         v = np.asarray(x, dtype=np.float64).ravel()
         if not presorted:
             v = np.sort(v)
         n = v.size
-        cw = np.arange(n + 1, dtype=np.float64)
+        if cw is None or cw.shape != (n + 1,):
+            cw = np.arange(n + 1, dtype=np.float64)
         cx = np.empty(n + 1)
         cx[0] = 0.0
         np.cumsum(v, out=cx[1:])

@@ -7,7 +7,9 @@ as static activation quantization does).
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 import weakref
 from collections import OrderedDict
 from functools import cached_property
@@ -76,7 +78,8 @@ def row_distributions(xr: torch.Tensor, mn: torch.Tensor, mx: torch.Tensor) -> l
     rows, k = xr.shape
     if k <= EXACT_ROW_LIMIT:
         arr = np.sort(xr.detach().cpu().numpy(), axis=1)
-        return [Distribution.from_values(row, presorted=True) for row in arr]
+        cw = np.arange(k + 1, dtype=np.float64)  # equal weights: one arange shared by all rows
+        return [Distribution.from_values(row, presorted=True, cw=cw) for row in arr]
     out = []
     for r in range(rows):
         lo, hi = float(mn[r]), float(mx[r])
@@ -92,35 +95,53 @@ def row_distributions(xr: torch.Tensor, mn: torch.Tensor, mx: torch.Tensor) -> l
 class _SortedRowsCache:
     """Sorted rows (as Distributions) of recently quantized tensors.
 
-    Keyed by the tensor's identity (held weakly, so a freed tensor's entry is dead), its
-    in-place version counter and the row view. Re-quantizing the same weights with another
-    spec then skips the sort — what the GUI does on every control change.
+    Keyed by the tensor's identity, its in-place version counter and the row view. The
+    tensor is held weakly and its entries are dropped when it is freed; at most
+    ``max_values`` summarised values are kept (least recently used go first). Re-quantizing
+    the same weights with another spec then skips the sort — what the GUI does on every
+    control change. Thread-safe (the GUI quantizes in workers).
     """
 
-    def __init__(self, size: int = 8):
-        self.size = size
-        self._d: OrderedDict[tuple, tuple[weakref.ref, list[Distribution]]] = OrderedDict()
+    def __init__(self, max_values: int = 40_000_000):
+        self.max_values = max_values
+        self._d: OrderedDict[tuple, tuple[weakref.ref, list[Distribution], int]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(
         self, x: torch.Tensor, rv: RowView, xr: torch.Tensor, mn: torch.Tensor, mx: torch.Tensor
     ) -> list[Distribution]:
         key = (id(x), x._version, rv)
-        hit = self._d.get(key)
-        if hit is not None and hit[0]() is x:
-            self._d.move_to_end(key)
-            return hit[1]
+        with self._lock:
+            hit = self._d.get(key)
+            if hit is not None and hit[0]() is x:
+                self._d.move_to_end(key)
+                return hit[1]
         dists = row_distributions(xr, mn, mx)
+        size = sum(d.values.size for d in dists)
+        if size > self.max_values:
+            return dists
         try:
-            ref = weakref.ref(x)
+            ref = weakref.ref(x, functools.partial(self._drop, key))
         except TypeError:  # pragma: no cover - tensors support weak references
             return dists
-        self._d[key] = (ref, dists)
-        while len(self._d) > self.size:
-            self._d.popitem(last=False)
+        with self._lock:
+            self._d[key] = (ref, dists, size)
+            total = sum(e[2] for e in self._d.values())
+            while total > self.max_values and len(self._d) > 1:
+                _, old = self._d.popitem(last=False)
+                total -= old[2]
         return dists
 
+    def _drop(self, key: tuple, _ref: object = None) -> None:
+        with self._lock:
+            self._d.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
     def clear(self) -> None:
-        self._d.clear()
+        with self._lock:
+            self._d.clear()
 
 
 _CACHE = _SortedRowsCache()

@@ -134,10 +134,11 @@ def _kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-4) -> float:
     ps, qs = p.sum(), q.sum()
     if ps <= 0 or qs <= 0:
         return np.inf
-    p = _smooth(p / ps, eps)
-    q = _smooth(q / qs, eps)
-    if p is None or q is None:
+    ps_ = _smooth(p / ps, eps)
+    qs_ = _smooth(q / qs, eps)
+    if ps_ is None or qs_ is None:
         return np.inf
+    p, q = ps_, qs_
     q = np.maximum(q, 1e-12)  # smoothing can push a tiny nonzero bin below zero
     m = p > 0
     return float(np.sum(p[m] * np.log(p[m] / q[m])))

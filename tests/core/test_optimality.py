@@ -106,3 +106,23 @@ def test_long_rows_use_a_histogram_with_negligible_loss(gaussian):
     exact = Distribution.from_values(x.numpy()).lloyd(16)
     exact_mse = Distribution.from_values(x.numpy()).mse(exact)
     assert r.mse == pytest.approx(exact_mse, rel=1e-4)
+
+
+def test_sorted_rows_cache_hits_and_forgets_freed_tensors():
+    import gc
+
+    from quantviz.core import quantization
+
+    quantization.clear_cache()
+    w = torch.randn(64, 64)
+    a = quantize(w, QuantSpec(bits=3, quantizer="kmeans"))
+    assert len(quantization._CACHE) == 1
+    b = quantize(w, QuantSpec(bits=4, calibration="mse"))  # same tensor: no new entry
+    assert len(quantization._CACHE) == 1
+    assert a.levels.numel() == 8 and b.levels.numel() == 16
+    w.mul_(2)  # an in-place change is a new version: a new entry
+    quantize(w, QuantSpec(bits=3, quantizer="kmeans"))
+    assert len(quantization._CACHE) == 2
+    del w, a, b
+    gc.collect()
+    assert len(quantization._CACHE) == 0

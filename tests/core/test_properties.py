@@ -79,9 +79,11 @@ def test_quantize_invariants(case):
             assert r.scale.shape == ()
     elif r.scale is not None:
         assert r.scale.shape == (rows_levels.shape[0],)
-    # quantizing twice is stable for the uniform min/max grid (a fixed point)
+    # on the uniform min/max grid every value is within half a step of its level
     if spec.quantizer == "uniform" and spec.calibration == "minmax" and x.dtype == torch.float32:
-        assert torch.equal(quantize(dq, spec).dequantized, dq) or spec.symmetric
+        err = (rows - r.row_view.to_rows(x)).abs().amax(dim=1)
+        half = r.fitted.scale / 2
+        assert (err <= half * (1 + 1e-5) + 1e-30).all()
 
 
 @settings(max_examples=60, deadline=None)

@@ -139,15 +139,16 @@ class ScaledCodebookFitted(Fitted):
 
     def __init__(self, spec: QuantSpec, scale: torch.Tensor):
         self.spec = spec
-        self.scale = scale.to(torch.float32).reshape(-1)
-        self._inv = torch.reciprocal(self.scale)
+        self._s = scale.to(torch.float32).reshape(-1)
+        self.scale = self._s
+        self._inv = torch.reciprocal(self._s)
         self._base = torch.tensor(base_levels(spec), dtype=torch.float32)
 
     def levels(self) -> torch.Tensor:
-        return self._base[None, :] * self.scale[:, None]
+        return self._base[None, :] * self._s[:, None]
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._base[0] * self.scale, self._base[-1] * self.scale
+        return self._base[0] * self._s, self._base[-1] * self._s
 
     def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
         rows, k = x.shape
@@ -157,7 +158,7 @@ class ScaledCodebookFitted(Fitted):
             xs = x[r0:r1, c0:c1]
             o = out[r0:r1, c0:c1]
             inv = self._inv[r0:r1, None]
-            sc = self.scale[r0:r1, None]
+            sc = self._s[r0:r1, None]
             torch.mul(xs, inv, out=o)  # into the base codebook's units
             if q in FLOAT_FORMATS:
                 t = tmp[: o.numel()].view(o.shape)

@@ -66,27 +66,31 @@ class UniformFitted(Fitted):
     """Per-row scale / zero point of an affine integer grid."""
 
     def __init__(self, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec):
-        self.scale = scale.to(torch.float32).reshape(-1)
-        self.zero_point = zero_point.to(torch.int64).reshape(-1)
+        self._s = scale.to(torch.float32).reshape(-1)
+        self._zp = zero_point.to(torch.int64).reshape(-1)
+        self.scale, self.zero_point = self._s, self._zp
         self.qmin, self.qmax = spec.qrange
-        self._inv = torch.reciprocal(self.scale)  # 1.0f / scale, as torch's kernel
-        self._zpf = self.zero_point.to(torch.float32)
-        self._has_zp = bool(torch.any(self.zero_point != 0))
+        self._inv = torch.reciprocal(self._s)  # 1.0f / scale, as torch's kernel
+        self._zpf = self._zp.to(torch.float32)
+        self._has_zp = bool(torch.any(self._zp != 0))
 
     def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
         rows, k = x.shape
         qmin, qmax = float(self.qmin), float(self.qmax)
         per_tensor = rows == 1
+        inv: float | torch.Tensor = 0.0
+        sc: float | torch.Tensor = 0.0
+        zp: float | torch.Tensor = 0.0
         if per_tensor:
             inv = self._inv[0].item()
-            sc = self.scale[0].item()
+            sc = self._s[0].item()
             zp = self._zpf[0].item()
         for r0, r1, c0, c1 in chunks(rows, k):
             xs = x[r0:r1, c0:c1]
             o = out[r0:r1, c0:c1]
             if not per_tensor:
                 inv = self._inv[r0:r1, None]
-                sc = self.scale[r0:r1, None]
+                sc = self._s[r0:r1, None]
                 zp = self._zpf[r0:r1, None]
             torch.mul(xs, inv, out=o)
             o.round_()
@@ -100,9 +104,9 @@ class UniformFitted(Fitted):
 
     def levels(self) -> torch.Tensor:
         q = torch.arange(self.qmin, self.qmax + 1, dtype=torch.float32)
-        return (q[None, :] - self._zpf[:, None]) * self.scale[:, None]
+        return (q[None, :] - self._zpf[:, None]) * self._s[:, None]
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        lo = (float(self.qmin) - self._zpf) * self.scale
-        hi = (float(self.qmax) - self._zpf) * self.scale
+        lo = (float(self.qmin) - self._zpf) * self._s
+        hi = (float(self.qmax) - self._zpf) * self._s
         return lo, hi
