@@ -201,5 +201,4 @@ def _round_log2_(v: torch.Tensor, t: torch.Tensor, bits: int) -> None:
     ti.bitwise_and_(_EXP_MASK)  # nearest power of two
     t.clamp_(smallest, 1.0)
     t.masked_fill_(zero, 0.0)
-    t.copysign_(v)
-    v.copy_(t)
+    torch.copysign(t, v, out=v)
