@@ -1,0 +1,1 @@
+"""The desktop app (the only package importing PySide6 / pyqtgraph / superqt)."""

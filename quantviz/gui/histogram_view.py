@@ -1,0 +1,549 @@
+"""The selected layer's weight histogram with its quantization grid(s) and error numbers.
+
+Items are built once and updated with ``setData``: the grid is ONE
+``PlotDataItem(connect="pairs")`` (two points per level), the comparison grid another, the
+clipped region two ``LinearRegionItem``s. Layers above :data:`INLINE_LIMIT` elements are
+re-quantized in a worker (stale results dropped); smaller ones inline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from quantviz.core.spec import QUANTIZERS, QuantSpec
+from quantviz.gui.plot_style import current_theme, style_plot
+from quantviz.gui.workers import Runner, torch_threads
+from quantviz.session import Session
+
+__all__ = ["INLINE_LIMIT", "HistData", "HistogramView", "compute_hist_data"]
+
+#: layers with more weight elements than this are re-quantized off the GUI thread
+INLINE_LIMIT = 1_000_000
+HIST_BINS = 256
+ROW_BINS = 128
+#: where empty bins and grid lines start on a log count axis
+LOG_FLOOR = 0.5
+
+
+@dataclass
+class Quantized:
+    """One quantizer's outcome for the displayed layer/row."""
+
+    spec: QuantSpec
+    levels: np.ndarray  # levels of the shown row
+    clip: tuple[float, float]
+    mse: float
+    sqnr_db: float
+    clipped_fraction: float
+    bits_per_value: float
+    rows: int
+
+
+@dataclass
+class HistData:
+    """Everything the view draws for one layer, computed by :func:`compute_hist_data`."""
+
+    fqn: str
+    counts: np.ndarray
+    edges: np.ndarray
+    channel: int  # -1: the whole tensor
+    rows: int
+    row_kind: str  # "channel" / "group" / ""
+    chan_min: np.ndarray
+    chan_max: np.ndarray
+    main: Quantized | None = None
+    compare: Quantized | None = None
+    error: str = ""
+    compare_error: str = ""
+    numel: int = 0
+    spec: QuantSpec | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _HistCache:
+    """Float histograms and per-channel ranges per (layer, tensor version, row view)."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._d: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, key: tuple, make: Any) -> Any:
+        hit = self._d.get(key)
+        if hit is None:
+            hit = make()
+            self._d[key] = hit
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+        else:
+            self._d.move_to_end(key)
+        return hit
+
+    def clear(self) -> None:
+        self._d.clear()
+
+
+def _quantized(w: Any, spec: QuantSpec, channel: int) -> tuple[Quantized, Any]:
+    import torch
+
+    from quantviz.core import quantize
+
+    r = quantize(w, spec)
+    lv = r.levels
+    rows = 1 if lv.ndim == 1 else int(lv.shape[0])
+    if lv.ndim == 1:
+        row_lv = lv
+        lo, hi = float(r.clip_min), float(r.clip_max)
+    else:
+        c = min(max(channel, 0), rows - 1)
+        row_lv = lv[c]
+        lo, hi = float(r.clip_min.reshape(-1)[c]), float(r.clip_max.reshape(-1)[c])
+    q = Quantized(
+        spec=spec,
+        levels=row_lv.detach().to(dtype=torch.float64).numpy(),
+        clip=(lo, hi),
+        mse=r.mse,
+        sqnr_db=r.sqnr_db,
+        clipped_fraction=r.clipped_fraction,
+        bits_per_value=r.bits_per_value,
+        rows=rows,
+    )
+    return q, r
+
+
+def _bins(n: int, most: int) -> int:
+    """Bins for ``n`` values: about 2 sqrt(n), between 16 and ``most``."""
+    return int(min(most, max(16, 2 * math.sqrt(n))))
+
+
+def compute_hist_data(
+    fqn: str,
+    w: Any,
+    spec: QuantSpec | None,
+    compare: str | None,
+    channel: int,
+    cache: _HistCache | None = None,
+) -> HistData:
+    """Histogram, grid(s) and numbers of weight tensor ``w`` of layer ``fqn`` (no Qt).
+
+    ``channel`` picks the row (channel or group) shown for per-channel / per-group specs
+    (-1: the whole tensor, without a grid). ``compare`` names a second quantizer drawn on
+    the same histogram with the same bits / granularity where it applies.
+    """
+    from quantviz.core.metrics import histogram
+    from quantviz.core.quantizers.base import row_view
+
+    cache = cache if cache is not None else _HistCache()
+    key = (fqn, id(w), w._version)
+
+    def whole() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        c, e = histogram(w, _bins(w.numel(), HIST_BINS))
+        w2 = w.detach().reshape(w.shape[0], -1) if w.ndim > 1 else w.detach().reshape(1, -1)
+        mn, mx = w2.float().aminmax(dim=1)
+        return c.numpy().astype(np.float64), e.numpy(), mn.numpy(), mx.numpy()
+
+    counts, edges, cmin, cmax = cache.get(key, whole)
+    rows, kind = 1, ""
+    if spec is not None and spec.granularity != "per_tensor":
+        try:
+            rv = row_view(tuple(w.shape), spec)
+            rows = rv.rows
+            kind = "channel" if spec.granularity == "per_channel" else "group"
+        except ValueError:
+            rows = 1
+    ch = -1 if rows == 1 else min(channel, rows - 1)
+    if ch >= 0:
+
+        def row_hist() -> tuple[np.ndarray, np.ndarray]:
+            xr = rv.to_rows(w.detach())[ch]
+            c, e = histogram(xr, _bins(xr.numel(), ROW_BINS))
+            return c.numpy().astype(np.float64), e.numpy()
+
+        counts, edges = cache.get((*key, rv, ch), row_hist)
+    out = HistData(fqn, counts, edges, ch, rows, kind, cmin, cmax, numel=int(w.numel()), spec=spec)
+    if spec is None:
+        return out
+    try:
+        out.main, _ = _quantized(w, spec, ch)
+    except ValueError as exc:
+        out.error = str(exc)
+        return out
+    if compare and compare != spec.quantizer:
+        try:
+            cspec = spec.with_(quantizer=compare, restricted_range=False)
+            if compare != "uniform":
+                cspec = cspec.with_(symmetric=True)
+            if compare == "log2" and cspec.bits < 2:
+                cspec = cspec.with_(bits=2)
+            out.compare, _ = _quantized(w, cspec, ch)
+        except ValueError as exc:
+            out.compare_error = str(exc)
+    return out
+
+
+def _fmt_q(q: Quantized) -> str:
+    sq = "∞" if math.isinf(q.sqnr_db) else f"{q.sqnr_db:.1f}"
+    return (
+        f"SQNR {sq} dB · MSE {q.mse:.3g} · clipped {100 * q.clipped_fraction:.2f}% · "
+        f"{q.bits_per_value:.2f} bits/value"
+    )
+
+
+class HistogramView(QWidget):
+    """``histogramPlot`` (weights + grid + clipped region + legend) and ``channelRangePlot``.
+
+    Signals: ``updated(HistData)`` after the plot shows a new state; ``computing(bool)``.
+    """
+
+    updated = Signal(object)
+    computing = Signal(bool)
+    failed = Signal(str)
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.data: HistData | None = None
+        self.cache = _HistCache()
+        self.runner = Runner("histogramRunner", self)
+        self.runner.finished.connect(self._show)
+        self.runner.failed.connect(lambda exc: self.failed.emit(str(exc)))
+        self._fqn: str | None = None
+        th = current_theme()
+
+        # -- controls row ------------------------------------------------------------------
+        self.logYCheck = QCheckBox("Log count", self)
+        self.logYCheck.setObjectName("logYCheck")
+        self.compareQuantizerCombo = QComboBox(self)
+        self.compareQuantizerCombo.setObjectName("compareQuantizerCombo")
+        self.compareQuantizerCombo.addItem("no comparison", None)
+        for q in QUANTIZERS:
+            self.compareQuantizerCombo.addItem(f"compare with {q}", q)
+        self.compareQuantizerCombo.setToolTip(
+            "Overlay a second quantizer's grid (same bits and granularity) in another colour"
+        )
+        self.channelSpin = QSpinBox(self)
+        self.channelSpin.setObjectName("channelSpin")
+        self.channelSpin.setRange(-1, 0)
+        self.channelSpin.setSpecialValueText("all")
+        self.channelSpin.setPrefix("channel ")
+        self.channelSpin.setEnabled(False)
+        self.channelSpin.setToolTip("Per-channel / per-group specs: the row whose grid is shown")
+        top = QHBoxLayout()
+        top.addWidget(self.compareQuantizerCombo)
+        top.addWidget(self.channelSpin)
+        top.addStretch(1)
+        top.addWidget(self.logYCheck)
+
+        # -- the histogram -------------------------------------------------------------------
+        self.plot = pg.PlotWidget(self)
+        self.plot.setObjectName("histogramPlot")
+        style_plot(self.plot, "weight value", "count")
+        pi = self.plot.getPlotItem()
+        pi.setTitle("Select a layer", size="10pt")
+        self.legend = pi.addLegend(offset=(-6, 6), labelTextSize="8pt")
+        self.legend.setBrush(pg.mkBrush(th.background + "d0"))
+        self.hist_item = pg.PlotDataItem(
+            [0.0, 1.0],
+            [0.0],
+            stepMode="center",
+            fillLevel=0,
+            brush=pg.mkBrush(*th.hist),
+            pen=pg.mkPen(th.hist_line, width=1),
+            name="weights",
+        )
+        self.clip_left = pg.LinearRegionItem(
+            (0, 0), movable=False, brush=pg.mkBrush(*th.clip), pen=pg.mkPen(None)
+        )
+        self.clip_right = pg.LinearRegionItem(
+            (0, 0), movable=False, brush=pg.mkBrush(*th.clip), pen=pg.mkPen(None)
+        )
+        self.grid_item = pg.PlotDataItem(
+            [], [], connect="pairs", pen=pg.mkPen(th.grid, width=1), name="grid"
+        )
+        self.compare_item = pg.PlotDataItem(
+            [],
+            [],
+            connect="pairs",
+            pen=pg.mkPen(th.compare, width=1, style=Qt.PenStyle.DashLine),
+            name="compare",
+        )
+        for it in (self.clip_left, self.clip_right):
+            it.setZValue(-10)
+            pi.addItem(it)
+        pi.addItem(self.hist_item)
+        pi.addItem(self.grid_item)
+        pi.addItem(self.compare_item)
+        self.legend.removeItem(self.compare_item)
+        self._compare_in_legend = False
+
+        self.statsLabel = QLabel(self)
+        self.statsLabel.setObjectName("weightStatsLabel")
+        self.statsLabel.setTextFormat(Qt.TextFormat.RichText)
+        self.statsLabel.setWordWrap(True)
+        self.statsLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a fixed height: changing its text must not re-lay out (and repaint) the plot
+        self.statsLabel.setFixedHeight(3 * self.statsLabel.fontMetrics().lineSpacing() + 6)
+        self.statsLabel.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+
+        # -- the per-channel range plot ----------------------------------------------------
+        self.rangePlot = pg.PlotWidget()  # placed by the main window
+        self.rangePlot.setObjectName("channelRangePlot")
+        style_plot(self.rangePlot, "output channel", "weight")
+        self.rangePlot.getPlotItem().setTitle("Min / max per output channel", size="9pt")
+        self.range_bars = pg.BarGraphItem(
+            x=[0], y0=[0], y1=[0], width=0.8, brush=pg.mkBrush(*th.hist), pen=pg.mkPen(None)
+        )
+        self.range_sel = pg.BarGraphItem(
+            x=[0], y0=[0], y1=[0], width=0.8, brush=pg.mkBrush(th.accent), pen=pg.mkPen(None)
+        )
+        self.range_sel.setVisible(False)
+        self.range_lo = pg.InfiniteLine(angle=0, pen=pg.mkPen(th.grid, style=Qt.PenStyle.DashLine))
+        self.range_hi = pg.InfiniteLine(angle=0, pen=pg.mkPen(th.grid, style=Qt.PenStyle.DashLine))
+        for it in (self.range_bars, self.range_sel, self.range_lo, self.range_hi):
+            self.rangePlot.addItem(it)
+        self.range_bars.setToolTip("")
+
+        self.rangePlot.setMinimumHeight(140)
+        self.rangePlot.setToolTip(
+            "Each bar spans one output channel's weights (min to max); dashed: the whole "
+            "tensor's range. Channels much narrower than the tensor waste a per-tensor grid."
+        )
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(top)
+        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.statsLabel)
+
+        self.logYCheck.toggled.connect(self._on_log)
+        self.compareQuantizerCombo.currentIndexChanged.connect(self.request_update)
+        self.channelSpin.valueChanged.connect(self.request_update)
+        session.selection_changed.connect(self.request_update)
+        session.config_changed.connect(self.request_update)
+        session.model_changed.connect(self._on_model)
+
+    def apply_theme(self) -> None:
+        """Re-colour every item for the current plot theme (light/dark switch)."""
+        th = current_theme()
+        style_plot(self.plot, "weight value", "count")
+        style_plot(self.rangePlot, "output channel", "weight")
+        self.hist_item.setBrush(pg.mkBrush(*th.hist))
+        self.hist_item.setPen(pg.mkPen(th.hist_line, width=1))
+        for it in (self.clip_left, self.clip_right):
+            it.setBrush(pg.mkBrush(*th.clip))
+        self.range_bars.setOpts(brush=pg.mkBrush(*th.hist))
+        self.range_sel.setOpts(brush=pg.mkBrush(th.accent))
+        for line in (self.range_lo, self.range_hi):
+            line.setPen(pg.mkPen(th.grid, style=Qt.PenStyle.DashLine))
+        if self.data is not None:
+            self._show(self.data)
+
+    # -- requests --------------------------------------------------------------------------
+    def _on_model(self, *_: Any) -> None:
+        self.runner.cancel()
+        self.cache.clear()
+        self.request_update()
+
+    def _on_log(self, on: bool) -> None:
+        self.plot.getPlotItem().setLogMode(False, on)
+        self.hist_item.setFillLevel(math.log10(LOG_FLOOR) if on else 0)
+        if self.data is not None:
+            self.hist_item.setData(self.data.edges, self._hist_y(self.data))
+            self._draw_grids(self.data)
+
+    def current_fqn(self) -> str | None:
+        sel = self.session.selection
+        return sel[0] if sel and self.session.handle is not None else None
+
+    def request_update(self, *_: Any) -> None:
+        """Recompute for the selected layer: inline if small, else in the worker."""
+        fqn = self.current_fqn()
+        if fqn is None:
+            self.runner.cancel()
+            self._clear()
+            return
+        w = self.session.weight(fqn)
+        spec = self.session.config.resolve(fqn).weight
+        compare = self.compareQuantizerCombo.currentData()
+        channel = self.channelSpin.value()
+        if fqn != self._fqn:
+            channel = 0
+        cache = self.cache
+
+        def job() -> Any:
+            with torch_threads(1):  # leave a core to the GUI thread
+                return compute_hist_data(fqn, w, spec, compare, channel, cache)
+            yield  # a generator: the runner can drop it at once when stale
+
+        if w.numel() > INLINE_LIMIT:
+            self.computing.emit(True)
+            self.statsLabel.setText(f"<i>Quantizing {fqn} ({w.numel():,} values)…</i>")
+            self.runner.start(f"histogram {fqn}", job)
+        else:
+            self.runner.run_inline(f"histogram {fqn}", job)
+
+    # -- drawing ---------------------------------------------------------------------------
+    def _clear(self) -> None:
+        self.data = None
+        self._fqn = None
+        self.hist_item.setData([0.0, 1.0], [0.0])
+        self.grid_item.setData([], [])
+        self.compare_item.setData([], [])
+        self.clip_left.setVisible(False)
+        self.clip_right.setVisible(False)
+        self.plot.getPlotItem().setTitle("Select a layer", size="10pt")
+        self.statsLabel.setText("")
+
+    def level_count(self) -> int:
+        """Number of grid lines drawn (levels of the shown row)."""
+        x = self.grid_item.xData
+        return 0 if x is None else len(x) // 2
+
+    def compare_level_count(self) -> int:
+        x = self.compare_item.xData
+        return 0 if x is None else len(x) // 2
+
+    def _grid_y(self, d: HistData) -> tuple[float, float, float]:
+        top = float(d.counts.max()) if d.counts.size else 1.0
+        if self.logYCheck.isChecked():
+            return LOG_FLOOR, max(top, 1.0) * 1.6, max(top, 1.0) * 0.6
+        return 0.0, top * 1.04, top * 0.7
+
+    def _hist_y(self, d: HistData) -> np.ndarray:
+        if self.logYCheck.isChecked():
+            return np.where(d.counts > 0, d.counts, LOG_FLOOR)
+        return d.counts
+
+    def _draw_grids(self, d: HistData) -> None:
+        lo, hi, mid = self._grid_y(d)
+        th = current_theme()
+        for item, q in ((self.grid_item, d.main), (self.compare_item, d.compare)):
+            if q is None or (d.channel < 0 and q.rows > 1):
+                item.setData([], [])
+                continue
+            # many levels: thinner ink, so the histogram stays readable under the grid
+            alpha = int(np.clip(255 * 16 / max(len(q.levels), 1), 45, 255))
+            col = pg.mkColor(th.grid if item is self.grid_item else th.compare)
+            col.setAlpha(alpha)
+            style = Qt.PenStyle.SolidLine if item is self.grid_item else Qt.PenStyle.DashLine
+            item.setPen(pg.mkPen(col, width=1.5 if len(q.levels) <= 16 else 1, style=style))
+            x = np.repeat(q.levels, 2)
+            y = np.empty_like(x)
+            y[0::2] = lo
+            y[1::2] = hi if item is self.grid_item else mid
+            item.setData(x, y)
+
+    def _show(self, d: HistData) -> None:
+        if d is None or d.fqn != self.current_fqn():
+            return
+        self.computing.emit(False)
+        self.data = d
+        self._fqn = d.fqn
+        pi = self.plot.getPlotItem()
+        self.hist_item.setData(d.edges, self._hist_y(d))
+        self._draw_grids(d)
+        # channel selector
+        with QSignalBlocker(self.channelSpin):
+            if d.rows > 1:
+                self.channelSpin.setRange(-1, d.rows - 1)
+                self.channelSpin.setPrefix(f"{d.row_kind} ")
+                self.channelSpin.setValue(d.channel)
+                self.channelSpin.setEnabled(True)
+            else:
+                self.channelSpin.setRange(-1, 0)
+                self.channelSpin.setValue(-1)
+                self.channelSpin.setEnabled(False)
+        # clipped region: data beyond the grid's outermost levels
+        xmin, xmax = float(d.edges[0]), float(d.edges[-1])
+        q = d.main
+        show_clip = q is not None and not (d.channel < 0 and q.rows > 1)
+        if show_clip:
+            lo, hi = q.clip
+            self.clip_left.setRegion((xmin, lo))
+            self.clip_right.setRegion((hi, xmax))
+            self.clip_left.setVisible(xmin < lo)
+            self.clip_right.setVisible(xmax > hi)
+        else:
+            self.clip_left.setVisible(False)
+            self.clip_right.setVisible(False)
+        # title, legend, numbers
+        where = "" if d.channel < 0 else f", {d.row_kind} {d.channel} of {d.rows}"
+        pi.setTitle(f"{d.fqn} — {d.numel:,} weights{where}", size="10pt")
+        self._update_legend(d)
+        self.statsLabel.setText(self._stats_html(d))
+        self._update_range_plot(d)
+        if q is not None:
+            self.session.set_layer_sqnr(d.fqn, q.spec, q.sqnr_db)
+        elif d.error and d.spec is not None:
+            self.session.set_layer_sqnr(d.fqn, d.spec, math.nan)
+        self.updated.emit(d)
+
+    def _update_legend(self, d: HistData) -> None:
+        lab = self.legend.getLabel(self.grid_item)
+        if d.main is not None:
+            lab.setText(f"grid W{d.main.spec.short()} ({len(d.main.levels)} levels)")
+        elif d.error:
+            lab.setText("grid: invalid spec")
+        else:
+            lab.setText("kept in float (no grid)")
+        if d.compare is not None:
+            if not self._compare_in_legend:
+                self.legend.addItem(self.compare_item, "compare")
+                self._compare_in_legend = True
+            self.legend.getLabel(self.compare_item).setText(
+                f"W{d.compare.spec.short()} ({len(d.compare.levels)} levels)"
+            )
+        elif self._compare_in_legend:
+            self.legend.removeItem(self.compare_item)
+            self._compare_in_legend = False
+
+    def _stats_html(self, d: HistData) -> str:
+        th = current_theme()
+        if d.error:
+            return f"<span style='color:{th.accent}'>Cannot quantize: {d.error}</span>"
+        if d.main is None:
+            return "Kept in float: no quantization error."
+        rows = [
+            f"<span style='color:{th.grid}'>■</span> <b>W{d.main.spec.short()}</b>: "
+            f"{_fmt_q(d.main)}"
+        ]
+        if d.compare is not None:
+            rows.append(
+                f"<span style='color:{th.compare}'>■</span> "
+                f"<b>W{d.compare.spec.short()}</b>: {_fmt_q(d.compare)}"
+            )
+        elif d.compare_error:
+            rows.append(f"compare: {d.compare_error}")
+        scope = "whole layer" if d.main.rows == 1 else f"whole layer, {d.main.rows} scales"
+        return "<br>".join(rows) + f"<br><small>errors over the {scope}</small>"
+
+    def _update_range_plot(self, d: HistData) -> None:
+        n = len(d.chan_min)
+        x = np.arange(n)
+        self.range_bars.setOpts(x=x, y0=d.chan_min, y1=d.chan_max, width=0.8)
+        tensor_lo, tensor_hi = float(d.chan_min.min()), float(d.chan_max.max())
+        self.range_lo.setValue(tensor_lo)
+        self.range_hi.setValue(tensor_hi)
+        sel = d.channel >= 0 and d.row_kind == "channel" and d.channel < n
+        if sel:
+            c = d.channel
+            self.range_sel.setOpts(x=[c], y0=[d.chan_min[c]], y1=[d.chan_max[c]], width=0.8)
+        self.range_sel.setVisible(sel)
+        pi = self.rangePlot.getPlotItem()
+        pi.setXRange(-1, max(n, 2), padding=0)
+        span = tensor_hi - tensor_lo
+        pi.setYRange(tensor_lo - 0.05 * span, tensor_hi + 0.05 * span, padding=0)

@@ -1,0 +1,291 @@
+"""The layer inspector: a table model over the session's layers plus its filterable view."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSignalBlocker,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from quantviz.core.memory import layer_bytes
+from quantviz.session import Session
+
+__all__ = ["COLUMNS", "LayerTableModel", "LayerTableWidget"]
+
+COLUMNS = ("Layer", "Kind", "Shape", "Params", "Weight", "Act.", "SQNR", "Size", "Sens.")
+C_NAME, C_KIND, C_SHAPE, C_PARAMS, C_W, C_A, C_SQNR, C_BYTES, C_SENS = range(len(COLUMNS))
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+FQN_ROLE = Qt.ItemDataRole.UserRole + 2
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+def human_bytes(n: float) -> str:
+    """``1.5 kB``, ``3.20 MB`` ... (decimal units)."""
+    for unit, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= f:
+            return f"{n / f:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def human_count(n: int) -> str:
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= f:
+            return f"{n / f:.1f}{unit}"
+    return str(n)
+
+
+class LayerTableModel(QAbstractTableModel):
+    """One row per quantizable layer of ``session.handle``; read-only, mirrors the session.
+
+    Rows that differ from the configuration's default are bold with a ``•`` marker; rows
+    whose weight SQNR is below :attr:`sqnr_threshold` are tinted red.
+    """
+
+    def __init__(self, session: Session, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.sqnr_threshold = 20.0
+        self._layers: list[Any] = []
+        session.model_changed.connect(self._on_model)
+        session.config_changed.connect(self._on_all_rows)
+        session.sensitivity_changed.connect(self._on_all_rows)
+        session.layer_metrics_changed.connect(self._on_metrics)
+        self._on_model(session.handle)
+
+    # -- session -> model ------------------------------------------------------------------
+    def _on_model(self, handle: Any) -> None:
+        self.beginResetModel()
+        self._layers = [] if handle is None else list(handle.layers)
+        self.endResetModel()
+
+    def _on_all_rows(self, *_: Any) -> None:
+        if self._layers:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._layers) - 1, C_SENS))
+
+    def _on_metrics(self, fqns: tuple[str, ...]) -> None:
+        for i, lay in enumerate(self._layers):
+            if lay.fqn in fqns:
+                self.dataChanged.emit(self.index(i, 0), self.index(i, C_SENS))
+
+    def set_sqnr_threshold(self, value: float) -> None:
+        self.sqnr_threshold = float(value)
+        self._on_all_rows()
+
+    def fqn(self, row: int) -> str:
+        return self._layers[row].fqn
+
+    def row_of(self, fqn: str) -> int:
+        for i, lay in enumerate(self._layers):
+            if lay.fqn == fqn:
+                return i
+        return -1
+
+    # -- Qt model API ---------------------------------------------------------------------
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._layers)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        horizontal = orientation == Qt.Orientation.Horizontal
+        if role == Qt.ItemDataRole.DisplayRole and horizontal and 0 <= section < len(COLUMNS):
+            return COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Horizontal:
+            tips = {
+                C_SQNR: "Weight signal-to-quantization-noise ratio (dB) under the current config",
+                C_BYTES: "Weight + bias storage under the current config",
+                C_SENS: "Metric drop with only this layer quantized (run Sensitivity)",
+            }
+            return tips.get(section)
+        return None
+
+    def flags(self, index: _Index) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._layers):
+            return None
+        lay = self._layers[index.row()]
+        col = index.column()
+        s = self.session
+        if role == FQN_ROLE:
+            return lay.fqn
+        if role in (Qt.ItemDataRole.DisplayRole, SORT_ROLE, Qt.ItemDataRole.ToolTipRole):
+            return self._value(lay, col, role)
+        if role == Qt.ItemDataRole.FontRole and col == C_NAME and s.is_changed(lay.fqn):
+            f = QFont()
+            f.setBold(True)
+            return f
+        if role == Qt.ItemDataRole.BackgroundRole:
+            sq = s.layer_sqnr(lay.fqn)
+            if sq is not None and not math.isnan(sq) and sq < self.sqnr_threshold:
+                return QBrush(QColor(230, 80, 60, 70))
+            return None
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (C_PARAMS, C_SQNR, C_BYTES, C_SENS):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _value(self, lay: Any, col: int, role: int) -> Any:
+        s = self.session
+        sort = role == SORT_ROLE
+        cfg = s.config.resolve(lay.fqn)
+        if col == C_NAME:
+            if role == Qt.ItemDataRole.ToolTipRole:
+                changed = " (changed from the default)" if s.is_changed(lay.fqn) else ""
+                return f"{lay.fqn}: {lay.class_name or lay.kind}{changed}"
+            return lay.fqn if sort else (("• " if s.is_changed(lay.fqn) else "") + lay.fqn)
+        if col == C_KIND:
+            return lay.kind + (" dw" if lay.depthwise else "")
+        if col == C_SHAPE:
+            return "×".join(str(d) for d in lay.weight_shape)
+        if col == C_PARAMS:
+            return lay.params if sort else human_count(lay.params)
+        if col == C_W:
+            return f"W{cfg.weight.short()}" if cfg.weight else "float"
+        if col == C_A:
+            return f"A{cfg.activation.short()}" if cfg.activation else "float"
+        if col == C_SQNR:
+            sq = s.layer_sqnr(lay.fqn)
+            if sort:
+                return -1e9 if sq is None or math.isnan(sq) else min(sq, 1e9)
+            if sq is None:
+                return "…"
+            if math.isnan(sq):
+                return "n/a"
+            return "float" if math.isinf(sq) else f"{sq:.1f}"
+        if col == C_BYTES:
+            try:
+                b = layer_bytes(lay, cfg)
+            except ValueError:
+                return -1.0 if sort else "n/a"
+            return b if sort else human_bytes(b)
+        if col == C_SENS:
+            v = s.sensitivity.get(lay.fqn)
+            if sort:
+                return -1e9 if v is None else v
+            return "" if v is None else f"{v:+.3f}"
+        return None
+
+
+class LayerTableWidget(QWidget):
+    """Filter box + SQNR threshold + the sortable, multi-select ``layerTable`` view.
+
+    The selection is mirrored into ``session.select``; session selection changes are
+    mirrored back inside a ``QSignalBlocker``.
+    """
+
+    selectionEdited = Signal(tuple)
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.model = LayerTableModel(session, self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.proxy.setFilterKeyColumn(C_NAME)
+        self.proxy.setFilterRole(FQN_ROLE)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+
+        self.filter = QLineEdit(self)
+        self.filter.setObjectName("layerFilter")
+        self.filter.setPlaceholderText("Filter layers by name…")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+
+        self.threshold = QDoubleSpinBox(self)
+        self.threshold.setObjectName("sqnrThresholdSpin")
+        self.threshold.setRange(0.0, 80.0)
+        self.threshold.setSingleStep(1.0)
+        self.threshold.setDecimals(0)
+        self.threshold.setSuffix(" dB")
+        self.threshold.setValue(self.model.sqnr_threshold)
+        self.threshold.setToolTip("Rows whose weight SQNR is below this are flagged in red")
+        self.threshold.valueChanged.connect(self.model.set_sqnr_threshold)
+
+        self.view = QTableView(self)
+        self.view.setObjectName("layerTable")
+        self.view.setModel(self.proxy)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.view.setAlternatingRowColors(True)
+        self.view.verticalHeader().setVisible(False)
+        self.view.verticalHeader().setDefaultSectionSize(22)
+        hh = self.view.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hh.setStretchLastSection(True)
+        hh.setMinimumSectionSize(40)
+        self.view.selectionModel().selectionChanged.connect(self._on_view_selection)
+
+        top = QHBoxLayout()
+        top.addWidget(self.filter, 1)
+        top.addWidget(QLabel("Flag SQNR <", self))
+        top.addWidget(self.threshold)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(top)
+        lay.addWidget(self.view)
+
+        session.selection_changed.connect(self._on_session_selection)
+        session.model_changed.connect(lambda *_: self.view.resizeColumnsToContents())
+
+    def selected_fqns(self) -> tuple[str, ...]:
+        rows = sorted(
+            {self.proxy.mapToSource(i).row() for i in self.view.selectionModel().selectedRows()}
+        )
+        return tuple(self.model.fqn(r) for r in rows)
+
+    def _on_view_selection(self, *_: Any) -> None:
+        fqns = self.selected_fqns()
+        self.session.select(fqns)
+        self.selectionEdited.emit(fqns)
+
+    def _on_session_selection(self, fqns: tuple[str, ...]) -> None:
+        if fqns == self.selected_fqns():
+            return
+        sel = QItemSelection()
+        for f in fqns:
+            r = self.model.row_of(f)
+            if r < 0:
+                continue
+            src = self.model.index(r, 0)
+            idx = self.proxy.mapFromSource(src)
+            if idx.isValid():
+                sel.select(idx, idx)
+        with QSignalBlocker(self.view.selectionModel()):
+            self.view.selectionModel().select(
+                sel,
+                QItemSelectionModel.SelectionFlag.ClearAndSelect
+                | QItemSelectionModel.SelectionFlag.Rows,
+            )
+        self.view.viewport().update()

@@ -1,0 +1,267 @@
+"""The accuracy-vs-memory plot: every evaluated configuration as a point.
+
+x: model size (MB; the top axis shows the compression vs float), y: the metric. The float
+baseline is a horizontal line, the Pareto front a line through the non-dominated points,
+sweeps are curves that grow point by point. Hover shows a point's name and numbers;
+clicking one emits :attr:`TradeoffPlot.entryClicked` (the main window makes it current).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from quantviz.gui.layer_table import human_bytes
+from quantviz.gui.plot_style import current_theme, style_plot
+from quantviz.session import ResultEntry, Session
+
+__all__ = ["TradeoffPlot", "describe_entry"]
+
+
+class CompressionAxis(pg.AxisItem):
+    """Top axis: the compression factor of the bottom axis's model size."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.float_mb: float | None = None
+        self.has_points = False
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        if not self.float_mb or not self.has_points:
+            return ["" for _ in values]
+        return [f"{self.float_mb / v:.1f}×" if v > 0 else "" for v in values]
+
+
+def describe_entry(e: ResultEntry) -> str:
+    """Tooltip text of one point."""
+    r = e.result
+    lines = [
+        f"{e.name}  ({e.series})",
+        f"{r.metric}: {r.value:.4f}  (float {r.baseline:.4f}, drop {r.baseline - r.value:+.4f})",
+        f"size: {human_bytes(r.model_bytes)}  ({r.compression:.2f}× smaller than float)",
+    ]
+    bops = getattr(r, "bops", None)
+    if bops:
+        lines.append(f"BOPs/sample: {bops:.3g}")
+    return "\n".join(lines)
+
+
+class TradeoffPlot(QWidget):
+    """``tradeoffPlot``: mirrors ``session.results``; signals ``entryClicked(ResultEntry)``
+    and ``pointsChanged(int)`` (number of points shown)."""
+
+    entryClicked = Signal(object)
+    pointsChanged = Signal(int)
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.entries: list[ResultEntry] = []
+        th = current_theme()
+        self.top_axis = CompressionAxis("top")
+        self.top_axis.enableAutoSIPrefix(False)
+        self.unit, self.div = "MB", 1e6
+        self.plot = pg.PlotWidget(self, axisItems={"top": self.top_axis})
+        self.plot.setObjectName("tradeoffPlot")
+        style_plot(self.plot, "model size", "metric", x_units=None)
+        pi = self.plot.getPlotItem()
+        pi.getAxis("bottom").enableAutoSIPrefix(False)
+        pi.setLabel("bottom", "model size (MB)")
+        pi.showAxis("top")
+        pi.setLabel("top", "compression vs float")
+        self.top_axis.setPen(th.foreground)
+        self.top_axis.setTextPen(th.foreground)
+        pi.setTitle("Accuracy vs memory — press F5 to evaluate", size="10pt")
+        self.legend = pi.addLegend(offset=(-6, -6), labelTextSize="8pt")
+        self.legend.setBrush(pg.mkBrush(th.background + "d0"))
+
+        self.baseline = pg.InfiniteLine(
+            angle=0,
+            pen=pg.mkPen(th.baseline, width=1, style=Qt.PenStyle.DashLine),
+            label="float",
+            labelOpts={"position": 0.04, "color": th.baseline, "anchors": [(0, 1), (0, 1)]},
+        )
+        self.baseline.setVisible(False)
+        pi.addItem(self.baseline)
+        front_col = pg.mkColor(th.front)
+        front_col.setAlpha(170)
+        self.front = pg.PlotDataItem([], [], pen=pg.mkPen(front_col, width=4), name="Pareto front")
+        self.front.setZValue(5)
+        pi.addItem(self.front)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        # the usual series exist from the start, so their first points change no layout
+        for name in ("uniform sweep", "mixed precision"):
+            self._curve(name)
+        self.scatter = pg.ScatterPlotItem(
+            size=9,
+            hoverable=True,
+            hoverSize=13,
+            tip=self._tip,
+            hoverPen=pg.mkPen(th.foreground, width=2),
+        )
+        self.scatter.setZValue(10)
+        pi.addItem(self.scatter)
+        self.current = pg.ScatterPlotItem(
+            size=18, pen=pg.mkPen(th.accent, width=2), brush=pg.mkBrush(None), symbol="o"
+        )
+        self.current.setZValue(11)
+        pi.addItem(self.current)
+        self.scatter.sigClicked.connect(self._on_click)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.plot)
+        # results often arrive in bursts: redraw once per event-loop pass
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(0)
+        self._refresh_timer.timeout.connect(self.refresh)
+        session.results_changed.connect(self._schedule_refresh)
+        session.current_name_changed.connect(self._mark_current)
+        session.model_changed.connect(self.refresh)
+
+    def apply_theme(self) -> None:
+        """Re-colour every item for the current plot theme (light/dark switch)."""
+        th = current_theme()
+        style_plot(self.plot, "model size", "metric")
+        self.top_axis.setPen(th.foreground)
+        self.top_axis.setTextPen(th.foreground)
+        self.baseline.setPen(pg.mkPen(th.baseline, width=1, style=Qt.PenStyle.DashLine))
+        self.baseline.label.setColor(th.baseline)
+        front_col = pg.mkColor(th.front)
+        front_col.setAlpha(170)
+        self.front.setPen(pg.mkPen(front_col, width=4))
+        self.current.setPen(pg.mkPen(th.accent, width=2))
+        for name, curve in self.curves.items():
+            curve.setPen(pg.mkPen(self._series_colour(name), width=1.5))
+        self.refresh()
+
+    # -- session -> plot ---------------------------------------------------------------------
+    def _schedule_refresh(self, *_: Any) -> None:
+        self._refresh_timer.start()
+
+    def _series_colour(self, series: str) -> str:
+        th = current_theme()
+        names = ["evaluations", "uniform sweep", "mixed precision"]
+        i = names.index(series) if series in names else 3 + abs(hash(series)) % 3
+        return th.series[i % len(th.series)]
+
+    def _curve(self, name: str) -> pg.PlotDataItem:
+        curve = self.curves.get(name)
+        if curve is None:
+            c = self._series_colour(name)
+            curve = pg.PlotDataItem([], [], pen=pg.mkPen(c, width=1.5), name=name)
+            self.plot.getPlotItem().addItem(curve)
+            self.curves[name] = curve
+        return curve
+
+    def refresh(self, *_: Any) -> None:
+        """Redraw from ``session.results`` (items updated with setData, never rebuilt)."""
+        entries = [e for e in self.session.results if _plottable(e)]
+        self.entries = entries
+        pi = self.plot.getPlotItem()
+        h = self.session.handle
+        ref = h.float_bytes if h is not None else max((e.model_bytes for e in entries), default=1e6)
+        self.unit, self.div = ("kB", 1e3) if ref < 1e6 else ("MB", 1e6)
+        pi.setLabel("bottom", f"model size ({self.unit})")
+        spots = []
+        for i, e in enumerate(entries):
+            c = self._series_colour(e.series)
+            spots.append(
+                {
+                    "pos": (e.model_bytes / self.div, e.value),
+                    "data": i,
+                    "brush": pg.mkBrush(c),
+                    "pen": pg.mkPen(c),
+                    "symbol": "o" if e.series == "evaluations" else "s",
+                }
+            )
+        self.scatter.setData(spots)
+        # one curve per sweep series, in order of size
+        by_series: dict[str, list[ResultEntry]] = {}
+        for e in entries:
+            if e.series != "evaluations":
+                by_series.setdefault(e.series, []).append(e)
+        for name, items in by_series.items():
+            items = sorted(items, key=lambda e: e.model_bytes)
+            x = np.array([e.model_bytes / self.div for e in items])
+            y = np.array([e.value for e in items])
+            self._curve(name).setData(x, y)
+        for name, curve in self.curves.items():
+            if name not in by_series:
+                curve.setData([], [])
+        # Pareto front
+        if len(entries) >= 2:
+            from quantviz.eval import pareto
+
+            front = pareto(entries)
+            self.front.setData([e.model_bytes / self.div for e in front], [e.value for e in front])
+        else:
+            self.front.setData([], [])
+        # baseline and compression axis
+        base = self.session.baseline
+        if base is not None:
+            self.baseline.setValue(base)
+            self.baseline.label.setFormat(f"float model {base:.4f}")
+            self.baseline.setVisible(True)
+        else:
+            self.baseline.setVisible(False)
+        fb = None
+        if entries:
+            fb = getattr(entries[-1].result, "float_bytes", None)
+        if fb is None and self.session.handle is not None:
+            fb = self.session.handle.float_bytes
+        self.top_axis.float_mb = None if fb is None else fb / self.div
+        self.top_axis.has_points = bool(entries)
+        self.top_axis.picture = None
+        self.top_axis.update()
+        if entries:
+            metric = entries[-1].result.metric
+            pi.setLabel("left", metric.replace("_", " "))
+            pi.setTitle(
+                f"{metric.replace('_', ' ')} vs model size — {len(entries)} points", size="10pt"
+            )
+        else:
+            pi.setLabel("left", "metric")
+            pi.setTitle("Accuracy vs memory — press F5 to evaluate", size="10pt")
+        self._mark_current()
+        self.pointsChanged.emit(len(entries))
+
+    def _mark_current(self, *_: Any) -> None:
+        cur = [e for e in self.entries if e.name == self.session.current_name]
+        if cur:
+            e = cur[-1]
+            self.current.setData([e.model_bytes / self.div], [e.value])
+        else:
+            self.current.setData([], [])
+
+    def point_count(self) -> int:
+        return len(self.scatter.data)
+
+    # -- interaction --------------------------------------------------------------------------
+    def _tip(self, x: float, y: float, data: Any) -> str:
+        if isinstance(data, int | np.integer) and 0 <= int(data) < len(self.entries):
+            return describe_entry(self.entries[int(data)])
+        return f"{x:.4g} {self.unit}, {y:.4f}"
+
+    def _on_click(self, _item: Any, points: Any, *_: Any) -> None:
+        if points is None or len(points) == 0:
+            return
+        i = points[0].data()
+        if isinstance(i, int | np.integer) and 0 <= int(i) < len(self.entries):
+            self.entryClicked.emit(self.entries[int(i)])
+
+    def click_entry(self, index: int) -> None:
+        """Act as if point ``index`` was clicked (keyboard access and tests)."""
+        self.entryClicked.emit(self.entries[index])
+
+
+def _plottable(e: ResultEntry) -> bool:
+    try:
+        return np.isfinite(e.model_bytes) and np.isfinite(e.value)
+    except (AttributeError, TypeError, ValueError):
+        return False

@@ -1,0 +1,446 @@
+"""Application state of the desktop app, Qt-free and evented (psygnal).
+
+A :class:`Session` holds the open model, the evaluation data source, the named
+configurations (one of which is *current*), evaluation results, per-layer sensitivities,
+per-layer weight SQNR under the current config and the selected layers. Every change emits a
+psygnal signal; the GUI only calls setters here and mirrors the signals into widgets
+(napari's "widgets never own state").
+
+Configurations are documents: editing the current configuration edits the named entry
+``configs[current_name]``. Results are kept per configuration name together with the
+configuration they were computed for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from psygnal import Signal
+
+from quantviz.core.spec import LayerConfig, ModelConfig, QuantSpec
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ResultEntry",
+    "Session",
+    "Side",
+    "apply_to_all",
+    "reset_layers",
+    "set_layer_spec",
+]
+
+Side = Literal["weight", "activation"]
+SIDES: tuple[str, ...] = ("weight", "activation")
+
+#: The configuration a freshly opened model starts with: W8 per-tensor, activations float.
+DEFAULT_CONFIG = ModelConfig(default=LayerConfig(weight=QuantSpec(), activation=None))
+
+
+def _check_side(side: str) -> None:
+    if side not in SIDES:
+        raise ValueError(f"side: must be 'weight' or 'activation', got {side!r}")
+
+
+def _with_side(cfg: LayerConfig, side: str, spec: QuantSpec | None) -> LayerConfig:
+    return replace(cfg, **{side: spec})
+
+
+def _normalise(config: ModelConfig) -> ModelConfig:
+    """Drop exact-name overrides equal to the default (they change nothing)."""
+
+    def redundant(k: str, v: LayerConfig) -> bool:
+        if v != config.default or any(c in k for c in "*?["):
+            return False
+        return config.matching(k) == [k]  # no glob override it would be shadowing
+
+    keep = tuple((k, v) for k, v in config.overrides if not redundant(k, v))
+    return replace(config, overrides=keep)
+
+
+# -- pure config edits (used by the session and by the GUI's undo commands) ------------------
+def set_layer_spec(
+    config: ModelConfig, fqns: Iterable[str], side: str, spec: QuantSpec | None
+) -> ModelConfig:
+    """``config`` with the ``side`` spec of layers ``fqns`` set to ``spec`` (None = float)."""
+    _check_side(side)
+    if spec is not None and not isinstance(spec, QuantSpec):
+        raise ValueError(f"spec: must be a QuantSpec or None, got {type(spec).__name__}")
+    out = config
+    for fqn in fqns:
+        cur = out.resolve(fqn)
+        new = _with_side(cur, side, spec)
+        if new == out.default and not [k for k in out.matching(fqn) if k != fqn]:
+            out = out.with_override(fqn, None)
+        else:
+            out = out.with_override(fqn, new)
+    return _normalise(out)
+
+
+def apply_to_all(config: ModelConfig, side: str, spec: QuantSpec | None) -> ModelConfig:
+    """``config`` with ``side`` set to ``spec`` in the default and in every override."""
+    _check_side(side)
+    default = _with_side(config.default, side, spec)
+    overrides = tuple((k, _with_side(v, side, spec)) for k, v in config.overrides)
+    return _normalise(replace(config, default=default, overrides=overrides))
+
+
+def reset_layers(config: ModelConfig, fqns: Iterable[str]) -> ModelConfig:
+    """``config`` without the exact-name overrides of ``fqns`` (they follow the default)."""
+    out = config
+    for fqn in fqns:
+        out = out.with_override(fqn, None)
+    return out
+
+
+@dataclass(frozen=True)
+class ResultEntry:
+    """One evaluated configuration: a point on the trade-off plot.
+
+    ``series`` groups points into curves (``"evaluations"``, ``"uniform sweep"``,
+    ``"mixed precision"``); ``result`` is the engine's EvalResult (``.value``,
+    ``.model_bytes``, ``.baseline``, ``.metric``, ``.compression`` ...).
+    """
+
+    name: str
+    config: ModelConfig
+    result: Any
+    series: str = "evaluations"
+
+    @property
+    def model_bytes(self) -> float:
+        return float(self.result.model_bytes)
+
+    @property
+    def value(self) -> float:
+        return float(self.result.value)
+
+
+class Session:
+    """The app's state; every setter emits the matching signal (see the class attributes)."""
+
+    #: the model handle changed (handle)
+    model_changed = Signal(object)
+    #: the data source changed (str or None)
+    data_changed = Signal(object)
+    #: the current configuration's content changed (ModelConfig)
+    config_changed = Signal(object)
+    #: the set / order / names of named configurations changed
+    configs_changed = Signal()
+    #: another named configuration became current (name)
+    current_name_changed = Signal(str)
+    #: results were added or cleared
+    results_changed = Signal()
+    #: per-layer sensitivities changed (dict fqn -> float)
+    sensitivity_changed = Signal(object)
+    #: weight SQNR of some layers (under the current config) became known (tuple of fqns)
+    layer_metrics_changed = Signal(tuple)
+    #: activation statistics changed (dict fqn -> stats object)
+    activation_stats_changed = Signal(object)
+    #: the selected layers changed (tuple of fqns)
+    selection_changed = Signal(tuple)
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+        self.weights: dict[str, Any] = {}
+        self.data_source: str | None = None
+        #: the loaded evaluation data (``quantviz.data.EvalData``) for ``data_source``
+        self.data: Any = None
+        self.configs: dict[str, ModelConfig] = {"default": DEFAULT_CONFIG}
+        self.current_name: str = "default"
+        self.results: list[ResultEntry] = []
+        self.sensitivity: dict[str, float] = {}
+        self.activation_stats: dict[str, Any] = {}
+        self.selection: tuple[str, ...] = ()
+        # (fqn, weight spec) -> sqnr dB under that spec
+        self._sqnr: dict[tuple[str, QuantSpec | None], float] = {}
+
+    # -- model and data -------------------------------------------------------------------
+    def set_model(self, handle: Any, data_source: str | None = None, data: Any = None) -> None:
+        """Open ``handle`` (with loaded ``data`` for ``data_source``, if given):
+        configurations, results and statistics start afresh."""
+        self.handle = handle
+        # the float weights, held apart from the module: an evaluation swaps the module's
+        # parameters for fake-quantized ones while it runs (quantviz.eval.apply_config)
+        self.weights = (
+            {}
+            if handle is None
+            else {lay.fqn: handle.weight(lay.fqn).detach() for lay in handle.layers}
+        )
+        self.data_source = data_source or getattr(handle, "default_data", None)
+        self.data = data
+        model = getattr(handle, "source", None)
+        self.configs = {"default": replace(DEFAULT_CONFIG, model=model)}
+        self.current_name = "default"
+        self.results = []
+        self.sensitivity = {}
+        self.activation_stats = {}
+        self._sqnr = {}
+        self.selection = ()
+        self.model_changed.emit(handle)
+        self.data_changed.emit(self.data_source)
+        self.configs_changed.emit()
+        self.current_name_changed.emit(self.current_name)
+        self.config_changed.emit(self.config)
+        self.results_changed.emit()
+        self.sensitivity_changed.emit(self.sensitivity)
+        self.selection_changed.emit(self.selection)
+
+    def set_data(self, source: str | None, data: Any = None) -> None:
+        """Use ``source`` (loaded as ``data``) for evaluation; old results are cleared."""
+        if source == self.data_source and data is self.data:
+            return
+        self.data_source = source
+        self.data = data
+        self.results = []
+        self.sensitivity = {}
+        self.activation_stats = {}
+        self.data_changed.emit(source)
+        self.results_changed.emit()
+        self.sensitivity_changed.emit(self.sensitivity)
+        self.activation_stats_changed.emit(self.activation_stats)
+
+    def weight(self, fqn: str) -> Any:
+        """The float weight tensor of layer ``fqn`` as loaded (even while an evaluation
+        has the module's parameters swapped for quantized ones)."""
+        try:
+            return self.weights[fqn]
+        except KeyError:
+            raise ValueError(f"layer: no quantizable layer named {fqn!r}") from None
+
+    @property
+    def fqns(self) -> list[str]:
+        return [] if self.handle is None else [lay.fqn for lay in self.handle.layers]
+
+    # -- the current configuration ----------------------------------------------------------
+    @property
+    def config(self) -> ModelConfig:
+        """The current configuration."""
+        return self.configs[self.current_name]
+
+    def set_config(self, config: ModelConfig, name: str | None = None) -> None:
+        """Replace configuration ``name`` (default: the current one) and make it current."""
+        if not isinstance(config, ModelConfig):
+            raise ValueError(f"config: must be a ModelConfig, got {type(config).__name__}")
+        name = self.current_name if name is None else name
+        if name not in self.configs:
+            raise ValueError(f"config name: no configuration named {name!r}")
+        if name != self.current_name:
+            self.make_current(name)
+        if self.configs[name] == config:
+            return
+        self.configs[name] = config
+        self.config_changed.emit(config)
+
+    def set_layer_spec(self, fqns: Iterable[str], side: str, spec: QuantSpec | None) -> None:
+        """Set the ``side`` ("weight"/"activation") spec of layers ``fqns`` (None = float)."""
+        fqns = self._check_fqns(fqns)
+        self.set_config(set_layer_spec(self.config, fqns, side, spec))
+
+    def apply_to_all(self, side: str, spec: QuantSpec | None) -> None:
+        """Set ``side`` to ``spec`` for every layer (the default and all overrides)."""
+        self.set_config(apply_to_all(self.config, side, spec))
+
+    def reset_layers(self, fqns: Iterable[str]) -> None:
+        """Make layers ``fqns`` follow the default again."""
+        self.set_config(reset_layers(self.config, self._check_fqns(fqns)))
+
+    def layer_config(self, fqn: str) -> LayerConfig:
+        return self.config.resolve(fqn)
+
+    def is_changed(self, fqn: str) -> bool:
+        """True when layer ``fqn`` differs from the configuration's default."""
+        return self.config.resolve(fqn) != self.config.default
+
+    def _check_fqns(self, fqns: Iterable[str]) -> list[str]:
+        out = [fqns] if isinstance(fqns, str) else list(fqns)
+        known = set(self.fqns)
+        if self.handle is not None:
+            for f in out:
+                if f not in known:
+                    raise ValueError(f"layer: no quantizable layer named {f!r}")
+        return out
+
+    # -- named configurations -----------------------------------------------------------
+    @property
+    def config_names(self) -> list[str]:
+        return list(self.configs)
+
+    def _check_new_name(self, name: str) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("config name: must be a non-empty string")
+        name = name.strip()
+        if name in self.configs:
+            raise ValueError(f"config name: {name!r} already exists")
+        return name
+
+    def _check_name(self, name: str) -> None:
+        if name not in self.configs:
+            raise ValueError(f"config name: no configuration named {name!r}")
+
+    def unique_name(self, base: str) -> str:
+        """``base``, or ``base (2)``, ``base (3)`` ... whichever is free."""
+        if base not in self.configs:
+            return base
+        i = 2
+        while f"{base} ({i})" in self.configs:
+            i += 1
+        return f"{base} ({i})"
+
+    def save_as(self, name: str) -> None:
+        """Snapshot the current configuration under ``name`` and make the copy current."""
+        name = self._check_new_name(name)
+        self.configs[name] = self.config
+        self.configs_changed.emit()
+        self.make_current(name)
+
+    def add_config(self, name: str, config: ModelConfig) -> None:
+        """Add ``config`` under a new ``name`` (not made current)."""
+        name = self._check_new_name(name)
+        self.configs[name] = config
+        self.configs_changed.emit()
+
+    def rename(self, old: str, new: str) -> None:
+        self._check_name(old)
+        new = self._check_new_name(new)
+        self.configs = {(new if k == old else k): v for k, v in self.configs.items()}
+        self.results = [replace(r, name=new) if r.name == old else r for r in self.results]
+        if self.current_name == old:
+            self.current_name = new
+            self.current_name_changed.emit(new)
+        self.configs_changed.emit()
+        self.results_changed.emit()
+
+    def duplicate(self, name: str, new: str | None = None) -> str:
+        """Copy configuration ``name`` (to ``new`` or ``name (copy)``); returns the new name."""
+        self._check_name(name)
+        new = self.unique_name(f"{name} (copy)") if new is None else self._check_new_name(new)
+        self.configs[new] = self.configs[name]
+        self.configs_changed.emit()
+        return new
+
+    def delete(self, name: str) -> None:
+        """Delete configuration ``name``; the last one cannot be deleted."""
+        self._check_name(name)
+        if len(self.configs) == 1:
+            raise ValueError(f"config name: cannot delete {name!r}, the only configuration")
+        names = list(self.configs)
+        del self.configs[name]
+        self.results = [r for r in self.results if r.name != name]
+        if self.current_name == name:
+            i = min(names.index(name), len(names) - 2)
+            self.current_name = list(self.configs)[i]
+            self.current_name_changed.emit(self.current_name)
+            self.config_changed.emit(self.config)
+        self.configs_changed.emit()
+        self.results_changed.emit()
+
+    def make_current(self, name: str) -> None:
+        self._check_name(name)
+        if name == self.current_name:
+            return
+        old = self.config
+        self.current_name = name
+        self.current_name_changed.emit(name)
+        if self.config != old:
+            self.config_changed.emit(self.config)
+
+    def adopt(self, entry: ResultEntry) -> str:
+        """Make the configuration of a result current, adding it under its name if new."""
+        if entry.name in self.configs and self.configs[entry.name] == entry.config:
+            self.make_current(entry.name)
+            return entry.name
+        name = entry.name if entry.name not in self.configs else self.unique_name(entry.name)
+        self.add_config(name, entry.config)
+        self.make_current(name)
+        return name
+
+    # -- results --------------------------------------------------------------------------
+    def add_result(
+        self,
+        result: Any,
+        name: str | None = None,
+        config: ModelConfig | None = None,
+        series: str = "evaluations",
+    ) -> ResultEntry:
+        """Record an evaluation of ``config`` (default: the current one) under ``name``."""
+        name = self.current_name if name is None else name
+        config = self.configs.get(name, self.config) if config is None else config
+        entry = ResultEntry(name=name, config=config, result=result, series=series)
+        self.results.append(entry)
+        self.results_changed.emit()
+        return entry
+
+    def clear_results(self, series: str | None = None) -> None:
+        self.results = [r for r in self.results if series is not None and r.series != series]
+        self.results_changed.emit()
+
+    def results_for(self, name: str) -> list[ResultEntry]:
+        return [r for r in self.results if r.name == name]
+
+    @property
+    def baseline(self) -> float | None:
+        """The float model's metric value, from the latest result carrying one."""
+        for r in reversed(self.results):
+            b = getattr(r.result, "baseline", None)
+            if b is not None and math.isfinite(float(b)):
+                return float(b)
+        return None
+
+    def set_sensitivity(self, values: dict[str, float]) -> None:
+        self.sensitivity = dict(values)
+        self.sensitivity_changed.emit(self.sensitivity)
+
+    def set_activation_stats(self, stats: dict[str, Any]) -> None:
+        self.activation_stats = dict(stats)
+        self.activation_stats_changed.emit(self.activation_stats)
+
+    # -- per-layer weight SQNR under the current config -----------------------------------------
+    def layer_sqnr(self, fqn: str) -> float | None:
+        """Weight SQNR (dB) of ``fqn`` under the current config; None until computed."""
+        spec = self.config.resolve(fqn).weight
+        if spec is None:
+            return math.inf
+        return self._sqnr.get((fqn, spec))
+
+    def set_layer_sqnr(self, fqn: str, spec: QuantSpec | None, sqnr_db: float) -> None:
+        """Record the weight SQNR of ``fqn`` under ``spec``."""
+        key = (fqn, spec)
+        if self._sqnr.get(key) == sqnr_db:
+            return
+        self._sqnr[key] = float(sqnr_db)
+        self.layer_metrics_changed.emit((fqn,))
+
+    def missing_sqnr(self) -> list[tuple[str, QuantSpec]]:
+        """Layers whose weight SQNR under the current config is not known yet."""
+        out = []
+        for fqn in self.fqns:
+            spec = self.config.resolve(fqn).weight
+            if spec is not None and (fqn, spec) not in self._sqnr:
+                out.append((fqn, spec))
+        return out
+
+    def iter_sqnr(self, todo: list[tuple[str, QuantSpec]]) -> Iterator[tuple[str, Any, float]]:
+        """Generator computing the weight SQNR of ``todo``; yields ``(fqn, spec, sqnr_db)``.
+
+        Meant for a worker thread; the receiver stores them with :meth:`set_layer_sqnr`.
+        """
+        from quantviz.core import quantize
+
+        weights = dict(self.weights)
+        for fqn, spec in todo:
+            try:
+                sq = quantize(weights[fqn], spec).sqnr_db
+            except ValueError:
+                sq = math.nan  # e.g. a group size that does not divide this layer
+            yield fqn, spec, sq
+
+    # -- selection ------------------------------------------------------------------------
+    def select(self, fqns: Iterable[str]) -> None:
+        sel = tuple(self._check_fqns(fqns))
+        if sel == self.selection:
+            return
+        self.selection = sel
+        self.selection_changed.emit(sel)
