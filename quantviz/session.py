@@ -28,6 +28,7 @@ __all__ = [
     "Session",
     "Side",
     "apply_to_all",
+    "copy_layer",
     "reset_layers",
     "set_layer_spec",
 ]
@@ -95,6 +96,17 @@ def reset_layers(config: ModelConfig, fqns: Iterable[str]) -> ModelConfig:
     return out
 
 
+def copy_layer(source: ModelConfig, target: ModelConfig, fqns: Iterable[str]) -> ModelConfig:
+    """``target`` with layers ``fqns`` set to what they resolve to in ``source``
+    (weight and activation spec alike)."""
+    out = target
+    for fqn in [fqns] if isinstance(fqns, str) else fqns:
+        want = source.resolve(fqn)
+        for side in SIDES:
+            out = set_layer_spec(out, [fqn], side, getattr(want, side))
+    return out
+
+
 @dataclass(frozen=True)
 class ResultEntry:
     """One evaluated configuration: a point on the trade-off plot.
@@ -127,7 +139,8 @@ class Session:
     data_changed = Signal(object)
     #: the current configuration's content changed (ModelConfig)
     config_changed = Signal(object)
-    #: the set / order / names of named configurations changed
+    #: the set / order / names of named configurations changed, or the content of one
+    #: that is not current (:meth:`replace_config`)
     configs_changed = Signal()
     #: another named configuration became current (name)
     current_name_changed = Signal(str)
@@ -233,6 +246,56 @@ class Session:
             return
         self.configs[name] = config
         self.config_changed.emit(config)
+
+    def replace_config(self, name: str, config: ModelConfig) -> None:
+        """Replace the content of configuration ``name`` without making it current."""
+        if not isinstance(config, ModelConfig):
+            raise ValueError(f"config: must be a ModelConfig, got {type(config).__name__}")
+        self._check_name(name)
+        if self.configs[name] == config:
+            return
+        self.configs[name] = config
+        if name == self.current_name:
+            self.config_changed.emit(config)
+        self.configs_changed.emit()
+
+    def restore(
+        self,
+        configs: dict[str, ModelConfig],
+        current: str | None = None,
+        results: Iterable[tuple[str, ModelConfig, Any, str]] = (),
+    ) -> None:
+        """Replace every named configuration and result at once (opening a saved session).
+
+        ``results`` are ``(name, config, result, series)``; ``current`` defaults to the first
+        configuration. Everything is checked before anything changes.
+        """
+        configs = dict(configs)
+        if not configs:
+            raise ValueError("configs: a session needs at least one configuration")
+        for name, cfg in configs.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"config name: must be a non-empty string, got {name!r}")
+            if not isinstance(cfg, ModelConfig):
+                raise ValueError(f"configs.{name}: must be a ModelConfig")
+            unknown = cfg.unknown_keys(self.fqns) if self.handle is not None else []
+            if unknown:
+                raise ValueError(
+                    f"configs.{name}: layers {', '.join(unknown)} are not in this model"
+                )
+        current = next(iter(configs)) if current is None else current
+        if current not in configs:
+            raise ValueError(f"current: {current!r} is not one of the configurations")
+        entries = [ResultEntry(name=n, config=c, result=r, series=s) for n, c, r, s in results]
+        old_config = self.config
+        self.configs = configs
+        self.results = entries
+        self.current_name = current
+        self.configs_changed.emit()
+        self.current_name_changed.emit(current)
+        if self.config != old_config:
+            self.config_changed.emit(self.config)
+        self.results_changed.emit()
 
     def set_layer_spec(self, fqns: Iterable[str], side: str, spec: QuantSpec | None) -> None:
         """Set the ``side`` ("weight"/"activation") spec of layers ``fqns`` (None = float)."""
@@ -404,6 +467,24 @@ class Session:
         if spec is None:
             return math.inf
         return self._sqnr.get((fqn, spec))
+
+    def sqnr_under(self, fqn: str, spec: QuantSpec | None) -> float | None:
+        """Weight SQNR (dB) of ``fqn`` under ``spec`` if known (inf for float, None if not)."""
+        if spec is None:
+            return math.inf
+        return self._sqnr.get((fqn, spec))
+
+    def missing_sqnr_for(self, configs: Iterable[ModelConfig]) -> list[tuple[str, QuantSpec]]:
+        """``(fqn, spec)`` pairs of ``configs`` whose weight SQNR is not known yet."""
+        out: list[tuple[str, QuantSpec]] = []
+        seen: set[tuple[str, QuantSpec]] = set()
+        for cfg in configs:
+            for fqn in self.fqns:
+                spec = cfg.resolve(fqn).weight
+                if spec is not None and (fqn, spec) not in self._sqnr and (fqn, spec) not in seen:
+                    seen.add((fqn, spec))
+                    out.append((fqn, spec))
+        return out
 
     def set_layer_sqnr(self, fqn: str, spec: QuantSpec | None, sqnr_db: float) -> None:
         """Record the weight SQNR of ``fqn`` under ``spec``."""

@@ -4,7 +4,8 @@
 
 Opens the bundled MobileNet-style sample, picks a pointwise layer at 4 bits with a k-means
 comparison grid, evaluates, runs a uniform sweep and a mixed-precision sweep, then grabs the
-main window, the histogram and the trade-off plot.
+main window, the histogram and the trade-off plot. Then compares three named configurations
+(evaluated) in the compare view.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def shoot(out: Path, dark: bool, model: str) -> None:
     win.grab().save(str(out / f"main_window_{suffix}.png"))
     hv.grab().save(str(out / f"histogram_compare_{suffix}.png"))
     win.tradeoff.grab().save(str(out / f"tradeoff_sweep_{suffix}.png"))
+    shoot_compare(win, out, suffix, fqn)
     # per-channel view with the channel range plot
     win.controls.granularityCombo.setCurrentIndex(1)
     hv.channelSpin.setValue(3)
@@ -93,6 +95,31 @@ def shoot(out: Path, dark: bool, model: str) -> None:
     win.close()
     win.deleteLater()
     settle()
+
+
+def shoot_compare(win, out: Path, suffix: str, fqn: str) -> None:
+    """Three named configurations, evaluated, side by side in the compare view."""
+    from quantviz.core.spec import QuantSpec
+    from quantviz.session import set_layer_spec
+
+    s = win.session
+    base = s.config
+    km = QuantSpec(bits=4, quantizer="kmeans", granularity="per_channel")
+    pw = [f for f in s.fqns if f.startswith("pw")][-2:]
+    s.add_config("k-means pw", set_layer_spec(base, pw, "weight", km))
+    s.add_config(
+        "W6 ch", set_layer_spec(base, [fqn], "weight", QuantSpec(bits=6, granularity="per_channel"))
+    )
+    for name in ("k-means pw", "W6 ch"):
+        run_job(win, lambda n=name: win.evaluate_named(n))
+    win.show_compare()
+    cv = win.compareView
+    cv.set_compared([s.current_name, "k-means pw", "W6 ch"])
+    cv.select_layer(fqn)
+    win.compareDock.resize(1500, 940)
+    settle(300)
+    cv.grab().save(str(out / f"compare_view_{suffix}.png"))
+    win.compareDock.close()
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ from quantviz.session import (
     DEFAULT_CONFIG,
     Session,
     apply_to_all,
+    copy_layer,
     reset_layers,
     set_layer_spec,
 )
@@ -233,3 +234,59 @@ def test_weights_are_the_float_ones_even_while_swapped(session, handle):
         p.data = orig
     with pytest.raises(ValueError, match="nope"):
         session.weight("nope")
+
+
+def test_copy_layer_takes_both_sides_and_normalises():
+    w4k = QuantSpec(bits=4, quantizer="kmeans")
+    a8 = QuantSpec(bits=8)
+    src = ModelConfig(overrides={"fc1": LayerConfig(weight=w4k, activation=a8)})
+    dst = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=6)))
+    out = copy_layer(src, dst, "fc1")
+    assert out.resolve("fc1") == LayerConfig(weight=w4k, activation=a8)
+    assert out.resolve("fc2") == dst.default
+    # copying a layer that follows the source's default back: no redundant override
+    back = copy_layer(dst, out, ["fc1"])
+    assert back == dst
+
+
+def test_replace_config_keeps_current(session):
+    session.save_as("other")
+    rec = Recorder(session.config_changed, session.configs_changed, session.current_name_changed)
+    cfg = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=3)))
+    session.replace_config("default", cfg)
+    assert session.current_name == "other" and session.configs["default"] == cfg
+    assert rec.names() == ["configs_changed"]
+    session.replace_config("other", cfg)
+    assert rec.names() == ["configs_changed", "config_changed", "configs_changed"]
+    with pytest.raises(ValueError, match="nope"):
+        session.replace_config("nope", cfg)
+
+
+def test_restore_replaces_configs_results_and_current(session):
+    w3 = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=3)))
+    rec = Recorder(session.configs_changed, session.results_changed, session.config_changed)
+    session.restore(
+        {"a": DEFAULT_CONFIG, "w3": w3}, "w3", [("w3", w3, _Result(0.7, 300.0), "evaluations")]
+    )
+    assert session.config_names == ["a", "w3"] and session.current_name == "w3"
+    assert session.config == w3 and [r.name for r in session.results] == ["w3"]
+    assert set(rec.names()) == {"configs_changed", "results_changed", "config_changed"}
+    bad = ModelConfig(overrides={"nope": LayerConfig()})
+    before = dict(session.configs)
+    with pytest.raises(ValueError, match="configs.x: layers nope"):
+        session.restore({"x": bad})
+    with pytest.raises(ValueError, match="current"):
+        session.restore({"a": DEFAULT_CONFIG}, "zzz")
+    assert session.configs == before and session.current_name == "w3"
+
+
+def test_sqnr_under_and_missing_for_several_configs(session):
+    w2 = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=2)))
+    todo = session.missing_sqnr_for([session.config, w2, w2])
+    assert len(todo) == 4  # two layers x two distinct specs
+    for fqn, spec, sq in session.iter_sqnr(todo):
+        session.set_layer_sqnr(fqn, spec, sq)
+    assert session.missing_sqnr_for([w2]) == []
+    assert session.sqnr_under("0", QuantSpec(bits=2)) < session.sqnr_under("0", QuantSpec())
+    assert session.sqnr_under("0", None) == math.inf
+    assert session.sqnr_under("0", QuantSpec(bits=5)) is None

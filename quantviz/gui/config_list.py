@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from quantviz.gui.layer_table import human_bytes
 from quantviz.session import Session
 
 __all__ = ["ConfigList"]
@@ -87,7 +88,7 @@ class ConfigList(QWidget):
                 text = name
                 if res:
                     r = res[-1].result
-                    text += f"   — {r.value:.4f}, {r.model_bytes / 1e6:.3f} MB"
+                    text += f"   — {r.metric} {r.value:.4f}, {human_bytes(r.model_bytes)}"
                 it = QListWidgetItem(text)
                 it.setData(Qt.ItemDataRole.UserRole, name)
                 if name == self.session.current_name:

@@ -14,6 +14,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
+    QDockWidget,
     QDoubleSpinBox,
     QFileDialog,
     QLabel,
@@ -29,12 +30,14 @@ from PySide6.QtWidgets import (
 from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.gui.activation_view import ActivationView
 from quantviz.gui.commands import SetConfigCommand
+from quantviz.gui.compare_view import CompareView, CopyLayerCommand
 from quantviz.gui.config_list import ConfigList
 from quantviz.gui.errors import ErrorReporter, guarded
 from quantviz.gui.histogram_view import HistogramView
 from quantviz.gui.jobs import SENSITIVITY_BITS, JobController
 from quantviz.gui.layer_controls import LayerControls
 from quantviz.gui.layer_table import LayerTableWidget, human_bytes, human_count
+from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.tradeoff_plot import TradeoffPlot
 from quantviz.gui.workers import Runner
 from quantviz.session import ResultEntry, Session, apply_to_all, reset_layers, set_layer_spec
@@ -67,6 +70,9 @@ class MainWindow(QMainWindow):
         self.undoStack.setObjectName("undoStack")
         self.confirm_trust: Callable[[str], bool] = self._ask_trust
         self._pending_source: str | None = None
+        self._pending_open: dict[str, Any] = {}
+        self._eval_queue: list[str] = []
+        self.exportDialog: Any = None
 
         # -- views ------------------------------------------------------------------------
         s = self.session
@@ -99,6 +105,19 @@ class MainWindow(QMainWindow):
         main.setSizes([660, 640, 380])
         self.setCentralWidget(main)
 
+        # -- compare (a dock, floating by default; see compare_view.py) ------------------------
+        self.compareView = CompareView(s, self)
+        self.compareDock = QDockWidget("Compare configurations", self)
+        self.compareDock.setObjectName("compareDock")
+        self.compareDock.setWidget(self.compareView)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.compareDock)
+        self.compareDock.setFloating(True)
+        self.compareDock.hide()
+        self.compareDock.visibilityChanged.connect(lambda *_: self._mark_compared())
+        self.compareView.comparedChanged.connect(lambda *_: self._mark_compared())
+        self.compareView.copyRequested.connect(self.copy_layer)
+        self.compareView.evaluateRequested.connect(self.evaluate_named)
+
         # -- runners ---------------------------------------------------------------------
         self.loadRunner = Runner("loadRunner", self)
         self.statsRunner = Runner("statsRunner", self)
@@ -107,6 +126,9 @@ class MainWindow(QMainWindow):
         self.jobRunner = self.jobs.runner
         self.jobs.jobDone.connect(self.jobDone)
         self.jobs.jobFailed.connect(self.jobFailed)
+        self.jobs.jobDone.connect(self._next_queued_eval)
+        self.jobs.jobFailed.connect(self._next_queued_eval)
+        self.jobs.runner.cancelled.connect(self._eval_queue.clear)
         self.jobs.statusMessage.connect(self.statusBar().showMessage)
         self.jobs.wait_before = self.statsRunner.wait
         self.loadRunner.finished.connect(self._on_loaded)
@@ -120,6 +142,7 @@ class MainWindow(QMainWindow):
         self.jobRunner.idle.connect(self._on_job_idle)
         self.loadRunner.started.connect(lambda label: self.statusBar().showMessage(label))
 
+        self.sessionActions = SessionActions(self)
         self._build_actions()
         self._build_status_bar()
 
@@ -171,6 +194,42 @@ class MainWindow(QMainWindow):
             "Save configuration…",
             self._ask_save_config,
             QKeySequence.StandardKey.Save,
+        )
+        sa = self.sessionActions
+        self.importConfigAction = self._action(
+            "importConfigAction",
+            "Import configuration…",
+            sa.ask_import_config,
+            None,
+            "Check a config file against the model and make it the current configuration",
+        )
+        self.exportAction = self._action(
+            "exportAction",
+            "Export…",
+            self.show_export_dialog,
+            QKeySequence("Ctrl+E"),
+            "Write a configuration as JSON, YAML, safetensors, ONNX, AIMET or an HTML report",
+        )
+        self.saveSessionAction = self._action(
+            "saveSessionAction",
+            "Save session…",
+            sa.ask_save_session,
+            QKeySequence("Ctrl+Shift+S"),
+            "Model, data, named configurations and results in one .quantviz file",
+        )
+        self.openSessionAction = self._action(
+            "openSessionAction",
+            "Open session…",
+            sa.ask_open_session,
+            QKeySequence("Ctrl+Shift+O"),
+            "Reopen a .quantviz session file",
+        )
+        self.compareAction = self._action(
+            "compareAction",
+            "Compare…",
+            self.show_compare,
+            QKeySequence("Ctrl+K"),
+            "Compare named configurations side by side",
         )
         self.quitAction = self._action(
             "quitAction", "Quit", self.close, QKeySequence.StandardKey.Quit
@@ -243,8 +302,14 @@ class MainWindow(QMainWindow):
         for a in (self.openModelAction, self.openDataAction):
             f.addAction(a)
         f.addSeparator()
+        f.addAction(self.openSessionAction)
+        f.addMenu(self.sessionActions.recentMenu)
+        f.addAction(self.saveSessionAction)
+        f.addSeparator()
         f.addAction(self.loadConfigAction)
+        f.addAction(self.importConfigAction)
         f.addAction(self.saveConfigAction)
+        f.addAction(self.exportAction)
         f.addSeparator()
         f.addAction(self.quitAction)
         e = mb.addMenu("&Edit")
@@ -258,6 +323,7 @@ class MainWindow(QMainWindow):
         self.darkAction.toggled.connect(self.set_dark)
         self.addAction(self.darkAction)
         v.addAction(self.darkAction)
+        v.addAction(self.compareAction)
         r = mb.addMenu("&Run")
         for a in (self.evaluateAction, self.sweepAction, self.sensitivityAction, self.mixedAction):
             r.addAction(a)
@@ -280,6 +346,9 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.budgetSpin)
         tb.addSeparator()
         tb.addAction(self.cancelAction)
+        tb.addSeparator()
+        tb.addAction(self.compareAction)
+        tb.addAction(self.exportAction)
         self.addToolBar(tb)
 
     def _build_status_bar(self) -> None:
@@ -319,17 +388,30 @@ class MainWindow(QMainWindow):
 
         app = QApplication.instance()
         apply_theme(app, dark)  # type: ignore[arg-type]
-        for view in (self.histogram, self.activations, self.tradeoff):
+        for view in (self.histogram, self.activations, self.tradeoff, self.compareView):
             view.apply_theme()
         if self.darkAction.isChecked() != dark:
             with QSignalBlocker(self.darkAction):
                 self.darkAction.setChecked(dark)
 
     # -- model loading -----------------------------------------------------------------------
-    def open_model(self, source: str, data: str | None = None, *, trust: bool = False) -> None:
+    def open_model(
+        self,
+        source: str,
+        data: str | None = None,
+        *,
+        trust: bool = False,
+        check: Callable[[Any], None] | None = None,
+        after: Callable[[Any], None] | None = None,
+    ) -> None:
         """Load ``source`` (and ``data``) in the background; the current model stays open
-        until the new one is ready, and stays if loading fails."""
+        until the new one is ready, and stays if loading fails.
+
+        ``check(handle)`` runs in the loading thread (raise ``ValueError`` to refuse the
+        model: nothing changes); ``after(handle)`` runs once the model is the session's.
+        """
         self._pending_source = source
+        self._pending_open = {"data": data, "check": check, "after": after}
 
         def job() -> Any:
             from quantviz.data import load_data
@@ -337,10 +419,12 @@ class MainWindow(QMainWindow):
 
             yield 0.0
             handle = load_model(source, trust=trust)
+            if check is not None:
+                check(handle)
             yield 0.5
             ds = data if data is not None else handle.default_data
             loaded = None if ds is None else load_data(ds, handle)
-            return handle, ds, loaded, trust
+            return handle, ds, loaded, after
 
         self.loadRunner.start(f"Opening {source}…", job)
 
@@ -359,14 +443,14 @@ class MainWindow(QMainWindow):
         src = self._pending_source or "model"
         msg = str(exc)
         if "trust" in msg.lower() and self._pending_source and self.confirm_trust(msg):
-            self.open_model(self._pending_source, trust=True)
+            self.open_model(self._pending_source, trust=True, **self._pending_open)
             return
         self.statusBar().showMessage(f"Could not open {src}", 5000)
         self.errors.report(f"Could not open {src}", exc)
         self.modelLoadFailed.emit(msg)
 
     def _on_loaded(self, payload: Any) -> None:
-        handle, ds, data, _trust = payload
+        handle, ds, data, after = payload
         for r in (self.statsRunner, self.sqnrRunner):
             r.cancel()
         self.jobs.reset()
@@ -376,6 +460,8 @@ class MainWindow(QMainWindow):
             self.session.select([handle.layers[0].fqn])
         self.statusBar().showMessage(f"Opened {handle.name}", 4000)
         self.budgetSpin.setValue(round(handle.float_bytes / 4e6, 3))
+        if after is not None:
+            after(handle)
         self.modelLoaded.emit(handle)
         self._start_stats()
 
@@ -491,6 +577,92 @@ class MainWindow(QMainWindow):
     def _on_entry_clicked(self, entry: ResultEntry) -> None:
         name = self.session.adopt(entry)
         self.statusBar().showMessage(f"{name} is now the current configuration", 4000)
+
+    # -- compare and export -------------------------------------------------------------------
+    def show_compare(self) -> None:
+        """Open the compare view (a floating dock the first time)."""
+        d = self.compareDock
+        if d.isFloating() and not d.isVisible():
+            g = self.geometry()
+            d.resize(min(1500, max(g.width() - 80, 900)), min(940, max(g.height() - 60, 700)))
+            d.move(g.x() + 40, g.y() + 30)
+        d.show()
+        d.raise_()
+
+    def _mark_compared(self) -> None:
+        shown = self.compareDock.isVisible()
+        self.tradeoff.set_compared(self.compareView.compared() if shown else [])
+
+    @guarded("Could not copy the layer setting")
+    def copy_layer(self, fqn: str, source: str, target: str) -> None:
+        """Copy layer ``fqn``'s setting from configuration ``source`` to ``target`` (undoable)."""
+        cmd = CopyLayerCommand(self.session, fqn, source, target)
+        if cmd.after == cmd.before:
+            self.statusBar().showMessage(f"{fqn} is already the same in {target}", 4000)
+            return
+        self.undoStack.push(cmd)
+        self.statusBar().showMessage(cmd.text(), 4000)
+
+    def evaluate_named(self, name: str) -> None:
+        """Evaluate configuration ``name`` (queued behind a running job); the current
+        configuration stays current."""
+        if self.jobRunner.running:
+            if name not in self._eval_queue:
+                self._eval_queue.append(name)
+            self.statusBar().showMessage(f"{name}: queued for evaluation", 4000)
+            return
+        self._evaluate_now(name)
+
+    @guarded("Could not start the evaluation")
+    def _evaluate_now(self, name: str) -> None:
+        s = self.session
+        if name not in s.configs:
+            raise ValueError(f"config name: no configuration named {name!r}")
+        prev = s.current_name
+        if name == prev:
+            self.jobs.evaluate()
+            return
+        s.make_current(name)  # the job takes the current configuration and its name...
+        try:
+            self.jobs.evaluate()
+        finally:
+            s.make_current(prev)  # ...and the user's stays current
+
+    def _next_queued_eval(self, *_: Any) -> None:
+        while self._eval_queue and not self.jobRunner.running:
+            name = self._eval_queue.pop(0)
+            if name in self.session.configs:
+                self._evaluate_now(name)
+
+    def show_export_dialog(self) -> None:
+        """Open File > Export… (one dialog, kept between uses)."""
+        from quantviz.gui.export_dialog import ExportDialog
+
+        if self.exportDialog is None:
+            self.exportDialog = ExportDialog(
+                self.session,
+                self.errors,
+                self,
+                images=self.report_images,
+                wait_before=self._wait_for_jobs,
+            )
+        else:
+            self.exportDialog.sync()
+        self.exportDialog.show()
+        self.exportDialog.raise_()
+
+    def _wait_for_jobs(self) -> None:
+        self.statsRunner.wait()
+        self.jobRunner.wait()
+
+    def report_images(self) -> dict[str, bytes]:
+        """PNGs of the trade-off plot and the current histogram for the HTML report."""
+        from quantviz.gui.export_dialog import png_bytes
+
+        out = {"Accuracy vs memory": png_bytes(self.tradeoff.plot)}
+        if self.histogram.data is not None:
+            out[f"Weights of {self.histogram.data.fqn}"] = png_bytes(self.histogram)
+        return out
 
     # -- jobs (see jobs.py) --------------------------------------------------------------
     def evaluate(self) -> None:
@@ -623,8 +795,12 @@ class MainWindow(QMainWindow):
             self.sqnrRunner,
             self.loadRunner,
             self.histogram.runner,
+            self.compareView.sqnrRunner,
+            self.compareView.histRunner,
         ):
             ok = r.shutdown(timeout) and ok
+        if self.exportDialog is not None:
+            ok = self.exportDialog.shutdown(timeout) and ok
         return ok
 
     def closeEvent(self, event: QCloseEvent) -> None:

@@ -110,6 +110,14 @@ class TradeoffPlot(QWidget):
         )
         self.current.setZValue(11)
         pi.addItem(self.current)
+        # the configurations open in the compare view: hollow squares with their names
+        self.compared_names: list[str] = []
+        self.compared = pg.ScatterPlotItem(
+            size=16, pen=pg.mkPen(th.compare, width=2), brush=pg.mkBrush(None), symbol="s"
+        )
+        self.compared.setZValue(12)
+        pi.addItem(self.compared)
+        self.compared_labels: list[pg.TextItem] = []
         self.scatter.sigClicked.connect(self._on_click)
 
         lay = QVBoxLayout(self)
@@ -136,6 +144,7 @@ class TradeoffPlot(QWidget):
         front_col.setAlpha(170)
         self.front.setPen(pg.mkPen(front_col, width=4))
         self.current.setPen(pg.mkPen(th.accent, width=2))
+        self.compared.setPen(pg.mkPen(th.compare, width=2))
         for name, curve in self.curves.items():
             curve.setPen(pg.mkPen(self._series_colour(name), width=1.5))
         self.refresh()
@@ -229,6 +238,7 @@ class TradeoffPlot(QWidget):
             pi.setLabel("left", "metric")
             pi.setTitle("Accuracy vs memory — press F5 to evaluate", size="10pt")
         self._mark_current()
+        self._mark_compared()
         self.pointsChanged.emit(len(entries))
 
     def _mark_current(self, *_: Any) -> None:
@@ -238,6 +248,38 @@ class TradeoffPlot(QWidget):
             self.current.setData([e.model_bytes / self.div], [e.value])
         else:
             self.current.setData([], [])
+
+    def set_compared(self, names: list[str]) -> None:
+        """Mark the latest point of each configuration in ``names`` (the compare view's)."""
+        self.compared_names = list(names)
+        self._mark_compared()
+
+    def _mark_compared(self) -> None:
+        th = current_theme()
+        pi = self.plot.getPlotItem()
+        for t in self.compared_labels:
+            pi.removeItem(t)
+        self.compared_labels = []
+        xs, ys = [], []
+        for name in self.compared_names:
+            mine = [e for e in self.entries if e.name == name and e.series == "evaluations"]
+            mine = mine or [e for e in self.entries if e.name == name]
+            if not mine:
+                continue
+            e = mine[-1]
+            x, y = e.model_bytes / self.div, e.value
+            xs.append(x)
+            ys.append(y)
+            label = pg.TextItem(name, color=th.compare, anchor=(0, 1))
+            label.setPos(x, y)
+            label.setZValue(13)
+            pi.addItem(label)
+            self.compared_labels.append(label)
+        self.compared.setData(xs, ys)
+
+    def compared_count(self) -> int:
+        """Number of compared configurations marked on the plot."""
+        return len(self.compared.data)
 
     def point_count(self) -> int:
         return len(self.scatter.data)
