@@ -81,9 +81,11 @@ def test_quantize_invariants(case):
         assert r.scale.shape == (rows_levels.shape[0],)
     # on the uniform min/max grid every value is within half a step of its level
     if spec.quantizer == "uniform" and spec.calibration == "minmax" and x.dtype == torch.float32:
-        err = (rows - r.row_view.to_rows(x)).abs().amax(dim=1)
+        xr = r.row_view.to_rows(x)
+        err = (rows - xr).abs().amax(dim=1)
         half = r.fitted.scale / 2
-        assert (err <= half * (1 + 1e-5) + 1e-30).all()
+        # plus float32 rounding of the scale, relative to the values' magnitude
+        assert (err <= half * (1 + 1e-5) + xr.abs().amax(dim=1) * 2e-6).all()
 
 
 @settings(max_examples=60, deadline=None)
