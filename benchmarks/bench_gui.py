@@ -55,21 +55,9 @@ class StallProbe:
 
 
 def wait_signal(signal, timeout: float = 120.0) -> None:
-    from PySide6.QtCore import QEventLoop, QTimer
+    from quantviz.gui.workers import wait_for_signal
 
-    loop = QEventLoop()
-    fired = []
-
-    def done(*_):
-        fired.append(1)
-        loop.quit()
-
-    signal.connect(done)
-    QTimer.singleShot(int(timeout * 1000), loop.quit)
-    loop.exec()
-    signal.disconnect(done)
-    if not fired:
-        raise TimeoutError("signal not emitted in time")
+    wait_for_signal(signal, timeout)
 
 
 def bench_bits_change(sizes: list[int], reps: int) -> list[tuple[str, float, float, str]]:

@@ -19,27 +19,16 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QEventLoop
 from PySide6.QtWidgets import QApplication
 
 from quantviz.gui.app import create_main_window
 
 
 def wait(signal, timeout: float = 120.0) -> None:
-    """Run the event loop until ``signal`` fires (or fail after ``timeout`` s)."""
-    loop = QEventLoop()
-    fired = []
+    from quantviz.gui.workers import wait_for_signal
 
-    def done(*_):
-        fired.append(1)
-        loop.quit()
-
-    signal.connect(done)
-    QTimer.singleShot(int(timeout * 1000), loop.quit)
-    loop.exec()
-    signal.disconnect(done)
-    if not fired:
-        raise TimeoutError(f"no signal within {timeout} s")
+    wait_for_signal(signal, timeout)
 
 
 def settle(ms: int = 150) -> None:

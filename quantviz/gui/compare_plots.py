@@ -11,7 +11,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QWidget
 
 from quantviz.gui.histogram_view import HistData
-from quantviz.gui.plot_style import current_theme, style_plot
+from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
 
 __all__ = ["ErrorBars", "HistPanel"]
 
@@ -38,14 +38,7 @@ class HistPanel:
         pi = self.plot.getPlotItem()
         self.legend = pi.addLegend(offset=(-4, 4), labelTextSize="8pt", verSpacing=-4)
         self.legend.setBrush(pg.mkBrush(th.background + "d0"))
-        self.hist = pg.PlotDataItem(
-            [0.0, 1.0],
-            [0.0],
-            stepMode="center",
-            fillLevel=0,
-            brush=pg.mkBrush(*th.hist),
-            pen=pg.mkPen(th.hist_line, width=1),
-        )
+        self.hist = histogram_item(th)
         self.grid = pg.PlotDataItem([], [], connect="pairs", pen=pg.mkPen(colour, width=1.5))
         # a legend row without a sample: the SQNR / MSE of this configuration's grid
         self.stats = pg.PlotDataItem([], [], pen=None)

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from quantviz.core.spec import QUANTIZERS, QuantSpec
-from quantviz.gui.plot_style import current_theme, style_plot
+from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
 from quantviz.gui.workers import Runner, torch_threads
 from quantviz.session import Session
 
@@ -257,15 +257,7 @@ class HistogramView(QWidget):
         pi.setTitle("Select a layer", size="10pt")
         self.legend = pi.addLegend(offset=(-6, 6), labelTextSize="8pt")
         self.legend.setBrush(pg.mkBrush(th.background + "d0"))
-        self.hist_item = pg.PlotDataItem(
-            [0.0, 1.0],
-            [0.0],
-            stepMode="center",
-            fillLevel=0,
-            brush=pg.mkBrush(*th.hist),
-            pen=pg.mkPen(th.hist_line, width=1),
-            name="weights",
-        )
+        self.hist_item = histogram_item(th, name="weights")
         self.clip_left = pg.LinearRegionItem(
             (0, 0), movable=False, brush=pg.mkBrush(*th.clip), pen=pg.mkPen(None)
         )

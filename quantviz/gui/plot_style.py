@@ -86,6 +86,8 @@ def style_plot(pw: pg.PlotWidget, x: str, y: str, x_units: str | None = None) ->
             ax.setTextPen(th.foreground)
         # repaints replay the axis text otherwise (~4 ms per axis with the raster engine)
         ax.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # grid lines at the labelled ticks only: the minor-tick grid doubles the paint time
+        ax.setStyle(maxTickLevel=0)
     pi.setMenuEnabled(False)
     pi.hideButtons()
     if pi.titleLabel.text:  # re-colour an existing title (palette switch)
@@ -96,3 +98,16 @@ def style_plot(pw: pg.PlotWidget, x: str, y: str, x_units: str | None = None) ->
         legend.setBrush(pg.mkBrush(th.background + "d0"))
         for _sample, label in legend.items:
             label.setText(label.text, color=th.foreground)
+
+
+def histogram_item(th: PlotTheme, **kw: object) -> pg.PlotDataItem:
+    """An empty step-histogram item in the theme's colours (fill it with ``setData``)."""
+    return pg.PlotDataItem(
+        [0.0, 1.0],
+        [0.0],
+        stepMode="center",
+        fillLevel=0,
+        brush=pg.mkBrush(*th.hist),
+        pen=pg.mkPen(th.hist_line, width=1),
+        **kw,
+    )

@@ -234,3 +234,25 @@ class Runner(QObject):
         else:
             self.failed.emit(payload)
         self.idle.emit()
+
+
+def wait_for_signal(signal, timeout: float = 120.0) -> None:
+    """Run a local event loop until ``signal`` fires; ``TimeoutError`` after ``timeout`` s.
+
+    For scripts (screenshots, benchmarks) that drive the app without pytest-qt.
+    """
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    fired: list[int] = []
+
+    def done(*_: object) -> None:
+        fired.append(1)
+        loop.quit()
+
+    signal.connect(done)
+    QTimer.singleShot(int(timeout * 1000), loop.quit)
+    loop.exec()
+    signal.disconnect(done)
+    if not fired:
+        raise TimeoutError(f"no signal within {timeout} s")
