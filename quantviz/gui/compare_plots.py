@@ -10,7 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QWidget
 
-from quantviz.gui.histogram_view import HistData
+from quantviz.core.layer_view import HistData
 from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
 
 __all__ = ["ErrorBars", "HistPanel"]

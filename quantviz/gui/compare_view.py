@@ -10,7 +10,7 @@ one bar series per configuration.
 The view owns no state: it reads ``session`` and asks for changes through signals —
 ``copyRequested(fqn, source, target)`` (the main window pushes an undoable command) and
 ``evaluateRequested(name)``. Numbers come from :mod:`quantviz.core` through
-:func:`~quantviz.gui.histogram_view.compute_hist_data` and :meth:`Session.iter_sqnr`.
+:func:`~quantviz.core.layer_view.layer_view` and :meth:`Session.iter_sqnr`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from quantviz.core.layer_view import LayerViewCache, layer_view
 from quantviz.core.spec import LayerConfig
 from quantviz.gui.compare_plots import ErrorBars, HistPanel
-from quantviz.gui.histogram_view import INLINE_LIMIT, _HistCache, compute_hist_data
+from quantviz.gui.histogram_view import INLINE_LIMIT
 from quantviz.gui.layer_table import human_bytes
 from quantviz.gui.plot_style import current_theme
 from quantviz.gui.workers import Runner, torch_threads
@@ -136,7 +137,7 @@ class CompareView(QWidget):
         self._checked: list[str] = []
         self._layer: str | None = None
         self._refreshing = False
-        self.hist_cache = _HistCache()
+        self.hist_cache = LayerViewCache()
         self.panels: list[HistPanel] = []
         self.diff_rows: set[str] = set()
         self.evaluate_buttons: dict[str, QPushButton] = {}
@@ -674,7 +675,7 @@ class CompareView(QWidget):
 
         def job() -> Any:
             with torch_threads(1):
-                return fqn, [(n, compute_hist_data(fqn, w, sp, None, -1, cache)) for n, sp in specs]
+                return fqn, [(n, layer_view(fqn, w, sp, None, -1, cache)) for n, sp in specs]
             yield  # a generator: the runner can drop it when stale
 
         self.histTitle.setText(f"<b>{fqn}</b> — weights and grid under each configuration…")

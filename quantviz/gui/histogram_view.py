@@ -9,8 +9,6 @@ re-quantized in a worker (stale results dropped); smaller ones inline.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,174 +24,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from quantviz.core.spec import QUANTIZERS, QuantSpec
+from quantviz.core.layer_view import HistData, LayerViewCache, Quantized, layer_view
+from quantviz.core.spec import QUANTIZERS
 from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
 from quantviz.gui.workers import Runner, torch_threads
 from quantviz.session import Session
 
-__all__ = ["INLINE_LIMIT", "HistData", "HistogramView", "compute_hist_data"]
+__all__ = ["INLINE_LIMIT", "HistogramView"]
 
 #: layers with more weight elements than this are re-quantized off the GUI thread
 INLINE_LIMIT = 1_000_000
-HIST_BINS = 256
-ROW_BINS = 128
 #: where empty bins and grid lines start on a log count axis
 LOG_FLOOR = 0.5
-
-
-@dataclass
-class Quantized:
-    """One quantizer's outcome for the displayed layer/row."""
-
-    spec: QuantSpec
-    levels: np.ndarray  # levels of the shown row
-    clip: tuple[float, float]
-    mse: float
-    sqnr_db: float
-    clipped_fraction: float
-    bits_per_value: float
-    rows: int
-
-
-@dataclass
-class HistData:
-    """Everything the view draws for one layer, computed by :func:`compute_hist_data`."""
-
-    fqn: str
-    counts: np.ndarray
-    edges: np.ndarray
-    channel: int  # -1: the whole tensor
-    rows: int
-    row_kind: str  # "channel" / "group" / ""
-    chan_min: np.ndarray
-    chan_max: np.ndarray
-    main: Quantized | None = None
-    compare: Quantized | None = None
-    error: str = ""
-    compare_error: str = ""
-    numel: int = 0
-    spec: QuantSpec | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class _HistCache:
-    """Float histograms and per-channel ranges per (layer, tensor version, row view)."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._d: OrderedDict[tuple, Any] = OrderedDict()
-
-    def get(self, key: tuple, make: Any) -> Any:
-        hit = self._d.get(key)
-        if hit is None:
-            hit = make()
-            self._d[key] = hit
-            while len(self._d) > self.size:
-                self._d.popitem(last=False)
-        else:
-            self._d.move_to_end(key)
-        return hit
-
-    def clear(self) -> None:
-        self._d.clear()
-
-
-def _quantized(w: Any, spec: QuantSpec, channel: int) -> tuple[Quantized, Any]:
-    import torch
-
-    from quantviz.core import quantize
-
-    r = quantize(w, spec)
-    lv = r.levels
-    rows = 1 if lv.ndim == 1 else int(lv.shape[0])
-    if lv.ndim == 1:
-        row_lv = lv
-        lo, hi = float(r.clip_min), float(r.clip_max)
-    else:
-        c = min(max(channel, 0), rows - 1)
-        row_lv = lv[c]
-        lo, hi = float(r.clip_min.reshape(-1)[c]), float(r.clip_max.reshape(-1)[c])
-    q = Quantized(
-        spec=spec,
-        levels=row_lv.detach().to(dtype=torch.float64).numpy(),
-        clip=(lo, hi),
-        mse=r.mse,
-        sqnr_db=r.sqnr_db,
-        clipped_fraction=r.clipped_fraction,
-        bits_per_value=r.bits_per_value,
-        rows=rows,
-    )
-    return q, r
-
-
-def _bins(n: int, most: int) -> int:
-    """Bins for ``n`` values: about 2 sqrt(n), between 16 and ``most``."""
-    return int(min(most, max(16, 2 * math.sqrt(n))))
-
-
-def compute_hist_data(
-    fqn: str,
-    w: Any,
-    spec: QuantSpec | None,
-    compare: str | None,
-    channel: int,
-    cache: _HistCache | None = None,
-) -> HistData:
-    """Histogram, grid(s) and numbers of weight tensor ``w`` of layer ``fqn`` (no Qt).
-
-    ``channel`` picks the row (channel or group) shown for per-channel / per-group specs
-    (-1: the whole tensor, without a grid). ``compare`` names a second quantizer drawn on
-    the same histogram with the same bits / granularity where it applies.
-    """
-    from quantviz.core.metrics import histogram
-    from quantviz.core.quantizers.base import row_view
-
-    cache = cache if cache is not None else _HistCache()
-    key = (fqn, id(w), w._version)
-
-    def whole() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        c, e = histogram(w, _bins(w.numel(), HIST_BINS))
-        w2 = w.detach().reshape(w.shape[0], -1) if w.ndim > 1 else w.detach().reshape(1, -1)
-        mn, mx = w2.float().aminmax(dim=1)
-        return c.numpy().astype(np.float64), e.numpy(), mn.numpy(), mx.numpy()
-
-    counts, edges, cmin, cmax = cache.get(key, whole)
-    rows, kind = 1, ""
-    if spec is not None and spec.granularity != "per_tensor":
-        try:
-            rv = row_view(tuple(w.shape), spec)
-            rows = rv.rows
-            kind = "channel" if spec.granularity == "per_channel" else "group"
-        except ValueError:
-            rows = 1
-    ch = -1 if rows == 1 else min(channel, rows - 1)
-    if ch >= 0:
-
-        def row_hist() -> tuple[np.ndarray, np.ndarray]:
-            xr = rv.to_rows(w.detach())[ch]
-            c, e = histogram(xr, _bins(xr.numel(), ROW_BINS))
-            return c.numpy().astype(np.float64), e.numpy()
-
-        counts, edges = cache.get((*key, rv, ch), row_hist)
-    out = HistData(fqn, counts, edges, ch, rows, kind, cmin, cmax, numel=int(w.numel()), spec=spec)
-    if spec is None:
-        return out
-    try:
-        out.main, _ = _quantized(w, spec, ch)
-    except ValueError as exc:
-        out.error = str(exc)
-        return out
-    if compare and compare != spec.quantizer:
-        try:
-            cspec = spec.with_(quantizer=compare, restricted_range=False)
-            if compare != "uniform":
-                cspec = cspec.with_(symmetric=True)
-            if compare == "log2" and cspec.bits < 2:
-                cspec = cspec.with_(bits=2)
-            out.compare, _ = _quantized(w, cspec, ch)
-        except ValueError as exc:
-            out.compare_error = str(exc)
-    return out
 
 
 def _fmt_q(q: Quantized) -> str:
@@ -218,7 +60,7 @@ class HistogramView(QWidget):
         super().__init__(parent)
         self.session = session
         self.data: HistData | None = None
-        self.cache = _HistCache()
+        self.cache = LayerViewCache()
         self.runner = Runner("histogramRunner", self)
         self.runner.finished.connect(self._show)
         self.runner.failed.connect(lambda exc: self.failed.emit(str(exc)))
@@ -378,7 +220,7 @@ class HistogramView(QWidget):
 
         def job() -> Any:
             with torch_threads(1):  # leave a core to the GUI thread
-                return compute_hist_data(fqn, w, spec, compare, channel, cache)
+                return layer_view(fqn, w, spec, compare, channel, cache)
             yield  # a generator: the runner can drop it at once when stale
 
         if w.numel() > INLINE_LIMIT:
