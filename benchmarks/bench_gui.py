@@ -64,6 +64,7 @@ def bench_bits_change(sizes: list[int], reps: int) -> list[tuple[str, float, flo
     import torch
     from PySide6.QtWidgets import QApplication, QSplitter
 
+    from quantviz.app import AppController
     from quantviz.gui.histogram_view import INLINE_LIMIT, HistogramView
     from quantviz.gui.layer_table import LayerTableWidget
     from quantviz.model.handle import LayerInfo, ModelHandle
@@ -84,9 +85,10 @@ def bench_bits_change(sizes: list[int], reps: int) -> list[tuple[str, float, flo
         layers.append(LayerInfo(name, "linear", tuple(w.shape), n, class_name="Linear"))
     handle = ModelHandle("bench", "bench", mod, layers, torch.zeros(1, 1))
     s = Session()
+    ctl = AppController(s)
     split = QSplitter()
-    table = LayerTableWidget(s, split)
-    hv = HistogramView(s, split)
+    table = LayerTableWidget(ctl, split)
+    hv = HistogramView(ctl, split)
     hv.failed.connect(lambda m: print("histogram failed:", m, file=sys.stderr))
     split.resize(1400, 800)
     split.show()
@@ -133,6 +135,7 @@ def bench_eval_stall(model: str) -> tuple[float, float, int]:
     from quantviz.gui.app import create_main_window
 
     win = create_main_window(model)
+    win.confirm_close = lambda: "discard"
     win.show()
     wait_signal(win.statsReady)
     probe = StallProbe()
@@ -163,6 +166,7 @@ t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
 from quantviz.gui.app import create_main_window
 win = create_main_window()
+win.confirm_close = lambda: "discard"
 win.show()
 from PySide6.QtWidgets import QApplication
 QApplication.processEvents(); win.repaint()

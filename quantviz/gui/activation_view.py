@@ -1,6 +1,6 @@
 """The selected layer's input-activation histogram from the calibration statistics, with the
 calibrated clipping range and the activation grid (when the layer's activations are
-quantized)."""
+quantized). The numbers come from :meth:`quantviz.app.AppController.activation_view`."""
 
 from __future__ import annotations
 
@@ -11,31 +11,12 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from quantviz.app import AppController
 from quantviz.gui.plot_style import current_theme, style_plot
-from quantviz.session import Session
 
 __all__ = ["ActivationView"]
 
-MAX_BARS = 128
 LOG_FLOOR = 0.5
-
-
-def _rebin(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Trim empty tails and merge bins down to at most :data:`MAX_BARS` for display."""
-    nz = np.nonzero(counts)[0]
-    if nz.size == 0:
-        return counts[:1].astype(float), edges[:2]
-    counts = counts[nz[0] : nz[-1] + 1]
-    edges = edges[nz[0] : nz[-1] + 2]
-    f = int(np.ceil(len(counts) / MAX_BARS))
-    if f > 1:
-        pad = (-len(counts)) % f
-        counts = np.concatenate([counts, np.zeros(pad, counts.dtype)]).reshape(-1, f).sum(1)
-        edges = np.concatenate([edges[::f], edges[-1:]]) if pad else edges[::f]
-        edges = edges[: len(counts) + 1]
-        if len(edges) < len(counts) + 1:
-            edges = np.append(edges, edges[-1] + (edges[-1] - edges[-2]))
-    return counts.astype(float), edges
 
 
 class ActivationView(QWidget):
@@ -43,9 +24,10 @@ class ActivationView(QWidget):
 
     updated = Signal(str)
 
-    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: AppController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.session = session
+        self.controller = controller
+        session = controller.session
         th = current_theme()
         self.plot = pg.PlotWidget(self)
         self.plot.setObjectName("activationPlot")
@@ -92,6 +74,7 @@ class ActivationView(QWidget):
             session.config_changed,
             session.activation_stats_changed,
             session.model_changed,
+            session.data_changed,
         ):
             sig.connect(self.refresh)
         self.refresh()
@@ -113,71 +96,55 @@ class ActivationView(QWidget):
         self.hist_item.setFillLevel(np.log10(LOG_FLOOR) if on else 0)
         self.refresh()
 
-    def refresh(self, *_: Any) -> None:
-        s = self.session
-        fqn = s.selection[0] if s.selection and s.handle is not None else None
-        pi = self.plot.getPlotItem()
-        st = s.activation_stats.get(fqn) if fqn else None
-        if fqn is None or st is None or st.input.count == 0:
-            self.hist_item.setData([0.0, 1.0], [0.0])
-            self.grid_item.setData([], [])
-            self.range_item.setVisible(False)
-            pi.setTitle("Input activations", size="9pt")
-            self.info.setText(
-                "Select a layer."
-                if fqn is None
-                else "Calibration statistics are being collected…"
-                if s.handle is not None and not s.activation_stats
-                else "No calibration statistics for this layer."
-            )
-            self.updated.emit(fqn or "")
-            return
-        counts, edges = _rebin(*st.input.histogram())
-        shown = np.where(counts > 0, counts, LOG_FLOOR) if self.logCheck.isChecked() else counts
-        self.hist_item.setData(edges, shown)
-        pi.setTitle(f"{fqn} input ({st.input.count:,} values)", size="9pt")
-        spec = s.config.resolve(fqn).activation
-        top = float(counts.max()) if counts.size else 1.0
-        if spec is None:
-            self.grid_item.setData([], [])
-            self.range_item.setVisible(False)
-            self.info.setText(
-                f"range [{st.input.min:.3g}, {st.input.max:.3g}]; kept in float "
-                "(choose “Input activations” above to quantize)"
-            )
-        elif spec.dynamic:
-            self.grid_item.setData([], [])
-            self.range_item.setVisible(False)
-            self.info.setText(f"A{spec.short()}: ranges measured per batch at run time")
-        else:
-            try:
-                from quantviz.eval.apply import fit_static
+    def _blank(self, title: str, text: str) -> None:
+        self.hist_item.setData([0.0, 1.0], [0.0])
+        self.grid_item.setData([], [])
+        self.range_item.setVisible(False)
+        self.plot.getPlotItem().setTitle(title, size="9pt")
+        self.info.setText(text)
 
-                fq = fit_static(fqn, spec, st)
-            except ValueError as exc:
-                self.grid_item.setData([], [])
-                self.range_item.setVisible(False)
-                self.info.setText(str(exc))
-                self.updated.emit(fqn)
-                return
-            lo, hi = fq.clip_range
-            levels = fq.levels.double().numpy()
-            x = np.repeat(levels, 2)
-            y = np.empty_like(x)
-            log = self.logCheck.isChecked()
-            y[0::2] = 0.5 if log else 0.0
-            y[1::2] = top * (1.6 if log else 1.04)
-            self.grid_item.setData(x, y)
-            self.range_item.setRegion((lo, hi))
-            self.range_item.setVisible(True)
-            beyond = float(counts[(edges[:-1] < lo) | (edges[1:] > hi)].sum()) / max(
-                counts.sum(), 1.0
-            )
-            self.info.setText(
-                f"A{spec.short()}: calibrated range [{lo:.3g}, {hi:.3g}], {len(levels)} levels; "
-                f"~{100 * beyond:.2f}% of calibration values clipped"
-            )
-        self.updated.emit(fqn)
+    def refresh(self, *_: Any) -> None:
+        s = self.controller.session
+        fqn = s.selection[0] if s.selection and s.handle is not None else None
+        d = self.controller.activation_view(fqn)
+        if d.state != "ok":
+            self._blank("Input activations", d.message)
+            self.updated.emit(d.fqn)
+            return
+        assert d.counts is not None and d.edges is not None
+        log = self.logCheck.isChecked()
+        shown = np.where(d.counts > 0, d.counts, LOG_FLOOR) if log else d.counts
+        self.hist_item.setData(d.edges, shown)
+        self.plot.getPlotItem().setTitle(f"{fqn} input ({d.count:,} values)", size="9pt")
+        spec = d.spec
+        if spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
+            self.grid_item.setData([], [])
+            self.range_item.setVisible(False)
+            if d.error:
+                self.info.setText(d.error)
+            elif spec is None:
+                self.info.setText(
+                    f"range [{d.vmin:.3g}, {d.vmax:.3g}]; kept in float "
+                    "(choose “Input activations” above to quantize)"
+                )
+            else:
+                self.info.setText(f"A{spec.short()}: ranges measured per batch at run time")
+            self.updated.emit(d.fqn)
+            return
+        top = float(d.counts.max()) if d.counts.size else 1.0
+        x = np.repeat(d.levels, 2)
+        y = np.empty_like(x)
+        y[0::2] = 0.5 if log else 0.0
+        y[1::2] = top * (1.6 if log else 1.04)
+        self.grid_item.setData(x, y)
+        lo, hi = d.clip
+        self.range_item.setRegion((lo, hi))
+        self.range_item.setVisible(True)
+        self.info.setText(
+            f"A{spec.short()}: calibrated range [{lo:.3g}, {hi:.3g}], {len(d.levels)} levels; "
+            f"~{100 * d.clipped_fraction:.2f}% of calibration values clipped"
+        )
+        self.updated.emit(d.fqn)
 
     def level_count(self) -> int:
         x = self.grid_item.xData

@@ -10,7 +10,7 @@ one bar series per configuration.
 The view owns no state: it reads ``session`` and asks for changes through signals —
 ``copyRequested(fqn, source, target)`` (the main window pushes an undoable command) and
 ``evaluateRequested(name)``. Numbers come from :mod:`quantviz.core` through
-:func:`~quantviz.core.layer_view.layer_view` and :meth:`Session.iter_sqnr`.
+:class:`quantviz.app.AppController` (``layer_view``, ``sqnr_job``).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from quantviz.core.layer_view import LayerViewCache, layer_view
+from quantviz.app import AppController
 from quantviz.core.spec import LayerConfig
+from quantviz.core.units import human_bytes
 from quantviz.gui.compare_plots import ErrorBars, HistPanel
 from quantviz.gui.histogram_view import INLINE_LIMIT
-from quantviz.gui.layer_table import human_bytes
 from quantviz.gui.plot_style import current_theme
 from quantviz.gui.workers import Runner, torch_threads
 from quantviz.session import ResultEntry, Session, copy_layer
@@ -130,19 +130,19 @@ class CompareView(QWidget):
     updated = Signal()
     histogramsUpdated = Signal()
 
-    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: AppController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("compareView")
-        self.session = session
+        self.controller = controller
+        self.session = session = controller.session
         self._checked: list[str] = []
         self._layer: str | None = None
         self._refreshing = False
-        self.hist_cache = LayerViewCache()
         self.panels: list[HistPanel] = []
         self.diff_rows: set[str] = set()
         self.evaluate_buttons: dict[str, QPushButton] = {}
         self.sqnrRunner = Runner("compareSqnrRunner", self)
-        self.sqnrRunner.yielded.connect(lambda item: self.session.set_layer_sqnr(*item))
+        self.sqnrRunner.yielded.connect(lambda item: self.controller.sqnr.record([item]))
         self.sqnrRunner.finished.connect(self._schedule)  # what was asked for meanwhile
         self.histRunner = Runner("compareHistRunner", self)
         self.histRunner.finished.connect(self._show_hists)
@@ -268,7 +268,7 @@ class CompareView(QWidget):
         ):
             sig.connect(self._schedule_all)
         session.results_changed.connect(self._schedule)
-        session.layer_metrics_changed.connect(self._on_metrics)
+        controller.sqnr.changed.connect(self._on_metrics)
         session.model_changed.connect(self._on_model)
         self._sync_list()
 
@@ -331,7 +331,6 @@ class CompareView(QWidget):
     def _on_model(self, *_: Any) -> None:
         self.sqnrRunner.cancel()
         self.histRunner.cancel()
-        self.hist_cache.clear()
         self._layer = None
         self._checked = []
         self._schedule_all()
@@ -410,14 +409,15 @@ class CompareView(QWidget):
         s = self.session
         if s.handle is None:
             return
-        todo = s.missing_sqnr_for([s.configs[n] for n in self.compared()])
+        ctl = self.controller
+        todo = ctl.sqnr_todo([s.configs[n] for n in self.compared()])
         if not todo:
             return
-        n = sum(s.handle.layer(f).weight_numel for f, _ in todo)
-        if n <= SQNR_INLINE_LIMIT:
-            self.sqnrRunner.run_inline("compare SQNR", lambda: s.iter_sqnr(todo))
+        job = ctl.sqnr_job(todo)
+        if ctl.todo_numel(todo) <= SQNR_INLINE_LIMIT:
+            self.sqnrRunner.run_inline("compare SQNR", job.factory)
         elif not self.sqnrRunner.running:
-            self.sqnrRunner.start("compare SQNR", lambda: s.iter_sqnr(todo))
+            self.sqnrRunner.start("compare SQNR", job.factory)
 
     # -- metrics table -------------------------------------------------------------------
     def _fill_metrics(self) -> None:
@@ -530,7 +530,7 @@ class CompareView(QWidget):
                     if differs:
                         sch.setBackground(QBrush(diff_bg))
                         sch.setFont(bold)
-                    sq = s.sqnr_under(fqn, cfg.weight)
+                    sq = self.controller.sqnr_under(fqn, cfg.weight)
                     sq_item = QTableWidgetItem(_fmt_sqnr(sq, cfg.weight is None))
                     sq_item.setTextAlignment(
                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
@@ -631,7 +631,7 @@ class CompareView(QWidget):
         for n in names:
             specs = [self._resolve(n, f).weight for f in fqns]
             series[n] = (
-                [s.sqnr_under(f, w) for f, w in zip(fqns, specs, strict=True)],
+                [self.controller.sqnr_under(f, w) for f, w in zip(fqns, specs, strict=True)],
                 [w is None for w in specs],
                 self._colour(n),
             )
@@ -669,17 +669,16 @@ class CompareView(QWidget):
         if s.handle is None or fqn is None or fqn not in s.fqns or not names:
             self.histTitle.setText("Select a layer")
             return
-        w = s.weight(fqn)
         specs = [(n, self._resolve(n, fqn).weight) for n in names]
-        cache = self.hist_cache
+        ctl = self.controller
 
         def job() -> Any:
             with torch_threads(1):
-                return fqn, [(n, layer_view(fqn, w, sp, None, -1, cache)) for n, sp in specs]
+                return fqn, [(n, ctl.layer_view(fqn, None, -1, sp)) for n, sp in specs]
             yield  # a generator: the runner can drop it when stale
 
         self.histTitle.setText(f"<b>{fqn}</b> — weights and grid under each configuration…")
-        if w.numel() * len(specs) > INLINE_LIMIT:
+        if ctl.weight_numel(fqn) * len(specs) > INLINE_LIMIT:
             self.histRunner.start(f"compare histograms {fqn}", job)
         else:
             self.histRunner.run_inline(f"compare histograms {fqn}", job)

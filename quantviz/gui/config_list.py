@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from quantviz.gui.layer_table import human_bytes
+from quantviz.core.units import human_bytes
 from quantviz.session import Session
 
 __all__ = ["ConfigList"]

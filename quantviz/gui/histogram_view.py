@@ -24,11 +24,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from quantviz.core.layer_view import HistData, LayerViewCache, Quantized, layer_view
+from quantviz.app import AppController
+from quantviz.core.layer_view import HistData, Quantized
 from quantviz.core.spec import QUANTIZERS
 from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
 from quantviz.gui.workers import Runner, torch_threads
-from quantviz.session import Session
 
 __all__ = ["INLINE_LIMIT", "HistogramView"]
 
@@ -56,11 +56,11 @@ class HistogramView(QWidget):
     computing = Signal(bool)
     failed = Signal(str)
 
-    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: AppController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.session = session
+        self.controller = controller
+        self.session = session = controller.session
         self.data: HistData | None = None
-        self.cache = LayerViewCache()
         self.runner = Runner("histogramRunner", self)
         self.runner.finished.connect(self._show)
         self.runner.failed.connect(lambda exc: self.failed.emit(str(exc)))
@@ -189,7 +189,6 @@ class HistogramView(QWidget):
     # -- requests --------------------------------------------------------------------------
     def _on_model(self, *_: Any) -> None:
         self.runner.cancel()
-        self.cache.clear()
         self.request_update()
 
     def _on_log(self, on: bool) -> None:
@@ -210,22 +209,22 @@ class HistogramView(QWidget):
             self.runner.cancel()
             self._clear()
             return
-        w = self.session.weight(fqn)
+        ctl = self.controller
         spec = self.session.config.resolve(fqn).weight
         compare = self.compareQuantizerCombo.currentData()
         channel = self.channelSpin.value()
         if fqn != self._fqn:
             channel = 0
-        cache = self.cache
+        n = ctl.weight_numel(fqn)
 
         def job() -> Any:
             with torch_threads(1):  # leave a core to the GUI thread
-                return layer_view(fqn, w, spec, compare, channel, cache)
+                return ctl.layer_view(fqn, compare, channel, spec)
             yield  # a generator: the runner can drop it at once when stale
 
-        if w.numel() > INLINE_LIMIT:
+        if n > INLINE_LIMIT:
             self.computing.emit(True)
-            self.statsLabel.setText(f"<i>Quantizing {fqn} ({w.numel():,} values)…</i>")
+            self.statsLabel.setText(f"<i>Quantizing {fqn} ({n:,} values)…</i>")
             self.runner.start(f"histogram {fqn}", job)
         else:
             self.runner.run_inline(f"histogram {fqn}", job)
@@ -320,10 +319,7 @@ class HistogramView(QWidget):
         self._update_legend(d)
         self.statsLabel.setText(self._stats_html(d))
         self._update_range_plot(d)
-        if q is not None:
-            self.session.set_layer_sqnr(d.fqn, q.spec, q.sqnr_db)
-        elif d.error and d.spec is not None:
-            self.session.set_layer_sqnr(d.fqn, d.spec, math.nan)
+        self.controller.record_layer_view(d)
         self.updated.emit(d)
 
     def _update_legend(self, d: HistData) -> None:

@@ -1,254 +1,166 @@
-"""Background jobs of the app: evaluate, uniform sweep, sensitivity, mixed precision.
+"""Runs the controller's long jobs (evaluate, sweeps, sensitivity, mixed precision) in one
+background :class:`~quantviz.gui.workers.Runner`.
 
-:class:`JobController` turns the engine's generators (``quantviz.eval``) into runs of one
-:class:`~quantviz.gui.workers.Runner` (policy: a new job replaces the running one), keeps
-what later runs reuse (the float baseline, the fake-quantized weight cache, the last
-sensitivities) and records results in the session as they arrive: a sweep's curve grows
-point by point.
+The recipes and what their results change live in :class:`quantviz.app.AppController`; this
+class only moves them between threads: ``job.factory()`` runs in the worker, yielded items
+and the result come back to the GUI thread, where ``job.on_item`` / ``job.on_done`` file them
+into the session (a sweep's curve grows point by point). Policy: a new job replaces the
+running one, except evaluations of named configurations, which queue behind it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from quantviz.core.spec import QuantSpec
-from quantviz.gui.errors import ErrorReporter, guarded
-from quantviz.gui.layer_table import human_bytes
+from quantviz.app import SENSITIVITY_BITS, SWEEP_BITS, AppController, Job
+from quantviz.core.units import human_bytes
+from quantviz.gui.errors import ErrorReporter
 from quantviz.gui.workers import Runner
-from quantviz.session import Session
 
 __all__ = ["SENSITIVITY_BITS", "SWEEP_BITS", "JobController"]
 
-SWEEP_BITS = (2, 3, 4, 5, 6, 8)
-SENSITIVITY_BITS = 4
-
 
 class JobController(QObject):
-    """Starts jobs on ``runner`` and files their results into ``session``.
+    """Starts the controller's jobs on ``runner``.
 
-    Signals: ``jobDone(kind)``, ``jobFailed(kind)``, ``statusMessage(text, msecs)``.
+    Signals: ``jobDone(kind)``, ``jobFailed(kind)``, ``statusMessage(text, msecs)``,
+    ``queueChanged(int)`` (evaluations waiting).
     """
 
     jobDone = Signal(str)
     jobFailed = Signal(str)
     statusMessage = Signal(str, int)
+    queueChanged = Signal(int)
 
-    def __init__(self, session: Session, errors: ErrorReporter, parent: QObject | None = None):
+    def __init__(
+        self, controller: AppController, errors: ErrorReporter, parent: QObject | None = None
+    ):
         super().__init__(parent)
-        self.session = session
+        self.controller = controller
         self.errors = errors
         self.runner = Runner("jobRunner", self)
-        self.kind = ""
-        self.baseline: Any = None
-        self.sens: Any = None
-        self.weight_cache: Any = None
-        #: called first in every job's thread: waits for work that must not overlap a job
-        #: (the calibration pass, which reads the float model an evaluation swaps out)
-        self.wait_before: Callable[[], object] = lambda: None
-        self.runner.yielded.connect(self._on_job_item)
-        self.runner.finished.connect(self._on_job_done)
-        self.runner.failed.connect(self._on_job_failed)
+        self.job: Job | None = None
+        self.queue: list[str] = []
+        self.sweep_bits: tuple[int, ...] = SWEEP_BITS
+        self.sensitivity_bits: tuple[int, ...] = SENSITIVITY_BITS
+        self.runner.yielded.connect(self._on_item)
+        self.runner.finished.connect(self._on_done)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.cancelled.connect(self._on_cancelled)
+
+    @property
+    def kind(self) -> str:
+        return "" if self.job is None else self.job.kind
 
     def reset(self) -> None:
-        """Forget what belonged to the previous model or data (and stop its job)."""
-        from quantviz.eval import WeightCache
-
+        """Stop the running job and forget queued evaluations (a new model or data)."""
+        self.queue.clear()
+        self.queueChanged.emit(0)
         self.runner.cancel()
-        self.baseline = None
-        self.sens = None
-        self.weight_cache = WeightCache()
 
-    def _need_model(self) -> bool:
-        if self.session.handle is None:
-            self.errors.report("No model", "Open a model first.")
+    # -- starting jobs ---------------------------------------------------------------------
+    def _start(self, make: Callable[[], Job], what: str) -> bool:
+        try:
+            job = make()
+        except ValueError as exc:
+            self.errors.report(f"Could not start {what}", exc)
             return False
-        if self.session.data is None:
-            self.errors.report("No data", "Open evaluation data first (File > Open data).")
-            return False
+        self.job = job
+        self.runner.start(job.label, job.factory)
         return True
 
-    def _default_weight_spec(self) -> QuantSpec:
-        return self.session.config.default.weight or QuantSpec()
+    def evaluate(self, name: str | None = None) -> bool:
+        """Evaluate configuration ``name`` (the current one when None) in the background;
+        queued behind a running job. The current configuration stays current."""
+        s = self.controller.session
+        name = s.current_name if name is None else name
+        if self.runner.running:
+            if name not in self.queue:
+                self.queue.append(name)
+                self.queueChanged.emit(len(self.queue))
+            self.statusMessage.emit(f"{name}: queued for evaluation", 4000)
+            return True
+        return self._start(lambda: self.controller.evaluate_job(name), "the evaluation")
 
-    @guarded("Could not start the evaluation")
-    def evaluate(self) -> None:
-        """Evaluate the current configuration in the background (F5)."""
-        if not self._need_model():
-            return
-        s = self.session
-        handle, data, config, name = s.handle, s.data, s.config, s.current_name
-        from quantviz.eval import check_config
+    def uniform_sweep(self, bits: Iterable[int] | None = None) -> bool:
+        """Every layer at the default weight scheme with each of ``bits``: a new curve."""
+        widths = tuple(bits) if bits is not None else self.sweep_bits
+        return self._start(lambda: self.controller.sweep_job(widths), "the sweep")
 
-        check_config(handle, config)
-        stats = dict(s.activation_stats)
-        cache, baseline = self.weight_cache, self.baseline
+    def run_sensitivity(self, bits: Iterable[int] | None = None) -> bool:
+        """Each layer alone at ``bits``: fills the table's sensitivity column."""
+        widths = tuple(bits) if bits is not None else self.sensitivity_bits
+        return self._start(
+            lambda: self.controller.sensitivity_job(widths), "the sensitivity analysis"
+        )
 
-        wait = self.wait_before
-
-        def job() -> Any:
-            wait()
-            from quantviz.eval import compute_baseline, evaluate
-
-            base = baseline
-            if base is None or not base.matches(handle.module, data.x):
-                base = yield from compute_baseline(handle, data)
-            res = yield from evaluate(
-                handle, data, config, stats=stats, cache=cache, baseline=base, name=name
-            )
-            return base, res, name, config
-
-        self._start_job("evaluate", f"Evaluating {name}", job)
-
-    @guarded("Could not start the sweep")
-    def uniform_sweep(self) -> None:
-        """Every layer at the default weight scheme with 2..8 bits; the curve grows per point."""
-        if not self._need_model():
-            return
-        s = self.session
-        handle, data = s.handle, s.data
-        spec = self._default_weight_spec()
-        act = s.config.default.activation
-        stats = dict(s.activation_stats)
-        cache, baseline = self.weight_cache, self.baseline
-        s.clear_results("uniform sweep")
-
-        wait = self.wait_before
-
-        def job() -> Any:
-            wait()
-            from quantviz.eval import uniform_sweep
-
-            return (
-                yield from uniform_sweep(
-                    handle,
-                    data,
-                    SWEEP_BITS,
-                    spec,
-                    activation=act,
-                    stats=stats,
-                    cache=cache,
-                    baseline=baseline,
-                )
-            )
-
-        self._start_job("uniform sweep", f"Uniform sweep W{spec.short()}", job)
-
-    @guarded("Could not start the sensitivity analysis")
-    def run_sensitivity(self) -> None:
-        """Each layer alone at a low bit-width: fills the table's sensitivity column."""
-        if not self._need_model():
-            return
-        s = self.session
-        handle, data = s.handle, s.data
-        spec = self._default_weight_spec()
-        cache, baseline = self.weight_cache, self.baseline
-
-        wait = self.wait_before
-
-        def job() -> Any:
-            wait()
-            from quantviz.eval import sensitivity
-
-            return (
-                yield from sensitivity(
-                    handle, data, SENSITIVITY_BITS, spec, cache=cache, baseline=baseline
-                )
-            )
-
-        self._start_job("sensitivity", "Sensitivity", job)
-
-    @guarded("Could not start mixed precision")
-    def mixed_precision(self, budget: float = 0.0) -> None:
+    def mixed_precision(self, budget: float = 0.0) -> bool:
         """Greedy mixed precision under ``budget`` bytes (0: a sweep of six budgets)."""
-        if not self._need_model():
-            return
-        s = self.session
-        handle, data = s.handle, s.data
-        spec = self._default_weight_spec()
-        budgets = None if budget <= 0 else [budget]
-        stats = dict(s.activation_stats)
-        cache, baseline, sens = self.weight_cache, self.baseline, self.sens
-        s.clear_results("mixed precision")
-
-        wait = self.wait_before
-
-        def job() -> Any:
-            wait()
-            from quantviz.eval import mixed_precision
-
-            return (
-                yield from mixed_precision(
-                    handle,
-                    data,
-                    sens,
-                    budgets,
-                    base_spec=spec,
-                    stats=stats,
-                    cache=cache,
-                    baseline=baseline,
-                )
-            )
-
-        self._start_job("mixed precision", "Mixed precision", job)
+        return self._start(lambda: self.controller.mixed_precision_job(budget), "mixed precision")
 
     def cancel(self) -> None:
-        """Stop the running job at its next yield."""
+        """Stop the running job at its next yield (queued evaluations are dropped)."""
         if self.runner.running:
+            self.queue.clear()
+            self.queueChanged.emit(0)
             self.runner.cancel()
-            self.statusMessage.emit(f"{self.kind} cancelled", 4000)
 
-    def _start_job(self, kind: str, label: str, factory: Callable[[], Any]) -> None:
-        self.kind = kind
-        self.runner.start(label, factory)
+    # -- results -------------------------------------------------------------------------------
+    def _on_item(self, item: Any) -> None:
+        if self.job is not None:
+            try:
+                self.job.on_item(item)
+            except Exception as exc:  # a result that cannot be filed must not stop the job
+                self.errors.report("Could not show the result", exc)
 
-    def _on_job_item(self, item: Any) -> None:
-        from quantviz.eval import PointDone
-
-        if isinstance(item, PointDone) and self.kind in ("uniform sweep", "mixed precision"):
-            from quantviz.io.config import config_from_dict
-
-            r = item.result
-            if self.kind == "mixed precision" and not r.name.startswith("mixed"):
-                return  # a point of the sensitivity pass mixed precision runs first
-            cfg = config_from_dict(r.config) if r.config else self.session.config
-            self.session.add_result(
-                r,
-                name=r.name or f"{self.kind} {item.index}",
-                config=cfg,
-                series=self.kind,
-            )
-
-    @guarded("Could not show the result")
-    def _on_job_done(self, payload: Any) -> None:
+    def _on_done(self, payload: Any) -> None:
+        job = self.job
         kind = self.kind
-        s = self.session
-        if kind == "evaluate":
-            base, res, name, config = payload
-            self.baseline = base
-            if name not in s.configs:  # deleted while it ran
-                s.add_config(name, config)
-            s.add_result(res, name=name, config=config)
+        try:
+            out = job.on_done(payload) if job is not None else None
+        except Exception as exc:
+            self.errors.report("Could not show the result", exc)
+            self.jobFailed.emit(kind)
+            self._next()
+            return
+        self._report(kind, out, payload)
+        self.jobDone.emit(kind)
+        self._next()
+
+    def _report(self, kind: str, out: Any, payload: Any) -> None:
+        if kind == "evaluate" and out is not None:
+            r = out.result
             self.statusMessage.emit(
-                f"{name}: {res.metric} {res.value:.4f} (float {res.baseline:.4f}), "
-                f"{human_bytes(res.model_bytes)}",
+                f"{out.name}: {r.metric} {r.value:.4f} (float {r.baseline:.4f}), "
+                f"{human_bytes(r.model_bytes)}",
                 8000,
             )
-        elif kind == "sensitivity":
-            self.sens = payload
-            s.set_sensitivity({ls.fqn: payload.drop(ls.fqn) for ls in payload.layers})
-        elif kind == "mixed precision":
-            self.sens = payload.sensitivity
-            if payload.infeasible:
-                self.statusMessage.emit(
-                    "budget too small for any allocation: "
-                    + ", ".join(human_bytes(b) for b in payload.infeasible),
-                    8000,
-                )
-        self.jobDone.emit(kind)
+        elif kind == "mixed precision" and getattr(payload, "infeasible", None):
+            self.statusMessage.emit(
+                "budget too small for any allocation: "
+                + ", ".join(human_bytes(b) for b in payload.infeasible),
+                8000,
+            )
+        elif kind:
+            self.statusMessage.emit(f"{kind} finished", 4000)
 
-    def _on_job_failed(self, exc: BaseException) -> None:
-        self.errors.report(f"{self.kind.capitalize() or 'Job'} failed", exc)
-        self.jobFailed.emit(self.kind)
+    def _on_failed(self, exc: BaseException) -> None:
+        kind = self.kind
+        self.errors.report(f"{kind.capitalize() or 'Job'} failed", exc)
+        self.jobFailed.emit(kind)
+        self._next()
+
+    def _on_cancelled(self) -> None:
+        if self.kind:
+            self.statusMessage.emit(f"{self.kind} cancelled", 4000)
+
+    def _next(self) -> None:
+        s = self.controller.session
+        while self.queue and not self.runner.running:
+            name = self.queue.pop(0)
+            self.queueChanged.emit(len(self.queue))
+            if name in s.configs:
+                self._start(lambda n=name: self.controller.evaluate_job(n), "the evaluation")

@@ -7,6 +7,7 @@ change); session changes are mirrored back into the widgets inside ``QSignalBloc
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Signal
@@ -25,12 +26,49 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from quantviz.app import AppController
 from quantviz.core.spec import CALIBRATIONS, FIXED_WIDTH, GRANULARITIES, QUANTIZERS, QuantSpec
-from quantviz.session import Session
 
 __all__ = ["LayerControls"]
 
 _GRAN_LABELS = {"per_tensor": "per tensor", "per_channel": "per channel", "per_group": "per group"}
+_DEFAULT_GROUP = QuantSpec().group_size
+
+TIPS = {
+    "float": "Leave this tensor unquantized (float). The layer's weights or inputs keep "
+    "their full precision.",
+    "bits": "Code width. 2^bits levels for uniform, log2 and k-means; FP8, FP4 and NF4 fix "
+    "their own width.",
+    "quantizer": "uniform: an affine integer grid; log2: zero and signed powers of two; "
+    "kmeans: 2^bits levels fitted to the values (Lloyd); fp8_e4m3 / fp8_e5m2 / fp4_e2m1: OCP "
+    "float formats; nf4: QLoRA's NormalFloat-4 levels.",
+    "symmetric": "Uniform only. Symmetric: zero point 0, range [-a, a]. Asymmetric: the range "
+    "[min, max] with an integer zero point (zero stays exactly representable).",
+    "restricted": "Symmetric uniform only: codes [-(2^(b-1)-1), 2^(b-1)-1], dropping the "
+    "most negative code so the grid is symmetric around zero.",
+    "granularity": "One scale for the whole tensor, one per output channel, or one per "
+    "contiguous group of weights along a row.",
+    "group": "Weights per group (per group only); must divide the layer's row length.",
+    "calibration": "How the clipping range is chosen: min/max of the values, a percentile, "
+    "the range minimising the quantization MSE, or KL (TensorRT's entropy calibration). "
+    "With min/max, a uniform asymmetric grid can still clip a few values: the zero point is "
+    "rounded to an integer (as torch.ao does), which shifts the grid by up to half a step.",
+}
+
+
+def group_divisors(row_len: int, at_most: int = 1 << 16) -> list[int]:
+    """The group sizes that divide a row of ``row_len`` values (ascending)."""
+    return [d for d in range(1, min(row_len, at_most) + 1) if row_len % d == 0]
+
+
+def fitting_group_size(row_lens: list[int], wanted: int = _DEFAULT_GROUP) -> int:
+    """The largest group size <= ``wanted`` that divides every row length."""
+    g = 0
+    for n in row_lens:
+        g = math.gcd(g, n)
+    if g <= 0:
+        return wanted
+    return max(d for d in group_divisors(g, wanted))
 
 
 class LayerControls(QWidget):
@@ -45,9 +83,10 @@ class LayerControls(QWidget):
     resetRequested = Signal()
     sideChanged = Signal(str)
 
-    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: AppController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.session = session
+        self.controller = controller
+        self.session = session = controller.session
         self.side = "weight"
         self._base = QuantSpec()
 
@@ -89,6 +128,26 @@ class LayerControls(QWidget):
         self.calibrationCombo = QComboBox(self)
         self.calibrationCombo.setObjectName("calibrationCombo")
         self.calibrationCombo.addItems(list(CALIBRATIONS))
+        self.groupHint = QLabel("", self)
+        self.groupHint.setObjectName("groupHint")
+        self.groupHint.setWordWrap(True)
+        self.groupHint.setStyleSheet("font-size: 8pt")
+        for w, key in (
+            (self.floatCheck, "float"),
+            (self.bitsSpin, "bits"),
+            (self.quantizerCombo, "quantizer"),
+            (self.symmetricCheck, "symmetric"),
+            (self.restrictedRangeCheck, "restricted"),
+            (self.granularityCombo, "granularity"),
+            (self.groupSizeSpin, "group"),
+            (self.calibrationCombo, "calibration"),
+        ):
+            w.setToolTip(TIPS[key])
+        self.weightRadio.setToolTip("Edit how the selected layers' weights are quantized")
+        self.activationRadio.setToolTip(
+            "Edit how the selected layers' input activations are quantized (calibrated on "
+            "the calibration data, or measured per batch)"
+        )
 
         self.applyAllButton = QPushButton("Apply to all layers", self)
         self.applyAllButton.setObjectName("applyAllButton")
@@ -114,6 +173,7 @@ class LayerControls(QWidget):
         form.addRow(sym_row)
         form.addRow("Granularity", self.granularityCombo)
         form.addRow("Group size", self.groupSizeSpin)
+        form.addRow(self.groupHint)
         form.addRow("Calibration", self.calibrationCombo)
         btn_row = QHBoxLayout()
         btn_row.addWidget(self.applyAllButton)
@@ -156,24 +216,61 @@ class LayerControls(QWidget):
             self.calibrationCombo,
         ]
 
+    def _row_lens(self) -> list[int]:
+        h = self.session.handle
+        if h is None:
+            return []
+        out = []
+        for f in self.session.selection:
+            shape = h.layer(f).weight_shape
+            n = 1
+            for d in shape:
+                n *= d
+            out.append(n // shape[0] if shape and shape[0] else n)
+        return out
+
     def current_spec(self) -> QuantSpec | None:
-        """The spec the widgets show (None when "keep in float" is checked)."""
+        """The spec the widgets show (None when "keep in float" is checked).
+
+        Fields that do not apply are not copied from the widgets: the group size only for
+        per-group, restricted range only when symmetric; a bit-width the quantizer cannot
+        take (1-bit log2, 1-bit restricted range) is raised to the smallest it can.
+        """
         if self.floatCheck.isChecked():
             return None
         q = self.quantizerCombo.currentText()
         sym = self.symmetricCheck.isChecked()
+        gran = self.granularityCombo.currentData()
+        restricted = self.restrictedRangeCheck.isChecked() and sym and q == "uniform"
+        bits = FIXED_WIDTH.get(q, self.bitsSpin.value())
+        if bits < 2 and (q == "log2" or restricted):
+            bits = 2
+        # the group size does not apply outside per_group: keep the default's, so switching
+        # per_group -> 64 -> per_tensor leaves the spec equal to a plain per_tensor one
+        group = self.groupSizeSpin.value() if gran == "per_group" else _DEFAULT_GROUP
         return self._base.with_(
-            bits=self.bitsSpin.value() if q not in FIXED_WIDTH else FIXED_WIDTH[q],
+            bits=bits,
             quantizer=q,
             symmetric=sym,
-            restricted_range=self.restrictedRangeCheck.isChecked() and sym,
-            granularity=self.granularityCombo.currentData(),
-            group_size=self.groupSizeSpin.value(),
+            restricted_range=restricted,
+            granularity=gran,
+            group_size=group,
             calibration=self.calibrationCombo.currentText(),
         )
 
     def _edited(self, *_: Any) -> None:
+        sender = self.sender()
+        gran = self.granularityCombo.currentData()
+        if sender is self.granularityCombo and gran == "per_group":
+            # a group size that fits every selected layer's rows
+            lens = self._row_lens()
+            if lens and any(n % self.groupSizeSpin.value() for n in lens):
+                with QSignalBlocker(self.groupSizeSpin):
+                    self.groupSizeSpin.setValue(fitting_group_size(lens))
         spec = self.current_spec()
+        if spec is not None and spec.bits != self.bitsSpin.value():
+            with QSignalBlocker(self.bitsSpin):
+                self.bitsSpin.setValue(spec.bits)
         self._update_enabled(spec)
         if self.session.selection:
             self.specEdited.emit(self.side, spec)
@@ -194,7 +291,15 @@ class LayerControls(QWidget):
             self.title.setText(f"<b>{sel[0]}</b>")
         else:
             self.title.setText(f"<b>{len(sel)} layers</b> (showing {sel[0]})")
-        spec = self.session.config.resolve(sel[0]).__getattribute__(self.side) if has else None
+        refusal = self.controller.activation_refusal(self.session.handle)
+        self.activationRadio.setEnabled(not refusal)
+        if refusal:
+            self.activationRadio.setToolTip(f"Not available for this model: {refusal}")
+            if self.side == "activation":
+                with QSignalBlocker(self.weightRadio):
+                    self.weightRadio.setChecked(True)
+                self.side = "weight"
+        spec = getattr(self.session.config.resolve(sel[0]), self.side) if has else None
         if spec is None and not has:
             spec = self.session.config.default.weight
         self.set_spec(spec)
@@ -233,3 +338,23 @@ class LayerControls(QWidget):
         self.restrictedRangeCheck.setEnabled(on and spec.quantizer == "uniform" and spec.symmetric)
         self.groupSizeSpin.setEnabled(on and spec.granularity == "per_group")
         self.calibrationCombo.setEnabled(on and spec.quantizer != "kmeans")
+        self._update_group_hint(spec)
+
+    def _update_group_hint(self, spec: QuantSpec | None) -> None:
+        lens = sorted(set(self._row_lens()))
+        if spec is None or spec.granularity != "per_group" or not lens:
+            self.groupHint.setText("")
+            self.groupHint.setVisible(False)
+            return
+        g = 0
+        for n in lens:
+            g = math.gcd(g, n)
+        divs = group_divisors(g)
+        shown = ", ".join(map(str, divs[-8:]))
+        bad = [n for n in lens if n % spec.group_size]
+        rows = "rows of " + ", ".join(map(str, lens[:4])) + ("…" if len(lens) > 4 else "")
+        text = f"{rows}: group sizes that fit: {shown}"
+        if bad:
+            text = f"<b>{spec.group_size} does not divide {bad[0]}</b>; {text}"
+        self.groupHint.setText(text)
+        self.groupHint.setVisible(True)

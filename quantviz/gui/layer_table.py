@@ -29,10 +29,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from quantviz.app import AppController
 from quantviz.core.memory import layer_bytes
-from quantviz.session import Session
+from quantviz.core.units import human_bytes, human_count
 
-__all__ = ["COLUMNS", "LayerTableModel", "LayerTableWidget"]
+__all__ = ["COLUMNS", "LayerTableModel", "LayerTableWidget", "human_bytes", "human_count"]
 
 COLUMNS = ("Layer", "Kind", "Shape", "Params", "Weight", "Act.", "SQNR", "Size", "Sens.")
 C_NAME, C_KIND, C_SHAPE, C_PARAMS, C_W, C_A, C_SQNR, C_BYTES, C_SENS = range(len(COLUMNS))
@@ -42,21 +43,6 @@ FQN_ROLE = Qt.ItemDataRole.UserRole + 2
 _Index = QModelIndex | QPersistentModelIndex
 
 
-def human_bytes(n: float) -> str:
-    """``1.5 kB``, ``3.20 MB`` ... (decimal units)."""
-    for unit, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= f:
-            return f"{n / f:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def human_count(n: int) -> str:
-    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= f:
-            return f"{n / f:.1f}{unit}"
-    return str(n)
-
-
 class LayerTableModel(QAbstractTableModel):
     """One row per quantizable layer of ``session.handle``; read-only, mirrors the session.
 
@@ -64,15 +50,16 @@ class LayerTableModel(QAbstractTableModel):
     whose weight SQNR is below :attr:`sqnr_threshold` are tinted red.
     """
 
-    def __init__(self, session: Session, parent: Any = None) -> None:
+    def __init__(self, controller: AppController, parent: Any = None) -> None:
         super().__init__(parent)
-        self.session = session
+        self.controller = controller
+        self.session = session = controller.session
         self.sqnr_threshold = 20.0
         self._layers: list[Any] = []
         session.model_changed.connect(self._on_model)
         session.config_changed.connect(self._on_all_rows)
         session.sensitivity_changed.connect(self._on_all_rows)
-        session.layer_metrics_changed.connect(self._on_metrics)
+        controller.sqnr.changed.connect(self._on_metrics)
         self._on_model(session.handle)
 
     # -- session -> model ------------------------------------------------------------------
@@ -145,7 +132,7 @@ class LayerTableModel(QAbstractTableModel):
             f.setBold(True)
             return f
         if role == Qt.ItemDataRole.BackgroundRole:
-            sq = s.layer_sqnr(lay.fqn)
+            sq = self.controller.layer_sqnr(lay.fqn)
             if sq is not None and not math.isnan(sq) and sq < self.sqnr_threshold:
                 return QBrush(QColor(230, 80, 60, 70))
             return None
@@ -173,7 +160,7 @@ class LayerTableModel(QAbstractTableModel):
         if col == C_A:
             return f"A{cfg.activation.short()}" if cfg.activation else "float"
         if col == C_SQNR:
-            sq = s.layer_sqnr(lay.fqn)
+            sq = self.controller.layer_sqnr(lay.fqn)
             if sort:
                 return -1e9 if sq is None or math.isnan(sq) else min(sq, 1e9)
             if sq is None:
@@ -204,10 +191,10 @@ class LayerTableWidget(QWidget):
 
     selectionEdited = Signal(tuple)
 
-    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: AppController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.session = session
-        self.model = LayerTableModel(session, self)
+        self.session = session = controller.session
+        self.model = LayerTableModel(controller, self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)

@@ -1,46 +1,46 @@
-"""The main window: wiring between the session, the views and the background jobs.
+"""The main window: layout and the wiring between the controller, the views and the workers.
 
 Layout: layer table + configurations (left), weight histogram + trade-off plot (centre),
-controls + activation histogram (right); toolbar, menus and a status bar with the model's
-numbers and a progress bar + Cancel for background jobs.
+controls + activation histogram + channel ranges (right). Actions and menus are built in
+:mod:`quantviz.gui.actions`, the status bar in :mod:`quantviz.gui.status_bar`; every number
+comes from :class:`quantviz.app.AppController` and long work runs its jobs in workers.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QSettings, QSignalBlocker, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
+from PySide6.QtGui import QCloseEvent, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
-    QDoubleSpinBox,
     QFileDialog,
-    QLabel,
+    QInputDialog,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
-    QPushButton,
     QSplitter,
-    QToolBar,
     QWidget,
 )
 
+from quantviz.app import AppController, Job
 from quantviz.core.spec import ModelConfig, QuantSpec
+from quantviz.gui.actions import build_actions
 from quantviz.gui.activation_view import ActivationView
 from quantviz.gui.commands import SetConfigCommand
 from quantviz.gui.compare_view import CompareView, CopyLayerCommand
 from quantviz.gui.config_list import ConfigList
+from quantviz.gui.dialogs import about_text, ask_architecture, ask_unsaved, help_text
 from quantviz.gui.errors import ErrorReporter, guarded
 from quantviz.gui.histogram_view import HistogramView
-from quantviz.gui.jobs import SENSITIVITY_BITS, JobController
+from quantviz.gui.jobs import JobController
 from quantviz.gui.layer_controls import LayerControls
-from quantviz.gui.layer_table import LayerTableWidget, human_bytes, human_count
+from quantviz.gui.layer_table import LayerTableWidget
 from quantviz.gui.session_actions import SessionActions
+from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
 from quantviz.gui.workers import Runner
-from quantviz.session import ResultEntry, Session, apply_to_all, reset_layers, set_layer_spec
+from quantviz.session import ResultEntry, apply_to_all, reset_layers, set_layer_spec
 
 __all__ = ["MainWindow"]
 
@@ -64,23 +64,27 @@ class MainWindow(QMainWindow):
         self.setObjectName("mainWindow")
         self.setWindowTitle("quantviz")
         self.resize(1680, 1000)
-        self.session = Session()
+        self.controller = AppController()
+        self.session = s = self.controller.session
         self.errors = ErrorReporter(self)
         self.undoStack = QUndoStack(self)
         self.undoStack.setObjectName("undoStack")
+        #: asked before code runs from a model file (tests replace it)
         self.confirm_trust: Callable[[str], bool] = self._ask_trust
-        self._pending_source: str | None = None
-        self._pending_open: dict[str, Any] = {}
-        self._eval_queue: list[str] = []
+        #: asked on close with unsaved work: "save", "discard" or "cancel" (tests replace it)
+        self.confirm_close: Callable[[], str] = lambda: ask_unsaved(self)
+        #: asked for ``package.module:factory`` when a file holds only weights
+        self.ask_arch: Callable[[str], str | None] = lambda path: ask_architecture(self, path)
+        self._pending: Job | None = None
         self.exportDialog: Any = None
 
         # -- views ------------------------------------------------------------------------
-        s = self.session
-        self.table = LayerTableWidget(s, self)
+        ctl = self.controller
+        self.table = LayerTableWidget(ctl, self)
         self.configs = ConfigList(s, self)
-        self.histogram = HistogramView(s, self)
-        self.activations = ActivationView(s, self)
-        self.controls = LayerControls(s, self)
+        self.histogram = HistogramView(ctl, self)
+        self.activations = ActivationView(ctl, self)
+        self.controls = LayerControls(ctl, self)
         self.tradeoff = TradeoffPlot(s, self)
         self.configs.errorRaised.connect(self.errors.report)
         self.histogram.failed.connect(lambda m: self.errors.report("Histogram", m))
@@ -97,16 +101,19 @@ class MainWindow(QMainWindow):
         right.addWidget(self.controls)
         right.addWidget(self.activations)
         right.addWidget(self.histogram.rangePlot)
-        right.setSizes([330, 270, 220])
+        right.setSizes([360, 260, 200])
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(centre)
         main.addWidget(right)
-        main.setSizes([660, 640, 380])
+        main.setSizes([640, 660, 380])
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(1, 3)
+        main.setStretchFactor(2, 2)
         self.setCentralWidget(main)
 
         # -- compare (a dock, floating by default; see compare_view.py) ------------------------
-        self.compareView = CompareView(s, self)
+        self.compareView = CompareView(ctl, self)
         self.compareDock = QDockWidget("Compare configurations", self)
         self.compareDock.setObjectName("compareDock")
         self.compareDock.setWidget(self.compareView)
@@ -122,29 +129,32 @@ class MainWindow(QMainWindow):
         self.loadRunner = Runner("loadRunner", self)
         self.statsRunner = Runner("statsRunner", self)
         self.sqnrRunner = Runner("sqnrRunner", self)
-        self.jobs = JobController(s, self.errors, self)
+        self.jobs = JobController(ctl, self.errors, self)
         self.jobRunner = self.jobs.runner
         self.jobs.jobDone.connect(self.jobDone)
         self.jobs.jobFailed.connect(self.jobFailed)
-        self.jobs.jobDone.connect(self._next_queued_eval)
-        self.jobs.jobFailed.connect(self._next_queued_eval)
-        self.jobs.runner.cancelled.connect(self._eval_queue.clear)
         self.jobs.statusMessage.connect(self.statusBar().showMessage)
-        self.jobs.wait_before = self.statsRunner.wait
         self.loadRunner.finished.connect(self._on_loaded)
         self.loadRunner.failed.connect(self._on_load_failed)
-        self.statsRunner.finished.connect(self._on_stats)
-        self.statsRunner.failed.connect(lambda e: self.errors.report("Calibration statistics", e))
-        self.sqnrRunner.yielded.connect(self._on_sqnr)
-        self.sqnrRunner.failed.connect(lambda e: self.errors.report("Layer SQNR", e))
-        self.jobRunner.progress.connect(self._on_progress)
-        self.jobRunner.started.connect(self._on_job_started)
-        self.jobRunner.idle.connect(self._on_job_idle)
         self.loadRunner.started.connect(lambda label: self.statusBar().showMessage(label))
+        self.statsRunner.finished.connect(self._on_stats)
+        self.statsRunner.failed.connect(self._on_stats_failed)
+        self.sqnrRunner.yielded.connect(lambda item: ctl.sqnr.record([item]))
+        self.sqnrRunner.failed.connect(lambda e: self.errors.report("Layer SQNR", e))
 
         self.sessionActions = SessionActions(self)
-        self._build_actions()
-        self._build_status_bar()
+        build_actions(self)
+        self.status = StatusBar(self, ctl)
+        self.progressBar = self.status.progressBar
+        self.cancelButton = self.status.cancelButton
+        self.modelLabel = self.status.modelLabel
+        self.paramsLabel = self.status.paramsLabel
+        self.floatSizeLabel = self.status.floatSizeLabel
+        self.currentSizeLabel = self.status.currentSizeLabel
+        self.cancelButton.clicked.connect(self.cancel_job)
+        self.jobRunner.progress.connect(self.status.job_progress)
+        self.jobRunner.started.connect(self._on_job_started)
+        self.jobRunner.idle.connect(self._on_job_idle)
 
         # -- session <-> UI -------------------------------------------------------------------
         self.controls.specEdited.connect(self._on_spec_edited)
@@ -153,241 +163,17 @@ class MainWindow(QMainWindow):
         self.tradeoff.entryClicked.connect(self._on_entry_clicked)
         s.model_changed.connect(self._on_model_changed)
         s.config_changed.connect(self._on_config_changed)
-        s.current_name_changed.connect(lambda *_: self._update_status())
-        self._update_status()
+        s.current_name_changed.connect(lambda *_: self.status.update_model())
+        self.status.update_model()
 
-    # -- actions ----------------------------------------------------------------------------
-    def _action(
-        self, name: str, text: str, slot: Callable[[], Any], shortcut: Any = None, tip: str = ""
-    ) -> QAction:
-        a = QAction(text, self)
-        a.setObjectName(name)
-        if shortcut is not None:
-            a.setShortcut(QKeySequence(shortcut))
-        if tip:
-            a.setToolTip(tip)
-            a.setStatusTip(tip)
-        a.triggered.connect(lambda *_: slot())
-        self.addAction(a)
-        return a
-
-    def _build_actions(self) -> None:
-        self.openModelAction = self._action(
-            "openModelAction",
-            "Open model…",
-            self._ask_open_model,
-            QKeySequence.StandardKey.Open,
-            "Open a model file (TorchScript, .pt2, safetensors/state_dict + architecture)",
-        )
-        self.openDataAction = self._action(
-            "openDataAction",
-            "Open data…",
-            self._ask_open_data,
-            None,
-            "Evaluation data: a .npz / .pt file with x and optional y",
-        )
-        self.loadConfigAction = self._action(
-            "loadConfigAction", "Load configuration…", self._ask_load_config
-        )
-        self.saveConfigAction = self._action(
-            "saveConfigAction",
-            "Save configuration…",
-            self._ask_save_config,
-            QKeySequence.StandardKey.Save,
-        )
-        sa = self.sessionActions
-        self.importConfigAction = self._action(
-            "importConfigAction",
-            "Import configuration…",
-            sa.ask_import_config,
-            None,
-            "Check a config file against the model and make it the current configuration",
-        )
-        self.exportAction = self._action(
-            "exportAction",
-            "Export…",
-            self.show_export_dialog,
-            QKeySequence("Ctrl+E"),
-            "Write a configuration as JSON, YAML, safetensors, ONNX, AIMET or an HTML report",
-        )
-        self.saveSessionAction = self._action(
-            "saveSessionAction",
-            "Save session…",
-            sa.ask_save_session,
-            QKeySequence("Ctrl+Shift+S"),
-            "Model, data, named configurations and results in one .quantviz file",
-        )
-        self.openSessionAction = self._action(
-            "openSessionAction",
-            "Open session…",
-            sa.ask_open_session,
-            QKeySequence("Ctrl+Shift+O"),
-            "Reopen a .quantviz session file",
-        )
-        self.compareAction = self._action(
-            "compareAction",
-            "Compare…",
-            self.show_compare,
-            QKeySequence("Ctrl+K"),
-            "Compare named configurations side by side",
-        )
-        self.quitAction = self._action(
-            "quitAction", "Quit", self.close, QKeySequence.StandardKey.Quit
-        )
-        self.evaluateAction = self._action(
-            "evaluateAction",
-            "Evaluate",
-            self.evaluate,
-            Qt.Key.Key_F5,
-            "Evaluate the current configuration (F5)",
-        )
-        self.sweepAction = self._action(
-            "sweepAction",
-            "Uniform sweep",
-            self.uniform_sweep,
-            None,
-            "The default weight scheme at 2, 3, 4, 5, 6 and 8 bits for every layer",
-        )
-        self.sensitivityAction = self._action(
-            "sensitivityAction",
-            "Sensitivity",
-            self.run_sensitivity,
-            None,
-            f"Each layer alone at {SENSITIVITY_BITS} bits, the rest float: the metric drop",
-        )
-        self.mixedAction = self._action(
-            "mixedPrecisionAction",
-            "Mixed precision",
-            self.mixed_precision,
-            None,
-            "Greedy per-layer bit allocation under the memory budget",
-        )
-        self.cancelAction = self._action(
-            "cancelAction",
-            "Cancel",
-            self.cancel_job,
-            Qt.Key.Key_Escape,
-            "Stop the running job at its next step",
-        )
-        self.cancelAction.setEnabled(False)
-        self.undoAction = self._action(
-            "undoAction", "Undo", self.undoStack.undo, QKeySequence.StandardKey.Undo
-        )
-        self.redoAction = self._action("redoAction", "Redo", self.undoStack.redo)
-        self.redoAction.setShortcuts(
-            [QKeySequence("Ctrl+Shift+Z"), QKeySequence(QKeySequence.StandardKey.Redo)]
-        )
-        self.undoAction.setEnabled(False)
-        self.redoAction.setEnabled(False)
-        self.undoStack.canUndoChanged.connect(self.undoAction.setEnabled)
-        self.undoStack.canRedoChanged.connect(self.redoAction.setEnabled)
-        self.undoStack.undoTextChanged.connect(
-            lambda t: self.undoAction.setToolTip(f"Undo {t} (Ctrl+Z)")
-        )
-        self.undoStack.redoTextChanged.connect(
-            lambda t: self.redoAction.setToolTip(f"Redo {t} (Ctrl+Shift+Z)")
-        )
-
-        self.budgetSpin = QDoubleSpinBox(self)
-        self.budgetSpin.setObjectName("budgetSpin")
-        self.budgetSpin.setDecimals(3)
-        self.budgetSpin.setRange(0.0, 1e6)
-        self.budgetSpin.setSingleStep(0.005)
-        self.budgetSpin.setSuffix(" MB")
-        self.budgetSpin.setSpecialValueText("auto budgets")
-        self.budgetSpin.setToolTip("Memory budget for Mixed precision (0 = a sweep of 6 budgets)")
-
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        for a in (self.openModelAction, self.openDataAction):
-            f.addAction(a)
-        f.addSeparator()
-        f.addAction(self.openSessionAction)
-        f.addMenu(self.sessionActions.recentMenu)
-        f.addAction(self.saveSessionAction)
-        f.addSeparator()
-        f.addAction(self.loadConfigAction)
-        f.addAction(self.importConfigAction)
-        f.addAction(self.saveConfigAction)
-        f.addAction(self.exportAction)
-        f.addSeparator()
-        f.addAction(self.quitAction)
-        e = mb.addMenu("&Edit")
-        e.addAction(self.undoAction)
-        e.addAction(self.redoAction)
-        v = mb.addMenu("&View")
-        self.darkAction = QAction("Dark palette", self)
-        self.darkAction.setObjectName("darkAction")
-        self.darkAction.setCheckable(True)
-        self.darkAction.setShortcut(QKeySequence("Ctrl+Shift+D"))
-        self.darkAction.toggled.connect(self.set_dark)
-        self.addAction(self.darkAction)
-        v.addAction(self.darkAction)
-        v.addAction(self.compareAction)
-        r = mb.addMenu("&Run")
-        for a in (self.evaluateAction, self.sweepAction, self.sensitivityAction, self.mixedAction):
-            r.addAction(a)
-        r.addSeparator()
-        r.addAction(self.cancelAction)
-
-        tb = QToolBar("Main", self)
-        tb.setObjectName("mainToolBar")
-        tb.setMovable(False)
-        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        for a in (self.openModelAction, self.openDataAction):
-            tb.addAction(a)
-        tb.addSeparator()
-        tb.addAction(self.undoAction)
-        tb.addAction(self.redoAction)
-        tb.addSeparator()
-        for a in (self.evaluateAction, self.sweepAction, self.sensitivityAction, self.mixedAction):
-            tb.addAction(a)
-        tb.addWidget(QLabel(" budget ", self))
-        tb.addWidget(self.budgetSpin)
-        tb.addSeparator()
-        tb.addAction(self.cancelAction)
-        tb.addSeparator()
-        tb.addAction(self.compareAction)
-        tb.addAction(self.exportAction)
-        self.addToolBar(tb)
-
-    def _build_status_bar(self) -> None:
-        sb = self.statusBar()
-        self.modelLabel = QLabel("no model", self)
-        self.modelLabel.setObjectName("modelLabel")
-        self.paramsLabel = QLabel("", self)
-        self.paramsLabel.setObjectName("paramsLabel")
-        self.floatSizeLabel = QLabel("", self)
-        self.floatSizeLabel.setObjectName("floatSizeLabel")
-        self.currentSizeLabel = QLabel("", self)
-        self.currentSizeLabel.setObjectName("currentSizeLabel")
-        self.progressBar = QProgressBar(self)
-        self.progressBar.setObjectName("progressBar")
-        self.progressBar.setRange(0, 1000)
-        self.progressBar.setFixedWidth(260)
-        self.progressBar.setTextVisible(True)
-        self.progressBar.setFormat("idle")
-        self.progressBar.setValue(0)
-        self.progressBar.setEnabled(False)
-        self.cancelButton = QPushButton("Cancel", self)
-        self.cancelButton.setObjectName("cancelButton")
-        self.cancelButton.clicked.connect(self.cancel_job)
-        self.cancelButton.setEnabled(False)
-        # always shown (enabled while a job runs): showing/hiding would re-lay out and
-        # repaint the whole window on every job start and end
-        for w in (self.modelLabel, self.paramsLabel, self.floatSizeLabel, self.currentSizeLabel):
-            sb.addPermanentWidget(w)
-        sb.addPermanentWidget(self.progressBar)
-        sb.addPermanentWidget(self.cancelButton)
-
+    # -- theme ---------------------------------------------------------------------------------
     def set_dark(self, dark: bool) -> None:
         """Switch the application and plot palettes (light / dark) in place."""
         from PySide6.QtWidgets import QApplication
 
         from quantviz.gui.theme import apply_theme
 
-        app = QApplication.instance()
-        apply_theme(app, dark)  # type: ignore[arg-type]
+        apply_theme(QApplication.instance(), dark)  # type: ignore[arg-type]
         for view in (self.histogram, self.activations, self.tradeoff, self.compareView):
             view.apply_theme()
         if self.darkAction.isChecked() != dark:
@@ -405,117 +191,85 @@ class MainWindow(QMainWindow):
         after: Callable[[Any], None] | None = None,
     ) -> None:
         """Load ``source`` (and ``data``) in the background; the current model stays open
-        until the new one is ready, and stays if loading fails.
+        until the new one is ready, and stays if loading fails."""
+        job = self.controller.open_model_job(source, data, trust=trust, check=check, after=after)
+        self._start_load(job)
 
-        ``check(handle)`` runs in the loading thread (raise ``ValueError`` to refuse the
-        model: nothing changes); ``after(handle)`` runs once the model is the session's.
-        """
-        self._pending_source = source
-        self._pending_open = {"data": data, "check": check, "after": after}
-
-        def job() -> Any:
-            from quantviz.data import load_data
-            from quantviz.model import load_model
-
-            yield 0.0
-            handle = load_model(source, trust=trust)
-            if check is not None:
-                check(handle)
-            yield 0.5
-            ds = data if data is not None else handle.default_data
-            loaded = None if ds is None else load_data(ds, handle)
-            return handle, ds, loaded, after
-
-        self.loadRunner.start(f"Opening {source}…", job)
+    def _start_load(self, job: Job) -> None:
+        self._pending = job
+        self.loadRunner.start(job.label, job.factory)
 
     def _ask_trust(self, message: str) -> bool:
         return (
             QMessageBox.question(
                 self,
-                "Unpickle a whole model?",
-                f"{message}\n\nUnpickling runs code from the file. Only do this for files you "
+                "Run code from this file?",
+                f"{message}\n\nLoading it runs code from the file. Only do this for files you "
                 "trust. Load it anyway?",
             )
             == QMessageBox.StandardButton.Yes
         )
 
     def _on_load_failed(self, exc: BaseException) -> None:
-        src = self._pending_source or "model"
-        msg = str(exc)
-        if "trust" in msg.lower() and self._pending_source and self.confirm_trust(msg):
-            self.open_model(self._pending_source, trust=True, **self._pending_open)
+        from quantviz.model import TrustRequired
+
+        job = self._pending
+        src = job.meta.get("source", "model") if job is not None else "model"
+        if isinstance(exc, TrustRequired) and job is not None and self.confirm_trust(str(exc)):
+            self._retry_trusted(job)
             return
+        if job is not None and _needs_arch(exc) and "::" not in src:
+            arch = self.ask_arch(src)
+            if arch:
+                self.open_model(f"{src}::{arch}")
+                return
+        self._pending = None
         self.statusBar().showMessage(f"Could not open {src}", 5000)
         self.errors.report(f"Could not open {src}", exc)
-        self.modelLoadFailed.emit(msg)
+        self.modelLoadFailed.emit(str(exc))
 
-    def _on_loaded(self, payload: Any) -> None:
-        handle, ds, data, after = payload
+    def _retry_trusted(self, job: Job) -> None:
+        if job.kind == "open session":
+            self.sessionActions.open_session(job.meta["path"], trust=True)
+        else:
+            self.open_model(job.meta["source"], trust=True, **job.meta.get("open", {}))
+
+    @guarded("Could not open the model")
+    def _on_loaded(self, opened: Any) -> None:
+        job = self._pending
+        self._pending = None
         for r in (self.statsRunner, self.sqnrRunner):
             r.cancel()
         self.jobs.reset()
         self.undoStack.clear()
-        self.session.set_model(handle, ds, data)
-        if handle.layers:
-            self.session.select([handle.layers[0].fqn])
+        if job is not None:
+            job.on_done(opened)
+        handle = opened.handle
         self.statusBar().showMessage(f"Opened {handle.name}", 4000)
         self.budgetSpin.setValue(round(handle.float_bytes / 4e6, 3))
-        if after is not None:
-            after(handle)
         self.modelLoaded.emit(handle)
         self._start_stats()
 
     def _start_stats(self) -> None:
-        s = self.session
-        if s.handle is None or s.data is None:
+        job = self.controller.calibration_job()
+        if job is None:
+            self.activations.refresh()
             return
-        handle, data = s.handle, s.data
-        wait_jobs = self.jobRunner.wait
-
-        def job() -> Any:
-            from quantviz.eval import calibrate
-
-            wait_jobs()  # an evaluation in flight has the model's weights swapped out
-            stats: dict[str, Any] = {}
-            yield from calibrate(handle, data, handle.fqns, stats)
-            return stats
-
-        self.statsRunner.start("calibration statistics", job)
+        self._stats_job = job
+        self.statsRunner.start(job.label, job.factory)
 
     def _on_stats(self, stats: Any) -> None:
-        self.session.set_activation_stats(stats)
+        self._stats_job.on_done(stats)
         self.statsReady.emit()
+
+    def _on_stats_failed(self, exc: BaseException) -> None:
+        self.controller.collecting_stats = False
+        self.activations.refresh()
+        self.errors.report("Calibration statistics", exc)
 
     def _on_model_changed(self, handle: Any) -> None:
         self.setWindowTitle(f"quantviz — {handle.name}" if handle is not None else "quantviz")
-        self._update_status()
-
-    # -- status ------------------------------------------------------------------------------
-    def _update_status(self) -> None:
-        h = self.session.handle
-        if h is None:
-            self.modelLabel.setText("no model")
-            for w in (self.paramsLabel, self.floatSizeLabel, self.currentSizeLabel):
-                w.setText("")
-            return
-        self.modelLabel.setText(f"<b>{h.name}</b>")
-        self.paramsLabel.setText(f"{human_count(h.total_params)} params")
-        self.floatSizeLabel.setText(f"float {human_bytes(h.float_bytes)}")
-        try:
-            from quantviz.eval import size_of
-
-            size, fl = size_of(h, self.session.config)
-            self.currentSizeLabel.setText(
-                f"<b>{self.session.current_name}</b>: {human_bytes(size)} "
-                f"({fl / size:.2f}× smaller)"
-            )
-        except ValueError as exc:
-            self.currentSizeLabel.setText(f"size: {exc}")
-
-    def current_size_bytes(self) -> float:
-        from quantviz.eval import size_of
-
-        return size_of(self.session.handle, self.session.config)[0]
+        self.status.update_model()
 
     # -- edits (undoable) ------------------------------------------------------------------
     def push_config(self, after: ModelConfig, text: str) -> None:
@@ -551,27 +305,21 @@ class MainWindow(QMainWindow):
         self.push_config(reset_layers(self.session.config, sel), f"reset {len(sel)} layer(s)")
 
     def _on_config_changed(self, *_: Any) -> None:
-        self._update_status()
+        self.status.update_model()
         self._start_sqnr()
 
     def _start_sqnr(self) -> None:
-        s = self.session
-        if s.handle is None:
+        ctl = self.controller
+        if self.session.handle is None:
             return
-        todo = s.missing_sqnr()
-        sel = set(s.selection[:1])
-        todo = [t for t in todo if t[0] not in sel]  # the histogram view does that one
+        todo = ctl.sqnr_todo(skip=self.session.selection[:1])  # the histogram does that one
         if not todo:
             return
-        n = sum(s.handle.layer(f).weight_numel for f, _ in todo)
-        if n <= SQNR_INLINE_LIMIT:
-            self.sqnrRunner.run_inline("layer SQNR", lambda: s.iter_sqnr(todo))
+        job = ctl.sqnr_job(todo)
+        if ctl.todo_numel(todo) <= SQNR_INLINE_LIMIT:
+            self.sqnrRunner.run_inline(job.label, job.factory)
         else:
-            self.sqnrRunner.start("layer SQNR", lambda: s.iter_sqnr(todo))
-
-    def _on_sqnr(self, item: Any) -> None:
-        fqn, spec, sq = item
-        self.session.set_layer_sqnr(fqn, spec, sq)
+            self.sqnrRunner.start(job.label, job.factory)
 
     @guarded("Could not switch configuration")
     def _on_entry_clicked(self, entry: ResultEntry) -> None:
@@ -605,34 +353,8 @@ class MainWindow(QMainWindow):
 
     def evaluate_named(self, name: str) -> None:
         """Evaluate configuration ``name`` (queued behind a running job); the current
-        configuration stays current."""
-        if self.jobRunner.running:
-            if name not in self._eval_queue:
-                self._eval_queue.append(name)
-            self.statusBar().showMessage(f"{name}: queued for evaluation", 4000)
-            return
-        self._evaluate_now(name)
-
-    @guarded("Could not start the evaluation")
-    def _evaluate_now(self, name: str) -> None:
-        s = self.session
-        if name not in s.configs:
-            raise ValueError(f"config name: no configuration named {name!r}")
-        prev = s.current_name
-        if name == prev:
-            self.jobs.evaluate()
-            return
-        s.make_current(name)  # the job takes the current configuration and its name...
-        try:
-            self.jobs.evaluate()
-        finally:
-            s.make_current(prev)  # ...and the user's stays current
-
-    def _next_queued_eval(self, *_: Any) -> None:
-        while self._eval_queue and not self.jobRunner.running:
-            name = self._eval_queue.pop(0)
-            if name in self.session.configs:
-                self._evaluate_now(name)
+        configuration stays current and no view switches to ``name``."""
+        self.jobs.evaluate(name)
 
     def show_export_dialog(self) -> None:
         """Open File > Export… (one dialog, kept between uses)."""
@@ -665,17 +387,30 @@ class MainWindow(QMainWindow):
         return out
 
     # -- jobs (see jobs.py) --------------------------------------------------------------
+    def _bits(self, edit: Any, what: str) -> tuple[int, ...] | None:
+        from quantviz.eval.sweeps import parse_bits
+
+        try:
+            return parse_bits(edit.text(), field_name=what)
+        except ValueError as exc:
+            self.errors.report(f"Could not start the {what}", exc)
+            return None
+
     def evaluate(self) -> None:
         """Evaluate the current configuration in the background (F5)."""
         self.jobs.evaluate()
 
     def uniform_sweep(self) -> None:
-        """Every layer at the default weight scheme with 2..8 bits; the curve grows per point."""
-        self.jobs.uniform_sweep()
+        """Every layer at the default weight scheme at the sweep bit-widths: a new curve."""
+        bits = self._bits(self.sweepBitsEdit, "sweep bit-widths")
+        if bits is not None:
+            self.jobs.uniform_sweep(bits)
 
     def run_sensitivity(self) -> None:
-        """Each layer alone at a low bit-width: fills the table's sensitivity column."""
-        self.jobs.run_sensitivity()
+        """Each layer alone at the sensitivity bit-width(s): fills the Sens. column."""
+        bits = self._bits(self.sensitivityBitsEdit, "sensitivity bit-widths")
+        if bits is not None:
+            self.jobs.run_sensitivity(bits)
 
     def mixed_precision(self) -> None:
         """Greedy mixed precision under ``budgetSpin`` MB (0: a sweep of six budgets)."""
@@ -686,34 +421,33 @@ class MainWindow(QMainWindow):
         self.jobs.cancel()
 
     def _on_job_started(self, label: str) -> None:
-        self.progressBar.setValue(0)
-        self.progressBar.setFormat(f"{label} %p%")
-        self.progressBar.setEnabled(True)
-        self.cancelButton.setEnabled(True)
+        self.status.job_started(label)
         self.cancelAction.setEnabled(True)
-        self.statusBar().showMessage(label)
 
     def _on_job_idle(self) -> None:
-        self.progressBar.setValue(0)
-        self.progressBar.setFormat("idle")
-        self.progressBar.setEnabled(False)
-        self.cancelButton.setEnabled(False)
+        self.status.job_idle()
         self.cancelAction.setEnabled(False)
 
-    def _on_progress(self, fraction: float, message: str) -> None:
-        if math.isfinite(fraction):
-            v = int(1000 * max(0.0, min(1.0, fraction)))
-            if abs(v - self.progressBar.value()) >= 10 or v == 1000:  # repaint at most 100x
-                self.progressBar.setValue(v)
-        fmt = f"{self.jobRunner.label}: {message} %p%" if message else self.progressBar.format()
-        if fmt != self.progressBar.format():
-            self.progressBar.setFormat(fmt)
+    def rebuild_curves_menu(self) -> None:
+        m = self.curvesMenu
+        m.clear()
+        series = self.session.series
+        for name in series:
+            a = m.addAction(name)
+            a.triggered.connect(lambda *_, n=name: self.remove_curve(n))
+        if not series:
+            m.addAction("No curves").setEnabled(False)
+
+    def remove_curve(self, series: str) -> None:
+        """Remove the points of result series ``series`` (a sweep's curve)."""
+        self.session.clear_results(series)
+        self.statusBar().showMessage(f"Removed {series}", 4000)
 
     # -- files ---------------------------------------------------------------------------------
     def _settings(self) -> QSettings:
         return QSettings("quantviz", "quantviz")
 
-    def _ask_open_model(self) -> None:
+    def ask_open_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self,
             "Open model",
@@ -724,7 +458,17 @@ class MainWindow(QMainWindow):
             self._settings().setValue("lastDir", path.rsplit("/", 1)[0])
             self.open_model(path)
 
-    def _ask_open_data(self) -> None:
+    def ask_open_source(self) -> None:
+        text, ok = QInputDialog.getText(
+            self,
+            "Open model source",
+            "sample:NAME, a model file, or weights.safetensors::package.module:factory",
+            text=self.session.handle.source if self.session.handle is not None else "sample:",
+        )
+        if ok and text.strip():
+            self.open_model(text.strip())
+
+    def ask_open_data(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self,
             "Open evaluation data",
@@ -736,17 +480,16 @@ class MainWindow(QMainWindow):
 
     @guarded("Could not open the data")
     def open_data(self, source: str) -> None:
-        """Load evaluation data ``source`` for the current model (on the GUI thread: small)."""
-        if self.session.handle is None:
-            raise ValueError("open a model before its data")
-        from quantviz.data import load_data
+        """Load evaluation data ``source`` for the current model."""
+        from quantviz.app import run_job
 
-        data = load_data(source, self.session.handle)
+        job = self.controller.open_data_job(source)  # small files: on the GUI thread
         self.jobs.reset()
-        self.session.set_data(source, data)
+        self.statsRunner.cancel()
+        run_job(job)
         self._start_stats()
 
-    def _ask_load_config(self) -> None:
+    def ask_load_config(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Load configuration", "", "Configurations (*.json *.yaml *.yml)"
         )
@@ -763,7 +506,7 @@ class MainWindow(QMainWindow):
             raise ValueError(f"{path}: layers {', '.join(unknown)} are not in this model")
         self.push_config(cfg, f"load {path.rsplit('/', 1)[-1]}")
 
-    def _ask_save_config(self) -> None:
+    def ask_save_config(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
             self,
             "Save configuration",
@@ -775,15 +518,24 @@ class MainWindow(QMainWindow):
 
     @guarded("Could not save the configuration")
     def save_config(self, path: str) -> None:
-        from dataclasses import replace
-
         from quantviz.io import save_config
 
-        cfg = self.session.config
-        if self.session.handle is not None:
-            cfg = replace(cfg, model=self.session.handle.source)
-        save_config(cfg, path)
+        save_config(self.controller.config_for_export(), path)
         self.statusBar().showMessage(f"saved {path}", 4000)
+
+    # -- help ----------------------------------------------------------------------------------
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About quantviz", about_text())
+
+    def show_help(self) -> None:
+        box = QMessageBox(self)
+        box.setObjectName("helpBox")
+        box.setWindowTitle("quantviz — quick guide")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(help_text())
+        box.setModal(False)
+        box.show()
+        self._help_box = box
 
     # -- closing -------------------------------------------------------------------------------
     def shutdown(self, timeout: float = 10.0) -> bool:
@@ -804,10 +556,28 @@ class MainWindow(QMainWindow):
         return ok
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.session.modified and self.session.handle is not None:
+            answer = self.confirm_close()
+            if answer == "cancel" or (
+                answer == "save" and not self.sessionActions.ask_save_session()
+            ):
+                event.ignore()
+                return
         self.shutdown()
         if self.errors.last_box is not None:
             self.errors.last_box.close()
         super().closeEvent(event)
+
+
+def _needs_arch(exc: BaseException) -> bool:
+    """A weights-only file opened without its architecture."""
+    from quantviz.model import ModelLoadError
+
+    return (
+        isinstance(exc, ModelLoadError)
+        and "package.module:factory" in str(exc)
+        and ("state_dict" in str(exc))
+    )
 
 
 def schedule_open(window: MainWindow, source: str, data: str | None) -> None:

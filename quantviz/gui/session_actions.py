@@ -12,14 +12,11 @@ point it at a temporary directory with ``QSettings.setPath``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QFileDialog, QMenu
-
-if TYPE_CHECKING:
-    from quantviz.gui.main_window import MainWindow
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu
 
 __all__ = ["MAX_RECENT", "RECENT_KEY", "SessionActions", "recent_settings"]
 
@@ -44,9 +41,10 @@ class SessionActions(QObject):
     sessionFailed = Signal(str)
     configImported = Signal(str)
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: QMainWindow) -> None:
         super().__init__(window)
-        self.win = window
+        #: the main window (its ``controller``, ``errors``, ``push_config`` and loading)
+        self.win: Any = window
         self._pending: tuple[str, Any] | None = None
         self.recentMenu = QMenu("Open &Recent", window)
         self.recentMenu.setObjectName("recentMenu")
@@ -100,32 +98,22 @@ class SessionActions(QObject):
         return [a.data() for a in self.recentMenu.actions() if isinstance(a.data(), str)]
 
     # -- save -------------------------------------------------------------------------------------
-    def ask_save_session(self) -> None:
+    def ask_save_session(self) -> bool:
+        """Ask for a file name and save; True when saved."""
         s = self.win.session
         base = (s.handle.name if s.handle is not None else "session") + ".quantviz"
         path, _ = QFileDialog.getSaveFileName(
             self.win, "Save session", base, "quantviz sessions (*.quantviz)"
         )
-        if path:
-            self.save_session(path if path.endswith(".quantviz") else path + ".quantviz")
+        if not path:
+            return False
+        return self.save_session(path if path.endswith(".quantviz") else path + ".quantviz")
 
     def save_session(self, path: str) -> bool:
         """Write the whole session to ``path``; True on success (errors are reported)."""
-        from quantviz.io.session_file import SavedResult, SessionData, save_session
-
-        s = self.win.session
         try:
-            if s.handle is None:
-                raise ValueError("open a model before saving a session")
-            data = SessionData(
-                model=s.handle.source,
-                data=s.data_source,
-                configs=dict(s.configs),
-                current=s.current_name,
-                results=[SavedResult(e.name, e.config, e.result, e.series) for e in s.results],
-            )
-            save_session(path, data)
-        except ValueError as exc:
+            self.win.controller.save_session(path)
+        except (ValueError, OSError) as exc:
             self.win.errors.report("Could not save the session", exc)
             self.sessionFailed.emit(str(exc))
             return False
@@ -142,49 +130,28 @@ class SessionActions(QObject):
         if path:
             self.open_session(path)
 
-    def open_session(self, path: str) -> None:
+    def open_session(self, path: str, *, trust: bool = False) -> None:
         """Read ``path``, reload its model in the background, then restore its configs,
-        results and current configuration. Any failure leaves the open session as it was."""
-        from quantviz.io.session_file import load_session
-
+        results and current configuration. Any failure leaves the open session as it was.
+        A model that runs code when loaded is opened only after the user agrees
+        (``trust``), never silently."""
         try:
-            data = load_session(path)
-            if not data.model:
-                raise ValueError(f"{path}: model: the session names no model to open")
-            if not data.configs:
-                raise ValueError(f"{path}: configs: the session holds no configuration")
-        except ValueError as exc:
+            job = self.win.controller.open_session_job(path, trust=trust)
+        except (ValueError, OSError) as exc:
             self._fail(path, exc)
             return
-        self._pending = (path, data)
+        self._pending = (path, job.meta["session"])
+        restore = job.on_done
 
-        def check(handle: Any) -> None:  # runs in the loading thread, before anything changes
-            for name, cfg in data.configs.items():
-                unknown = cfg.unknown_keys(handle.fqns)
-                if unknown:
-                    raise ValueError(
-                        f"{path}: configs.{name}: layers {', '.join(unknown)} are not in "
-                        f"{handle.name}"
-                    )
+        def done(opened: Any) -> Any:
+            out = restore(opened)
+            self.add_recent(path)
+            self.win.statusBar().showMessage(f"Opened session {path}", 4000)
+            self.sessionOpened.emit(path)
+            return out
 
-        def after(_handle: Any) -> None:
-            self._restore(path, data)
-
-        self.win.open_model(data.model, data.data, check=check, after=after)
-
-    def _restore(self, path: str, data: Any) -> None:
-        try:
-            self.win.session.restore(
-                data.configs,
-                data.current,
-                [(r.name, r.config, r.result, r.series) for r in data.results],
-            )
-        except ValueError as exc:  # checked in the loading thread already: unexpected
-            self._fail(path, exc)
-            return
-        self.add_recent(path)
-        self.win.statusBar().showMessage(f"Opened session {path}", 4000)
-        self.sessionOpened.emit(path)
+        job.on_done = done
+        self.win._start_load(job)
 
     def _on_loaded(self, *_: Any) -> None:
         self._pending = None  # restored (or another model was opened meanwhile)

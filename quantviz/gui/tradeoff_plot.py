@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from quantviz.gui.layer_table import human_bytes
+from quantviz.core.units import human_bytes
 from quantviz.gui.plot_style import current_theme, style_plot
 from quantviz.session import ResultEntry, Session
 

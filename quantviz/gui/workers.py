@@ -63,6 +63,13 @@ def progress_of(item: Any) -> tuple[float, str] | None:
         done, total = item
         return (done / total if total else 0.0), f"{done}/{total}"
     msg = ""
+    stage, done_, total_ = (getattr(item, k, None) for k in ("stage", "done", "total"))
+    if isinstance(stage, str) and isinstance(done_, int) and isinstance(total_, int):
+        from quantviz.gui.status_bar import progress_text
+
+        frac = getattr(item, "fraction", None)
+        if isinstance(frac, int | float) and not isinstance(frac, bool):
+            return float(frac), progress_text(item)
     for attr in ("message", "stage", "desc", "label"):
         v = getattr(item, attr, None)
         if isinstance(v, str):

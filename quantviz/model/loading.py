@@ -32,7 +32,7 @@ from torch import nn
 
 from quantviz.model.handle import ModelHandle
 
-__all__ = ["ModelLoadError", "detect_kind", "load_model"]
+__all__ = ["ModelLoadError", "TrustRequired", "detect_kind", "load_model"]
 
 SAMPLE_PREFIX = "sample:"
 _DTYPES = {
@@ -49,6 +49,11 @@ _DTYPES = {
 
 class ModelLoadError(ValueError):
     """A model source could not be opened; the message names the file and the problem."""
+
+
+class TrustRequired(ModelLoadError):
+    """Opening the source would run code from it (unpickling, importing a module that is not
+    an installed package): refused unless the caller passes ``trust=True``."""
 
 
 # -- public entry point ---------------------------------------------------------------------
@@ -382,7 +387,7 @@ def _load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) 
                     f"{path}: corrupt or truncated torch.save file ({exc})"
                 ) from None
             if not trust:
-                raise ModelLoadError(
+                raise TrustRequired(
                     f"{path}: holds pickled Python objects (e.g. a whole nn.Module); loading it "
                     "runs arbitrary code from the file. Pass --trust (trust=True) only if you "
                     "trust its origin, or save a state_dict / TorchScript / torch.export "

@@ -18,6 +18,7 @@ else:
         from quantviz.gui.app import create_main_window
 
         win = create_main_window()
+        win.confirm_close = lambda: "discard"  # the quit prompt has its own test
         qtbot.addWidget(win)
         with qtbot.waitSignals([win.modelLoaded, win.statsReady], timeout=60_000):
             win.show()

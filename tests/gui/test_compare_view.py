@@ -127,7 +127,7 @@ def test_metrics_not_evaluated_then_evaluate_button(compare, qtbot):
     assert set(cv.evaluate_buttons) == {"default", "w4k"}
     # "Evaluate the missing ones" queues both behind each other
     qtbot.mouseClick(cv.evaluateMissingButton, Qt.MouseButton.LeftButton)
-    assert win.jobRunner.running and win._eval_queue == ["w4k"]
+    assert win.jobRunner.running and win.jobs.queue == ["w4k"]
     qtbot.waitUntil(lambda: not cv.evaluate_buttons, timeout=120_000)
     assert win.session.current_name == "w4k"
     assert {e.name for e in win.session.results} == {"default", "w4k"}

@@ -154,6 +154,7 @@ def test_session_round_trip_and_recent_menu(window, qtbot, tmp_path):
     assert path.is_file()
 
     win2 = create_main_window()
+    win2.confirm_close = lambda: "discard"
     qtbot.addWidget(win2)
     try:
         with qtbot.waitSignals([win2.modelLoaded, win2.statsReady], timeout=60_000):

@@ -47,7 +47,7 @@ def test_opens_sample_with_table_and_status(window, qtmodeltester):
     assert "float" in win.floatSizeLabel.text()
     assert "smaller" in win.currentSizeLabel.text()
     # every layer's SQNR is known after opening (small model: computed inline)
-    assert all(win.session.layer_sqnr(f) is not None for f in win.session.fqns)
+    assert all(win.controller.layer_sqnr(f) is not None for f in win.session.fqns)
 
 
 def test_bits_8_to_3_then_kmeans(window, qtbot):
@@ -66,7 +66,7 @@ def test_bits_8_to_3_then_kmeans(window, qtbot):
     m = win.table.model
     row = m.row_of("fc1")
     assert m.data(m.index(row, 0)).startswith("•")
-    assert m.data(m.index(row, 4)) == "W3 sym t"
+    assert m.data(m.index(row, 4)) == "W3 sym ch"
     assert float(m.data(m.index(row, 6))) == pytest.approx(sq3, abs=0.06)
     uniform_levels = hv.grid_item.xData[::2].copy()
     with qtbot.waitSignal(hv.updated, timeout=10_000):
@@ -216,7 +216,7 @@ def test_invalid_group_size_is_reported_not_fatal(window, qtbot):
     win.controls.granularityCombo.setCurrentIndex(2)  # per group of 128: does not divide 9
     assert "Cannot quantize" in win.histogram.statsLabel.text()
     assert win.histogram.level_count() == 0
-    assert math.isnan(win.session.layer_sqnr("conv1"))
+    assert math.isnan(win.controller.layer_sqnr("conv1"))
 
 
 def test_close_while_sweep_runs_stops_cleanly(window, qtbot):

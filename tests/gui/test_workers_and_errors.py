@@ -94,12 +94,14 @@ def test_large_layer_requantized_in_worker(qtbot, monkeypatch, tensor_handle):
     """Above the inline limit the histogram is computed off the GUI thread."""
     from quantviz.gui import histogram_view
     from quantviz.gui.histogram_view import HistogramView
+    from quantviz.app import AppController
     from quantviz.session import Session
 
     monkeypatch.setattr(histogram_view, "INLINE_LIMIT", 10_000)
     s = Session()
+    ctl = AppController(s)
     s.set_model(tensor_handle({"big": torch.randn(256, 512)}))
-    hv = HistogramView(s)
+    hv = HistogramView(ctl)
     qtbot.addWidget(hv)
     computing = []
     hv.computing.connect(computing.append)

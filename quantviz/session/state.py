@@ -1,10 +1,11 @@
-"""Application state of the desktop app, Qt-free and evented (psygnal).
+"""Application state, Qt-free and evented (psygnal).
 
-A :class:`Session` holds the open model, the evaluation data source, the named
-configurations (one of which is *current*), evaluation results, per-layer sensitivities,
-per-layer weight SQNR under the current config and the selected layers. Every change emits a
-psygnal signal; the GUI only calls setters here and mirrors the signals into widgets
-(napari's "widgets never own state").
+A :class:`Session` holds the open model, the evaluation data, the named configurations (one
+of which is *current*), evaluation results, per-layer sensitivities, activation statistics
+and the selected layers. Every change emits a psygnal signal; the GUI only calls setters
+(through :class:`quantviz.app.AppController`) and mirrors the signals into widgets
+(napari's "widgets never own state"). Derived numbers (weight SQNR, caches, baselines) live
+in the controller, not here.
 
 Configurations are documents: editing the current configuration edits the named entry
 ``configs[current_name]``. Results are kept per configuration name together with the
@@ -14,97 +15,17 @@ configuration they were computed for.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from psygnal import Signal
 
+from quantviz.core.defaults import DEFAULT_CONFIG
 from quantviz.core.spec import LayerConfig, ModelConfig, QuantSpec
+from quantviz.session.edits import apply_to_all, reset_layers, set_layer_spec
 
-__all__ = [
-    "DEFAULT_CONFIG",
-    "ResultEntry",
-    "Session",
-    "Side",
-    "apply_to_all",
-    "copy_layer",
-    "reset_layers",
-    "set_layer_spec",
-]
-
-Side = Literal["weight", "activation"]
-SIDES: tuple[str, ...] = ("weight", "activation")
-
-#: The configuration a freshly opened model starts with: W8 per-tensor, activations float.
-DEFAULT_CONFIG = ModelConfig(default=LayerConfig(weight=QuantSpec(), activation=None))
-
-
-def _check_side(side: str) -> None:
-    if side not in SIDES:
-        raise ValueError(f"side: must be 'weight' or 'activation', got {side!r}")
-
-
-def _with_side(cfg: LayerConfig, side: str, spec: QuantSpec | None) -> LayerConfig:
-    return replace(cfg, **{side: spec})
-
-
-def _normalise(config: ModelConfig) -> ModelConfig:
-    """Drop exact-name overrides equal to the default (they change nothing)."""
-
-    def redundant(k: str, v: LayerConfig) -> bool:
-        if v != config.default or any(c in k for c in "*?["):
-            return False
-        return config.matching(k) == [k]  # no glob override it would be shadowing
-
-    keep = tuple((k, v) for k, v in config.overrides if not redundant(k, v))
-    return replace(config, overrides=keep)
-
-
-# -- pure config edits (used by the session and by the GUI's undo commands) ------------------
-def set_layer_spec(
-    config: ModelConfig, fqns: Iterable[str], side: str, spec: QuantSpec | None
-) -> ModelConfig:
-    """``config`` with the ``side`` spec of layers ``fqns`` set to ``spec`` (None = float)."""
-    _check_side(side)
-    if spec is not None and not isinstance(spec, QuantSpec):
-        raise ValueError(f"spec: must be a QuantSpec or None, got {type(spec).__name__}")
-    out = config
-    for fqn in fqns:
-        cur = out.resolve(fqn)
-        new = _with_side(cur, side, spec)
-        if new == out.default and not [k for k in out.matching(fqn) if k != fqn]:
-            out = out.with_override(fqn, None)
-        else:
-            out = out.with_override(fqn, new)
-    return _normalise(out)
-
-
-def apply_to_all(config: ModelConfig, side: str, spec: QuantSpec | None) -> ModelConfig:
-    """``config`` with ``side`` set to ``spec`` in the default and in every override."""
-    _check_side(side)
-    default = _with_side(config.default, side, spec)
-    overrides = tuple((k, _with_side(v, side, spec)) for k, v in config.overrides)
-    return _normalise(replace(config, default=default, overrides=overrides))
-
-
-def reset_layers(config: ModelConfig, fqns: Iterable[str]) -> ModelConfig:
-    """``config`` without the exact-name overrides of ``fqns`` (they follow the default)."""
-    out = config
-    for fqn in fqns:
-        out = out.with_override(fqn, None)
-    return out
-
-
-def copy_layer(source: ModelConfig, target: ModelConfig, fqns: Iterable[str]) -> ModelConfig:
-    """``target`` with layers ``fqns`` set to what they resolve to in ``source``
-    (weight and activation spec alike)."""
-    out = target
-    for fqn in [fqns] if isinstance(fqns, str) else fqns:
-        want = source.resolve(fqn)
-        for side in SIDES:
-            out = set_layer_spec(out, [fqn], side, getattr(want, side))
-    return out
+__all__ = ["DEFAULT_CONFIG", "ResultEntry", "Session"]
 
 
 @dataclass(frozen=True)
@@ -148,8 +69,6 @@ class Session:
     results_changed = Signal()
     #: per-layer sensitivities changed (dict fqn -> float)
     sensitivity_changed = Signal(object)
-    #: weight SQNR of some layers (under the current config) became known (tuple of fqns)
-    layer_metrics_changed = Signal(tuple)
     #: activation statistics changed (dict fqn -> stats object)
     activation_stats_changed = Signal(object)
     #: the selected layers changed (tuple of fqns)
@@ -167,8 +86,9 @@ class Session:
         self.sensitivity: dict[str, float] = {}
         self.activation_stats: dict[str, Any] = {}
         self.selection: tuple[str, ...] = ()
-        # (fqn, weight spec) -> sqnr dB under that spec
-        self._sqnr: dict[tuple[str, QuantSpec | None], float] = {}
+        #: True when configurations or results changed since the session was last saved
+        #: or opened (the window asks before quitting)
+        self.modified = False
 
     # -- model and data -------------------------------------------------------------------
     def set_model(self, handle: Any, data_source: str | None = None, data: Any = None) -> None:
@@ -190,8 +110,8 @@ class Session:
         self.results = []
         self.sensitivity = {}
         self.activation_stats = {}
-        self._sqnr = {}
         self.selection = ()
+        self.modified = False
         self.model_changed.emit(handle)
         self.data_changed.emit(self.data_source)
         self.configs_changed.emit()
@@ -245,6 +165,7 @@ class Session:
         if self.configs[name] == config:
             return
         self.configs[name] = config
+        self.modified = True
         self.config_changed.emit(config)
 
     def replace_config(self, name: str, config: ModelConfig) -> None:
@@ -255,6 +176,7 @@ class Session:
         if self.configs[name] == config:
             return
         self.configs[name] = config
+        self.modified = True
         if name == self.current_name:
             self.config_changed.emit(config)
         self.configs_changed.emit()
@@ -291,6 +213,7 @@ class Session:
         self.configs = configs
         self.results = entries
         self.current_name = current
+        self.modified = False
         self.configs_changed.emit()
         self.current_name_changed.emit(current)
         if self.config != old_config:
@@ -352,17 +275,23 @@ class Session:
             i += 1
         return f"{base} ({i})"
 
-    def save_as(self, name: str) -> None:
-        """Snapshot the current configuration under ``name`` and make the copy current."""
+    def save_as(self, name: str) -> str:
+        """Snapshot the current configuration under ``name``; returns the name.
+
+        A snapshot is a snapshot: the current configuration stays current, so later edits
+        change it and not the copy.
+        """
         name = self._check_new_name(name)
         self.configs[name] = self.config
+        self.modified = True
         self.configs_changed.emit()
-        self.make_current(name)
+        return name
 
     def add_config(self, name: str, config: ModelConfig) -> None:
         """Add ``config`` under a new ``name`` (not made current)."""
         name = self._check_new_name(name)
         self.configs[name] = config
+        self.modified = True
         self.configs_changed.emit()
 
     def rename(self, old: str, new: str) -> None:
@@ -370,6 +299,7 @@ class Session:
         new = self._check_new_name(new)
         self.configs = {(new if k == old else k): v for k, v in self.configs.items()}
         self.results = [replace(r, name=new) if r.name == old else r for r in self.results]
+        self.modified = True
         if self.current_name == old:
             self.current_name = new
             self.current_name_changed.emit(new)
@@ -381,6 +311,7 @@ class Session:
         self._check_name(name)
         new = self.unique_name(f"{name} (copy)") if new is None else self._check_new_name(new)
         self.configs[new] = self.configs[name]
+        self.modified = True
         self.configs_changed.emit()
         return new
 
@@ -392,6 +323,7 @@ class Session:
         names = list(self.configs)
         del self.configs[name]
         self.results = [r for r in self.results if r.name != name]
+        self.modified = True
         if self.current_name == name:
             i = min(names.index(name), len(names) - 2)
             self.current_name = list(self.configs)[i]
@@ -433,12 +365,31 @@ class Session:
         config = self.configs.get(name, self.config) if config is None else config
         entry = ResultEntry(name=name, config=config, result=result, series=series)
         self.results.append(entry)
+        self.modified = True
         self.results_changed.emit()
         return entry
 
     def clear_results(self, series: str | None = None) -> None:
+        """Remove the results of ``series`` (every result when None)."""
         self.results = [r for r in self.results if series is not None and r.series != series]
+        self.modified = True
         self.results_changed.emit()
+
+    @property
+    def series(self) -> list[str]:
+        """The names of the result series (curves), in the order they first appeared."""
+        return list(dict.fromkeys(r.series for r in self.results))
+
+    def unique_series(self, base: str) -> str:
+        """``base``, or ``base #2``, ``base #3`` ... whichever no result uses yet: every sweep
+        is its own curve, kept until the user removes it."""
+        used = set(self.series)
+        if base not in used:
+            return base
+        i = 2
+        while f"{base} #{i}" in used:
+            i += 1
+        return f"{base} #{i}"
 
     def results_for(self, name: str) -> list[ResultEntry]:
         return [r for r in self.results if r.name == name]
@@ -459,64 +410,6 @@ class Session:
     def set_activation_stats(self, stats: dict[str, Any]) -> None:
         self.activation_stats = dict(stats)
         self.activation_stats_changed.emit(self.activation_stats)
-
-    # -- per-layer weight SQNR under the current config -----------------------------------------
-    def layer_sqnr(self, fqn: str) -> float | None:
-        """Weight SQNR (dB) of ``fqn`` under the current config; None until computed."""
-        spec = self.config.resolve(fqn).weight
-        if spec is None:
-            return math.inf
-        return self._sqnr.get((fqn, spec))
-
-    def sqnr_under(self, fqn: str, spec: QuantSpec | None) -> float | None:
-        """Weight SQNR (dB) of ``fqn`` under ``spec`` if known (inf for float, None if not)."""
-        if spec is None:
-            return math.inf
-        return self._sqnr.get((fqn, spec))
-
-    def missing_sqnr_for(self, configs: Iterable[ModelConfig]) -> list[tuple[str, QuantSpec]]:
-        """``(fqn, spec)`` pairs of ``configs`` whose weight SQNR is not known yet."""
-        out: list[tuple[str, QuantSpec]] = []
-        seen: set[tuple[str, QuantSpec]] = set()
-        for cfg in configs:
-            for fqn in self.fqns:
-                spec = cfg.resolve(fqn).weight
-                if spec is not None and (fqn, spec) not in self._sqnr and (fqn, spec) not in seen:
-                    seen.add((fqn, spec))
-                    out.append((fqn, spec))
-        return out
-
-    def set_layer_sqnr(self, fqn: str, spec: QuantSpec | None, sqnr_db: float) -> None:
-        """Record the weight SQNR of ``fqn`` under ``spec``."""
-        key = (fqn, spec)
-        if self._sqnr.get(key) == sqnr_db:
-            return
-        self._sqnr[key] = float(sqnr_db)
-        self.layer_metrics_changed.emit((fqn,))
-
-    def missing_sqnr(self) -> list[tuple[str, QuantSpec]]:
-        """Layers whose weight SQNR under the current config is not known yet."""
-        out = []
-        for fqn in self.fqns:
-            spec = self.config.resolve(fqn).weight
-            if spec is not None and (fqn, spec) not in self._sqnr:
-                out.append((fqn, spec))
-        return out
-
-    def iter_sqnr(self, todo: list[tuple[str, QuantSpec]]) -> Iterator[tuple[str, Any, float]]:
-        """Generator computing the weight SQNR of ``todo``; yields ``(fqn, spec, sqnr_db)``.
-
-        Meant for a worker thread; the receiver stores them with :meth:`set_layer_sqnr`.
-        """
-        from quantviz.core import quantize
-
-        weights = dict(self.weights)
-        for fqn, spec in todo:
-            try:
-                sq = quantize(weights[fqn], spec).sqnr_db
-            except ValueError:
-                sq = math.nan  # e.g. a group size that does not divide this layer
-            yield fqn, spec, sq
 
     # -- selection ------------------------------------------------------------------------
     def select(self, fqns: Iterable[str]) -> None:
