@@ -361,13 +361,16 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def _run_gui(args: argparse.Namespace) -> int:
     try:
-        from quantviz.gui.app import run
+        from quantviz.gui.app import QtPlatformUnavailable, run
     except ImportError as exc:
         raise _GuiMissing(
             f"the app is not available ({exc}); install quantviz[gui], or use a headless "
             f"subcommand: {', '.join(SUBCOMMANDS)}"
         ) from exc
-    return int(run(args.model, args.data) or 0)
+    try:
+        return int(run(args.model, args.data) or 0)
+    except QtPlatformUnavailable as exc:  # no display / missing system libraries
+        raise _GuiMissing(str(exc)) from exc
 
 
 class _GuiMissing(RuntimeError):

@@ -31,12 +31,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from quantviz.core.spec import LayerConfig, ModelConfig, QuantSpec
-
-if TYPE_CHECKING:  # the core never imports quantviz.model at run time
-    from quantviz.model.handle import LayerInfo
 
 __all__ = [
     "CODEBOOK_ENTRY_BITS",
@@ -62,6 +59,9 @@ CODEBOOK_ENTRY_BITS = 16
 
 
 class _Layer(Protocol):
+    """What the core needs of a layer (``quantviz.model.handle.LayerInfo`` is one); the core
+    imports nothing of ``quantviz.model``, not even for type checking."""
+
     @property
     def fqn(self) -> str: ...
     @property
@@ -180,7 +180,7 @@ def _bias_count(layer: _Layer) -> int:
 
 
 def layer_bytes(
-    layer: LayerInfo | _Layer,
+    layer: _Layer,
     cfg: LayerConfig,
     *,
     weight_dtype_bytes: float = 4,
@@ -204,7 +204,7 @@ def layer_bytes(
 
 
 def model_bytes(
-    layers: Iterable[LayerInfo | _Layer],
+    layers: Iterable[_Layer],
     config: ModelConfig,
     *,
     other_bytes: float = 0,
@@ -231,7 +231,7 @@ def model_bytes(
 
 
 def float_model_bytes(
-    layers: Iterable[LayerInfo | _Layer],
+    layers: Iterable[_Layer],
     *,
     other_bytes: float = 0,
     weight_dtype_bytes: float = 4,
@@ -248,7 +248,7 @@ def float_model_bytes(
     )
 
 
-def bops(layers: Iterable[LayerInfo | _Layer], config: ModelConfig) -> int:
+def bops(layers: Iterable[_Layer], config: ModelConfig) -> int:
     """Bit operations per sample: sum over layers of MACs x weight bits x activation bits.
 
     A float weight or activation counts as :data:`FLOAT_BITS` (32) bits; a quantized one as

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LayerInfo", "ModelHandle"]
+__all__ = ["LayerInfo", "ModelHandle", "add_hooks", "get_weight"]
 
 #: Layer kinds quantviz recognises (by what a layer is, not by its class name).
 KINDS = (
@@ -97,8 +97,6 @@ class ModelHandle:
 
     def weight(self, fqn: str) -> torch.Tensor:
         """The live weight tensor of layer ``fqn`` (no copy; do not modify in place)."""
-        from quantviz.model.layers import get_weight
-
         return get_weight(self, fqn)
 
     def add_hooks(
@@ -113,8 +111,6 @@ class ModelHandle:
         Returns a function that removes the hooks. Raises ``ValueError`` (naming the model
         flavour) where hooks are impossible.
         """
-        from quantviz.model.layers import add_hooks
-
         return add_hooks(self, fqn, pre, post)
 
     @property
@@ -127,3 +123,87 @@ class ModelHandle:
         n = sum(p.numel() * p.element_size() for p in self.module.parameters())
         n += sum(b.numel() * b.element_size() for b in self.module.buffers())
         return n
+
+
+# -- weight and activation access (ModelHandle.weight / .add_hooks) ----------------------
+def _direct_params(mod: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in mod.named_parameters(recurse=False) if p is not None}
+
+
+def _submodule(module: nn.Module, fqn: str) -> nn.Module:
+    sub = module
+    for part in [p for p in fqn.split(".") if p]:
+        try:
+            sub = getattr(sub, part)
+        except AttributeError:
+            raise KeyError(f"no submodule {fqn!r}") from None
+    return sub
+
+
+def get_weight(handle: ModelHandle, fqn: str) -> torch.Tensor:
+    """The live weight ``Parameter`` of layer ``fqn`` (no copy).
+
+    Replacing its ``.data`` changes the model's output, for every flavour.
+    """
+    lay = handle.layer(fqn)
+    mod_fqn, _, pname = lay.param_name.rpartition(".")
+    mod = _submodule(handle.module, mod_fqn)
+    params = _direct_params(mod)
+    if pname not in params:
+        raise KeyError(f"layer {fqn!r} of {handle.name} has no parameter {pname!r}")
+    return params[pname]
+
+
+def add_hooks(
+    handle: ModelHandle,
+    fqn: str,
+    pre: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+    post: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+) -> Callable[[], None]:
+    """Attach an input (``pre``) and/or output (``post``) hook to layer ``fqn``.
+
+    A hook returning a tensor replaces the value; ``None`` only observes. Returns a function
+    removing both hooks. ``ValueError`` for TorchScript models (a ScriptModule cannot take
+    hooks after scripting) and for exported programs that could not be unflattened.
+    """
+    lay = handle.layer(fqn)
+    if handle.flavour == "torchscript":
+        raise ValueError(
+            f"{handle.name}: layer {fqn!r}: activation hooks are not possible on a TorchScript "
+            "model; save it as a torch.export .pt2 or a state_dict + architecture instead"
+        )
+    mod = _submodule(handle.module, lay.module_fqn)
+    if handle.flavour == "exported" and (mod is handle.module or _is_flat_graph(handle.module)):
+        raise ValueError(
+            f"{handle.name}: layer {fqn!r}: this exported program could not be unflattened "
+            "into submodules, so its activations cannot be hooked"
+        )
+    removers = []
+    if pre is not None:
+
+        def _pre(_mod: nn.Module, args: tuple) -> tuple | None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                return None
+            new = pre(args[0])
+            return None if new is None else (new, *args[1:])
+
+        removers.append(mod.register_forward_pre_hook(_pre))
+    if post is not None:
+
+        def _post(_mod: nn.Module, _args: tuple, out: Any) -> Any:
+            if not isinstance(out, torch.Tensor):
+                return None
+            return post(out)
+
+        removers.append(mod.register_forward_hook(_post))
+
+    def remove() -> None:
+        for r in removers:
+            r.remove()
+        removers.clear()
+
+    return remove
+
+
+def _is_flat_graph(module: nn.Module) -> bool:
+    return isinstance(module, torch.fx.GraphModule)

@@ -1,4 +1,4 @@
-"""Discover the quantizable layers of a model, fetch their weights, hook their activations.
+"""Discover the quantizable layers of a model (their weights and activation hooks: handle.py).
 
 Layers are recognised by what they do, not by their class name: one forward pass on the
 example input runs under a :class:`~torch.utils._python_dispatch.TorchDispatchMode` that
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,9 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from quantviz.model.handle import LayerInfo, ModelHandle
+# get_weight / add_hooks live with ModelHandle (handle.py), so the two modules do not import
+# each other; they stay importable from here.
+from quantviz.model.handle import LayerInfo, _direct_params, add_hooks, get_weight
 
 __all__ = ["add_hooks", "discover_layers", "get_weight", "iter_submodules"]
 
@@ -72,23 +74,9 @@ def _class_kind(mod: nn.Module) -> str | None:
     return None
 
 
-def _direct_params(mod: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in mod.named_parameters(recurse=False) if p is not None}
-
-
 def iter_submodules(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``named_modules()`` for eager, TorchScript and unflattened exported modules."""
     yield from module.named_modules()
-
-
-def _submodule(module: nn.Module, fqn: str) -> nn.Module:
-    sub = module
-    for part in [p for p in fqn.split(".") if p]:
-        try:
-            sub = getattr(sub, part)
-        except AttributeError:
-            raise KeyError(f"no submodule {fqn!r}") from None
-    return sub
 
 
 def _class_name(mod: nn.Module, fqn: str) -> str:
@@ -248,72 +236,3 @@ def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[Laye
             )
         )
     return layers
-
-
-def get_weight(handle: ModelHandle, fqn: str) -> torch.Tensor:
-    """The live weight ``Parameter`` of layer ``fqn`` (no copy).
-
-    Replacing its ``.data`` changes the model's output, for every flavour.
-    """
-    lay = handle.layer(fqn)
-    mod_fqn, _, pname = lay.param_name.rpartition(".")
-    mod = _submodule(handle.module, mod_fqn)
-    params = _direct_params(mod)
-    if pname not in params:
-        raise KeyError(f"layer {fqn!r} of {handle.name} has no parameter {pname!r}")
-    return params[pname]
-
-
-def add_hooks(
-    handle: ModelHandle,
-    fqn: str,
-    pre: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
-    post: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
-) -> Callable[[], None]:
-    """Attach an input (``pre``) and/or output (``post``) hook to layer ``fqn``.
-
-    A hook returning a tensor replaces the value; ``None`` only observes. Returns a function
-    removing both hooks. ``ValueError`` for TorchScript models (a ScriptModule cannot take
-    hooks after scripting) and for exported programs that could not be unflattened.
-    """
-    lay = handle.layer(fqn)
-    if handle.flavour == "torchscript":
-        raise ValueError(
-            f"{handle.name}: layer {fqn!r}: activation hooks are not possible on a TorchScript "
-            "model; save it as a torch.export .pt2 or a state_dict + architecture instead"
-        )
-    mod = _submodule(handle.module, lay.module_fqn)
-    if handle.flavour == "exported" and (mod is handle.module or _is_flat_graph(handle.module)):
-        raise ValueError(
-            f"{handle.name}: layer {fqn!r}: this exported program could not be unflattened "
-            "into submodules, so its activations cannot be hooked"
-        )
-    removers = []
-    if pre is not None:
-
-        def _pre(_mod: nn.Module, args: tuple) -> tuple | None:
-            if not args or not isinstance(args[0], torch.Tensor):
-                return None
-            new = pre(args[0])
-            return None if new is None else (new, *args[1:])
-
-        removers.append(mod.register_forward_pre_hook(_pre))
-    if post is not None:
-
-        def _post(_mod: nn.Module, _args: tuple, out: Any) -> Any:
-            if not isinstance(out, torch.Tensor):
-                return None
-            return post(out)
-
-        removers.append(mod.register_forward_hook(_post))
-
-    def remove() -> None:
-        for r in removers:
-            r.remove()
-        removers.clear()
-
-    return remove
-
-
-def _is_flat_graph(module: nn.Module) -> bool:
-    return isinstance(module, torch.fx.GraphModule)
