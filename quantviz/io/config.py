@@ -61,7 +61,15 @@ from typing import Any
 
 import yaml
 
-from quantviz.core.spec import FIXED_WIDTH, LayerConfig, ModelConfig, QuantSpec
+from quantviz.core.spec import (
+    CALIBRATIONS,
+    FIXED_WIDTH,
+    GRANULARITIES,
+    QUANTIZERS,
+    LayerConfig,
+    ModelConfig,
+    QuantSpec,
+)
 from quantviz.io.atomic import atomic_write_bytes
 
 __all__ = [
@@ -225,6 +233,24 @@ def _short_repr(v: object, limit: int = 60) -> str:
     return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
+_FIELD_KINDS = {
+    "bits": "an integer",
+    "quantizer": f"one of {', '.join(QUANTIZERS)}",
+    "symmetric": "true or false",
+    "restricted_range": "true or false",
+    "granularity": f"one of {', '.join(GRANULARITIES)}",
+    "axis": "an integer",
+    "group_size": "an integer",
+    "calibration": f"one of {', '.join(CALIBRATIONS)}",
+    "percentile": "a number",
+    "dynamic": "true or false",
+}
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _spec_from_obj(
     obj: object, path: str, base: QuantSpec | None = None, base_path: str = ""
 ) -> QuantSpec | None:
@@ -244,9 +270,13 @@ def _spec_from_obj(
                 f"unknown field (known: {', '.join(_SPEC_FIELDS)})",
                 path=_join(path, _short_repr(k) if not isinstance(k, str) else k),
             )
-    for k in ("quantizer", "granularity", "calibration"):
-        if obj.get(k) == "":
-            raise ConfigError("must not be empty", path=_join(path, k))
+    for k, v in obj.items():
+        if isinstance(v, Mapping | list | tuple):
+            raise ConfigError(
+                f"must be {_FIELD_KINDS[k]}, got {_type_name(v)}", path=_join(path, k)
+            )
+        if v == "" and k in ("quantizer", "granularity", "calibration"):
+            raise ConfigError(f"must not be empty; must be {_FIELD_KINDS[k]}", path=_join(path, k))
     merged: dict[str, Any] = {}
     if base is not None:
         merged = {f: getattr(base, f) for f in _SPEC_FIELDS}
@@ -258,6 +288,7 @@ def _spec_from_obj(
         spec = QuantSpec.from_dict(merged)
     except (ValueError, TypeError) as e:
         field, sep, detail = str(e).partition(": ")
+        detail = _clip(detail)
         if sep and field in _SPEC_FIELDS:
             if base is not None and field not in obj:
                 detail += (
@@ -265,7 +296,7 @@ def _spec_from_obj(
                     "give it here to change it)"
                 )
             raise ConfigError(detail, path=_join(path, field)) from None
-        raise ConfigError(str(e), path=path) from None
+        raise ConfigError(_clip(str(e)), path=path) from None
     given_bits = obj.get("bits")
     if spec.quantizer in FIXED_WIDTH and given_bits is not None and given_bits != spec.bits:
         raise ConfigError(

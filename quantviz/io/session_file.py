@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from quantviz.core.spec import ModelConfig

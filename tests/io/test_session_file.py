@@ -164,7 +164,7 @@ def test_current_naming_a_renamed_config_loads(tmp_path):
     s = Session()
     s.add_config("W4", ModelConfig(default=LayerConfig(QuantSpec(bits=4))))
     s.rename("default", "W8 baseline")
-    assert s.current_name == "W8 baseline" and list(s.configs)[0] == "W8 baseline"
+    assert s.current_name == "W8 baseline" and next(iter(s.configs)) == "W8 baseline"
     p = tmp_path / "renamed.quantviz"
     save_session(p, SessionData(model="m.pt2", configs=dict(s.configs), current=s.current_name))
     back = load_session(p)
