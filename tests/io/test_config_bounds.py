@@ -237,3 +237,34 @@ def test_session_not_utf8(tmp_path):
     p.write_bytes(b"\xff\xfe" + json.dumps({"format": "quantviz-session"}).encode("utf-16-le"))
     with pytest.raises(SessionFileError, match=r"bin\.quantviz: not UTF-8 text"):
         load_session(p)
+
+
+# -- File > Import (every problem listed) goes through the same bounds --------------------------
+@pytest.mark.parametrize(
+    ("name", "text", "fragment"),
+    [
+        ("bomb.yaml", _billion_laughs(), "aliases expand to more than"),
+        ("deep.json", '{"model": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested deeper"),
+        ("deep.yaml", HEAD_YAML + "model: " + "[" * 100_000 + "]" * 100_000, "nested deeper"),
+    ],
+)
+def test_import_config_is_bounded(tmp_path, name, text, fragment):
+    from quantviz.io.importing import ConfigImportError, import_config
+    from quantviz.model import load_model
+
+    p = tmp_path / name
+    p.write_text(text)
+    with pytest.raises(ConfigImportError) as info:
+        import_config(p, load_model("sample:digits_cnn"))
+    assert fragment in str(info.value) and str(p) in str(info.value)
+
+
+def test_import_config_of_a_sparse_giant(tmp_path):
+    from quantviz.io.importing import ConfigImportError, import_config
+    from quantviz.model import load_model
+
+    p = tmp_path / "giant.json"
+    with open(p, "wb") as f:
+        f.truncate(MAX_FILE_BYTES * 4)
+    with pytest.raises(ConfigImportError, match="a config file is at most"):
+        import_config(p, load_model("sample:digits_cnn"))
