@@ -60,11 +60,18 @@ class Server:
         return reply
 
     def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         if self.proc.poll() is None:
-            assert self.proc.stdin is not None
             self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
+            self.proc.stdin.flush()
+        self.proc.stdin.close()
+        try:
             self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
