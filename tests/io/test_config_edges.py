@@ -102,3 +102,12 @@ def test_huge_values_are_not_echoed_in_messages():
     with pytest.raises(ConfigError) as info:
         config_from_dict(v2(layers={"c": {"weight": {"bits": "9" * 10_000}}}))
     assert len(str(info.value)) < 300
+
+
+def test_quantspec_from_dict_refuses_a_width_its_format_does_not_have():
+    assert QuantSpec.from_dict({"quantizer": "nf4", "bits": 4}) == QuantSpec(quantizer="nf4")
+    assert QuantSpec.from_dict({"quantizer": "fp8_e5m2"}).bits == 8
+    with pytest.raises(ValueError, match=r"^bits: fp8_e4m3 has a fixed width of 8 bits, got 4$"):
+        QuantSpec.from_dict({"quantizer": "fp8_e4m3", "bits": 4})
+    # the constructor still sets the width (the GUI switches quantizers on a spec)
+    assert QuantSpec(bits=3, quantizer="fp4_e2m1").bits == 4
