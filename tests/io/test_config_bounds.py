@@ -16,6 +16,9 @@ from quantviz.io import ConfigError, config_from_text, load_config
 from quantviz.io.config import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 from quantviz.io.session_file import SessionFileError, load_session
 
+# A hang guard, not a speed assertion: the unbounded parser ran for 240 s on a bomb.
+pytestmark = pytest.mark.timeout(120)
+
 HEAD_YAML = "format: quantviz-config\nversion: 2\n"
 
 

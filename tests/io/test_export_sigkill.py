@@ -22,7 +22,7 @@ import pytest
 from quantviz.io.atomic import STALE_AFTER, is_temp_name
 from quantviz.io.exporters import FORMATS, SUFFIXES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a hang guard only
 
 KILLS = 25
 WORKER = Path(__file__).with_name("kill_worker.py")
