@@ -227,7 +227,7 @@ def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
 # -- from dict -------------------------------------------------------------------------------
 def _short_repr(v: object, limit: int = 60) -> str:
     """``repr(v)`` cut to ``limit`` characters (error messages never echo a huge value)."""
-    if isinstance(v, Mapping | list | tuple):
+    if isinstance(v, Mapping | list | tuple | set | frozenset):
         return f"<{_type_name(v)}>"
     r = repr(v)
     return r if len(r) <= limit else r[: limit - 3] + "..."
@@ -271,7 +271,7 @@ def _spec_from_obj(
                 path=_join(path, _short_repr(k) if not isinstance(k, str) else k),
             )
     for k, v in obj.items():
-        if isinstance(v, Mapping | list | tuple):
+        if isinstance(v, Mapping | list | tuple | set | frozenset):
             raise ConfigError(
                 f"must be {_FIELD_KINDS[k]}, got {_type_name(v)}", path=_join(path, k)
             )

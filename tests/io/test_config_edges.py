@@ -111,3 +111,12 @@ def test_quantspec_from_dict_refuses_a_width_its_format_does_not_have():
         QuantSpec.from_dict({"quantizer": "fp8_e4m3", "bits": 4})
     # the constructor still sets the width (the GUI switches quantizers on a spec)
     assert QuantSpec(bits=3, quantizer="fp4_e2m1").bits == 4
+
+
+def test_yaml_set_and_binary_values_are_messages():
+    text = "format: quantviz-config\nversion: 2\ndefault: {weight: {quantizer: !!set {a, b}}}\n"
+    with pytest.raises(ConfigError, match=r"default\.weight\.quantizer: must be one of uniform"):
+        config_from_text(text, "yaml")
+    text = "format: quantviz-config\nversion: 2\ndefault: {weight: {bits: !!binary aGVsbG8=}}\n"
+    with pytest.raises(ConfigError, match=r"default\.weight\.bits: must be an integer"):
+        config_from_text(text, "yaml")
