@@ -190,14 +190,25 @@ class QuantSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantSpec:
-        """Build from a mapping; unknown keys are an error naming the key."""
+        """Build from a mapping; unknown keys are an error naming the key.
+
+        Unlike the constructor (which sets a fixed-width format's ``bits`` to its width),
+        a mapping that gives ``bits`` for ``fp8_*`` / ``fp4_e2m1`` / ``nf4`` must give their
+        width: a file saying ``fp8_e4m3`` with ``bits: 4`` is a mistake, not a request.
+        """
         if not isinstance(data, Mapping):
             raise ValueError(f"must be a mapping of QuantSpec fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         for k in data:
             if k not in known:
                 raise ValueError(f"{k}: unknown field (known: {', '.join(sorted(known))})")
-        return cls(**dict(data))
+        spec = cls(**dict(data))
+        given = data.get("bits")
+        if spec.quantizer in FIXED_WIDTH and given is not None and given != spec.bits:
+            raise ValueError(
+                f"bits: {spec.quantizer} has a fixed width of {spec.bits} bits, got {given!r}"
+            )
+        return spec
 
 
 _DEFAULT_SPEC = QuantSpec()

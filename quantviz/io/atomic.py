@@ -6,19 +6,42 @@ file lives in the target's directory (so the rename never crosses a file system)
 the target's suffix (``.model.k3j9x.tmp.onnx``), for writers that pick a format by suffix.
 
 The new file gets the mode of the file it replaces, or ``0o666`` minus the umask for a new
-file, like a plain ``open(path, "w")``. A symlinked target is written through the link.
+file, like a plain ``open(path, "w")``. A symlinked target is written through the link; a
+dangling symlink, a directory, a missing or unwritable folder and a full disk are errors
+(``OSError`` subclasses whose message names the target) that leave the old file intact.
+
+A writer killed between creating its temporary file and the rename (SIGKILL, power loss)
+leaves the temporary file behind. Every write sweeps the target's folder for temporary
+files of this naming (``.{stem}.{8 random characters}.tmp{suffix}``) not modified for
+:data:`STALE_AFTER` seconds (a younger one may belong to a write in progress in another
+process) and deletes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "STALE_AFTER",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "is_temp_name",
+    "sweep_stale_temp_files",
+]
+
+#: Seconds after which a temporary file of ours is considered abandoned.
+STALE_AFTER = 60.0
+
+# tempfile.mkstemp's names: prefix + 8 characters of [a-z0-9_] + suffix
+_TEMP_NAME = re.compile(r"^\..*\.[a-z0-9_]{8}\.tmp(\.[^./]*)?$")
 
 
 def _current_umask() -> int:
@@ -31,11 +54,72 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is the name of one of our temporary files."""
+    return bool(_TEMP_NAME.match(name))
+
+
+def sweep_stale_temp_files(
+    folder: str | os.PathLike[str], *, older_than: float = STALE_AFTER
+) -> list[Path]:
+    """Delete our temporary files in ``folder`` not modified for ``older_than`` seconds.
+
+    Only regular files named like ours are touched (never symlinks, folders or other
+    names). Returns what was deleted; errors (a file gone meanwhile, no permission) are
+    ignored: the sweep is housekeeping, never a reason for a write to fail."""
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        if not is_temp_name(e.name):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than:
+                continue
+            os.unlink(e.path)
+        except OSError:
+            continue
+        removed.append(Path(e.path))
+    return removed
+
+
 def _final_target(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if p.is_symlink():
-        return Path(os.path.realpath(p))
+        real = Path(os.path.realpath(p))
+        if not real.exists():
+            raise FileNotFoundError(
+                2, f"dangling symlink (to {str(real)!r}, which does not exist)", str(p)
+            )
+        return real
     return p
+
+
+def _mkstemp(target: Path) -> str:
+    """Create our temporary file next to ``target``; errors name ``target``."""
+    parent = target.parent
+    try:
+        fd, name = tempfile.mkstemp(
+            prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=parent
+        )
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            2,
+            f"No such file or directory (the folder {str(parent)!r} does not exist)",
+            str(target),
+        ) from None
+    except PermissionError:
+        raise PermissionError(
+            13, f"Permission denied (cannot create files in {str(parent)!r})", str(target)
+        ) from None
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(target)) from None
+    os.close(fd)
+    return name
 
 
 def _fsync_file(path: Path) -> None:
@@ -61,11 +145,9 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     target = _final_target(path)
     if target.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(target))
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    if target.parent.is_dir():
+        sweep_stale_temp_files(target.parent)
+    tmp = Path(_mkstemp(target))
     try:
         yield tmp
         if not tmp.exists():
@@ -77,7 +159,10 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         os.chmod(tmp, mode)
         if fsync:
             _fsync_file(tmp)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except IsADirectoryError:  # the target became a folder meanwhile
+            raise IsADirectoryError(21, "Is a directory", str(target)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

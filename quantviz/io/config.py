@@ -1,54 +1,83 @@
 """Reading and writing ``ModelConfig`` as JSON or YAML (same content, versioned).
 
-The layout (version 1)::
+The layout (version 2)::
 
     {
-      "format": "quantviz-config", "version": 1,
+      "format": "quantviz-config", "version": 2,
       "model": "sample:digits_cnn",                      # optional, informational
       "default": {"weight": {"bits": 8, "granularity": "per_channel"}, "activation": null},
       "layers": {                                        # ordered: the last match wins
-        "conv1": {"weight": {"bits": 4, "quantizer": "kmeans"}},
-        "fc*":   {"weight": null}
+        "conv1": {"weight": {"bits": 4}},                # 4-bit, per_channel (inherited)
+        "fc*":   {"weight": null},                       # keep the weights of fc* float
+        "head":  null                                    # keep head float (both tensors)
       }
     }
 
 Rules:
 
-- A QuantSpec is a mapping of its fields; omitted fields take the ``QuantSpec`` defaults
-  (``{}`` is 8-bit uniform symmetric per-tensor min/max). ``null`` keeps the tensor float.
+- A QuantSpec is a mapping of its fields; ``null`` keeps the tensor float. In ``default``
+  omitted fields take the ``QuantSpec`` defaults (``{}`` is 8-bit uniform symmetric
+  per-tensor min/max).
 - ``default``: an omitted ``weight`` is ``QuantSpec()`` and an omitted ``activation`` is
   ``null`` (the ``LayerConfig`` defaults). Writers always write both.
 - ``layers``: keys are a layer's fully-qualified name or an ``fnmatch`` glob, applied in file
-  order (the last matching key wins). **In a layer entry an omitted ``weight`` or
-  ``activation`` key inherits the default's value for that tensor**; ``null`` keeps it float.
-  Writers omit a key exactly when it equals the default's value, so a round trip is exact.
-- Unknown fields, wrong types and out-of-range values raise :class:`ConfigError` (a
-  ``ValueError``) naming the field path, prefixed with the file name when read from a file:
-  ``cfg.yaml: layers.conv1.weight.bits: must be 1..16, got 0``.
+  order (the last matching key wins). **A layer entry reads as "the default, except ..."**:
+  an omitted ``weight`` / ``activation`` key is the default's value for that tensor, and in
+  a given spec every omitted field is the default's field for that tensor (``{"weight":
+  {"bits": 4}}`` under a per-channel default is 4-bit per-channel; ``{"weight": {}}`` is the
+  default's weight spec). Where the default keeps that tensor float (``null``), omitted
+  fields take the ``QuantSpec`` defaults. ``bits`` is never inherited by a fixed-width
+  format (``fp8_*``, ``fp4_e2m1``, ``nf4``: their width). An entry that is ``null`` keeps
+  the layer float (weight and activation ``null``).
+- Writers write the minimal entry: a key is omitted where it equals the default's value,
+  and a spec holds only the fields that differ from the default's spec, so a round trip is
+  exact.
+- Unknown fields, wrong types, empty strings and out-of-range values raise
+  :class:`ConfigError` (a ``ValueError``) naming the field path, prefixed with the file name
+  when read from a file: ``cfg.yaml: layers.conv1.weight.bits: must be 1..16, got 0``.
+  ``bits`` given for a fixed-width format must equal its width (``nf4`` with ``bits: 4`` is
+  fine, ``fp8_e4m3`` with ``bits: 4`` is refused).
+- Parsing is bounded: files over :data:`MAX_FILE_BYTES` (16 MB), documents nested deeper
+  than :data:`MAX_DEPTH` and YAML whose aliases expand to more than :data:`MAX_NODES` nodes
+  (a "billion laughs") or refer to themselves are refused before anything is built.
 - ``version`` newer than :data:`CONFIG_VERSION` is refused; older versions are upgraded by
   the functions in :data:`MIGRATIONS`, one version step at a time.
 
-Version 0 (a pre-release layout, kept to exercise the migration path) differs from version 1
-only in how overrides are stored: a list of ``[pattern, entry]`` pairs under ``"overrides"``
-instead of the ``"layers"`` mapping.
+Version 1 differs from version 2 only in a layer entry's specs: their omitted fields took
+the ``QuantSpec`` defaults, not the default's. The migration writes those fields explicitly
+wherever the default's spec differs, so an old file keeps its meaning. Version 0 (a
+pre-release layout) stored overrides as a list of ``[pattern, entry]`` pairs under
+``"overrides"`` instead of the ``"layers"`` mapping.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from quantviz.core.spec import FIXED_WIDTH, LayerConfig, ModelConfig, QuantSpec
+from quantviz.core.spec import (
+    CALIBRATIONS,
+    FIXED_WIDTH,
+    GRANULARITIES,
+    QUANTIZERS,
+    LayerConfig,
+    ModelConfig,
+    QuantSpec,
+)
 from quantviz.io.atomic import atomic_write_bytes
 
 __all__ = [
     "CONFIG_FORMAT",
     "CONFIG_VERSION",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
     "MIGRATIONS",
     "ConfigError",
     "config_from_dict",
@@ -57,11 +86,20 @@ __all__ = [
     "config_to_text",
     "format_for_path",
     "load_config",
+    "parse_json_bounded",
+    "read_text_bounded",
     "save_config",
 ]
 
 CONFIG_FORMAT = "quantviz-config"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+
+#: Config and session files larger than this are refused before they are read.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of mappings / lists accepted in a config or session document.
+MAX_DEPTH = 100
+#: Most nodes a YAML document may expand to once its aliases are followed.
+MAX_NODES = 1_000_000
 
 _TOP_KEYS = ("format", "version", "model", "default", "layers")
 _ENTRY_KEYS = ("weight", "activation")
@@ -132,15 +170,36 @@ def _type_name(v: object) -> str:
 
 
 # -- to dict ---------------------------------------------------------------------------------
-def _spec_to_obj(spec: QuantSpec | None) -> dict[str, Any] | None:
-    return None if spec is None else spec.to_dict()
+_SPEC_FIELDS = tuple(QuantSpec.__dataclass_fields__)
+_QUANTSPEC_DEFAULT = QuantSpec()
+
+
+def _spec_to_obj(spec: QuantSpec | None, base: QuantSpec | None = None) -> dict[str, Any] | None:
+    """``spec`` as the fields that differ from ``base`` (``None``: the QuantSpec defaults).
+
+    ``bits`` of a fixed-width format is never written: the reader sets it to the width.
+    """
+    if spec is None:
+        return None
+    ref = _QUANTSPEC_DEFAULT if base is None else base
+    out = {f: getattr(spec, f) for f in _SPEC_FIELDS if getattr(spec, f) != getattr(ref, f)}
+    if spec.quantizer in FIXED_WIDTH:
+        out.pop("bits", None)
+    return out
+
+
+def _writable_model(model: str | None) -> str | None:
+    """A blank ``model`` label is written as ``null`` (readers refuse blank strings)."""
+    return model if model is not None and model.strip() else None
 
 
 def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
-    """The version-1 document of ``cfg`` (plain dicts/lists/scalars, ready for JSON/YAML).
+    """The version-2 document of ``cfg`` (plain dicts/lists/scalars, ready for JSON/YAML).
 
-    QuantSpecs are written with their non-default fields only; a layer entry omits
-    ``weight``/``activation`` where it equals the default's (see the module docstring).
+    The default's specs are written with their fields that differ from the QuantSpec
+    defaults; a layer entry omits ``weight``/``activation`` where it equals the default's
+    and writes only the fields that differ from the default's spec for that tensor (see the
+    module docstring).
     """
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"config_to_dict needs a ModelConfig, got {type(cfg).__name__}")
@@ -149,14 +208,14 @@ def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
     for key, lc in cfg.overrides:
         entry: dict[str, Any] = {}
         if lc.weight != default.weight:
-            entry["weight"] = _spec_to_obj(lc.weight)
+            entry["weight"] = _spec_to_obj(lc.weight, default.weight)
         if lc.activation != default.activation:
-            entry["activation"] = _spec_to_obj(lc.activation)
+            entry["activation"] = _spec_to_obj(lc.activation, default.activation)
         layers[key] = entry
     return {
         "format": CONFIG_FORMAT,
         "version": CONFIG_VERSION,
-        "model": cfg.model,
+        "model": _writable_model(cfg.model),
         "default": {
             "weight": _spec_to_obj(default.weight),
             "activation": _spec_to_obj(default.activation),
@@ -166,10 +225,39 @@ def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
 
 
 # -- from dict -------------------------------------------------------------------------------
-_SPEC_FIELDS = tuple(QuantSpec.__dataclass_fields__)
+def _short_repr(v: object, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters (error messages never echo a huge value)."""
+    if isinstance(v, Mapping | list | tuple | set | frozenset):
+        return f"<{_type_name(v)}>"
+    r = repr(v)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
-def _spec_from_obj(obj: object, path: str) -> QuantSpec | None:
+_FIELD_KINDS = {
+    "bits": "an integer",
+    "quantizer": f"one of {', '.join(QUANTIZERS)}",
+    "symmetric": "true or false",
+    "restricted_range": "true or false",
+    "granularity": f"one of {', '.join(GRANULARITIES)}",
+    "axis": "an integer",
+    "group_size": "an integer",
+    "calibration": f"one of {', '.join(CALIBRATIONS)}",
+    "percentile": "a number",
+    "dynamic": "true or false",
+}
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _spec_from_obj(
+    obj: object, path: str, base: QuantSpec | None = None, base_path: str = ""
+) -> QuantSpec | None:
+    """A spec mapping; its omitted fields are ``base``'s (``None``: the QuantSpec defaults).
+
+    ``base_path`` names where ``base`` comes from, for messages about inherited values.
+    """
     if obj is None:
         return None
     if not isinstance(obj, Mapping):
@@ -179,19 +267,41 @@ def _spec_from_obj(obj: object, path: str) -> QuantSpec | None:
     for k in obj:
         if k not in _SPEC_FIELDS:
             raise ConfigError(
-                f"unknown field (known: {', '.join(_SPEC_FIELDS)})", path=_join(path, k)
+                f"unknown field (known: {', '.join(_SPEC_FIELDS)})",
+                path=_join(path, _short_repr(k) if not isinstance(k, str) else k),
             )
+    for k, v in obj.items():
+        if isinstance(v, Mapping | list | tuple | set | frozenset):
+            raise ConfigError(
+                f"must be {_FIELD_KINDS[k]}, got {_type_name(v)}", path=_join(path, k)
+            )
+        if v == "" and k in ("quantizer", "granularity", "calibration"):
+            raise ConfigError(f"must not be empty; must be {_FIELD_KINDS[k]}", path=_join(path, k))
+    merged: dict[str, Any] = {}
+    if base is not None:
+        merged = {f: getattr(base, f) for f in _SPEC_FIELDS}
+    merged.update(obj)
+    quantizer = merged.get("quantizer", _QUANTSPEC_DEFAULT.quantizer)
+    if "bits" not in obj and isinstance(quantizer, str) and quantizer in FIXED_WIDTH:
+        merged["bits"] = FIXED_WIDTH[quantizer]  # a fixed width is never inherited
     try:
-        spec = QuantSpec.from_dict(obj)
+        spec = QuantSpec.from_dict(merged)
     except (ValueError, TypeError) as e:
         field, sep, detail = str(e).partition(": ")
+        detail = _clip(detail)
         if sep and field in _SPEC_FIELDS:
+            if base is not None and field not in obj:
+                detail += (
+                    f" ({field}: {_short_repr(merged[field])} is inherited from {base_path}; "
+                    "give it here to change it)"
+                )
             raise ConfigError(detail, path=_join(path, field)) from None
-        raise ConfigError(str(e), path=path) from None
+        raise ConfigError(_clip(str(e)), path=path) from None
     given_bits = obj.get("bits")
     if spec.quantizer in FIXED_WIDTH and given_bits is not None and given_bits != spec.bits:
         raise ConfigError(
-            f"{spec.quantizer} has a fixed width of {spec.bits} bits, got {given_bits!r}",
+            f"{spec.quantizer} has a fixed width of {spec.bits} bits, "
+            f"got {_short_repr(given_bits)}",
             path=_join(path, "bits"),
         )
     return spec
@@ -204,7 +314,13 @@ def _check_keys(obj: Mapping[Any, Any], known: tuple[str, ...], path: str) -> No
 
 
 def _entry_from_obj(obj: object, path: str, default: LayerConfig | None) -> LayerConfig:
-    """A ``default`` block (``default=None``) or a layer entry inheriting from ``default``."""
+    """A ``default`` block (``default=None``) or a layer entry inheriting from ``default``.
+
+    A layer entry that is ``null`` keeps the layer float; its specs' omitted fields are the
+    default's (see the module docstring).
+    """
+    if obj is None and default is not None:
+        return LayerConfig(weight=None, activation=None)
     if not isinstance(obj, Mapping):
         raise ConfigError(
             'must be a mapping with "weight" and/or "activation", got '
@@ -213,15 +329,18 @@ def _entry_from_obj(obj: object, path: str, default: LayerConfig | None) -> Laye
         )
     _check_keys(obj, _ENTRY_KEYS, path)
     base = default if default is not None else LayerConfig()
-    weight = (
-        _spec_from_obj(obj["weight"], _join(path, "weight")) if "weight" in obj else base.weight
-    )
-    activation = (
-        _spec_from_obj(obj["activation"], _join(path, "activation"))
-        if "activation" in obj
-        else base.activation
-    )
-    return LayerConfig(weight=weight, activation=activation)
+    specs: dict[str, QuantSpec | None] = {}
+    for tensor in _ENTRY_KEYS:
+        inherited = getattr(base, tensor)
+        if tensor not in obj:
+            specs[tensor] = inherited
+        elif default is None:
+            specs[tensor] = _spec_from_obj(obj[tensor], _join(path, tensor))
+        else:
+            specs[tensor] = _spec_from_obj(
+                obj[tensor], _join(path, tensor), inherited, f"default.{tensor}"
+            )
+    return LayerConfig(weight=specs["weight"], activation=specs["activation"])
 
 
 def _check_version(doc: Mapping[Any, Any]) -> int:
@@ -231,14 +350,15 @@ def _check_version(doc: Mapping[Any, Any]) -> int:
         )
     if doc["format"] != CONFIG_FORMAT:
         raise ConfigError(
-            f"must be {CONFIG_FORMAT!r}, got {doc['format']!r} (not a quantviz config file?)",
+            f"must be {CONFIG_FORMAT!r}, got {_short_repr(doc['format'])} "
+            "(not a quantviz config file?)",
             path="format",
         )
     if "version" not in doc:
         raise ConfigError(f"missing; the current version is {CONFIG_VERSION}", path="version")
     version = doc["version"]
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ConfigError(f"must be an integer, got {version!r}", path="version")
+        raise ConfigError(f"must be an integer, got {_short_repr(version)}", path="version")
     if version > CONFIG_VERSION:
         raise ConfigError(
             f"written by a newer quantviz (version {version}); this one reads up to "
@@ -264,10 +384,10 @@ def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
     for i, pair in enumerate(pairs):
         p = f"overrides[{i}]"
         if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise ConfigError(f"must be a [pattern, entry] pair, got {pair!r}", path=p)
+            raise ConfigError(f"must be a [pattern, entry] pair, got {_short_repr(pair)}", path=p)
         key, entry = pair
         if not isinstance(key, str) or not key:
-            raise ConfigError(f"pattern must be a non-empty string, got {key!r}", path=p)
+            raise ConfigError(f"pattern must be a non-empty string, got {_short_repr(key)}", path=p)
         if key in layers:
             raise ConfigError(f"{key!r} appears twice", path=p)
         layers[key] = entry
@@ -276,8 +396,61 @@ def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _migrate_1_to_2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 1: a layer entry's omitted spec fields were the QuantSpec defaults.
+
+    Version 2 inherits them from the default's spec for that tensor, so every field where
+    the default's spec differs from the QuantSpec defaults is written out explicitly
+    (``bits`` only for the quantizers whose width is not fixed). Invalid parts are left
+    as they are for the validation that follows.
+    """
+    out = dict(doc)
+    out["version"] = 2
+    default = doc.get("default", {})
+    layers = doc.get("layers", {})
+    if not isinstance(default, Mapping) or not isinstance(layers, Mapping):
+        return out
+    bases: dict[str, QuantSpec | None] = {}
+    for tensor in _ENTRY_KEYS:
+        implicit = getattr(LayerConfig(), tensor)
+        raw = default[tensor] if tensor in default else _spec_to_obj(implicit)
+        try:
+            bases[tensor] = _spec_from_obj(raw, f"default.{tensor}")
+        except ConfigError:  # reported by the validation; the entries keep version-1 text
+            bases[tensor] = None
+    new_layers: dict[Any, Any] = {}
+    for key, entry in layers.items():
+        if isinstance(entry, Mapping):
+            entry = dict(entry)
+            for tensor in _ENTRY_KEYS:
+                spec, base = entry.get(tensor), bases[tensor]
+                if isinstance(spec, Mapping) and base is not None:
+                    entry[tensor] = _explicit_v1_spec(spec, base)
+        new_layers[key] = entry
+    out["layers"] = new_layers
+    return out
+
+
+def _explicit_v1_spec(spec: Mapping[Any, Any], base: QuantSpec) -> dict[Any, Any]:
+    """A version-1 spec mapping that means the same under version 2's inheritance."""
+    out = dict(spec)
+    quantizer = out.get("quantizer", _QUANTSPEC_DEFAULT.quantizer)
+    for f in _SPEC_FIELDS:
+        if f in out:
+            continue
+        implied = getattr(_QUANTSPEC_DEFAULT, f)
+        if f == "bits" and isinstance(quantizer, str) and quantizer in FIXED_WIDTH:
+            continue  # the width of the format, in both versions
+        if getattr(base, f) != implied:
+            out[f] = implied
+    return out
+
+
 #: ``MIGRATIONS[v]`` turns a version-``v`` document into a version-``v + 1`` document.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_0_to_1}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    0: _migrate_0_to_1,
+    1: _migrate_1_to_2,
+}
 
 
 def _migrate(doc: dict[str, Any], version: int) -> dict[str, Any]:
@@ -304,6 +477,11 @@ def config_from_dict(d: Mapping[str, Any], *, source: str | None = "<dict>") -> 
         model = doc.get("model")
         if model is not None and not isinstance(model, str):
             raise ConfigError(f"must be a string or null, got {_type_name(model)}", path="model")
+        if model is not None and not model.strip():
+            raise ConfigError(
+                f"must not be empty (got {model!r}); omit it or use null for no model",
+                path="model",
+            )
         default = _entry_from_obj(doc.get("default", {}), "default", None)
         layers = doc.get("layers", {})
         if not isinstance(layers, Mapping):
@@ -315,7 +493,8 @@ def config_from_dict(d: Mapping[str, Any], *, source: str | None = "<dict>") -> 
         for key, entry in layers.items():
             if not isinstance(key, str) or not key:
                 raise ConfigError(
-                    f"keys must be non-empty strings (layer names or globs), got {key!r}",
+                    "keys must be non-empty strings (layer names or globs), "
+                    f"got {_short_repr(key)}",
                     path="layers",
                 )
             overrides.append((key, _entry_from_obj(entry, _join("layers", key), default)))
@@ -339,8 +518,32 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     return _SUFFIXES[suffix]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate mapping keys (safe_load keeps the last)."""
+class _TooBig(Exception):
+    """A YAML document over a bound (depth, aliases); carries the message and the mark."""
+
+    def __init__(self, detail: str, mark: Any = None) -> None:
+        super().__init__(detail)
+        self.detail, self.mark = detail, mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounds: nesting depth while composing, and the node count
+    and depth the aliases expand to before anything is constructed. Refuses duplicate
+    mapping keys (``safe_load`` keeps the last)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooBig(
+                    f"nested deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -354,35 +557,132 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping",
                     node.start_mark,
-                    f"found duplicate key {key!r}",
+                    f"found duplicate key {_short_repr(key)}",
                     key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
+def _check_node_graph(root: yaml.Node) -> None:
+    """Refuse a composed YAML graph that expands (aliases followed) to more than
+    :data:`MAX_NODES` nodes or :data:`MAX_DEPTH` levels, or that contains itself.
+
+    Aliases share nodes, so the expanded size is computed once per distinct node
+    (iteratively: the walk itself never recurses)."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[key] > MAX_NODES:
+                raise _TooBig(
+                    f"its aliases expand to more than {MAX_NODES:,} nodes (an alias bomb?)",
+                    node.start_mark,
+                )
+            if depth[key] > MAX_DEPTH:
+                raise _TooBig(
+                    f"nested deeper than {MAX_DEPTH} levels once its aliases are expanded",
+                    node.start_mark,
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise _TooBig("an alias refers to a node that contains it", node.start_mark)
+        on_path.add(key)
+        stack.append((node, True))
+        for c in reversed(children):
+            if id(c) in on_path:
+                raise _TooBig("an alias refers to a node that contains it", c.start_mark)
+            if id(c) not in size:
+                stack.append((c, False))
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        if node is None:
+            return None
+        _check_node_graph(node)
+        return loader.construct_document(node)  # type: ignore[no-untyped-call]
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise ValueError(f"duplicate key {k!r}")
+            raise ValueError(f"duplicate key {_short_repr(k)}")
         out[k] = v
     return out
 
 
+def _depth_exceeds(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` (plain dicts / lists) nests deeper than ``limit`` (no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        obj, d = stack.pop()
+        if isinstance(obj, dict | list):
+            if d > limit:
+                return True
+            stack.extend((v, d + 1) for v in (obj.values() if isinstance(obj, dict) else obj))
+    return False
+
+
+def parse_json_bounded(text: str) -> Any:
+    """``json.loads`` that refuses documents nested deeper than :data:`MAX_DEPTH` and
+    duplicate keys with a ``ValueError`` (never a ``RecursionError``).
+
+    Raises ``json.JSONDecodeError`` for syntax errors, ``ValueError`` for the rest."""
+    try:
+        doc = json.loads(text, object_pairs_hook=_json_pairs)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if _depth_exceeds(doc, MAX_DEPTH):
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    return doc
+
+
 def _parse(text: str, fmt: str, source: str | None) -> Any:
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{len(text):,} characters; a config is at most {MAX_FILE_BYTES:,} bytes",
+            file=source,
+        )
     if fmt == "json":
         try:
-            return json.loads(text, object_pairs_hook=_json_pairs)
+            return parse_json_bounded(text)
         except json.JSONDecodeError as e:
             raise ConfigError(
                 f"invalid JSON: {e.msg}", file=source, line=e.lineno, column=e.colno
             ) from None
-        except ValueError as e:  # duplicate key
+        except ValueError as e:  # duplicate key, too deep, an integer of 5,000 digits
             raise ConfigError(f"invalid JSON: {e}", file=source) from None
     if fmt == "yaml":
         try:
-            return yaml.load(text, Loader=_UniqueKeyLoader)
+            return _load_yaml(text)
+        except _TooBig as e:
+            mark = e.mark
+            raise ConfigError(
+                f"refused YAML: {e.detail}",
+                file=source,
+                line=mark.line + 1 if mark is not None else None,
+                column=mark.column + 1 if mark is not None else None,
+            ) from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
             problem = getattr(e, "problem", None) or str(e)
@@ -394,6 +694,9 @@ def _parse(text: str, fmt: str, source: str | None) -> Any:
                 line=mark.line + 1 if mark is not None else None,
                 column=mark.column + 1 if mark is not None else None,
             ) from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as e:
+            # a value PyYAML's constructors choke on (an integer of 5,000 digits, a bad date)
+            raise ConfigError(f"invalid YAML: {_short_repr(str(e), 200)}", file=source) from None
     raise ValueError(f"format: must be 'json' or 'yaml', got {fmt!r}")
 
 
@@ -431,24 +734,47 @@ def config_to_text(cfg: ModelConfig, fmt: str) -> str:
     raise ValueError(f"format: must be 'json' or 'yaml', got {fmt!r}")
 
 
+def read_text_bounded(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text (BOM dropped) of a regular file of at most :data:`MAX_FILE_BYTES`.
+
+    ``FileNotFoundError``, ``IsADirectoryError`` and other ``OSError`` propagate; a file
+    that is too big, not a regular file (a FIFO would block, ``/dev/zero`` never ends) or
+    not UTF-8 raises ``ValueError`` saying so (``what`` names the kind: "config file")."""
+    p = Path(path)
+    st = p.stat()
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(21, "Is a directory", str(p))
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"not a regular file (a device or pipe?), not a {what}")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ValueError(
+            f"{st.st_size:,} bytes; a {what} is at most {MAX_FILE_BYTES:,} bytes "
+            f"({MAX_FILE_BYTES // 2**20} MB): is this a {what}?"
+        )
+    with open(p, "rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat()
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValueError(f"over {MAX_FILE_BYTES:,} bytes; is this a {what}?")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start}): is this a {what}?") from None
+
+
 def load_config(path: str | os.PathLike[str]) -> ModelConfig:
     """Read a ``.json`` / ``.yaml`` / ``.yml`` config file; errors name the file and field."""
     name = str(path)
     fmt = format_for_path(path)
     try:
-        raw = Path(path).read_bytes()
+        text = read_text_bounded(path, "config file")
     except FileNotFoundError:
         raise ConfigError("no such file", file=name) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, not a config file", file=name) from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror or e}", file=name) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"not UTF-8 text (byte {e.start}): is this a config file?", file=name
-        ) from None
+    except ValueError as e:
+        raise ConfigError(str(e), file=name) from None
     return config_from_text(text, fmt, source=name)
 
 

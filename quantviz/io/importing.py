@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantviz.core.spec import LayerConfig, ModelConfig
@@ -106,16 +105,22 @@ def _unknown_problems(keys: list[str], handle: ModelHandle) -> list[str]:
 
 def _recollect(path: str | os.PathLike[str], first: ConfigError) -> tuple[list[str], list[str]]:
     """All problems of a file whose first problem is ``first``, and its layer keys."""
-    from quantviz.io.config import _check_version, _migrate, _parse, format_for_path
+    from quantviz.io.config import (
+        _check_version,
+        _migrate,
+        _parse,
+        format_for_path,
+        read_text_bounded,
+    )
 
     try:
         fmt = format_for_path(path)
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        text = read_text_bounded(path, "config file")  # bounded like load_config
         doc = _parse(text, fmt, str(path))
         if not isinstance(doc, Mapping):
             return [_problem(first)], []
         doc = _migrate(dict(doc), _check_version(doc))
-    except (ConfigError, OSError, UnicodeDecodeError):
+    except (OSError, ValueError):  # ConfigError is a ValueError
         return [_problem(first)], []
     problems = _collect(doc, str(path)) or [_problem(first)]
     layers = doc.get("layers")

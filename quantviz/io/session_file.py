@@ -11,8 +11,11 @@ A session file is JSON::
      "extra": {}}
 
 Configs use the config-file document (:func:`quantviz.io.config_to_dict`), so each one is
-validated exactly like a config file. Written atomically; reading raises
-:class:`SessionFileError` (a ``ValueError``) naming the file and the field.
+validated exactly like a config file, and the configs of older sessions are migrated like
+old config files (version-1 configs keep their meaning). Written atomically; reading raises
+:class:`SessionFileError` (a ``ValueError``) naming the file and the field. Reading is
+bounded like config files: over 16 MB, nested deeper than 100 levels, not a regular file
+or not UTF-8 is refused before parsing. Model, data and config names must not be blank.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from quantviz.core.spec import ModelConfig
 from quantviz.io.atomic import atomic_write_text
-from quantviz.io.config import ConfigError, config_from_dict, config_to_dict
+from quantviz.io.config import (
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    parse_json_bounded,
+    read_text_bounded,
+)
 
 __all__ = [
     "SESSION_FORMAT",
@@ -72,6 +80,9 @@ class SessionData:
     current: str | None = None
     results: list[SavedResult] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what reading repaired, one line each (e.g. a stale ``current`` after a rename);
+    #: never written
+    warnings: list[str] = field(default_factory=list)
 
 
 def eval_result_from_dict(d: dict[str, Any]) -> Any:
@@ -133,6 +144,8 @@ def _opt_str(doc: dict[str, Any], key: str, name: str) -> str | None:
         raise SessionFileError(
             f"must be a string or null, got {type(v).__name__}", file=name, path=key
         )
+    if v is not None and not v.strip():
+        raise SessionFileError(f"must not be empty (got {v!r}); use null", file=name, path=key)
     return v
 
 
@@ -171,12 +184,27 @@ def session_from_dict(doc: Any, name: str = "<dict>") -> SessionData:
     if not isinstance(configs, dict):
         raise SessionFileError("must be a mapping name -> config", file=name, path="configs")
     for cname, cdoc in configs.items():
+        if not cname.strip():
+            raise SessionFileError(
+                f"config names must not be empty, got {cname!r}", file=name, path="configs"
+            )
         out.configs[cname] = _config(cdoc, name, f"configs.{cname}")
     out.current = _opt_str(doc, "current", name)
     if out.current is not None and out.current not in out.configs:
-        raise SessionFileError(
-            f"{out.current!r} is not one of the configs", file=name, path="current"
+        if not out.configs:
+            raise SessionFileError(
+                f"{out.current!r} is not one of the configs (the session holds none)",
+                file=name,
+                path="current",
+            )
+        # A config renamed by hand (or by an older quantviz) leaves ``current`` stale:
+        # open the first configuration, as when ``current`` is null, and say so.
+        first = next(iter(out.configs))
+        out.warnings.append(
+            f"{name}: current: {out.current!r} is not one of the configs "
+            f"({', '.join(map(repr, out.configs))}); opening {first!r}"
         )
+        out.current = first
     results = doc.get("results", [])
     if not isinstance(results, list):
         raise SessionFileError("must be a list", file=name, path="results")
@@ -204,17 +232,19 @@ def load_session(path: str | os.PathLike[str]) -> SessionData:
     """Read a ``.quantviz`` file; :class:`SessionFileError` names the file and the field."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text_bounded(path, "session file")
     except FileNotFoundError:
         raise SessionFileError("no such file", file=name) from None
     except IsADirectoryError:
         raise SessionFileError("is a directory, not a session file", file=name) from None
-    except UnicodeDecodeError:
-        raise SessionFileError("not UTF-8 text: is this a session file?", file=name) from None
     except OSError as exc:
         raise SessionFileError(f"cannot read: {exc.strerror or exc}", file=name) from None
+    except ValueError as exc:  # too big, not a regular file, not UTF-8
+        raise SessionFileError(str(exc), file=name) from None
     try:
-        doc = json.loads(text)
+        doc = parse_json_bounded(text)
     except json.JSONDecodeError as e:
         raise SessionFileError(f"invalid JSON at line {e.lineno}: {e.msg}", file=name) from None
+    except ValueError as e:  # nested too deeply, duplicate key, an integer of 5,000 digits
+        raise SessionFileError(f"invalid JSON: {e}", file=name) from None
     return session_from_dict(doc, name)

@@ -41,7 +41,7 @@ DESIGN_DOC = {
 
 
 def doc(**changes):
-    d = {"format": "quantviz-config", "version": 1}
+    d = {"format": "quantviz-config", "version": 2}
     d.update(changes)
     return d
 
@@ -52,13 +52,14 @@ def test_design_example_reads_as_documented():
 
 
 def test_to_dict_writes_only_non_default_fields():
+    # conv1 is per-tensor while the default is per-channel: written, since it differs.
     assert config_to_dict(EXAMPLE) == {
         "format": "quantviz-config",
-        "version": 1,
+        "version": 2,
         "model": "sample:digits_cnn",
         "default": {"weight": {"granularity": "per_channel"}, "activation": None},
         "layers": {
-            "conv1": {"weight": {"bits": 4, "quantizer": "kmeans"}},
+            "conv1": {"weight": {"bits": 4, "quantizer": "kmeans", "granularity": "per_tensor"}},
             "fc2": {"weight": None},
         },
     }
@@ -244,7 +245,7 @@ BAD = [
         "layers",
         "must be a mapping of layer name or glob -> entry, got a list",
     ),
-    (doc(layers={"conv1": None}), "layers.conv1", 'must be a mapping with "weight"'),
+    (doc(layers={"conv1": 4}), "layers.conv1", 'must be a mapping with "weight"'),
     (
         doc(layers={"conv1": {"wieght": {}}}),
         "layers.conv1.wieght",
@@ -261,11 +262,11 @@ BAD = [
     (doc(extra=1), "extra", "unknown field (known: format, version, model, default, layers)"),
     ({"version": 1}, "format", 'missing; a quantviz config has "format": "quantviz-config"'),
     (doc(format="onnx"), "format", "must be 'quantviz-config', got 'onnx'"),
-    ({"format": "quantviz-config"}, "version", "missing; the current version is 1"),
+    ({"format": "quantviz-config"}, "version", "missing; the current version is 2"),
     (doc(version="1"), "version", "must be an integer, got '1'"),
     (doc(version=True), "version", "must be an integer, got True"),
     (doc(version=-1), "version", "-1 is not a known quantviz-config version"),
-    (doc(version=3), "version", "written by a newer quantviz (version 3); this one reads up to 1"),
+    (doc(version=3), "version", "written by a newer quantviz (version 3); this one reads up to 2"),
     (doc(version=0, layers={}), "layers", 'unknown field in version 0 (it uses "overrides")'),
     (
         doc(version=0, overrides={"a": {}}),
@@ -311,7 +312,7 @@ def test_newer_version_message(tmp_path):
     p = tmp_path / "new.json"
     p.write_text(json.dumps(doc(version=3, layers={"x": {"future": 1}})))
     with pytest.raises(
-        ConfigError, match=r"written by a newer quantviz \(version 3\); this one reads up to 1"
+        ConfigError, match=r"written by a newer quantviz \(version 3\); this one reads up to 2"
     ):
         load_config(p)
 
@@ -488,7 +489,7 @@ def test_version_0_is_migrated(tmp_path):
     assert load_config(p) == EXAMPLE
     # Saving writes the current version.
     save_config(load_config(p), p)
-    assert yaml.safe_load(p.read_text())["version"] == 1
+    assert yaml.safe_load(p.read_text())["version"] == 2
     assert "overrides" not in yaml.safe_load(p.read_text())
 
 

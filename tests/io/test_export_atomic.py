@@ -81,13 +81,13 @@ def test_onnx_writer_failing_mid_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_safetensors_sidecar_failure_leaves_neither_file(tmp_path, monkeypatch):
+def test_safetensors_write_failure_leaves_no_file(tmp_path, monkeypatch):
     h, _ = handle_and_data(SAMPLES[0])
 
     def fail(self, *a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pathlib.Path, "write_text", fail)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", fail)
     with pytest.raises(ValueError, match="cannot write"):
         export(h, CFG, "safetensors", tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []

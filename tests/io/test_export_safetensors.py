@@ -15,6 +15,7 @@ from quantviz.io.exporters.safetensors_fmt import (
     decode_layer,
     encode_layer,
     pack,
+    read_manifest,
     sidecar_path,
     unpack,
 )
@@ -62,7 +63,8 @@ def test_sample_round_trip(tmp_path, source):
     cfg = mixed_config(h)
     out = tmp_path / "model.safetensors"
     res = export(h, cfg, "safetensors", out)
-    assert res.paths == [out, sidecar_path(out)] and res.unsupported == []
+    assert res.paths == [out] and res.unsupported == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
     back = load_quantized(out)
     state = h.module.state_dict()
     assert set(back) == set(state)
@@ -73,14 +75,13 @@ def test_sample_round_trip(tmp_path, source):
     for name, t in state.items():
         if name not in {lay.param_name for lay in h.layers}:
             assert torch.equal(back[name], t)
-    # the manifest: in the metadata and the sidecar, the same document
+    # the manifest lives in the metadata (one file: never from another export)
     with safe_open(str(out), framework="pt") as f:
         meta = json.loads(f.metadata()["manifest"])
-    side = json.loads(sidecar_path(out).read_text())
-    assert meta == side and side["format"] == "quantviz-quantized-weights"
-    first = side["layers"][h.layers[0].param_name]
+    assert meta == read_manifest(out) and meta["format"] == "quantviz-quantized-weights"
+    first = meta["layers"][h.layers[0].param_name]
     assert first["spec"]["quantizer"] == "kmeans" and first["codes"]["packing"] == "uint4x2"
-    grp = side["layers"][h.layers[-2].param_name]
+    grp = meta["layers"][h.layers[-2].param_name]
     assert grp["granularity"] == "per_group" and grp["group_size"] == 16
 
 
@@ -108,3 +109,45 @@ def test_loader_errors_name_the_file(tmp_path):
         load_quantized(bad)
     with pytest.raises(ValueError, match="missing.safetensors"):
         load_quantized(tmp_path / "missing.safetensors")
+
+
+def test_an_earlier_exports_sidecar_is_removed_and_others_kept(tmp_path):
+    h, _ = handle_and_data(SAMPLES[0])
+    out = tmp_path / "m.safetensors"
+    # what an earlier quantviz left: the sidecar of another export
+    stale = {"format": "quantviz-quantized-weights", "version": 1, "layers": {}}
+    sidecar_path(out).write_text(json.dumps(stale))
+    export(h, ModelConfig(), "safetensors", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    # a file of that name that is not one of our manifests is left alone
+    other = tmp_path / "n.safetensors"
+    sidecar_path(other).write_text('{"mine": true}')
+    export(h, ModelConfig(), "safetensors", other)
+    assert json.loads(sidecar_path(other).read_text()) == {"mine": True}
+
+
+def test_a_failed_export_keeps_the_previous_file(tmp_path, monkeypatch):
+    h, _ = handle_and_data(SAMPLES[0])
+    out = tmp_path / "m.safetensors"
+    export(h, ModelConfig(), "safetensors", out)
+    before = out.read_bytes()
+    monkeypatch.setattr(
+        "quantviz.io.atomic.os.replace", lambda s, d: (_ for _ in ()).throw(OSError(5, "EIO"))
+    )
+    with pytest.raises(ValueError, match=r"m\.safetensors: cannot write"):
+        export(h, ModelConfig(default=LayerConfig(QuantSpec(bits=3))), "safetensors", out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_manifest_that_is_not_json_is_a_message(tmp_path):
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "bad.safetensors"
+    save_file(
+        {"a": torch.zeros(2)},
+        str(bad),
+        metadata={"format": "quantviz-quantized-weights", "manifest": "[" * 100_000},
+    )
+    with pytest.raises(ValueError, match=r"bad\.safetensors: manifest: invalid JSON"):
+        load_quantized(bad)

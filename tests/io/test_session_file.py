@@ -108,6 +108,9 @@ def _doc(**kw):
             r"configs\.A\.default\.weight\.bits: must be 1\.\.16",
         ),
         (_doc(configs={}, current="A"), "current: 'A' is not one of the configs"),
+        (_doc(model=""), "model: must not be empty"),
+        (_doc(data=" "), "data: must not be empty"),
+        (_doc(configs={"": {"format": "quantviz-config", "version": 2}}), "configs: config names"),
         (_doc(results={}), "results: must be a list"),
         (
             _doc(
@@ -148,3 +151,43 @@ def test_non_finite_numbers_are_written_as_null(tmp_path, session):
     )
     save_session(tmp_path / "s.quantviz", session)
     assert "Infinity" not in (tmp_path / "s.quantviz").read_text()
+
+
+def _cfg_doc(bits: int) -> dict:
+    return {"format": "quantviz-config", "version": 2, "default": {"weight": {"bits": bits}}}
+
+
+def test_current_naming_a_renamed_config_loads(tmp_path):
+    """The app renames the first config and saves: ``current`` names the new name."""
+    from quantviz.session import Session
+
+    s = Session()
+    s.add_config("W4", ModelConfig(default=LayerConfig(QuantSpec(bits=4))))
+    s.rename("default", "W8 baseline")
+    assert s.current_name == "W8 baseline" and next(iter(s.configs)) == "W8 baseline"
+    p = tmp_path / "renamed.quantviz"
+    save_session(p, SessionData(model="m.pt2", configs=dict(s.configs), current=s.current_name))
+    back = load_session(p)
+    assert back.current == "W8 baseline" and list(back.configs) == ["W8 baseline", "W4"]
+    assert back.warnings == []
+
+
+def test_stale_current_after_a_hand_rename_opens_the_first_config(tmp_path):
+    """``current`` still names the config's old name: the session opens, on the first one."""
+    p = tmp_path / "hand.quantviz"
+    p.write_text(
+        json.dumps(_doc(configs={"baseline": _cfg_doc(8), "W4": _cfg_doc(4)}, current="default"))
+    )
+    back = load_session(p)
+    assert back.current == "baseline"
+    (warning,) = back.warnings
+    assert "current: 'default' is not one of the configs" in warning and str(p) in warning
+
+
+def test_null_current_and_null_layer_entry(tmp_path):
+    p = tmp_path / "n.quantviz"
+    cfg = {**_cfg_doc(8), "layers": {"conv1": None}}
+    p.write_text(json.dumps(_doc(configs={"A": cfg}, current=None)))
+    back = load_session(p)
+    assert back.configs["A"].resolve("conv1").is_float
+    assert back.current is None and back.warnings == []

@@ -51,10 +51,10 @@ FORMATS = tuple(SUFFIXES)
 class ExportResult:
     """What :func:`export` wrote.
 
-    ``paths`` are the files written (the main file first; safetensors adds its sidecar
-    manifest). ``unsupported`` lists ``(layer fqn, reason)`` for every layer whose scheme
-    the format cannot express (how it was written instead is in the reason). ``details``
-    holds format-specific facts (e.g. the ONNX opset).
+    ``paths`` are the files written (one per format today: safetensors keeps its manifest
+    in the file's metadata). ``unsupported`` lists ``(layer fqn, reason)`` for every layer
+    whose scheme the format cannot express (how it was written instead is in the reason).
+    ``details`` holds format-specific facts (e.g. the ONNX opset).
     """
 
     format: str

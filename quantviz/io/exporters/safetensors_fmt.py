@@ -13,9 +13,17 @@ For every quantized layer with weight parameter ``P`` the file holds
 
 and every other parameter / buffer as a float tensor under its own name. A JSON manifest
 (format tag, version, the config and per layer: spec, shape, dtype, granularity, axis,
-group size, rows, packing) is stored in the safetensors metadata under ``manifest`` and in
-a sidecar ``<name>.manifest.json``. :func:`load_quantized` decodes the file back to
-exactly the fake-quantized weights of :func:`quantviz.core.quantize`.
+group size, rows, packing) is stored in the safetensors metadata under ``manifest``
+(:func:`read_manifest`; any safetensors reader shows it). :func:`load_quantized` decodes
+the file back to exactly the fake-quantized weights of :func:`quantviz.core.quantize`.
+
+One file, written atomically (temporary file + rename): whatever kills the writer, a
+reader sees the previous export or the new one, never a weights file with another
+export's manifest. Earlier versions also wrote the manifest to a sidecar
+``<name>.manifest.json``; two files cannot be replaced together atomically (a SIGKILL
+between the two renames left pairs from different exports), so the sidecar is no longer
+written, and a sidecar of ours left by an earlier export is deleted before the new file is
+put in place (old file without sidecar, then new file: each state is consistent).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch
 
 from quantviz.core.spec import ModelConfig
 from quantviz.io.atomic import atomic_path
+from quantviz.io.config import parse_json_bounded, read_text_bounded
 
 if TYPE_CHECKING:
     from quantviz.io.exporters import ExportResult
@@ -53,9 +62,22 @@ _DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16, tor
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
-    """The sidecar manifest of a safetensors export (``model.manifest.json``)."""
+    """Where earlier versions wrote a sidecar manifest (``model.manifest.json``)."""
     p = Path(path)
     return p.with_name(p.stem + ".manifest.json")
+
+
+def _drop_stale_sidecar(path: Path) -> None:
+    """Delete an earlier export's sidecar manifest next to ``path`` (only one of ours)."""
+    side = sidecar_path(path)
+    if side.is_symlink() or not side.is_file():
+        return
+    try:
+        doc = parse_json_bounded(read_text_bounded(side, "manifest"))
+    except (OSError, ValueError):
+        return  # not ours to delete
+    if isinstance(doc, dict) and doc.get("format") == MANIFEST_FORMAT:
+        side.unlink(missing_ok=True)
 
 
 # -- packing ---------------------------------------------------------------------------------
@@ -193,13 +215,12 @@ def export_safetensors(
     }
     text = json.dumps(manifest, indent=2, allow_nan=False)
     data = save(out, metadata={"format": MANIFEST_FORMAT, "manifest": text})
-    side = sidecar_path(path)
-    with atomic_path(path) as tmp, atomic_path(side) as tmp_side:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        tmp_side.write_text(text + "\n", encoding="utf-8")
+        _drop_stale_sidecar(path)  # before the rename: the old file alone is consistent
     return ExportResult(
         "safetensors",
-        [path, side],
+        [path],
         details={"quantized_layers": len(layers), "bytes": len(data)},
     )
 
@@ -219,7 +240,12 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{name}: not a safetensors file ({exc})") from None
     if meta.get("format") != MANIFEST_FORMAT or "manifest" not in meta:
         raise ValueError(f"{name}: not a quantviz export (no {MANIFEST_FORMAT} manifest)")
-    manifest = json.loads(meta["manifest"])
+    try:
+        manifest = parse_json_bounded(meta["manifest"])
+    except ValueError as exc:
+        raise ValueError(f"{name}: manifest: invalid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{name}: manifest: must be a JSON object")
     version = manifest.get("version")
     if not isinstance(version, int) or version > MANIFEST_VERSION:
         raise ValueError(
