@@ -16,11 +16,9 @@ The kind of a file is recognised by its content, not its extension.
 
 from __future__ import annotations
 
-import importlib
 import json
 import pickle
 import struct
-import sys
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -30,9 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from quantviz.model.arch import build_arch
+from quantviz.model.errors import ModelLoadError, TrustRequired
 from quantviz.model.handle import ModelHandle
+from quantviz.model.pt2 import load_exported_program
 
-__all__ = ["ModelLoadError", "detect_kind", "load_model"]
+__all__ = ["ModelLoadError", "TrustRequired", "detect_kind", "load_model"]
 
 SAMPLE_PREFIX = "sample:"
 _DTYPES = {
@@ -45,10 +46,6 @@ _DTYPES = {
     "long": torch.int64,
     "int32": torch.int32,
 }
-
-
-class ModelLoadError(ValueError):
-    """A model source could not be opened; the message names the file and the problem."""
 
 
 # -- public entry point ---------------------------------------------------------------------
@@ -232,7 +229,7 @@ def _load_file(
     if kind == "torchscript":
         module, flavour = _load_torchscript(path), "torchscript"
     elif kind == "exported":
-        module, example = _load_exported(path)
+        module, example = _load_exported(path, trust=trust)
         flavour = "exported"
     else:
         module = _load_weights_file(path, kind, trust=trust, arch=arch)
@@ -328,13 +325,8 @@ def _load_torchscript(path: Path) -> nn.Module:
         raise ModelLoadError(f"{path}: corrupt TorchScript archive ({exc})") from None
 
 
-def _load_exported(path: Path) -> tuple[nn.Module, torch.Tensor | None]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ep = torch.export.load(str(path))
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: corrupt torch.export archive ({exc})") from None
+def _load_exported(path: Path, *, trust: bool) -> tuple[nn.Module, torch.Tensor | None]:
+    ep = load_exported_program(path, trust=trust)
     example = None
     if ep.example_inputs is not None:
         args, kwargs = ep.example_inputs
@@ -354,14 +346,22 @@ def _load_exported(path: Path) -> tuple[nn.Module, torch.Tensor | None]:
             if hasattr(sub, "_run_with_interpreter"):
                 sub._run_with_interpreter = False
     except Exception:  # fall back to the flat graph module (no per-layer hooks)
-        module = ep.module()
+        try:
+            module = ep.module()
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{path}: the exported program cannot be turned into a module "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
     return module, example
 
 
 def _torch_load(path: Path, weights_only: bool) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.load(str(path), map_location="cpu", weights_only=weights_only)
+        # a file object, not the path: torch.load dispatches on a ".safetensors" name
+        with open(path, "rb") as fh:
+            return torch.load(fh, map_location="cpu", weights_only=weights_only)
 
 
 def _load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) -> nn.Module:
@@ -382,11 +382,11 @@ def _load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) 
                     f"{path}: corrupt or truncated torch.save file ({exc})"
                 ) from None
             if not trust:
-                raise ModelLoadError(
-                    f"{path}: holds pickled Python objects (e.g. a whole nn.Module); loading it "
-                    "runs arbitrary code from the file. Pass --trust (trust=True) only if you "
-                    "trust its origin, or save a state_dict / TorchScript / torch.export "
-                    "file instead"
+                raise TrustRequired(
+                    path,
+                    "holds pickled Python objects (e.g. a whole nn.Module), which run arbitrary "
+                    "code when unpickled; save a state_dict / TorchScript / torch.export file "
+                    "instead",
                 ) from None
             try:
                 obj = _torch_load(path, weights_only=False)
@@ -406,7 +406,7 @@ def _load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) 
             f"{path}: holds a state_dict (weights only); give the architecture as "
             f"{path.name}::package.module:factory (or arch=)"
         )
-    module = _build_arch(path, arch)
+    module = build_arch(path, arch, trust=trust)
     _load_state(path, module, state, arch)
     return module
 
@@ -427,43 +427,6 @@ def _state_dict_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     raise ModelLoadError(
         f"{path}: holds a {type(obj).__name__}, not a model or a state_dict of tensors"
     )
-
-
-def _build_arch(path: Path, arch: str) -> nn.Module:
-    mod_name, sep, attr = arch.partition(":")
-    if not sep or not mod_name or not attr:
-        raise ModelLoadError(f"{path}: architecture must be package.module:factory, got {arch!r}")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError:
-        # user code next to the weights or in the working directory
-        extra = [str(path.resolve().parent), str(Path.cwd())]
-        sys.path[:0] = extra
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            raise ModelLoadError(
-                f"{path}: architecture module {mod_name!r} not found ({exc})"
-            ) from None
-        finally:
-            for p in extra:
-                sys.path.remove(p)
-    factory = mod
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise ModelLoadError(f"{path}: {mod_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise ModelLoadError(f"{path}: architecture {arch!r} is not callable")
-    try:
-        module = factory()
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path}: calling {arch}() failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(module, nn.Module):
-        raise ModelLoadError(f"{path}: {arch}() returned {type(module).__name__}, not nn.Module")
-    return module
 
 
 def _load_state(path: Path, module: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:

@@ -1,0 +1,419 @@
+"""No code from a model file (or from next to it) runs without trust.
+
+Every hostile input here is built by the test: a real ``torch.export.save``'d archive with one
+entry replaced, a module file next to the weights, a pickle whose ``__reduce__`` writes a
+marker file. Each is first shown to be genuinely hostile (with ``trust=True`` the marker
+appears), then shown to be refused with :class:`TrustRequired` without trust, marker absent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from quantviz.io.session_file import SessionData, load_session, save_session
+from quantviz.model import ModelLoadError, TrustRequired, load_model
+from quantviz.model.pt2 import check_expr, load_exported_program
+from quantviz.model.samples import DigitsCNN
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+ARCH = "quantviz.model.samples:DigitsCNN"
+X = torch.rand(3, 1, 8, 8)
+
+
+class Marker:
+    """Unpickling this writes ``path`` (what an attacker's payload would do)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').close()",))
+
+
+def evil_pickle(marker: Path) -> bytes:
+    buf = io.BytesIO()
+    torch.save(Marker(marker), buf)
+    return buf.getvalue()
+
+
+class WithConst(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("scale", torch.full((3,), 2.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x).mean((2, 3))
+        return self.fc(h) * self.scale + torch.tensor([0.5, 0.0, -0.5])
+
+
+@pytest.fixture(scope="module")
+def good_pt2(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pt2") / "good.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(WithConst().eval(), (X[:1],)), str(path))
+    return path
+
+
+def rewrite(src: Path, dst: Path, edits: dict[str, Callable[[bytes], bytes]]) -> None:
+    """Copy the zip ``src`` to ``dst``, passing entries whose name ends with a key through."""
+    hit = set()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            for suffix, fn in edits.items():
+                if info.filename.endswith(suffix):
+                    data = fn(data)
+                    hit.add(suffix)
+            zout.writestr(info.filename, data)
+        for suffix, fn in edits.items():  # entries to add
+            if suffix not in hit and suffix.startswith("+"):
+                root = zin.namelist()[0].split("/")[0]
+                zout.writestr(f"{root}/{suffix[1:]}", fn(b""))
+    assert hit | {s for s in edits if s.startswith("+")} == set(edits), "edit matched nothing"
+
+
+def edit_json(fn: Callable[[dict], None]) -> Callable[[bytes], bytes]:
+    def run(data: bytes) -> bytes:
+        doc = json.loads(data)
+        fn(doc)
+        return json.dumps(doc).encode()
+
+    return run
+
+
+def _pickled_weight(marker: Path) -> dict[str, Callable[[bytes], bytes]]:
+    def flag(doc: dict) -> None:
+        doc["config"]["conv.weight"]["use_pickle"] = True
+
+    return {
+        "data/weights/weight_0": lambda _: evil_pickle(marker),
+        "data/weights/model_weights_config.json": edit_json(flag),
+    }
+
+
+def _pickled_constant(marker: Path) -> dict[str, Callable[[bytes], bytes]]:
+    def flag(doc: dict) -> None:
+        (entry,) = doc["config"].values()
+        entry["use_pickle"] = True
+
+    return {
+        "data/constants/tensor_0": lambda _: evil_pickle(marker),
+        "data/constants/model_constants_config.json": edit_json(flag),
+    }
+
+
+def _opaque_constant(marker: Path) -> dict[str, Callable[[bytes], bytes]]:
+    import pickle
+
+    def flag(doc: dict) -> None:
+        (entry,) = doc["config"].values()
+        entry["path_name"] = "opaque_obj_0"
+        entry["use_pickle"] = True
+
+    return {
+        "+data/constants/opaque_obj_0": lambda _: pickle.dumps(Marker(marker)),
+        "data/constants/model_constants_config.json": edit_json(flag),
+    }
+
+
+def _guard(marker: Path) -> dict[str, Callable[[bytes], bytes]]:
+    def add(doc: dict) -> None:
+        doc["guards_code"] = [f"open({str(marker)!r}, 'w').close() is None"]
+
+    return {"models/model.json": edit_json(add)}
+
+
+HOSTILE = {
+    "sample_inputs pickle": lambda m: {"data/sample_inputs/model.pt": lambda _: evil_pickle(m)},
+    "pickled weight entry": _pickled_weight,
+    "pickled constant entry": _pickled_constant,
+    "opaque constant": _opaque_constant,
+    "guards_code": _guard,
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_pt2_refused_without_trust(tmp_path, good_pt2, case):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    rewrite(good_pt2, evil, HOSTILE[case](marker))
+    with pytest.raises(TrustRequired) as info:
+        load_model(str(evil))
+    assert not marker.exists(), f"{case}: code ran without trust"
+    assert info.value.file == str(evil) and "--trust" in str(info.value)
+    # the same archive is genuinely hostile: torch's own loader runs it
+    _torch_opens(evil)
+    assert marker.exists(), f"{case}: the crafted archive is not hostile, the test proves nothing"
+
+
+def _torch_opens(path: Path) -> None:
+    """What torch does with the archive: load it and call the program once."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.export.load(str(path)).module()(X[:1])
+    except Exception:
+        pass  # the payload ran first; what torch makes of the rest does not matter
+
+
+def test_hostile_sympy_expression(tmp_path):
+    """A symbolic shape expression is Python eval for sympy; only plain arithmetic passes."""
+    path = tmp_path / "dyn.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ep = torch.export.export(
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 5)),
+            (X,),
+            dynamic_shapes={"input": {0: torch.export.Dim("batch", min=1, max=1024)}},
+        )
+        torch.export.save(ep, str(path))
+    h = load_model(str(path))  # the real expressions are accepted
+    assert h.meta["static_batch"] is False
+    torch.testing.assert_close(h.module(X), ep.module()(X))
+
+    marker = tmp_path / "pwned"
+    payload = f"__import__('builtins').open({str(marker)!r}, 'w').close() or "
+
+    def inject(doc: dict) -> None:
+        text = json.dumps(doc).replace('"expr_str": "', f'"expr_str": "{payload}', 1)
+        doc.clear()
+        doc.update(json.loads(text))
+
+    evil = tmp_path / "evil.pt2"
+    rewrite(path, evil, {"models/model.json": edit_json(inject)})
+    with pytest.raises(TrustRequired, match="symbolic shape expression"):
+        load_model(str(evil))
+    assert not marker.exists()
+    _torch_opens(evil)
+    assert marker.exists()  # torch.export.load evaluates it
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "Symbol('s77', positive=True, integer=True)",
+        "Mul(Integer(2), Symbol('s77', positive=True, integer=True))",
+        "FloorDiv(s0 + 3, 2) * Max(s1, 1) - Mod(s0, 4)",
+        "Eq(s0, 1) | (s1 >= 2)",
+    ],
+)
+def test_plain_expressions_pass(expr):
+    assert check_expr(expr) is None
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "__import__('os').system('x')",
+        "Symbol('x').__class__",
+        "open('f')",
+        "Symbol('__class__')",
+        "(lambda: 1)()",
+        "Symbol('a')[0]",
+        "Symbol(b'x')",
+        "Integer(2)(3)",
+        "Max(*s0)",
+        "exec('x')",
+    ],
+)
+def test_code_expressions_refused(expr):
+    assert check_expr(expr) is not None
+
+
+def test_untrusted_pt2_matches_torch_export_load(good_pt2):
+    """Our weights-only reader gives the same program as torch's: weights, constants, outputs."""
+    ours = load_exported_program(good_pt2, trust=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = torch.export.load(str(good_pt2))
+    assert set(ours.state_dict) == set(ref.state_dict)
+    for k, v in ref.state_dict.items():
+        torch.testing.assert_close(ours.state_dict[k], v)
+    assert set(ours.constants) == set(ref.constants)
+    x = torch.rand(1, 1, 8, 8)
+    torch.testing.assert_close(ours.module()(x), ref.module()(x))
+    h = load_model(str(good_pt2))
+    torch.testing.assert_close(h.module(x), ref.module()(x))
+
+
+def test_corrupt_pt2_entry_is_a_clear_error(tmp_path, good_pt2):
+    bad = tmp_path / "bad.pt2"
+    rewrite(good_pt2, bad, {"models/model.json": lambda _: b"{not json"})
+    with pytest.raises(ModelLoadError, match=r"bad\.pt2: .*model\.json: not valid JSON"):
+        load_model(str(bad))
+
+
+def test_pt2_weight_claiming_too_much(tmp_path, good_pt2):
+    def grow(doc: dict) -> None:
+        meta = doc["config"]["conv.weight"]["tensor_meta"]
+        meta["sizes"] = [{"as_int": 1 << 20}] * 4  # 2**80 floats
+
+    bad = tmp_path / "huge.pt2"
+    rewrite(good_pt2, bad, {"data/weights/model_weights_config.json": edit_json(grow)})
+    with pytest.raises(ModelLoadError, match=r"huge\.pt2: the archive's weights claims .*PiB"):
+        load_model(str(bad))
+
+
+# -- pickles in every other file kind ---------------------------------------------------------
+@pytest.mark.parametrize("name", ["w.safetensors", "w.pt", "w.pth", "w.npz"])
+def test_pickle_in_any_model_file_needs_trust(tmp_path, name):
+    marker = tmp_path / "pwned"
+    path = tmp_path / name
+    path.write_bytes(evil_pickle(marker))
+    with pytest.raises(TrustRequired) as info:
+        load_model(f"{path}::{ARCH}", input_shape=(1, 1, 8, 8))
+    assert not marker.exists()
+    assert "pickled Python objects" in info.value.reason
+
+
+def test_legacy_pickle_needs_trust(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "legacy.pt"
+    torch.save(Marker(marker), str(path), _use_new_zipfile_serialization=False)
+    with pytest.raises(TrustRequired):
+        load_model(str(path), input_shape=(1, 1, 8, 8))
+    assert not marker.exists()
+
+
+def test_whole_module_is_trust_required(tmp_path):
+    torch.manual_seed(0)
+    cnn = DigitsCNN().eval()
+    path = tmp_path / "whole.pt"
+    torch.save(cnn, str(path))
+    with pytest.raises(TrustRequired, match=r"whole\.pt: holds pickled Python objects"):
+        load_model(str(path), input_shape=(1, 1, 8, 8))
+    h = load_model(str(path), trust=True, input_shape=(1, 1, 8, 8))
+    torch.testing.assert_close(h.module(X), cnn(X))
+
+
+# -- architecture modules ------------------------------------------------------------------
+MODULE_SRC = textwrap.dedent(
+    """
+    open({marker!r}, "w").close()
+    from quantviz.model.samples import DigitsCNN
+
+    def build():
+        return DigitsCNN()
+    """
+)
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in DigitsCNN().state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["module", "package"])
+def test_arch_next_to_weights_needs_trust(tmp_path, weights, layout):
+    marker = tmp_path / "imported"
+    name = f"qv_arch_{layout}_{tmp_path.name[-8:].replace('-', '_')}"
+    if layout == "module":
+        (tmp_path / f"{name}.py").write_text(MODULE_SRC.format(marker=str(marker)))
+        mod = name
+    else:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+        (tmp_path / name / "net.py").write_text(MODULE_SRC.format(marker=str(marker) + "2"))
+        mod = f"{name}.net"
+    before = list(sys.path)
+    with pytest.raises(TrustRequired) as info:
+        load_model(f"{weights}::{mod}:build", input_shape=(1, 1, 8, 8))
+    assert not marker.exists() and mod not in sys.modules
+    assert sys.path == before
+    assert info.value.file == str(weights) and "not an installed package" in info.value.reason
+    assert str(tmp_path) in info.value.reason  # says where it would come from
+    try:
+        h = load_model(f"{weights}::{mod}:build", input_shape=(1, 1, 8, 8), trust=True)
+        assert marker.exists() and len(h.layers) == 4
+        assert sys.path == before
+    finally:
+        for m in [m for m in sys.modules if m.startswith(name)]:
+            del sys.modules[m]
+
+
+def test_arch_in_cwd_is_never_imported_untrusted(tmp_path, weights):
+    """``python -c`` / ``python -m`` put the cwd on sys.path: a module there is still user code."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    marker = tmp_path / "imported"
+    (work / "qv_cwd_arch.py").write_text(MODULE_SRC.format(marker=str(marker)))
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from quantviz.model import TrustRequired, load_model
+        assert sys.path[0] == ''
+        try:
+            load_model({f"{weights}::qv_cwd_arch:build"!r}, input_shape=(1, 1, 8, 8))
+        except TrustRequired as exc:
+            print("REFUSED", exc.reason)
+        else:
+            print("LOADED")
+        """
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**__import__("os").environ, "PYTHONPATH": root}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("REFUSED"), out.stdout
+    assert "qv_cwd_arch.py" in out.stdout
+    assert not marker.exists()
+
+
+def test_installed_arch_needs_no_trust(weights):
+    h = load_model(f"{weights}::{ARCH}", input_shape=(1, 1, 8, 8))
+    assert len(h.layers) == 4
+
+
+@pytest.mark.parametrize(
+    ("arch", "match"),
+    [
+        ("qv_no_such_module_anywhere:f", "not found"),
+        ("os.path:join", "calling .*failed"),
+        ("quantviz.model.samples:__class__", "dunder"),
+        ("quantviz..samples:f", "package.module:factory"),
+    ],
+)
+def test_bad_arch_is_model_load_error(weights, arch, match):
+    with pytest.raises(ModelLoadError, match=match) as info:
+        load_model(f"{weights}::{arch}", input_shape=(1, 1, 8, 8))
+    assert not isinstance(info.value, TrustRequired)
+
+
+# -- the same sources named by a session file --------------------------------------------------
+def test_session_file_naming_hostile_sources(tmp_path, good_pt2, weights):
+    """The GUI opens a session's model through load_model: the same refusals apply."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    rewrite(good_pt2, evil, {"data/sample_inputs/model.pt": lambda _: evil_pickle(marker)})
+    (weights.parent / "qv_session_arch.py").write_text(MODULE_SRC.format(marker=str(marker)))
+    for source in (str(evil), f"{weights}::qv_session_arch:build"):
+        sess = tmp_path / "s.quantviz"
+        save_session(sess, SessionData(model=source, data=None))
+        loaded = load_session(sess)
+        assert loaded.model == source
+        with pytest.raises(TrustRequired):
+            load_model(loaded.model, input_shape=(1, 1, 8, 8))
+        assert not marker.exists()
