@@ -75,12 +75,17 @@ def claimed_bytes(shape: Iterable[int], itemsize: int) -> int:
     return math.prod(int(s) for s in shape) * int(itemsize)
 
 
-def too_big(what: str, claimed: int, limit: int | None = None) -> str | None:
-    """The refusal message if ``claimed`` bytes exceed the limit, else None."""
+def too_big(what: str, claimed: int, limit: int | None = None, *, factor: int = 1) -> str | None:
+    """The refusal message if ``claimed`` bytes (times ``factor``) exceed the limit, else None.
+
+    ``factor`` is the peak memory of loading relative to the data's size (e.g. reading an
+    ``.npz`` member and converting it takes about three times the array).
+    """
     limit = load_limit() if limit is None else limit
-    if claimed <= limit:
+    if claimed * factor <= limit:
         return None
+    need = "" if factor == 1 else f"; loading needs about {factor}x that"
     return (
-        f"{what} claims {format_bytes(claimed)} ({claimed:,} bytes), over the load limit of "
-        f"{format_bytes(limit)} (min(4 GiB, half the available memory); {LIMIT_ENV} sets it)"
+        f"{what} claims {format_bytes(claimed)} ({claimed:,} bytes){need}, over the load limit "
+        f"of {format_bytes(limit)} (min(4 GiB, half the available memory); {LIMIT_ENV} sets it)"
     )

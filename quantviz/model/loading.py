@@ -31,11 +31,13 @@ from torch import nn
 from quantviz.model.arch import build_arch
 from quantviz.model.errors import ModelLoadError, TrustRequired
 from quantviz.model.handle import ModelHandle
+from quantviz.model.limits import claimed_bytes, too_big
 from quantviz.model.pt2 import load_exported_program
 
 __all__ = ["ModelLoadError", "TrustRequired", "detect_kind", "load_model"]
 
 SAMPLE_PREFIX = "sample:"
+_SIDECAR_MAX = 1 << 20
 _DTYPES = {
     "float32": torch.float32,
     "float": torch.float32,
@@ -259,10 +261,17 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     """``model.pt.json`` or ``model.json`` next to the file, if present."""
     for cand in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
         if cand.is_file() and cand != path:
+            size = cand.stat().st_size
+            if size > _SIDECAR_MAX:
+                raise ModelLoadError(
+                    f"{cand}: sidecar JSON of {size:,} bytes; a sidecar is a few lines "
+                    f"(limit {_SIDECAR_MAX:,} bytes)"
+                )
             try:
-                data = json.loads(cand.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ModelLoadError(f"{cand}: unreadable sidecar JSON ({exc})") from None
+                data = json.loads(cand.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError) as exc:
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise ModelLoadError(f"{cand}: unreadable sidecar JSON ({why})") from None
             if not isinstance(data, dict):
                 raise ModelLoadError(f"{cand}: sidecar must be a JSON object")
             nc = data.get("num_classes")
@@ -313,7 +322,12 @@ def _example_input(
     ):
         raise ModelLoadError(f"{where}: must be a list of positive integers, got {shape!r}")
     dtype = _parse_dtype(where, input_dtype or sidecar.get("input_dtype"))
-    return torch.zeros((1, *tuple(shape)[1:]), dtype=dtype)
+    one = (1, *tuple(shape)[1:])
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    msg = too_big(f"{where}: an example input of shape {one} {dtype}", claimed_bytes(one, itemsize))
+    if msg:
+        raise ModelLoadError(msg)
+    return torch.zeros(one, dtype=dtype)
 
 
 def _load_torchscript(path: Path) -> nn.Module:
@@ -374,6 +388,7 @@ def _load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) 
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
     else:
+        _check_zip_claims(path)
         try:
             obj = _torch_load(path, weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -392,7 +407,13 @@ def _load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) 
                 obj = _torch_load(path, weights_only=False)
             except Exception as exc2:
                 raise ModelLoadError(f"{path}: could not unpickle ({exc2})") from None
+        except MemoryError as exc:
+            raise ModelLoadError(f"{path}: claims more memory than is available ({exc})") from None
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            if "allocate" in str(exc):
+                raise ModelLoadError(
+                    f"{path}: claims more memory than is available ({exc})"
+                ) from None
             raise ModelLoadError(f"{path}: corrupt or truncated torch.save file ({exc})") from None
     if isinstance(obj, torch.jit.ScriptModule):
         return obj
@@ -409,6 +430,17 @@ def _load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) 
     module = build_arch(path, arch, trust=trust)
     _load_state(path, module, state, arch)
     return module
+
+
+def _check_zip_claims(path: Path) -> None:
+    """A torch.save zip whose members inflate past the load limit is refused before reading."""
+    if detect_kind(path) != "torch_save":
+        return
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    msg = too_big(f"{path}: its {len(infos)} zip member(s)", sum(i.file_size for i in infos))
+    if msg:
+        raise ModelLoadError(msg)
 
 
 def _state_dict_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
