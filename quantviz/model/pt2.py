@@ -37,7 +37,7 @@ import torch
 from quantviz.model.errors import ModelLoadError, TrustRequired
 from quantviz.model.limits import claimed_bytes, too_big
 
-__all__ = ["check_expr", "load_exported_program"]
+__all__ = ["check_expr", "check_strings", "load_exported_program"]
 
 # sympy constructors and torch.utils._sympy.functions names torch's serializer emits
 _EXPR_CALLS = frozenset(
@@ -164,6 +164,46 @@ def _walk_json(obj: Any) -> Iterator[tuple[str, Any]]:
             stack.extend(cur)
 
 
+_JSON_TEXT_KEYS = frozenset({"in_spec", "out_spec", "custom"})  # JSON inside a string
+_UNSAFE_CHARS = re.compile(r'["\\\x00-\x1f\x7f]')
+_UNSAFE_TRACE_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def check_strings(obj: Any, where: str = "") -> str | None:
+    """Why a string of a serialized program could break out of fx's generated code, or None.
+
+    torch.fx writes module paths into Python source as ``getattr(self, "<part>")`` without
+    escaping, and a node's stack trace and annotations into comments. So no string (or key)
+    may hold a double quote, a backslash or a control character; stack traces may hold line
+    feeds and tabs but no other control character (a carriage return ends a comment); strings
+    that are JSON themselves (tree specs, annotations) are parsed and checked inside.
+    """
+    stack: list[tuple[str, Any]] = [(where, obj)]
+    while stack:
+        key, cur = stack.pop()
+        if isinstance(cur, dict):
+            for k, v in cur.items():
+                if isinstance(k, str) and _UNSAFE_CHARS.search(k):
+                    return f"key {k[:60]!r}"
+                stack.append((str(k), v))
+        elif isinstance(cur, list):
+            stack.extend((key, v) for v in cur)
+        elif isinstance(cur, str):
+            if key == "stack_trace":
+                bad = _UNSAFE_TRACE_CHARS.search(cur)
+            elif key in _JSON_TEXT_KEYS:
+                try:
+                    stack.append((key + "[json]", json.loads(cur)))
+                except (ValueError, RecursionError):
+                    return f"{key}: not JSON"
+                continue
+            else:
+                bad = _UNSAFE_CHARS.search(cur)
+            if bad:
+                return f"{key}: {cur[:60]!r} holds {bad.group()!r}"
+    return None
+
+
 def _check_model_json(path: Path, entry: str, raw: bytes) -> None:
     try:
         doc = json.loads(raw)
@@ -176,6 +216,13 @@ def _check_model_json(path: Path, entry: str, raw: bytes) -> None:
             path,
             f"{entry} carries Python guard code ({len(doc['guards_code'])} guard(s)), which "
             "torch compiles and runs on every call",
+        )
+    why = check_strings(doc)
+    if why is not None:
+        raise TrustRequired(
+            path,
+            f"{entry} has a name that would break out of the Python code torch.fx generates "
+            f"for the program ({why})",
         )
     for key, value in _walk_json(doc):
         if key == "expr_str":
@@ -242,6 +289,11 @@ def _load_payloads(
     if cfg_name not in names:
         raise ModelLoadError(f"{path}: not a torch.export archive ({cfg_name} missing)")
     config = _load_payload_config(reader, cfg_name)
+    why = check_strings(list(config.config))
+    if why is not None:
+        raise TrustRequired(
+            path, f"{cfg_name} has a name that would break out of generated code ({why})"
+        )
     for fqn, meta in config.config.items():
         pn = meta.path_name
         if kind == "constants" and not pn.startswith(C.TENSOR_CONSTANT_FILENAME_PREFIX):

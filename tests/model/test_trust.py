@@ -8,6 +8,7 @@ appears), then shown to be refused with :class:`TrustRequired` without trust, ma
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -25,7 +26,7 @@ from torch import nn
 
 from quantviz.io.session_file import SessionData, load_session, save_session
 from quantviz.model import ModelLoadError, TrustRequired, load_model
-from quantviz.model.pt2 import check_expr, load_exported_program
+from quantviz.model.pt2 import check_expr, check_strings, load_exported_program
 from quantviz.model.samples import DigitsCNN
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -141,7 +142,27 @@ def _guard(marker: Path) -> dict[str, Callable[[bytes], bytes]]:
     return {"models/model.json": edit_json(add)}
 
 
+def _fqn(marker: Path) -> dict[str, Callable[[bytes], bytes]]:
+    """A buffer name that fx writes unescaped into ``getattr(self, "...")``."""
+    assert "." not in str(marker)
+    evil = f'conv"),getattr(__import__("os"),"system")("touch {marker}"),getattr(self,"conv'
+
+    def sig(doc: dict) -> None:
+        for spec in doc["graph_module"]["signature"]["input_specs"]:
+            if spec.get("buffer", {}).get("buffer_name") == "scale":
+                spec["buffer"]["buffer_name"] = evil
+
+    def cfg(doc: dict) -> None:
+        doc["config"][evil] = doc["config"].pop("scale")
+
+    return {
+        "models/model.json": edit_json(sig),
+        "data/weights/model_weights_config.json": edit_json(cfg),
+    }
+
+
 HOSTILE = {
+    "module path injected into generated code": _fqn,
     "sample_inputs pickle": lambda m: {"data/sample_inputs/model.pt": lambda _: evil_pickle(m)},
     "pickled weight entry": _pickled_weight,
     "pickled constant entry": _pickled_constant,
@@ -166,12 +187,15 @@ def test_hostile_pt2_refused_without_trust(tmp_path, good_pt2, case):
 
 def _torch_opens(path: Path) -> None:
     """What torch does with the archive: load it and call the program once."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.export.load(str(path)).module()(X[:1])
-    except Exception:
-        pass  # the payload ran first; what torch makes of the rest does not matter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ep = torch.export.load(str(path))
+        except Exception:
+            return  # the payload ran first; what torch makes of the rest does not matter
+        for build in (ep.module, lambda: torch.export.unflatten(ep)):
+            with contextlib.suppress(Exception):
+                build()(X[:1])
 
 
 def test_hostile_sympy_expression(tmp_path):
@@ -204,6 +228,17 @@ def test_hostile_sympy_expression(tmp_path):
     assert not marker.exists()
     _torch_opens(evil)
     assert marker.exists()  # torch.export.load evaluates it
+
+
+def test_strings_that_could_break_out_of_generated_code():
+    assert check_strings({"buffer_name": "layers.0.weight", "fqn": "block@1"}) is None
+    assert check_strings({"stack_trace": 'File "/a.py", line 3, in f\n    y = g(x)'}) is None
+    assert check_strings({"in_spec": json.dumps([1, {"type": "builtins.tuple"}])}) is None
+    assert "holds" in check_strings({"buffer_name": 'a")+x+("'})
+    assert "holds" in check_strings({"stack_trace": "File x\r    evil()"})
+    assert "holds" in check_strings({"custom": json.dumps({"k": "\nevil()"})})
+    assert "key" in check_strings({'we"ird': 1})
+    assert "not JSON" in check_strings({"out_spec": "{"})
 
 
 @pytest.mark.parametrize(
