@@ -57,6 +57,7 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@pytest.mark.slow  # builds 2 GiB of deflated zeros (~2 s of CPU)
 def test_npz_bomb_refused_before_inflating(tmp_path, handle):
     bomb = tmp_path / "bomb.npz"
     write_zeros_npz(bomb, "x", (1 << 28,))  # 2 GiB of float64 zeros

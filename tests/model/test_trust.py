@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
 from safetensors.torch import save_file
 from torch import nn
 
@@ -254,6 +255,55 @@ def test_plain_expressions_pass(expr):
     assert check_expr(expr) is None
 
 
+def _sym_exprs():
+    """Shape expressions as torch builds them: symbols, integers, torch's sympy functions."""
+    import sympy
+    from hypothesis import strategies as st
+    from torch.utils._sympy import functions as F
+
+    leaves = st.one_of(
+        st.integers(min_value=-(10**6), max_value=10**6).map(sympy.Integer),
+        st.integers(min_value=0, max_value=999).map(
+            lambda i: sympy.Symbol(f"s{i}", positive=True, integer=True)
+        ),
+    )
+    binary = [
+        sympy.Add,
+        sympy.Mul,
+        sympy.Max,
+        sympy.Min,
+        F.FloorDiv,
+        F.PythonMod,
+        F.CeilDiv,
+        sympy.Eq,
+        sympy.Lt,
+    ]
+
+    def extend(children):
+        return st.tuples(st.sampled_from(binary), children, children).map(
+            lambda t: _safe_apply(t[0], t[1], t[2])
+        )
+
+    return st.recursive(leaves, extend, max_leaves=8)
+
+
+def _safe_apply(fn, a, b):
+    try:
+        return fn(a, b)
+    except Exception:  # sympy refuses some combinations (e.g. arithmetic on a boolean)
+        return a
+
+
+@given(expr=_sym_exprs())
+@settings(max_examples=150, deadline=None)
+def test_torch_shape_expressions_pass(expr):
+    """No false refusals: torch's own serialised forms (srepr and str) are plain arithmetic."""
+    import sympy
+
+    assert check_expr(sympy.srepr(expr)) is None, sympy.srepr(expr)
+    assert check_expr(str(expr)) is None, str(expr)
+
+
 @pytest.mark.parametrize(
     "expr",
     [
@@ -452,3 +502,39 @@ def test_session_file_naming_hostile_sources(tmp_path, good_pt2, weights):
         with pytest.raises(TrustRequired):
             load_model(loaded.model, input_shape=(1, 1, 8, 8))
         assert not marker.exists()
+
+
+# -- end to end through the command line -------------------------------------------------------
+@pytest.mark.slow
+def test_cli_refuses_hostile_sources_in_one_line(tmp_path, good_pt2, weights):
+    """`quantviz eval --model ...` on each hostile source: exit 2, one line, no code run."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    rewrite(good_pt2, evil, {"data/sample_inputs/model.pt": lambda _: evil_pickle(marker)})
+    (weights.parent / "qv_cli_arch.py").write_text(MODULE_SRC.format(marker=str(marker)))
+    whole = tmp_path / "whole.pt"
+    whole.write_bytes(evil_pickle(marker))
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**__import__("os").environ, "PYTHONPATH": root}
+    for source in (str(evil), f"{weights}::qv_cli_arch:build", str(whole)):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "quantviz",
+                "eval",
+                "--model",
+                source,
+                "--data",
+                "sample:digits",
+            ],
+            cwd=weights.parent,  # the arch module sits in the cwd too: still not imported
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 2, (source, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr and "--trust" in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not marker.exists(), source
