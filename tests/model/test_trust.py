@@ -339,6 +339,30 @@ def test_untrusted_pt2_matches_torch_export_load(good_pt2):
     torch.testing.assert_close(h.module(x), ref.module()(x))
 
 
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cond(
+            x.sum() > 0, lambda x: self.layers[0](x), lambda x: self.layers[1](x), (x,)
+        )
+
+
+def test_control_flow_program_loads_untrusted(tmp_path):
+    """Higher-order ops (torch.cond subgraphs) and list-indexed module paths are not refused."""
+    torch.manual_seed(0)
+    path = tmp_path / "cond.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(Branchy().eval(), (torch.rand(2, 4),)), str(path))
+        ref = torch.export.load(str(path)).module()
+    ours = load_exported_program(path, trust=False).module()
+    for x in (torch.rand(2, 4), -torch.rand(2, 4)):  # both branches
+        torch.testing.assert_close(ours(x), ref(x))
+
+
 def test_corrupt_pt2_entry_is_a_clear_error(tmp_path, good_pt2):
     bad = tmp_path / "bad.pt2"
     rewrite(good_pt2, bad, {"models/model.json": lambda _: b"{not json"})
