@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from quantviz.model.errors import weights_only_reason
 from quantviz.model.limits import claimed_bytes, format_bytes, load_limit, too_big
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def _read_arrays(path: Path) -> dict[str, Any]:
         raise DataError(
             f"{path}: holds pickled Python objects, which are never unpickled (that would run "
             f"code from the file); save a dict of tensors {{'x': ..., 'y': ...}} instead "
-            f"({str(exc).splitlines()[0] if str(exc) else 'refused'})"
+            f"({weights_only_reason(exc)})"
         ) from None
     except MemoryError as exc:
         raise DataError(f"{path}: claims more memory than is available ({exc})") from None

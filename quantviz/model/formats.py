@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from quantviz.model.arch import build_arch
-from quantviz.model.errors import ModelLoadError, TrustRequired
+from quantviz.model.errors import ModelLoadError, TrustRequired, weights_only_reason
 from quantviz.model.limits import too_big
 from quantviz.model.pt2 import load_exported_program
 from quantviz.model.sniff import detect_kind
@@ -96,8 +96,8 @@ def load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) -
                 raise TrustRequired(
                     path,
                     "holds pickled Python objects (e.g. a whole nn.Module), which run arbitrary "
-                    "code when unpickled; save a state_dict / TorchScript / torch.export file "
-                    "instead",
+                    f"code when unpickled ({weights_only_reason(exc)}); save a state_dict / "
+                    "TorchScript / torch.export file instead",
                 ) from None
             try:
                 obj = _torch_load(path, weights_only=False)

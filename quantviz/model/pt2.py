@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from quantviz.model.errors import ModelLoadError, TrustRequired
+from quantviz.model.errors import ModelLoadError, TrustRequired, brief, weights_only_reason
 from quantviz.model.limits import claimed_bytes, too_big
 
 __all__ = ["check_expr", "check_strings", "load_exported_program"]
@@ -242,9 +242,10 @@ def _weights_only(path: Path, entry: str, data: bytes) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # the restricted unpickler refused a global, or corrupt data
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrustRequired(
-            path, f"entry {entry} is a pickle that weights-only loading refuses ({first[:200]})"
+            path,
+            f"entry {entry} is a pickle that weights-only loading refuses "
+            f"({weights_only_reason(exc)})",
         ) from None
 
 
@@ -456,6 +457,4 @@ def load_exported_program(path: Path, *, trust: bool) -> Any:
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(
-            f"{path}: corrupt torch.export archive ({type(exc).__name__}: {exc})"
-        ) from None
+        raise ModelLoadError(f"{path}: corrupt torch.export archive ({brief(exc)})") from None

@@ -391,6 +391,7 @@ def test_pickle_in_any_model_file_needs_trust(tmp_path, name):
         load_model(f"{path}::{ARCH}", input_shape=(1, 1, 8, 8))
     assert not marker.exists()
     assert "pickled Python objects" in info.value.reason
+    assert "the pickle calls exec" in info.value.reason  # names what it wanted to call
 
 
 def test_legacy_pickle_needs_trust(tmp_path):
