@@ -4,7 +4,8 @@ Importing a module runs its code. Without trust only modules of the installed en
 (the standard library, site-packages, quantviz itself, ``PYTHONPATH``) are imported, and
 ``sys.path`` is left alone. A module that would come from the weights file's folder or from
 the current directory (which ``python -m`` and ``python -c`` put on ``sys.path``) is the
-user's - or an attacker's - code: :class:`TrustRequired`. With trust, the weights file's
+user's - or an attacker's - code: :class:`TrustRequired` (unless that folder is on
+``PYTHONPATH`` explicitly). With trust, the weights file's
 folder is searched first; the current directory is never added.
 """
 
@@ -14,6 +15,7 @@ import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
+import os
 import site
 import sys
 import sysconfig
@@ -52,19 +54,40 @@ def _origins(spec: importlib.machinery.ModuleSpec) -> list[Path]:
     return [Path(p) for p in (spec.submodule_search_locations or [])]
 
 
-def is_user_code(spec: importlib.machinery.ModuleSpec, folder: Path) -> Path | None:
+def _explicit_paths() -> list[Path]:
+    """Folders the user put on ``PYTHONPATH`` on purpose: part of their environment."""
+    raw = os.environ.get("PYTHONPATH", "")
+    return [Path(p).resolve() for p in raw.split(os.pathsep) if p]
+
+
+def _path_entry(origin: Path, depth: int) -> Path | None:
+    """The ``sys.path`` folder a module of ``depth`` dotted parts was found in."""
+    up = depth if origin.is_file() and origin.stem == "__init__" else depth - 1
+    try:
+        return origin.parents[up]
+    except IndexError:
+        return None
+
+
+def is_user_code(spec: importlib.machinery.ModuleSpec, folder: Path, depth: int = 1) -> Path | None:
     """Where ``spec`` would be imported from, if that is user code (else None).
 
-    User code: under ``folder`` (the weights file's) or the current directory, and not under
-    the standard library, site-packages or quantviz's own package.
+    User code is found through the current directory (which ``python -m`` / ``-c`` put on
+    ``sys.path`` implicitly) or lies in ``folder`` (the weights file's), unless it is under the
+    standard library, site-packages or quantviz's own package, or that folder is on
+    ``PYTHONPATH`` explicitly. ``depth`` is the number of dotted parts of the module's name.
     """
     installed = _installed_roots()
-    local = [folder.resolve(), Path.cwd().resolve()]
+    explicit = _explicit_paths()
+    weights, cwd = folder.resolve(), Path.cwd().resolve()
     for origin in _origins(spec):
         p = origin.resolve()
         if any(_under(p, r) for r in installed):
             continue
-        if any(_under(p, r) for r in local):
+        entry = _path_entry(p, depth)
+        if entry is not None and entry in explicit:
+            continue
+        if entry in (cwd, weights) or _under(p, weights):
             return origin
     return None
 
@@ -96,7 +119,7 @@ def _import_untrusted(path: Path, mod_name: str) -> ModuleType:
                 f"{path}: architecture module {mod_name!r} not found (not an installed "
                 f"package, and {parts[0]!r} is not next to the weights in {folder})"
             )
-        user = is_user_code(spec, folder)
+        user = is_user_code(spec, folder, i)
         if user is not None:
             raise TrustRequired(
                 path,

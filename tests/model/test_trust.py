@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -462,19 +463,14 @@ def test_arch_next_to_weights_needs_trust(tmp_path, weights, layout):
             del sys.modules[m]
 
 
-def test_arch_in_cwd_is_never_imported_untrusted(tmp_path, weights):
-    """``python -c`` / ``python -m`` put the cwd on sys.path: a module there is still user code."""
-    work = tmp_path / "cwd"
-    work.mkdir()
-    marker = tmp_path / "imported"
-    (work / "qv_cwd_arch.py").write_text(MODULE_SRC.format(marker=str(marker)))
+def _load_in_subprocess(cwd: Path, source: str, extra_path: list[Path]) -> str:
     code = textwrap.dedent(
         f"""
         import sys
         from quantviz.model import TrustRequired, load_model
-        assert sys.path[0] == ''
+        assert sys.path[0] == ''  # python -c: the cwd is on sys.path
         try:
-            load_model({f"{weights}::qv_cwd_arch:build"!r}, input_shape=(1, 1, 8, 8))
+            load_model({source!r}, input_shape=(1, 1, 8, 8))
         except TrustRequired as exc:
             print("REFUSED", exc.reason)
         else:
@@ -482,14 +478,34 @@ def test_arch_in_cwd_is_never_imported_untrusted(tmp_path, weights):
         """
     )
     root = str(Path(__file__).resolve().parents[2])
-    env = {**__import__("os").environ, "PYTHONPATH": root}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *map(str, extra_path)])}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("REFUSED"), out.stdout
-    assert "qv_cwd_arch.py" in out.stdout
+    return out.stdout
+
+
+def test_arch_in_cwd_is_never_imported_untrusted(tmp_path, weights):
+    """``python -c`` / ``python -m`` put the cwd on sys.path: a module there is still user code."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    marker = tmp_path / "imported"
+    (work / "qv_cwd_arch.py").write_text(MODULE_SRC.format(marker=str(marker)))
+    out = _load_in_subprocess(work, f"{weights}::qv_cwd_arch:build", [])
+    assert out.startswith("REFUSED") and "qv_cwd_arch.py" in out, out
     assert not marker.exists()
+
+
+def test_arch_on_explicit_pythonpath_is_the_environment(tmp_path, weights):
+    """A folder the user put on PYTHONPATH is theirs on purpose, even below the cwd."""
+    src = tmp_path / "cwd" / "src"
+    src.mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (src / "qv_env_arch.py").write_text(MODULE_SRC.format(marker=str(marker)))
+    out = _load_in_subprocess(src.parent, f"{weights}::qv_env_arch:build", [src])
+    assert out.startswith("LOADED"), out
+    assert marker.exists()
 
 
 def test_installed_arch_needs_no_trust(weights):
@@ -540,7 +556,7 @@ def test_cli_refuses_hostile_sources_in_one_line(tmp_path, good_pt2, weights):
     whole = tmp_path / "whole.pt"
     whole.write_bytes(evil_pickle(marker))
     root = str(Path(__file__).resolve().parents[2])
-    env = {**__import__("os").environ, "PYTHONPATH": root}
+    env = {**os.environ, "PYTHONPATH": root}
     for source in (str(evil), f"{weights}::qv_cli_arch:build", str(whole)):
         out = subprocess.run(
             [
