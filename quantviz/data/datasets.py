@@ -120,8 +120,17 @@ def load_data(source: str | None, handle: ModelHandle | None = None) -> EvalData
 
 
 def _load_file(path: Path) -> EvalData:
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
+    if path.exists() and not path.is_file():  # a FIFO would block the first read forever
+        raise DataError(f"{path}: not a regular file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     fields = _read_arrays(path)
     if "x" not in fields:
         raise DataError(f"{path}: no field 'x' (found: {', '.join(sorted(fields)) or 'none'})")

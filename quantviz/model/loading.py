@@ -171,6 +171,13 @@ def _load_file(
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a directory, not a model file")
+    if not path.is_file():  # a FIFO would block the first read forever
+        raise ModelLoadError(f"{path}: not a regular file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     kind = detect_kind(path)
     sidecar = read_sidecar(path)
     example: torch.Tensor | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import resource
 import zipfile
@@ -180,3 +181,21 @@ def test_nan_and_inf_name_the_file_field_and_sample(tmp_path, handle):
     torch.save({"x": torch.rand(6, 1, 8, 8), "calib_x": calib}, str(path))
     with pytest.raises(DataError, match=r"nan\.pt: calib_x: contains 0 NaN and 64 infinite"):
         load_data(str(path), handle)
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"pipe\.npz: not a regular file"):
+        load_data(str(fifo))
+    with pytest.raises(DataError, match=r"is a directory"):
+        load_data(str(tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "locked.npz"
+    np.savez(path, x=np.zeros((2, 1, 8, 8), np.float32))
+    path.chmod(0)
+    with pytest.raises(DataError, match=r"locked\.npz: cannot be read \(Permission denied\)"):
+        load_data(str(path))

@@ -117,3 +117,12 @@ def test_safetensors_within_limit_loads(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in DigitsCNN().state_dict().items()}, str(path))
     assert len(load_model(f"{path}::{ARCH}", input_shape=(1, 1, 8, 8)).layers) == 4
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
+    with pytest.raises(ModelLoadError, match=r"pipe\.pt: not a regular file"):
+        load_model(str(fifo))
