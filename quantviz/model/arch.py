@@ -29,6 +29,10 @@ from quantviz.model.errors import ModelLoadError, TrustRequired
 __all__ = ["build_arch", "is_user_code"]
 
 
+_USER_MODULES: dict[str, Path] = {}
+"""Modules imported with trust that are not installed code (name -> where from)."""
+
+
 def _installed_roots() -> list[Path]:
     roots: list[str] = []
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
@@ -98,7 +102,13 @@ def _import_untrusted(path: Path, mod_name: str) -> ModuleType:
     parts = mod_name.split(".")
     for i in range(1, len(parts) + 1):
         name = ".".join(parts[:i])
-        if name in sys.modules:  # already imported: importing again runs nothing
+        if name in _USER_MODULES:  # imported with trust earlier: still user code
+            raise TrustRequired(
+                path,
+                f"architecture module {name!r} is user code imported earlier with trust from "
+                f"{_USER_MODULES[name]}; calling its factory runs that code",
+            )
+        if name in sys.modules:  # an installed module already imported: importing runs nothing
             continue
         try:
             spec = importlib.util.find_spec(name)  # imports the (already vetted) parent only
@@ -138,6 +148,7 @@ def _import_untrusted(path: Path, mod_name: str) -> ModuleType:
 def _import_trusted(path: Path, mod_name: str) -> ModuleType:
     """Import ``mod_name``, searching the weights file's folder first (trusted user code)."""
     folder = str(path.resolve().parent)
+    before = set(sys.modules)
     sys.path.insert(0, folder)
     try:
         return importlib.import_module(mod_name)
@@ -154,6 +165,12 @@ def _import_trusted(path: Path, mod_name: str) -> ModuleType:
     finally:
         with contextlib.suppress(ValueError):
             sys.path.remove(folder)
+        installed = _installed_roots()
+        for name in set(sys.modules) - before:
+            spec = getattr(sys.modules[name], "__spec__", None)
+            origins = _origins(spec) if spec is not None else []
+            if origins and not any(_under(o.resolve(), r) for o in origins for r in installed):
+                _USER_MODULES[name] = origins[0]
 
 
 def build_arch(path: Path, arch: str, *, trust: bool) -> nn.Module:

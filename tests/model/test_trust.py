@@ -458,6 +458,9 @@ def test_arch_next_to_weights_needs_trust(tmp_path, weights, layout):
         h = load_model(f"{weights}::{mod}:build", input_shape=(1, 1, 8, 8), trust=True)
         assert marker.exists() and len(h.layers) == 4
         assert sys.path == before
+        # imported once with trust, it stays user code for the next untrusted load
+        with pytest.raises(TrustRequired, match="imported earlier with trust"):
+            load_model(f"{weights}::{mod}:build", input_shape=(1, 1, 8, 8))
     finally:
         for m in [m for m in sys.modules if m.startswith(name)]:
             del sys.modules[m]
