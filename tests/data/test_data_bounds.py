@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from quantviz.data import DataError, load_data
 from quantviz.model import load_model
@@ -199,3 +201,38 @@ def test_unreadable_file(tmp_path):
     path.chmod(0)
     with pytest.raises(DataError, match=r"locked\.npz: cannot be read \(Permission denied\)"):
         load_data(str(path))
+
+
+@given(
+    shape=st.lists(st.integers(min_value=0, max_value=1 << 20), min_size=1, max_size=5),
+    descr=st.sampled_from(["<f4", "<f8", "<f2", "|u1", "<i8"]),
+    limit=st.integers(min_value=1, max_value=1 << 34),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_header_claims_against_the_limit(tmp_path_factory, shape, descr, limit):
+    """Any declared shape: refused by size iff 3 x its bytes (or the member's) exceed the
+    limit, else by content; never an allocation of the claimed size (16 bytes are held)."""
+    path = tmp_path_factory.mktemp("claims") / "c.npz"
+    header = _npy_header(tuple(shape), descr)
+    _npz_with_member(path, "x", header, bytes(16))
+    claimed = int(np.prod(shape, dtype=object)) * np.dtype(descr).itemsize
+    old = os.environ.get(LIMIT_ENV)
+    os.environ[LIMIT_ENV] = str(limit)
+    try:
+        effective = load_limit()
+        try:
+            load_data(str(path))
+            msg = None
+        except DataError as exc:
+            msg = str(exc)
+    finally:
+        if old is None:
+            del os.environ[LIMIT_ENV]
+        else:
+            os.environ[LIMIT_ENV] = old
+    if 3 * (len(header) + 16) > effective or 3 * claimed > effective:
+        assert msg is not None and "over the load limit" in msg, msg
+    elif claimed != 16:
+        assert msg is not None and "holds 16 B" in msg, msg
+    else:  # an honest 16-byte array: loads, or is refused for its content (e.g. no samples)
+        assert msg is None or "load limit" not in msg
