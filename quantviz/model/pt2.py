@@ -115,6 +115,28 @@ _EXPR_NODES = (
     ast.Tuple,
 )
 _MAX_EXPR = 10_000
+_MAX_INT = 1 << 63  # shapes and strides are int64
+_MAX_EXPONENT = 16
+_POW_CALLS = frozenset({"Pow", "PowByNatural", "FloatPow"})
+
+
+def _small_exponent(node: ast.expr) -> bool:
+    """An exponent sympy cannot blow up with: a symbol or a constant up to 16 in size.
+
+    (``Integer(10) ** Integer(10 ** 9)`` is computed exactly: a hang, not an expression.)
+    """
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        node = node.operand
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float)) and abs(node.value) <= _MAX_EXPONENT
+    if isinstance(node, ast.Name):
+        return True
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 1:
+        if node.func.id == "Symbol":
+            return True
+        if node.func.id in ("Integer", "Float", "Rational") and len(node.args) == 1:
+            return _small_exponent(node.args[0])
+    return False
 
 
 def check_expr(expr: str) -> str | None:
@@ -133,9 +155,19 @@ def check_expr(expr: str) -> str | None:
     for node in ast.walk(tree):
         if not isinstance(node, _EXPR_NODES):
             return f"{type(node).__name__} in {expr[:80]!r}"
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Pow)
+            and not _small_exponent(node.right)
+        ):
+            return f"power with a large or computed exponent in {expr[:80]!r}"
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in _EXPR_CALLS:
                 return f"call of {ast.unparse(node.func)[:40]!r} in {expr[:80]!r}"
+            if node.func.id in _POW_CALLS and (
+                len(node.args) != 2 or not _small_exponent(node.args[1])
+            ):
+                return f"power with a large or computed exponent in {expr[:80]!r}"
         elif isinstance(node, ast.Name):
             if not _NAME.match(node.id) or "__" in node.id:
                 return f"name {node.id!r} in {expr[:80]!r}"
@@ -147,6 +179,8 @@ def check_expr(expr: str) -> str | None:
             if isinstance(v, str):
                 if not _NAME.match(v) or "__" in v:
                     return f"string {v[:40]!r} in {expr[:80]!r}"
+            elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= _MAX_INT:
+                return f"integer of {len(str(v))} digits in {expr[:80]!r}"
             elif not (v is None or isinstance(v, (bool, int, float))):
                 return f"constant {v!r} in {expr[:80]!r}"
     return None
@@ -281,6 +315,11 @@ def _load_payloads(
         obj = _weights_only(path, legacy, reader.read_bytes(legacy))
         if not isinstance(obj, dict):
             raise ModelLoadError(f"{path}: {legacy}: expected a dict, got {type(obj).__name__}")
+        why = check_strings(list(obj))
+        if why is not None:
+            raise TrustRequired(
+                path, f"{legacy} has a name that would break out of generated code ({why})"
+            )
         return obj
     cfg_name = (
         C.WEIGHTS_CONFIG_FILENAME_FORMAT
@@ -301,7 +340,7 @@ def _load_payloads(
             what = (
                 "a torchbind object"
                 if pn.startswith(C.CUSTOM_OBJ_FILENAME_PREFIX)
-                else ("a pickled Python object")
+                else "a pickled Python object"
             )
             raise TrustRequired(path, f"constant {fqn!r} ({base}{pn}) is {what}")
     total = 0
