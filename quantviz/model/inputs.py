@@ -50,8 +50,14 @@ def read_sidecar(path: Path) -> dict[str, Any]:
             if not isinstance(data, dict):
                 raise ModelLoadError(f"{cand}: sidecar must be a JSON object")
             nc = data.get("num_classes")
-            if nc is not None and (not isinstance(nc, int) or nc < 1):
+            if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
                 raise ModelLoadError(f"{cand}: num_classes must be a positive integer, got {nc!r}")
+            dd = data.get("default_data")
+            if dd is not None and (not isinstance(dd, str) or not dd.strip()):
+                raise ModelLoadError(
+                    f"{cand}: default_data must be a data source string (a path or "
+                    f"sample:NAME), got {dd!r}"
+                )
             return data
     return {}
 

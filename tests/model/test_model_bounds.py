@@ -126,3 +126,21 @@ def test_special_files_are_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)  # opening it for reading would block until a writer comes
     with pytest.raises(ModelLoadError, match=r"pipe\.pt: not a regular file"):
         load_model(str(fifo))
+
+
+@pytest.mark.parametrize(
+    ("doc", "match"),
+    [
+        ({"num_classes": True}, "num_classes must be a positive integer"),
+        ({"num_classes": 0}, "num_classes must be a positive integer"),
+        ({"default_data": 5}, "default_data must be a data source string"),
+        ({"default_data": ""}, "default_data must be a data source string"),
+        ({"input_shape": "1,1,8,8"}, "input_shape: must be a list of positive integers"),
+        ({"input_shape": [1, True, 8, 8]}, "input_shape: must be a list of positive integers"),
+        ({"input_shape": [1, 1, 8, 8], "input_dtype": "complex128"}, "input dtype must be"),
+    ],
+)
+def test_sidecar_fields_are_checked(scripted, doc, match):
+    scripted.with_name("m.pt.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelLoadError, match=r"m\.pt(\.json)?.*" + match):
+        load_model(str(scripted))
