@@ -276,6 +276,14 @@ def _as_tensor(path: Path, field: str, value: Any) -> torch.Tensor:
             raise DataError(f"{path}: {field}: a meta tensor (shape only, no data)")
         if value.is_quantized or value.dtype.is_complex:
             raise DataError(f"{path}: {field}: unsupported tensor dtype {value.dtype}")
+        # a view can claim far more than its storage holds (stride 0: one element, any size)
+        msg = too_big(
+            f"{path}: {field}: shape {tuple(value.shape)} {value.dtype}",
+            claimed_bytes(value.shape, value.element_size()),
+            factor=LOAD_FACTOR,
+        )
+        if msg:
+            raise DataError(msg)
         return value.detach().cpu()
     if isinstance(value, np.ndarray):
         if value.dtype == object or value.dtype.kind not in "biuf":

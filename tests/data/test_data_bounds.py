@@ -138,6 +138,17 @@ def test_torch_storage_claiming_a_terabyte(tmp_path, handle):
     assert _maxrss_mib() - before < 256
 
 
+def test_tensor_view_claiming_terabytes(tmp_path, handle):
+    """Stride 0: a 1.5 KB .pt whose tensor claims 4 TiB over a single stored element."""
+    path = tmp_path / "expand.pt"
+    torch.save({"x": torch.zeros(1, 1, 1, 1).expand(1 << 34, 1, 8, 8)}, str(path))
+    assert path.stat().st_size < 4096
+    with pytest.raises(
+        DataError, match=r"expand\.pt: x: shape \(17179869184, 1, 8, 8\) .*4\.0 TiB"
+    ):
+        load_data(str(path), handle)
+
+
 def test_torch_zip_bomb(tmp_path, handle, monkeypatch):
     """A torch.save archive whose record inflates past the limit is refused before reading."""
     monkeypatch.setenv(LIMIT_ENV, str(2 * MiB))
