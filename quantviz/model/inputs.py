@@ -89,7 +89,19 @@ def example_input(
         shape, where = sidecar["input_shape"], f"{path}.json: input_shape"
     if shape is None:
         if found is not None:
-            return found[:1].clone() if found.dim() > 0 and found.shape[0] > 1 else found
+            one = found[:1] if found.dim() > 0 else found
+            msg = too_big(
+                f"{path}: the example input stored in the file, shape {tuple(one.shape)} "
+                f"{one.dtype},",
+                claimed_bytes(one.shape, one.element_size()),
+            )
+            if msg:  # a view can claim more than it stores (stride 0)
+                raise ModelLoadError(msg)
+            if one.layout != torch.strided:
+                raise ModelLoadError(
+                    f"{path}: the example input stored in the file is a {one.layout} tensor"
+                )
+            return one.clone() if found.dim() > 0 and found.shape[0] > 1 else found
         raise ModelLoadError(
             f"{path}: cannot tell the model's input shape; pass input_shape (CLI "
             '--input-shape, e.g. 1,3,32,32) or put {"input_shape": [1, 3, 32, 32]} in '

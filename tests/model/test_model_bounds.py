@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pt2_tools import rewrite
 from safetensors.torch import save_file
 
 from quantviz.model import ModelLoadError, load_model
@@ -144,3 +145,18 @@ def test_sidecar_fields_are_checked(scripted, doc, match):
     scripted.with_name("m.pt.json").write_text(json.dumps(doc))
     with pytest.raises(ModelLoadError, match=r"m\.pt(\.json)?.*" + match):
         load_model(str(scripted))
+
+
+def test_pt2_example_input_claiming_terabytes(tmp_path):
+    """The program's stored example input is a stride-0 view claiming 4 TiB."""
+    path = tmp_path / "m.pt2"
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(model, (torch.rand(1, 1, 8, 8),)), str(path))
+    huge = io.BytesIO()
+    torch.save(((torch.zeros(1, 1, 1, 1).expand(2, 1 << 38, 8, 8),), {}), huge)
+    evil = tmp_path / "huge_example.pt2"
+    rewrite(path, evil, {"data/sample_inputs/model.pt": lambda _: huge.getvalue()})
+    with pytest.raises(ModelLoadError, match=r"huge_example\.pt2: the example input .* TiB"):
+        load_model(str(evil))
