@@ -27,6 +27,7 @@ __all__ = ["load_exported", "load_torchscript", "load_weights_file"]
 
 
 def load_torchscript(path: Path) -> nn.Module:
+    _check_zip_claims(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit is deprecated, but still the format
@@ -129,8 +130,9 @@ def load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) -
 
 
 def _check_zip_claims(path: Path) -> None:
-    """A torch.save zip whose members inflate past the load limit is refused before reading."""
-    if detect_kind(path) != "torch_save":
+    """A zip (torch.save, TorchScript) whose members inflate past the load limit is refused
+    before reading: torch reads deflated members too."""
+    if detect_kind(path) not in ("torch_save", "torchscript"):
         return
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()

@@ -160,3 +160,19 @@ def test_pt2_example_input_claiming_terabytes(tmp_path):
     rewrite(path, evil, {"data/sample_inputs/model.pt": lambda _: huge.getvalue()})
     with pytest.raises(ModelLoadError, match=r"huge_example\.pt2: the example input .* TiB"):
         load_model(str(evil))
+
+
+def test_torchscript_zip_bomb(tmp_path, monkeypatch):
+    good = tmp_path / "ts.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(1024, 1024)), str(good))  # 4 MiB
+    bomb = tmp_path / "bomb_ts.pt"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    monkeypatch.setenv(LIMIT_ENV, str(2 * MiB))
+    with pytest.raises(
+        ModelLoadError, match=r"bomb_ts\.pt: its \d+ zip member\(s\) claims 4\.\d MiB"
+    ):
+        load_model(str(bomb), input_shape=(1, 1024))
+    monkeypatch.setenv(LIMIT_ENV, str(64 * MiB))  # torch reads deflated members: it loads
+    assert len(load_model(str(bomb), input_shape=(1, 1024)).layers) == 1
