@@ -24,8 +24,8 @@ class TrustRequired(ModelLoadError):
         self.file = str(file)
         self.reason = reason
         super().__init__(
-            f"{self.file}: {reason}. Opening it runs code from the file; pass --trust "
-            "(trust=True) only if you trust its origin"
+            f"{self.file}: {reason}. Refused: pass --trust (trust=True) only if you trust "
+            "where it comes from"
         )
 
     def __reduce__(self) -> tuple[type[TrustRequired], tuple[str, str]]:
