@@ -115,9 +115,11 @@ def example_input(
     ):
         raise ModelLoadError(f"{where}: must be a list of positive integers, got {shape!r}")
     dtype = parse_dtype(where, input_dtype or sidecar.get("input_dtype"))
-    one = (1, *tuple(shape)[1:])
+    want: tuple[int, ...] = (1, *tuple(shape)[1:])
     itemsize = torch.empty((), dtype=dtype).element_size()
-    msg = too_big(f"{where}: an example input of shape {one} {dtype}", claimed_bytes(one, itemsize))
+    msg = too_big(
+        f"{where}: an example input of shape {want} {dtype}", claimed_bytes(want, itemsize)
+    )
     if msg:
         raise ModelLoadError(msg)
-    return torch.zeros(one, dtype=dtype)
+    return torch.zeros(want, dtype=dtype)
