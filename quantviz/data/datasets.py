@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from quantviz.model.errors import weights_only_reason
+from quantviz.model.limits import claimed_bytes, format_bytes, load_limit, too_big
+
 if TYPE_CHECKING:
     from quantviz.model.handle import ModelHandle
 
@@ -27,6 +30,9 @@ __all__ = ["DEFAULT_CALIB_SIZE", "DataError", "EvalData", "load_data", "load_dig
 DEFAULT_CALIB_SIZE = 256
 SAMPLE_PREFIX = "sample:"
 BUNDLED = ("digits",)
+LOAD_FACTOR = 3
+"""Peak memory of loading a data file relative to its arrays' size (measured: a 256 MiB
+float64 ``.npz`` peaks at 612 MiB to read and check, then the cast to the model's dtype)."""
 
 
 class DataError(ValueError):
@@ -114,47 +120,62 @@ def load_data(source: str | None, handle: ModelHandle | None = None) -> EvalData
 
 
 def _load_file(path: Path) -> EvalData:
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
+    if path.exists() and not path.is_file():  # a FIFO would block the first read forever
+        raise DataError(f"{path}: not a regular file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     fields = _read_arrays(path)
     if "x" not in fields:
         raise DataError(f"{path}: no field 'x' (found: {', '.join(sorted(fields)) or 'none'})")
     x = _as_tensor(path, "x", fields["x"])
     if x.dim() < 1 or x.shape[0] == 0:
         raise DataError(f"{path}: x: must have at least one sample, got shape {tuple(x.shape)}")
+    _check_finite(path, "x", x)
     y = _as_tensor(path, "y", fields["y"]) if fields.get("y") is not None else None
-    calib = (
-        _as_tensor(path, "calib_x", fields["calib_x"])
-        if fields.get("calib_x") is not None
-        else x[:DEFAULT_CALIB_SIZE]
-    )
+    if fields.get("calib_x") is not None:
+        calib = _as_tensor(path, "calib_x", fields["calib_x"])
+        if calib.dim() >= 1 and calib.shape[0] > 0:
+            _check_finite(path, "calib_x", calib)
+    else:
+        calib = x[:DEFAULT_CALIB_SIZE]
     return EvalData(name=str(path), x=x, y=y, calib_x=calib)
 
 
 def _read_arrays(path: Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if head[:2] == b"PK" and path.suffix != ".pt":
-        try:
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-            # a torch.save archive is a zip too; try it before giving up
-            if not _looks_like_torch_zip(path):
-                raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    if head[:2] == b"PK":
+        _check_zip_sizes(path)
+        if not _looks_like_torch_zip(path):
+            return _read_npz(path)
     if head[:6] == b"\x93NUMPY":
         raise DataError(f"{path}: a single .npy array; save x (and y) with np.savez as a .npz")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(path, "rb") as fh:
             warnings.simplefilter("ignore")
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            # a file object, not the name: torch.load dispatches on a ".safetensors" suffix
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise DataError(
-            f"{path}: holds pickled Python objects; save a dict of tensors "
-            f"{{'x': ..., 'y': ...}} instead ({str(exc).splitlines()[0]})"
+            f"{path}: holds pickled Python objects, which are never unpickled (that would run "
+            f"code from the file); save a dict of tensors {{'x': ..., 'y': ...}} instead "
+            f"({weights_only_reason(exc)})"
         ) from None
+    except MemoryError as exc:
+        raise DataError(f"{path}: claims more memory than is available ({exc})") from None
     except Exception as exc:
-        raise DataError(f"{path}: not a readable .npz or .pt file ({exc})") from None
+        if "allocate" in str(exc):  # a legacy torch.save file claiming a huge storage
+            raise DataError(
+                f"{path}: claims more memory than is available ({_first_line(exc)})"
+            ) from None
+        raise DataError(f"{path}: not a readable .npz or .pt file ({_first_line(exc)})") from None
     if isinstance(obj, torch.Tensor):
         return {"x": obj}
     if isinstance(obj, (tuple, list)) and 1 <= len(obj) <= 2:
@@ -162,6 +183,79 @@ def _read_arrays(path: Path) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise DataError(f"{path}: expected a dict with 'x' (and 'y'), got {type(obj).__name__}")
     return dict(obj)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _check_zip_sizes(path: Path) -> None:
+    """Refuse a zip whose members inflate past the load limit, before inflating anything."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt or truncated zip archive ({exc})") from None
+    total = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos)
+    msg = too_big(
+        f"{path}: its {len(infos)} zip member(s) (compressed {format_bytes(packed)})",
+        total,
+        factor=LOAD_FACTOR,
+    )
+    if msg:
+        raise DataError(msg)
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    major, minor = np.lib.format.read_magic(fh)
+    if (major, minor) == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)  # type: ignore[no-any-return]
+    if (major, minor) == (2, 0):
+        return np.lib.format.read_array_header_2_0(fh)  # type: ignore[no-any-return]
+    raise ValueError(f"unsupported .npy format version {major}.{minor}")
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    """The arrays of an ``.npz``, each header checked against the load limit before reading."""
+    limit = load_limit()
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename.removesuffix(".npy")
+                with zf.open(info) as fh:
+                    shape, _fortran, dtype = _npy_header(fh)
+                    header_len = fh.tell()
+                if dtype.hasobject:
+                    raise DataError(
+                        f"{path}: {name}: an array of Python objects (dtype {dtype}), which would "
+                        "be unpickled; save numeric arrays"
+                    )
+                claimed = claimed_bytes(shape, dtype.itemsize)
+                total += claimed
+                msg = too_big(
+                    f"{path}: {name}: shape {shape} {dtype}", claimed, limit, factor=LOAD_FACTOR
+                )
+                msg = msg or too_big(f"{path}: all its arrays", total, limit, factor=LOAD_FACTOR)
+                if msg:
+                    raise DataError(msg)
+                held = info.file_size - header_len
+                if held != claimed:
+                    raise DataError(
+                        f"{path}: {name}: header claims shape {shape} {dtype} "
+                        f"({format_bytes(claimed)}) but the member holds {format_bytes(held)}: "
+                        "truncated or corrupt"
+                    )
+        with open(path, "rb") as raw, np.load(raw, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except DataError:
+        raise
+    except MemoryError as exc:
+        raise DataError(f"{path}: claims more memory than is available ({exc})") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({_first_line(exc)})") from None
 
 
 def _looks_like_torch_zip(path: Path) -> bool:
@@ -174,12 +268,42 @@ def _looks_like_torch_zip(path: Path) -> bool:
 
 def _as_tensor(path: Path, field: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided:
+            raise DataError(
+                f"{path}: {field}: a {value.layout} tensor; save a dense tensor (tensor.to_dense())"
+            )
+        if value.is_meta:
+            raise DataError(f"{path}: {field}: a meta tensor (shape only, no data)")
+        if value.is_quantized or value.dtype.is_complex:
+            raise DataError(f"{path}: {field}: unsupported tensor dtype {value.dtype}")
+        # a view can claim far more than its storage holds (stride 0: one element, any size)
+        msg = too_big(
+            f"{path}: {field}: shape {tuple(value.shape)} {value.dtype}",
+            claimed_bytes(value.shape, value.element_size()),
+            factor=LOAD_FACTOR,
+        )
+        if msg:
+            raise DataError(msg)
         return value.detach().cpu()
     if isinstance(value, np.ndarray):
         if value.dtype == object or value.dtype.kind not in "biuf":
             raise DataError(f"{path}: {field}: unsupported array dtype {value.dtype}")
         return torch.from_numpy(np.ascontiguousarray(value))
     raise DataError(f"{path}: {field}: expected an array or tensor, got {type(value).__name__}")
+
+
+def _check_finite(path: Path, field: str, t: torch.Tensor) -> None:
+    if not t.dtype.is_floating_point:
+        return
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        n_nan = int(torch.isnan(t).sum())
+        n_inf = int(bad.sum()) - n_nan
+        first = int(bad.reshape(t.shape[0], -1).any(dim=1).nonzero()[0, 0]) if t.dim() else 0
+        raise DataError(
+            f"{path}: {field}: contains {n_nan} NaN and {n_inf} infinite value(s) "
+            f"(first in sample {first})"
+        )
 
 
 def validate(data: EvalData, handle: ModelHandle) -> EvalData:

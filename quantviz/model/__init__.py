@@ -3,7 +3,7 @@
 from quantviz.model.capture import ActivationStats, LayerStats, StatsCollector, capture_stats
 from quantviz.model.handle import LayerInfo, ModelHandle
 from quantviz.model.layers import add_hooks, discover_layers, get_weight
-from quantviz.model.loading import ModelLoadError, TrustRequired, load_model
+from quantviz.model.loading import ModelLoadError, TrustRequired, detect_kind, load_model
 from quantviz.model.samples import list_samples
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "TrustRequired",
     "add_hooks",
     "capture_stats",
+    "detect_kind",
     "discover_layers",
     "get_weight",
     "list_samples",

@@ -11,49 +11,31 @@ Sources (see :func:`load_model`):
 * a whole pickled ``nn.Module`` (``torch.save(model)``) - only with ``trust=True``, because
   unpickling runs arbitrary code. Everything else is read with ``weights_only=True``.
 
-The kind of a file is recognised by its content, not its extension.
+The kind of a file is recognised by its content, not its extension
+(:mod:`quantviz.model.sniff`); each kind is read by :mod:`quantviz.model.formats`
+(``.pt2`` by :mod:`quantviz.model.pt2`, architectures by :mod:`quantviz.model.arch`); the
+example input comes from :mod:`quantviz.model.inputs`. Every refusal to run code from a file
+is :class:`TrustRequired`; sizes are bounded by :mod:`quantviz.model.limits`.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
-import pickle
-import struct
-import sys
-import warnings
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from quantviz.model.errors import ModelLoadError, TrustRequired
+from quantviz.model.formats import load_exported, load_torchscript, load_weights_file
 from quantviz.model.handle import ModelHandle
+from quantviz.model.inputs import example_input, read_sidecar
+from quantviz.model.sniff import detect_kind
 
 __all__ = ["ModelLoadError", "TrustRequired", "detect_kind", "load_model"]
 
 SAMPLE_PREFIX = "sample:"
-_DTYPES = {
-    "float32": torch.float32,
-    "float": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int64": torch.int64,
-    "long": torch.int64,
-    "int32": torch.int32,
-}
-
-
-class ModelLoadError(ValueError):
-    """A model source could not be opened; the message names the file and the problem."""
-
-
-class TrustRequired(ModelLoadError):
-    """Opening the source would run code from it (unpickling, importing a module that is not
-    an installed package): refused unless the caller passes ``trust=True``."""
 
 
 # -- public entry point ---------------------------------------------------------------------
@@ -176,47 +158,6 @@ def _load_sample(name: str, source: str) -> ModelHandle:
     )
 
 
-def detect_kind(path: Path) -> str:
-    """What a model file holds, from its content.
-
-    One of ``torchscript``, ``exported``, ``torch_save`` (zip written by ``torch.save``),
-    ``pickle`` (legacy ``torch.save``), ``safetensors``. Raises :class:`ModelLoadError` for
-    anything else, including truncated archives.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-        fh.seek(0, 2)
-        size = fh.tell()
-    if size == 0:
-        raise ModelLoadError(f"{path}: file is empty")
-    if head[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except zipfile.BadZipFile as exc:
-            raise ModelLoadError(f"{path}: corrupt or truncated archive ({exc})") from None
-        if any(n.endswith("/models/model.json") or n.endswith("archive_format") for n in names):
-            return "exported"
-        if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
-            return "torchscript"
-        if any(n.endswith("/data.pkl") for n in names):
-            return "torch_save"
-        raise ModelLoadError(
-            f"{path}: a zip archive, but not one written by torch.jit.save, torch.export.save "
-            "or torch.save"
-        )
-    if len(head) >= 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{" and 2 <= n <= size - 8:
-            return "safetensors"
-    if head[:1] == b"\x80":
-        return "pickle"
-    raise ModelLoadError(
-        f"{path}: not a model file quantviz can read (expected TorchScript, a torch.export .pt2, "
-        "safetensors or a torch.save file)"
-    )
-
-
 def _load_file(
     source: str,
     path: Path,
@@ -230,17 +171,24 @@ def _load_file(
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a directory, not a model file")
+    if not path.is_file():  # a FIFO would block the first read forever
+        raise ModelLoadError(f"{path}: not a regular file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     kind = detect_kind(path)
-    sidecar = _read_sidecar(path)
+    sidecar = read_sidecar(path)
     example: torch.Tensor | None = None
     meta: dict[str, Any] = {"file_kind": kind}
     if kind == "torchscript":
-        module, flavour = _load_torchscript(path), "torchscript"
+        module, flavour = load_torchscript(path), "torchscript"
     elif kind == "exported":
-        module, example = _load_exported(path)
+        module, example = load_exported(path, trust=trust)
         flavour = "exported"
     else:
-        module = _load_weights_file(path, kind, trust=trust, arch=arch)
+        module = load_weights_file(path, kind, trust=trust, arch=arch)
         flavour = "nn"
         ex = getattr(module, "example_input", None)
         if isinstance(ex, torch.Tensor):
@@ -249,7 +197,7 @@ def _load_file(
         raise ModelLoadError(
             f"{path}: a {kind} file carries its own architecture; drop ::{arch} / arch="
         )
-    example = _example_input(path, source, example, sidecar, input_shape, input_dtype)
+    example = example_input(path, source, example, sidecar, input_shape, input_dtype)
     return ModelHandle(
         source=source,
         name=path.stem,
@@ -261,234 +209,3 @@ def _load_file(
         flavour=flavour,
         meta=meta,
     )
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    """``model.pt.json`` or ``model.json`` next to the file, if present."""
-    for cand in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-        if cand.is_file() and cand != path:
-            try:
-                data = json.loads(cand.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ModelLoadError(f"{cand}: unreadable sidecar JSON ({exc})") from None
-            if not isinstance(data, dict):
-                raise ModelLoadError(f"{cand}: sidecar must be a JSON object")
-            nc = data.get("num_classes")
-            if nc is not None and (not isinstance(nc, int) or nc < 1):
-                raise ModelLoadError(f"{cand}: num_classes must be a positive integer, got {nc!r}")
-            return data
-    return {}
-
-
-def _parse_dtype(where: str, dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).removeprefix("torch.")]
-    except KeyError:
-        raise ModelLoadError(
-            f"{where}: input dtype must be one of {', '.join(sorted(_DTYPES))}, got {dtype!r}"
-        ) from None
-
-
-def _example_input(
-    path: Path,
-    source: str,
-    found: torch.Tensor | None,
-    sidecar: Mapping[str, Any],
-    input_shape: Sequence[int] | None,
-    input_dtype: str | torch.dtype | None,
-) -> torch.Tensor:
-    shape: Sequence[int] | None = input_shape
-    where = "input_shape"
-    if shape is None and "input_shape" in sidecar:
-        shape, where = sidecar["input_shape"], f"{path}.json: input_shape"
-    if shape is None:
-        if found is not None:
-            return found[:1].clone() if found.dim() > 0 and found.shape[0] > 1 else found
-        raise ModelLoadError(
-            f"{path}: cannot tell the model's input shape; pass input_shape (CLI "
-            '--input-shape, e.g. 1,3,32,32) or put {"input_shape": [1, 3, 32, 32]} in '
-            f"{path.name}.json next to the file"
-        )
-    if (
-        isinstance(shape, (str, bytes))
-        or not isinstance(shape, Sequence)
-        or not shape
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
-    ):
-        raise ModelLoadError(f"{where}: must be a list of positive integers, got {shape!r}")
-    dtype = _parse_dtype(where, input_dtype or sidecar.get("input_dtype"))
-    return torch.zeros((1, *tuple(shape)[1:]), dtype=dtype)
-
-
-def _load_torchscript(path: Path) -> nn.Module:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit is deprecated, but still the format
-            return torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: corrupt TorchScript archive ({exc})") from None
-
-
-def _load_exported(path: Path) -> tuple[nn.Module, torch.Tensor | None]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ep = torch.export.load(str(path))
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: corrupt torch.export archive ({exc})") from None
-    example = None
-    if ep.example_inputs is not None:
-        args, kwargs = ep.example_inputs
-        if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
-            example = args[0]
-        elif args or kwargs:
-            raise ModelLoadError(
-                f"{path}: the exported program takes {len(args)} positional and {len(kwargs)} "
-                "keyword inputs; quantviz handles models with one tensor input"
-            )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = torch.export.unflatten(ep)
-        # run the re-assembled submodules as compiled GraphModules, not the slow fx.Interpreter
-        for sub in module.modules():
-            if hasattr(sub, "_run_with_interpreter"):
-                sub._run_with_interpreter = False
-    except Exception:  # fall back to the flat graph module (no per-layer hooks)
-        module = ep.module()
-    return module, example
-
-
-def _torch_load(path: Path, weights_only: bool) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(str(path), map_location="cpu", weights_only=weights_only)
-
-
-def _load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) -> nn.Module:
-    if kind == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            obj: Any = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelLoadError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
-    else:
-        try:
-            obj = _torch_load(path, weights_only=True)
-        except pickle.UnpicklingError as exc:
-            if "weights_only" not in str(exc) and "Unsupported global" not in str(exc):
-                raise ModelLoadError(
-                    f"{path}: corrupt or truncated torch.save file ({exc})"
-                ) from None
-            if not trust:
-                raise TrustRequired(
-                    f"{path}: holds pickled Python objects (e.g. a whole nn.Module); loading it "
-                    "runs arbitrary code from the file. Pass --trust (trust=True) only if you "
-                    "trust its origin, or save a state_dict / TorchScript / torch.export "
-                    "file instead"
-                ) from None
-            try:
-                obj = _torch_load(path, weights_only=False)
-            except Exception as exc2:
-                raise ModelLoadError(f"{path}: could not unpickle ({exc2})") from None
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-            raise ModelLoadError(f"{path}: corrupt or truncated torch.save file ({exc})") from None
-    if isinstance(obj, torch.jit.ScriptModule):
-        return obj
-    if isinstance(obj, nn.Module):
-        if arch:
-            raise ModelLoadError(f"{path}: holds a whole nn.Module; drop the architecture {arch}")
-        return obj
-    state = _state_dict_of(path, obj)
-    if not arch:
-        raise ModelLoadError(
-            f"{path}: holds a state_dict (weights only); give the architecture as "
-            f"{path.name}::package.module:factory (or arch=)"
-        )
-    module = _build_arch(path, arch)
-    _load_state(path, module, state, arch)
-    return module
-
-
-def _state_dict_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state_dict", "model"):
-            inner = obj.get(key)
-            if (
-                isinstance(inner, Mapping)
-                and inner
-                and all(isinstance(v, torch.Tensor) for v in inner.values())
-            ):
-                obj = inner
-                break
-        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-            return dict(obj)
-    raise ModelLoadError(
-        f"{path}: holds a {type(obj).__name__}, not a model or a state_dict of tensors"
-    )
-
-
-def _build_arch(path: Path, arch: str) -> nn.Module:
-    mod_name, sep, attr = arch.partition(":")
-    if not sep or not mod_name or not attr:
-        raise ModelLoadError(f"{path}: architecture must be package.module:factory, got {arch!r}")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError:
-        # user code next to the weights or in the working directory
-        extra = [str(path.resolve().parent), str(Path.cwd())]
-        sys.path[:0] = extra
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            raise ModelLoadError(
-                f"{path}: architecture module {mod_name!r} not found ({exc})"
-            ) from None
-        finally:
-            for p in extra:
-                sys.path.remove(p)
-    factory = mod
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise ModelLoadError(f"{path}: {mod_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise ModelLoadError(f"{path}: architecture {arch!r} is not callable")
-    try:
-        module = factory()
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path}: calling {arch}() failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(module, nn.Module):
-        raise ModelLoadError(f"{path}: {arch}() returned {type(module).__name__}, not nn.Module")
-    return module
-
-
-def _load_state(path: Path, module: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:4])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:4])})")
-        raise ModelLoadError(f"{path}: state_dict keys do not match {arch}: " + "; ".join(parts))
-    bad = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if bad:
-        raise ModelLoadError(
-            f"{path}: state_dict shapes do not match {arch} (file vs model): " + ", ".join(bad[:4])
-        )
-    module.load_state_dict(state)

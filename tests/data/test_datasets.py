@@ -82,7 +82,10 @@ def test_user_pt_without_labels_and_explicit_calibration(tmp_path, handle):
             {"x": np.zeros((4, 1, 8, 8), np.float32), "calib_x": np.zeros((2, 8, 8), np.float32)},
             r"calib_x: sample shape \(8, 8\)",
         ),
-        ({"x": np.full((2, 1, 8, 8), np.nan, np.float32)}, r"x: contains NaN"),
+        (
+            {"x": np.full((2, 1, 8, 8), np.nan, np.float32)},
+            r"d\.npz: x: contains 128 NaN and 0 infinite",
+        ),
         ({"inputs": np.zeros((4, 1, 8, 8), np.float32)}, r"d\.npz: no field 'x' \(found: inputs\)"),
         ({"x": np.zeros((0, 1, 8, 8), np.float32)}, r"x: must have at least one sample"),
     ],
@@ -105,7 +108,7 @@ def test_bad_files(tmp_path, handle):
         load_data(str(tmp_path / "missing.npz"), handle)
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(DataError, match=r"junk\.npz: not a readable"):
+    with pytest.raises(DataError, match=r"junk\.npz: corrupt or truncated zip"):
         load_data(str(junk), handle)
     pickled = tmp_path / "obj.pt"
     torch.save({"x": torch.zeros(2, 1, 8, 8), "meta": EvalData}, str(pickled))

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from quantviz.model import ModelLoadError, load_model
+from quantviz.model import ModelLoadError, TrustRequired, load_model
 from quantviz.model.samples import DigitsCNN
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")
@@ -107,7 +107,9 @@ def test_arch_module_next_to_weights(tmp_path, cnn):
     )
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in cnn.state_dict().items()}, str(path))
-    h = load_model(f"{path}::my_arch_mod:build", input_shape=(1, 1, 8, 8))
+    with pytest.raises(TrustRequired, match="my_arch_mod.py"):  # user code: trust first
+        load_model(f"{path}::my_arch_mod:build", input_shape=(1, 1, 8, 8))
+    h = load_model(f"{path}::my_arch_mod:build", input_shape=(1, 1, 8, 8), trust=True)
     _same_outputs(h, cnn)
 
 

@@ -1,0 +1,52 @@
+"""What a model file is, from its content (never its name)."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+from quantviz.model.errors import ModelLoadError
+
+__all__ = ["detect_kind"]
+
+
+def detect_kind(path: Path) -> str:
+    """What a model file holds, from its content.
+
+    One of ``torchscript``, ``exported``, ``torch_save`` (zip written by ``torch.save``),
+    ``pickle`` (legacy ``torch.save``), ``safetensors``. Raises :class:`ModelLoadError` for
+    anything else, including truncated archives.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        fh.seek(0, 2)
+        size = fh.tell()
+    if size == 0:
+        raise ModelLoadError(f"{path}: file is empty")
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as exc:
+            raise ModelLoadError(f"{path}: corrupt or truncated archive ({exc})") from None
+        if any(n.endswith("/models/model.json") or n.endswith("archive_format") for n in names):
+            return "exported"
+        if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("/data.pkl") for n in names):
+            return "torch_save"
+        raise ModelLoadError(
+            f"{path}: a zip archive, but not one written by torch.jit.save, torch.export.save "
+            "or torch.save"
+        )
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 2 <= n <= size - 8:
+            return "safetensors"
+    if head[:1] == b"\x80":
+        return "pickle"
+    raise ModelLoadError(
+        f"{path}: not a model file quantviz can read (expected TorchScript, a torch.export .pt2, "
+        "safetensors or a torch.save file)"
+    )
