@@ -5,17 +5,26 @@ float baseline, the calibration and the quantized forward pass; per layer of wei
 quantization) and returns an :class:`~quantviz.eval.results.EvalResult` — read it from
 ``StopIteration.value`` or drive the generator with :func:`run`. Closing the generator
 (``gen.close()``) at any yield restores the float model at once.
+
+Failures of the user's model or data are :class:`~quantviz.eval.results.EvalError` naming
+the model, the stage and the samples: an exception raised inside the model's forward, an
+output without a class dimension, NaN/inf outputs (with the layer where they first appear,
+found by re-running the failing batch with forward hooks). A model that refuses batches
+larger than one (a ``.pt2`` exported with a static batch of 1, say) is evaluated one sample
+at a time, with a warning on the ``quantviz`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Generator, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from quantviz.core import LayerConfig, ModelConfig
+from quantviz.core import ModelConfig
+from quantviz.core.defaults import FLOAT_CONFIG
 from quantviz.core.memory import bops as count_bops
 from quantviz.core.memory import float_model_bytes, layer_bytes, model_bytes
 from quantviz.eval.apply import (
@@ -25,7 +34,7 @@ from quantviz.eval.apply import (
     needs_calibration,
     prepare_weights,
 )
-from quantviz.eval.results import Baseline, EvalResult, Progress
+from quantviz.eval.results import STAGES, Baseline, EvalError, EvalResult, Progress
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -42,6 +51,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("quantviz.eval")
 
 
 def run(gen: Generator[Any, Any, T], on_event: Callable[[Any], None] | None = None) -> T:
@@ -100,6 +110,25 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
 
 
+def _data_name(data: EvalData) -> str:
+    return str(getattr(data, "name", "") or "data")
+
+
+def _where(data: EvalData, a: int, b: int) -> str:
+    return f"samples {a}-{b - 1} of {_data_name(data)}"
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split())
+    # TorchScript / torch.export errors carry the model's source and a trace after the message
+    for cut in (" The following operation failed in the TorchScript", " Traceback of TorchScript"):
+        if cut in msg:
+            msg = msg[: msg.index(cut)].rstrip()
+    if len(msg) > 400:
+        msg = msg[:397] + "..."
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
 def _output(out: Any) -> torch.Tensor:
     """The tensor output of a forward pass (first tensor of a tuple / dict)."""
     if isinstance(out, torch.Tensor):
@@ -113,28 +142,248 @@ def _output(out: Any) -> torch.Tensor:
     raise ValueError(f"model output: expected a tensor, got {type(out).__name__}")
 
 
-def _forward(handle: ModelHandle, xb: torch.Tensor) -> torch.Tensor:
+def _check_output(out: torch.Tensor, n: int) -> None:
+    """``ValueError`` for an output the metrics cannot read (no samples or no classes)."""
+    shape = tuple(out.shape)
+    if out.dim() == 0 or shape[0] != n:
+        raise ValueError(
+            f"model output: shape {list(shape)} for a batch of {n} samples (the first "
+            "dimension must be the batch)"
+        )
+    if out.dim() >= 2 and shape[1] == 0:
+        raise ValueError(
+            f"model output: shape {list(shape)} has zero classes (dimension 1 is empty)"
+        )
+    if out.numel() == 0:
+        raise ValueError(f"model output: shape {list(shape)} is empty")
+    if out.is_complex():
+        raise ValueError("model output: complex values are not supported")
+
+
+def _raw_forward(handle: ModelHandle, xb: torch.Tensor) -> torch.Tensor:
     dev = _model_device(handle)
     out = _output(handle.module(xb.to(dev, non_blocking=True)))
+    _check_output(out, int(xb.shape[0]))
     return out.detach().float().cpu()
+
+
+def _forward(
+    handle: ModelHandle,
+    data: EvalData,
+    a: int,
+    b: int,
+    stage: str,
+    quantized: bool,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The model's output on samples ``a:b`` (``out`` if already computed), checked finite.
+
+    :class:`EvalError` naming the stage and samples when the model raises, returns an
+    output the metrics cannot read, or returns NaN/inf.
+    """
+    xb = data.x[a:b]
+    if out is None:
+        try:
+            out = _raw_forward(handle, xb)
+        except Exception as exc:  # the user's model raised: report it, do not crash
+            raise EvalError(
+                handle.source, f"{stage} ({_where(data, a, b)})", _one_line(exc)
+            ) from exc
+    if not bool(torch.isfinite(out).all()):
+        raise EvalError(
+            handle.source,
+            f"{stage} ({_where(data, a, b)})",
+            _non_finite_message(handle, xb, out, data, a, quantized),
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# where NaN / inf first appear
+# ---------------------------------------------------------------------------------------
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def _has_non_finite(obj: Any) -> bool:
+    return any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in _tensors(obj))
+
+
+def _describe_module(handle: ModelHandle, name: str, cls: str) -> str:
+    by_module = {lay.module_fqn: lay.fqn for lay in handle.layers}
+    if name in by_module:
+        return f"layer {by_module[name]} ({cls})"
+    return f"module {name} ({cls})" if name else f"the model's own forward ({cls})"
+
+
+def locate_non_finite(handle: ModelHandle, xb: torch.Tensor) -> str | None:
+    """Where non-finite values first appear when ``handle``'s model runs on ``xb``.
+
+    Forward hooks on every submodule record the first module (in the order modules finish)
+    whose output holds NaN/inf; a flat ``torch.fx`` graph (an exported program) is run node
+    by node instead. ``None`` when the model cannot be observed (TorchScript) or the values
+    do not reappear.
+    """
+    mod = handle.module
+    dev = _model_device(handle)
+    x = xb.to(dev)
+    found: list[str] = []
+    if handle.flavour == "torchscript":
+        return None
+    subs = [(n, m) for n, m in mod.named_modules() if n]
+    if subs:
+        removers = []
+        for name, m in subs:
+
+            def hook(m: torch.nn.Module, args: Any, out: Any, name: str = name) -> None:
+                if found or not _has_non_finite(out):
+                    return
+                where = _describe_module(handle, name, type(m).__name__)
+                if _has_non_finite(args):
+                    found.append(f"the input of {where} (after its input quantization)")
+                else:
+                    found.append(f"the output of {where}")
+
+            try:
+                removers.append(m.register_forward_hook(hook))
+            except (RuntimeError, AttributeError):  # pragma: no cover - not hookable
+                continue
+        try:
+            with torch.no_grad():
+                mod(x)
+        except Exception:  # the hooks saw what they could
+            pass
+        finally:
+            for r in removers:
+                r.remove()
+        if found:
+            return found[0]
+    if isinstance(mod, torch.fx.GraphModule):
+        return _locate_in_graph(mod, x)
+    return None
+
+
+def _locate_in_graph(gm: torch.fx.GraphModule, x: torch.Tensor) -> str | None:
+    found: list[str] = []
+
+    class _Finder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            out = super().run_node(n)
+            skip = n.op in ("placeholder", "get_attr", "output")
+            if not found and not skip and _has_non_finite(out):
+                mod_stack = n.meta.get("nn_module_stack") or {}
+                owner = list(mod_stack.values())[-1][0] if mod_stack else ""
+                what = f"node {n.name} ({n.target})"
+                found.append(f"{what} in module {owner}" if owner else what)
+            return out
+
+    try:
+        with torch.no_grad():
+            _Finder(gm).run(x)
+    except Exception:
+        pass
+    return found[0] if found else None
+
+
+def _non_finite_message(
+    handle: ModelHandle, xb: torch.Tensor, out: torch.Tensor, data: EvalData, a: int, q: bool
+) -> str:
+    nan = int(torch.isnan(out).sum())
+    inf = int(torch.isinf(out).sum())
+    head = (
+        f"the {'quantized' if q else 'float'} model's output holds {nan} NaN and {inf} inf "
+        f"values of {out.numel()}"
+    )
+    if xb.is_floating_point() and not bool(torch.isfinite(xb).all()):
+        bad = (~torch.isfinite(xb.reshape(xb.shape[0], -1))).any(dim=1).nonzero().flatten()
+        return f"{head}: the input already does ({_data_name(data)}: sample {a + int(bad[0])})"
+    where = locate_non_finite(handle, xb)
+    bad_params = [
+        n
+        for n, p in handle.module.named_parameters()
+        if p.is_floating_point() and not bool(torch.isfinite(p).all())
+    ]
+    tail = f"; non-finite parameters: {', '.join(bad_params[:5])}" if bad_params else ""
+    if where is None:
+        why = (
+            "a TorchScript model cannot be observed layer by layer"
+            if handle.flavour == "torchscript"
+            else "they did not reappear when the batch was re-run"
+        )
+        return f"{head} (where they first appear is unknown: {why}){tail}"
+    return f"{head}; they first appear in {where}{tail}"
+
+
+# ---------------------------------------------------------------------------------------
+# the stages
+# ---------------------------------------------------------------------------------------
+def _first_batch(
+    handle: ModelHandle, data: EvalData, batch_size: int
+) -> tuple[int, torch.Tensor | None]:
+    """The batch size to use and, when it ran, the model's output on the first batch.
+
+    ``batch_size`` normally. If the model fails on the first batch but runs on its first
+    sample alone (or was exported with a fixed batch of 1), the evaluation goes one sample
+    at a time: 1, logged as a warning on the ``quantviz.eval`` logger.
+    """
+    n = min(batch_size, int(data.x.shape[0]))
+    if n <= 1:
+        return batch_size, None
+    if handle.meta.get("static_batch"):
+        log.warning(
+            "%s: the model was exported with a fixed batch of 1; evaluating one sample at a time",
+            handle.source,
+        )
+        return 1, None
+    try:
+        with torch.no_grad():
+            return batch_size, _raw_forward(handle, data.x[:n])
+    except Exception as exc:
+        first = exc
+    try:
+        with torch.no_grad():
+            _raw_forward(handle, data.x[:1])
+    except Exception:
+        return batch_size, None  # fails on one sample too: the first batch reports it
+    log.warning(
+        "%s: the model refuses a batch of %d (%s); evaluating one sample at a time",
+        handle.source,
+        n,
+        _one_line(first),
+    )
+    return 1, None
 
 
 def compute_baseline(
     handle: ModelHandle, data: EvalData, *, batch_size: int = 256
 ) -> Generator[Progress, None, Baseline]:
-    """Run the float model over ``data.x`` once: its metric and outputs, yielding per batch."""
+    """Run the float model over ``data.x`` once: its metric and outputs, yielding per batch.
+
+    Raises :class:`EvalError` when the model fails, returns outputs without classes or
+    NaN/inf values (naming the layer where they first appear). A model that refuses
+    batches larger than one is run one sample at a time (``Baseline.batch_limit`` is 1).
+    """
     from quantviz.data import MetricAccumulator
 
     _check_batch_size(batch_size)
     t0 = time.perf_counter()
+    bs, first = _first_batch(handle, data, batch_size)
     acc = MetricAccumulator(handle.num_classes)
     outs: list[torch.Tensor] = []
-    spans = list(_batches(data.x, batch_size))
+    spans = list(_batches(data.x, bs))
+    stage = "baseline (float model)"
     with torch.no_grad():
         for i, (a, b) in enumerate(spans, start=1):
-            out = _forward(handle, data.x[a:b])
+            out = _forward(handle, data, a, b, stage, False, first if i == 1 else None)
             outs.append(out)
-            acc.update(out, None if data.y is None else data.y[a:b], out)
+            _update(acc, out, data, a, b, out, handle, stage)
             yield Progress(i, len(spans), "baseline")
     res = acc.result()
     return Baseline.build(
@@ -145,7 +394,24 @@ def compute_baseline(
         torch.cat(outs),
         time.perf_counter() - t0,
         res.get("top5"),
+        batch_limit=bs if bs < batch_size else None,
     )
+
+
+def _update(
+    acc: Any,
+    out: torch.Tensor,
+    data: EvalData,
+    a: int,
+    b: int,
+    ref: torch.Tensor,
+    handle: ModelHandle,
+    stage: str,
+) -> None:
+    try:
+        acc.update(out, None if data.y is None else data.y[a:b], ref)
+    except (ValueError, RuntimeError, IndexError) as exc:
+        raise EvalError(handle.source, f"{stage} ({_where(data, a, b)})", _one_line(exc)) from exc
 
 
 def calibrate(
@@ -160,7 +426,7 @@ def calibrate(
 
     One float forward pass over ``data.calib_x`` (only if something is missing); yields per
     batch. Statistics are added only when the pass completes, so a stopped calibration
-    never leaves partial statistics behind.
+    never leaves partial statistics behind. The model failing is an :class:`EvalError`.
     """
     from quantviz.model.capture import StatsCollector
 
@@ -170,12 +436,21 @@ def calibrate(
     _check_batch_size(batch_size)
     calib = data.calib_x
     if calib is None or int(calib.shape[0]) == 0:
-        raise ValueError(f"{getattr(data, 'name', 'data')}: no calibration inputs (calib_x)")
+        raise ValueError(f"{_data_name(data)}: no calibration inputs (calib_x)")
     spans = list(_batches(calib, batch_size))
-    collector = StatsCollector(handle, missing)
-    gen = collector.run((calib[a:b] for a, b in spans), total=len(spans))
-    for i, n in gen:
-        yield Progress(i, n or len(spans), "calibrate")
+    i = 0
+    try:
+        collector = StatsCollector(handle, missing)
+        gen = collector.run((calib[a:b] for a, b in spans), total=len(spans))
+        for i, n in gen:
+            yield Progress(i, n or len(spans), "calibrate")
+    except Exception as exc:
+        a, b = spans[min(i, len(spans) - 1)]
+        raise EvalError(
+            handle.source,
+            f"calibrate (float model, calibration samples {a}-{b - 1} of {_data_name(data)})",
+            _one_line(exc),
+        ) from exc
     stats.update(collector.stats)
     return stats
 
@@ -201,6 +476,23 @@ def _weight_dtype_bytes(handle: ModelHandle) -> int:
     return 4
 
 
+class _Clock:
+    """Wall time split into named stages: each :meth:`lap` charges the time since the last."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.timings = dict.fromkeys(STAGES, 0.0)
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] += now - self.last
+        self.last = now
+
+    @property
+    def seconds(self) -> float:
+        return self.last - self.start
+
+
 def evaluate(
     handle: ModelHandle,
     data: EvalData,
@@ -223,56 +515,61 @@ def evaluate(
     inside a sweep, copied into every :class:`Progress`.
 
     Raises ``ValueError`` before any work for an invalid batch size, a config naming no
-    layer of the model, or data without labels and without a float reference.
+    layer of the model or not applying to some layer's weight shape, or empty data; and
+    :class:`EvalError` when the model fails on the data (see the module doc). The result's
+    ``timings`` (every stage of :data:`~quantviz.eval.results.STAGES`) add up to its
+    ``seconds``.
     """
-    t_start = time.perf_counter()
+    clock = _Clock()
     _check_batch_size(batch_size)
     check_config(handle, config)
     if int(data.x.shape[0]) == 0:
-        raise ValueError(f"{getattr(data, 'name', 'data')}: x: no samples")
+        raise ValueError(f"{_data_name(data)}: x: no samples")
     cache = cache if cache is not None else WeightCache()
     stats = stats if stats is not None else {}
     point, points = progress_point
-    timings = {"baseline": 0.0, "calibrate": 0.0, "quantize": 0.0, "forward": 0.0}
+    clock.lap("check")
 
     # 1. the float baseline (once per model and data)
     if baseline is None or not baseline.matches(handle.module, data.x):
-        t0 = time.perf_counter()
         baseline = yield from _tagged(
             compute_baseline(handle, data, batch_size=batch_size), point, points
         )
-        timings["baseline"] = time.perf_counter() - t0
+        clock.lap("baseline")
     assert baseline is not None
+    bs = min(batch_size, baseline.batch_limit or batch_size)
 
     # 2. calibration statistics, only for static activation specs
     static = needs_calibration(handle, config)
     if static:
-        t0 = time.perf_counter()
-        yield from _tagged(
-            calibrate(handle, data, static, stats, batch_size=batch_size), point, points
-        )
-        timings["calibrate"] = time.perf_counter() - t0
+        yield from _tagged(calibrate(handle, data, static, stats, batch_size=bs), point, points)
+        clock.lap("calibrate")
 
     # 3. weights (cached per layer and spec)
-    t0 = time.perf_counter()
-    entries = yield from _tagged(prepare_weights(handle, config, cache), point, points)
-    timings["quantize"] = time.perf_counter() - t0
+    try:
+        entries = yield from _tagged(prepare_weights(handle, config, cache), point, points)
+    except ValueError as exc:
+        raise EvalError(handle.source, "quantize", str(exc)) from exc
+    clock.lap("quantize")
 
     # 4. the quantized forward pass
     from quantviz.data import MetricAccumulator
 
     acc = MetricAccumulator(handle.num_classes)
-    spans = list(_batches(data.x, batch_size))
+    spans = list(_batches(data.x, bs))
     ref = baseline.outputs
-    t0 = time.perf_counter()
-    with torch.no_grad(), apply_config(handle, config, stats=stats, cache=cache) as applied:
-        timings["quantize"] += applied.quantize_seconds
-        t0 = time.perf_counter()
+    stage = "forward (quantized model)"
+    try:
+        applying = apply_config(handle, config, stats=stats, cache=cache)
+    except ValueError as exc:
+        raise EvalError(handle.source, "quantize", str(exc)) from exc
+    with torch.no_grad(), applying:
+        clock.lap("quantize")
         for i, (a, b) in enumerate(spans, start=1):
-            out = _forward(handle, data.x[a:b])
-            acc.update(out, None if data.y is None else data.y[a:b], ref[a:b])
+            out = _forward(handle, data, a, b, stage, True)
+            _update(acc, out, data, a, b, ref[a:b], handle, stage)
             yield Progress(i, len(spans), "forward", point, points)
-    timings["forward"] = time.perf_counter() - t0
+    clock.lap("forward")
     res = acc.result()
 
     m_bytes, f_bytes = size_of(handle, config)
@@ -290,9 +587,9 @@ def evaluate(
                 "scheme": lc.short(),
             }
         )
-    from quantviz.io import config_to_dict
-
-    float_cfg = ModelConfig(default=LayerConfig(weight=None, activation=None))
+    bops = int(count_bops(handle.layers, config))
+    float_bops = int(count_bops(handle.layers, FLOAT_CONFIG))
+    clock.lap("metrics")
     return EvalResult(
         metric=res["metric"],
         value=float(res["value"]),
@@ -300,17 +597,18 @@ def evaluate(
         model_bytes=m_bytes,
         float_bytes=f_bytes,
         compression=f_bytes / m_bytes if m_bytes > 0 else float("inf"),
-        bops=int(count_bops(handle.layers, config)),
-        float_bops=int(count_bops(handle.layers, float_cfg)),
+        bops=bops,
+        float_bops=float_bops,
         layers=layers,
-        seconds=time.perf_counter() - t_start,
-        timings=timings,
+        seconds=clock.seconds,
+        timings=dict(clock.timings),
         name=name,
-        config=config_to_dict(config),
+        config=config,
         top1_agreement=res.get("top1_agreement"),
         cosine=res.get("cosine"),
         kl=res.get("kl"),
         top5=res.get("top5"),
         n_samples=int(res["n"]),
         device=str(_model_device(handle)),
+        batch_size=bs,
     )

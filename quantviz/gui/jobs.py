@@ -208,12 +208,10 @@ class JobController(QObject):
         from quantviz.eval import PointDone
 
         if isinstance(item, PointDone) and self.kind in ("uniform sweep", "mixed precision"):
-            from quantviz.io.config import config_from_dict
-
             r = item.result
             if self.kind == "mixed precision" and not r.name.startswith("mixed"):
                 return  # a point of the sensitivity pass mixed precision runs first
-            cfg = config_from_dict(r.config) if r.config else self.session.config
+            cfg = r.config if r.config is not None else self.session.config
             self.session.add_result(
                 r,
                 name=r.name or f"{self.kind} {item.index}",
