@@ -44,6 +44,7 @@ class ProgressReporter:
         tty: bool | None = None,
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        bar_interval: float = 0.1,
     ) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
@@ -52,6 +53,8 @@ class ProgressReporter:
         self.tty = bool(isatty()) if tty is None and callable(isatty) else bool(tty)
         self.interval = interval
         self.clock = clock
+        self.bar_interval = bar_interval
+        self._t_last = clock()  # a stage starts when the previous event arrived
         self._key: tuple[int, str] | None = None
         self._done = 0
         self._t_stage = 0.0
@@ -80,11 +83,13 @@ class ProgressReporter:
         key = (ev.point, ev.stage)
         if key != self._key:
             self._finish_bar()
-            self._key, self._done, self._t_stage, self._t_line = key, 0, now, now
-            if self._t_first_point is None:
-                self._t_first_point = now
+            start = self._t_last
+            self._key, self._done, self._t_stage, self._t_line = key, 0, start, start
+            if self._t_first_point is None and ev.points > 1 and ev.stage != "baseline":
+                self._t_first_point = start  # a sweep's ETA: from its first point on
             if self.tty:
                 self._open_bar(ev)
+        self._t_last = now
         done = min(max(self._done, ev.done), ev.total)  # monotone within a stage
         self._done = done
         if self.tty:
@@ -107,7 +112,7 @@ class ProgressReporter:
             )
 
     def _point(self, ev: Any) -> None:
-        now = self.clock()
+        now = self._t_last = self.clock()
         self._finish_bar()
         self._key = None
         start = self._t_first_point if self._t_first_point is not None else now
@@ -138,6 +143,7 @@ class ProgressReporter:
             file=self.stream,
             leave=False,
             dynamic_ncols=True,
+            mininterval=self.bar_interval,
             bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {percentage:3.0f}% "
             "[{elapsed}<{remaining}]",
         )
@@ -169,9 +175,9 @@ def drive(
                 ev = next(gen)
             except StopIteration as stop:
                 return stop.value
-            reporter(ev)
             if on_point is not None and isinstance(ev, PointDone):
-                on_point(ev)
+                on_point(ev)  # first: a Ctrl-C after the progress line keeps this point
+            reporter(ev)
     finally:
         reporter.close()
         gen.close()

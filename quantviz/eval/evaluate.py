@@ -119,14 +119,26 @@ def _where(data: EvalData, a: int, b: int) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split())
-    # TorchScript / torch.export errors carry the model's source and a trace after the message
-    for cut in (" The following operation failed in the TorchScript", " Traceback of TorchScript"):
-        if cut in msg:
-            msg = msg[: msg.index(cut)].rstrip()
-    if len(msg) > 400:
-        msg = msg[:397] + "..."
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    """``Type: message`` of an exception from the user's model, on one line.
+
+    TorchScript wraps the model's own exception in "The following operation failed in the
+    TorchScript interpreter" and a trace of the scripted source; the last line is the
+    exception itself (``builtins.ValueError: ...``), which is what the user needs.
+    """
+    text = str(exc)
+    if "Traceback of TorchScript" in text or "TorchScript interpreter" in text:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if lines:
+            last = lines[-1].removeprefix("builtins.")
+            if ": " in last and last.split(": ", 1)[0].isidentifier():
+                return _clip(last)
+            text = last
+    msg = " ".join(text.split())
+    return _clip(f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__)
+
+
+def _clip(msg: str, limit: int = 400) -> str:
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 def _output(out: Any) -> torch.Tensor:
@@ -217,10 +229,12 @@ def _has_non_finite(obj: Any) -> bool:
 
 
 def _describe_module(handle: ModelHandle, name: str, cls: str) -> str:
+    # re-assembled exported programs have no class names of their own
+    kind = "" if cls in ("InterpreterModule", "GraphModule") else f" ({cls})"
     by_module = {lay.module_fqn: lay.fqn for lay in handle.layers}
     if name in by_module:
-        return f"layer {by_module[name]} ({cls})"
-    return f"module {name} ({cls})" if name else f"the model's own forward ({cls})"
+        return f"layer {by_module[name]}{kind}"
+    return f"module {name}{kind}"
 
 
 def locate_non_finite(handle: ModelHandle, xb: torch.Tensor) -> str | None:
@@ -325,40 +339,38 @@ def _non_finite_message(
 # the stages
 # ---------------------------------------------------------------------------------------
 def _first_batch(
-    handle: ModelHandle, data: EvalData, batch_size: int
-) -> tuple[int, torch.Tensor | None]:
-    """The batch size to use and, when it ran, the model's output on the first batch.
+    handle: ModelHandle, data: EvalData, batch_size: int, stage: str
+) -> tuple[int, dict[int, torch.Tensor]]:
+    """The batch size to use and the outputs already computed (by first sample index).
 
-    ``batch_size`` normally. If the model fails on the first batch but runs on its first
-    sample alone (or was exported with a fixed batch of 1), the evaluation goes one sample
-    at a time: 1, logged as a warning on the ``quantviz.eval`` logger.
+    The first batch runs whole. If the model raises on it, its samples run one at a time:
+    a sample that fails alone is the data's fault and raises :class:`EvalError` naming that
+    sample; if all run, the model refuses batches (a ``.pt2`` exported with a fixed batch
+    of 1, a model written for one sample) and the evaluation goes one sample at a time,
+    logged as a warning on the ``quantviz.eval`` logger.
     """
     n = min(batch_size, int(data.x.shape[0]))
     if n <= 1:
-        return batch_size, None
+        return batch_size, {}
     if handle.meta.get("static_batch"):
         log.warning(
             "%s: the model was exported with a fixed batch of 1; evaluating one sample at a time",
             handle.source,
         )
-        return 1, None
+        return 1, {}
     try:
-        with torch.no_grad():
-            return batch_size, _raw_forward(handle, data.x[:n])
+        return batch_size, {0: _raw_forward(handle, data.x[:n])}
     except Exception as exc:
         first = exc
-    try:
-        with torch.no_grad():
-            _raw_forward(handle, data.x[:1])
-    except Exception:
-        return batch_size, None  # fails on one sample too: the first batch reports it
+    singles = {i: _forward(handle, data, i, i + 1, stage, False) for i in range(n)}
     log.warning(
-        "%s: the model refuses a batch of %d (%s); evaluating one sample at a time",
+        "%s: the model refuses a batch of %d (%s) but runs on each sample alone; "
+        "evaluating one sample at a time",
         handle.source,
         n,
         _one_line(first),
     )
-    return 1, None
+    return 1, singles
 
 
 def compute_baseline(
@@ -374,14 +386,15 @@ def compute_baseline(
 
     _check_batch_size(batch_size)
     t0 = time.perf_counter()
-    bs, first = _first_batch(handle, data, batch_size)
+    stage = "baseline (float model)"
+    with torch.no_grad():
+        bs, ready = _first_batch(handle, data, batch_size, stage)
     acc = MetricAccumulator(handle.num_classes)
     outs: list[torch.Tensor] = []
     spans = list(_batches(data.x, bs))
-    stage = "baseline (float model)"
     with torch.no_grad():
         for i, (a, b) in enumerate(spans, start=1):
-            out = _forward(handle, data, a, b, stage, False, first if i == 1 else None)
+            out = _forward(handle, data, a, b, stage, False, ready.pop(a, None))
             outs.append(out)
             _update(acc, out, data, a, b, out, handle, stage)
             yield Progress(i, len(spans), "baseline")

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
 
 
 def _partial_result(handle: Any, bits: tuple[int, ...], spec: Any, done: list[Any]) -> Any:
-    """A SensitivityResult of the layers measured at every width before the interruption.
+    """A SensitivityResult of what was measured before the interruption.
 
     :func:`quantviz.eval.sensitivity` measures width by width, layer by layer, in the
     model's layer order: ``PointDone.index`` ``i`` is layer ``i % n`` at ``bits[i // n]``.
@@ -59,9 +59,12 @@ def _partial_result(handle: Any, bits: tuple[int, ...], spec: Any, done: list[An
         ls.value[b] = r.value
         ls.kl[b] = float(r.kl or 0.0)
         ls.sqnr_db[b] = next(lay["weight_sqnr_db"] for lay in r.layers if lay["fqn"] == fqn)
-    complete = [by_fqn[f] for f in fqns if f in by_fqn and all(b in by_fqn[f].kl for b in bits)]
+    # the layers measured at the first width (the rankings' width), with the widths every
+    # one of them was measured at
+    layers = [by_fqn[f] for f in fqns if f in by_fqn and bits[0] in by_fqn[f].kl]
+    widths = tuple(b for b in bits if all(b in ls.kl for ls in layers))
     first = done[0].result
-    return SensitivityResult(first.metric, first.baseline, bits, spec, complete)
+    return SensitivityResult(first.metric, first.baseline, widths, spec, layers)
 
 
 def _table(args: argparse.Namespace, res: Any) -> str:
