@@ -328,3 +328,30 @@ def test_sigint_during_sensitivity_prints_partial_results(tmp_path):
     # with 4 layers, the first 2 measurements are conv1 and conv2 at 2 bits
     assert [lay["fqn"] for lay in doc["layers"]][:2] == ["conv1", "conv2"] or doc["completed"] >= 4
     assert err.strip().splitlines()[-1] == "quantviz: interrupted"
+
+
+def test_interrupted_sweep_prints_the_finished_points(capsys, monkeypatch):
+    """Ctrl-C arriving while the third point runs (raised from the progress callback, where
+    a real SIGINT lands too): the two finished points are printed, exit 130."""
+    import quantviz.cli.commands.sweep_cmd as sweep_cmd
+    from quantviz.cli.progress import ProgressReporter
+    from quantviz.eval.results import PointDone
+
+    class CtrlC(ProgressReporter):
+        points = 0
+
+        def __call__(self, ev):
+            if isinstance(ev, PointDone):
+                self.points += 1
+            elif self.points == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_cmd, "reporter", lambda args, label: CtrlC(label, enabled=False))
+    argv = ["sweep", "-m", "sample:digits_cnn", "--bits", "2,4,8", "--json"]
+    assert main(argv) == 130
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["interrupted"] is True and (doc["completed"], doc["total"]) == (2, 3)
+    assert [p["name"] for p in doc["points"]] == ["uniform W2 sym ch", "uniform W4 sym ch"]
+    assert doc["points"][0]["config"]["default"]["weight"]["bits"] == 2
+    assert err.strip() == "quantviz: interrupted"

@@ -48,6 +48,14 @@ def _message(exc: BaseException) -> str:
     return " ".join(msg.split())
 
 
+def _first_sentence(msg: str, limit: int = 300) -> str:
+    """The head of a long library message (torch's dispatcher lists every backend)."""
+    if len(msg) <= limit:
+        return msg
+    cut = msg.find(". ", 40, limit)
+    return msg[: cut + 1] if cut > 0 else msg[: limit - 3] + "..."
+
+
 def error_line(exc: BaseException) -> str:
     """``quantviz: error: <file/stage>: <message>`` for ``exc``, on one line."""
     from quantviz.cli.parser import UsageError
@@ -55,6 +63,7 @@ def error_line(exc: BaseException) -> str:
     msg = _message(exc)
     known = isinstance(exc, (ValueError, OSError, KeyError, GuiMissing, UsageError))
     if not known:
+        msg = _first_sentence(msg)
         msg = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
     elif not msg:
         msg = type(exc).__name__

@@ -16,7 +16,6 @@ at a time, with a warning on the ``quantviz`` logger.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Generator, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +32,15 @@ from quantviz.eval.apply import (
     check_config,
     needs_calibration,
     prepare_weights,
+)
+from quantviz.eval.forward import (
+    check_data,
+    data_name,
+    first_batch,
+    forward,
+    model_device,
+    one_line,
+    update_metrics,
 )
 from quantviz.eval.results import STAGES, Baseline, EvalError, EvalResult, Progress
 
@@ -51,7 +59,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-log = logging.getLogger("quantviz.eval")
 
 
 def run(gen: Generator[Any, Any, T], on_event: Callable[[Any], None] | None = None) -> T:
@@ -96,10 +103,6 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def _model_device(handle: ModelHandle) -> torch.device:
-    return handle.example_input.device
-
-
 def _batches(x: torch.Tensor, batch_size: int) -> Iterator[tuple[int, int]]:
     for i in range(0, int(x.shape[0]), batch_size):
         yield i, min(i + batch_size, int(x.shape[0]))
@@ -110,269 +113,9 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
 
 
-def _data_name(data: EvalData) -> str:
-    return str(getattr(data, "name", "") or "data")
-
-
-def _where(data: EvalData, a: int, b: int) -> str:
-    return f"samples {a}-{b - 1} of {_data_name(data)}"
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: message`` of an exception from the user's model, on one line.
-
-    TorchScript wraps the model's own exception in "The following operation failed in the
-    TorchScript interpreter" and a trace of the scripted source; the last line is the
-    exception itself (``builtins.ValueError: ...``), which is what the user needs.
-    """
-    text = str(exc)
-    if "Traceback of TorchScript" in text or "TorchScript interpreter" in text:
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        if lines:
-            last = lines[-1].removeprefix("builtins.")
-            if ": " in last and last.split(": ", 1)[0].isidentifier():
-                return _clip(last)
-            text = last
-    msg = " ".join(text.split())
-    return _clip(f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__)
-
-
-def _clip(msg: str, limit: int = 400) -> str:
-    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
-
-
-def _output(out: Any) -> torch.Tensor:
-    """The tensor output of a forward pass (first tensor of a tuple / dict)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)):
-        for o in out:
-            if isinstance(o, torch.Tensor):
-                return o
-    raise ValueError(f"model output: expected a tensor, got {type(out).__name__}")
-
-
-def _check_output(out: torch.Tensor, n: int) -> None:
-    """``ValueError`` for an output the metrics cannot read (no samples or no classes)."""
-    shape = tuple(out.shape)
-    if out.dim() == 0 or shape[0] != n:
-        raise ValueError(
-            f"model output: shape {list(shape)} for a batch of {n} samples (the first "
-            "dimension must be the batch)"
-        )
-    if out.dim() >= 2 and shape[1] == 0:
-        raise ValueError(
-            f"model output: shape {list(shape)} has zero classes (dimension 1 is empty)"
-        )
-    if out.numel() == 0:
-        raise ValueError(f"model output: shape {list(shape)} is empty")
-    if out.is_complex():
-        raise ValueError("model output: complex values are not supported")
-
-
-def _raw_forward(handle: ModelHandle, xb: torch.Tensor) -> torch.Tensor:
-    dev = _model_device(handle)
-    out = _output(handle.module(xb.to(dev, non_blocking=True)))
-    _check_output(out, int(xb.shape[0]))
-    return out.detach().float().cpu()
-
-
-def _forward(
-    handle: ModelHandle,
-    data: EvalData,
-    a: int,
-    b: int,
-    stage: str,
-    quantized: bool,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The model's output on samples ``a:b`` (``out`` if already computed), checked finite.
-
-    :class:`EvalError` naming the stage and samples when the model raises, returns an
-    output the metrics cannot read, or returns NaN/inf.
-    """
-    xb = data.x[a:b]
-    if out is None:
-        try:
-            out = _raw_forward(handle, xb)
-        except Exception as exc:  # the user's model raised: report it, do not crash
-            raise EvalError(
-                handle.source, f"{stage} ({_where(data, a, b)})", _one_line(exc)
-            ) from exc
-    if not bool(torch.isfinite(out).all()):
-        raise EvalError(
-            handle.source,
-            f"{stage} ({_where(data, a, b)})",
-            _non_finite_message(handle, xb, out, data, a, quantized),
-        )
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# where NaN / inf first appear
-# ---------------------------------------------------------------------------------------
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (tuple, list)):
-        for v in obj:
-            yield from _tensors(v)
-
-
-def _has_non_finite(obj: Any) -> bool:
-    return any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in _tensors(obj))
-
-
-def _describe_module(handle: ModelHandle, name: str, cls: str) -> str:
-    # re-assembled exported programs have no class names of their own
-    kind = "" if cls in ("InterpreterModule", "GraphModule") else f" ({cls})"
-    by_module = {lay.module_fqn: lay.fqn for lay in handle.layers}
-    if name in by_module:
-        return f"layer {by_module[name]}{kind}"
-    return f"module {name}{kind}"
-
-
-def locate_non_finite(handle: ModelHandle, xb: torch.Tensor) -> str | None:
-    """Where non-finite values first appear when ``handle``'s model runs on ``xb``.
-
-    Forward hooks on every submodule record the first module (in the order modules finish)
-    whose output holds NaN/inf; a flat ``torch.fx`` graph (an exported program) is run node
-    by node instead. ``None`` when the model cannot be observed (TorchScript) or the values
-    do not reappear.
-    """
-    mod = handle.module
-    dev = _model_device(handle)
-    x = xb.to(dev)
-    found: list[str] = []
-    if handle.flavour == "torchscript":
-        return None
-    subs = [(n, m) for n, m in mod.named_modules() if n]
-    if subs:
-        removers = []
-        for name, m in subs:
-
-            def hook(m: torch.nn.Module, args: Any, out: Any, name: str = name) -> None:
-                if found or not _has_non_finite(out):
-                    return
-                where = _describe_module(handle, name, type(m).__name__)
-                if _has_non_finite(args):
-                    found.append(f"the input of {where} (after its input quantization)")
-                else:
-                    found.append(f"the output of {where}")
-
-            try:
-                removers.append(m.register_forward_hook(hook))
-            except (RuntimeError, AttributeError):  # pragma: no cover - not hookable
-                continue
-        try:
-            with torch.no_grad():
-                mod(x)
-        except Exception:  # the hooks saw what they could
-            pass
-        finally:
-            for r in removers:
-                r.remove()
-        if found:
-            return found[0]
-    if isinstance(mod, torch.fx.GraphModule):
-        return _locate_in_graph(mod, x)
-    return None
-
-
-def _locate_in_graph(gm: torch.fx.GraphModule, x: torch.Tensor) -> str | None:
-    found: list[str] = []
-
-    class _Finder(torch.fx.Interpreter):
-        def run_node(self, n: torch.fx.Node) -> Any:
-            out = super().run_node(n)
-            skip = n.op in ("placeholder", "get_attr", "output")
-            if not found and not skip and _has_non_finite(out):
-                mod_stack = n.meta.get("nn_module_stack") or {}
-                owner = list(mod_stack.values())[-1][0] if mod_stack else ""
-                what = f"node {n.name} ({n.target})"
-                found.append(f"{what} in module {owner}" if owner else what)
-            return out
-
-    try:
-        with torch.no_grad():
-            _Finder(gm).run(x)
-    except Exception:
-        pass
-    return found[0] if found else None
-
-
-def _non_finite_message(
-    handle: ModelHandle, xb: torch.Tensor, out: torch.Tensor, data: EvalData, a: int, q: bool
-) -> str:
-    nan = int(torch.isnan(out).sum())
-    inf = int(torch.isinf(out).sum())
-    head = (
-        f"the {'quantized' if q else 'float'} model's output holds {nan} NaN and {inf} inf "
-        f"values of {out.numel()}"
-    )
-    if xb.is_floating_point() and not bool(torch.isfinite(xb).all()):
-        bad = (~torch.isfinite(xb.reshape(xb.shape[0], -1))).any(dim=1).nonzero().flatten()
-        return f"{head}: the input already does ({_data_name(data)}: sample {a + int(bad[0])})"
-    where = locate_non_finite(handle, xb)
-    bad_params = [
-        n
-        for n, p in handle.module.named_parameters()
-        if p.is_floating_point() and not bool(torch.isfinite(p).all())
-    ]
-    tail = f"; non-finite parameters: {', '.join(bad_params[:5])}" if bad_params else ""
-    if where is None:
-        why = (
-            "a TorchScript model cannot be observed layer by layer"
-            if handle.flavour == "torchscript"
-            else "they did not reappear when the batch was re-run"
-        )
-        return f"{head} (where they first appear is unknown: {why}){tail}"
-    return f"{head}; they first appear in {where}{tail}"
-
-
 # ---------------------------------------------------------------------------------------
 # the stages
 # ---------------------------------------------------------------------------------------
-def _first_batch(
-    handle: ModelHandle, data: EvalData, batch_size: int, stage: str
-) -> tuple[int, dict[int, torch.Tensor]]:
-    """The batch size to use and the outputs already computed (by first sample index).
-
-    The first batch runs whole. If the model raises on it, its samples run one at a time:
-    a sample that fails alone is the data's fault and raises :class:`EvalError` naming that
-    sample; if all run, the model refuses batches (a ``.pt2`` exported with a fixed batch
-    of 1, a model written for one sample) and the evaluation goes one sample at a time,
-    logged as a warning on the ``quantviz.eval`` logger.
-    """
-    n = min(batch_size, int(data.x.shape[0]))
-    if n <= 1:
-        return batch_size, {}
-    if handle.meta.get("static_batch"):
-        log.warning(
-            "%s: the model was exported with a fixed batch of 1; evaluating one sample at a time",
-            handle.source,
-        )
-        return 1, {}
-    try:
-        return batch_size, {0: _raw_forward(handle, data.x[:n])}
-    except Exception as exc:
-        first = exc
-    singles = {i: _forward(handle, data, i, i + 1, stage, False) for i in range(n)}
-    log.warning(
-        "%s: the model refuses a batch of %d (%s) but runs on each sample alone; "
-        "evaluating one sample at a time",
-        handle.source,
-        n,
-        _one_line(first),
-    )
-    return 1, singles
-
-
 def compute_baseline(
     handle: ModelHandle, data: EvalData, *, batch_size: int = 256
 ) -> Generator[Progress, None, Baseline]:
@@ -385,18 +128,19 @@ def compute_baseline(
     from quantviz.data import MetricAccumulator
 
     _check_batch_size(batch_size)
+    check_data(data)
     t0 = time.perf_counter()
     stage = "baseline (float model)"
     with torch.no_grad():
-        bs, ready = _first_batch(handle, data, batch_size, stage)
+        bs, ready = first_batch(handle, data, batch_size, stage)
     acc = MetricAccumulator(handle.num_classes)
     outs: list[torch.Tensor] = []
     spans = list(_batches(data.x, bs))
     with torch.no_grad():
         for i, (a, b) in enumerate(spans, start=1):
-            out = _forward(handle, data, a, b, stage, False, ready.pop(a, None))
+            out = forward(handle, data, a, b, stage, False, ready.pop(a, None))
             outs.append(out)
-            _update(acc, out, data, a, b, out, handle, stage)
+            update_metrics(acc, out, data, a, b, out, handle, stage)
             yield Progress(i, len(spans), "baseline")
     res = acc.result()
     return Baseline.build(
@@ -409,22 +153,6 @@ def compute_baseline(
         res.get("top5"),
         batch_limit=bs if bs < batch_size else None,
     )
-
-
-def _update(
-    acc: Any,
-    out: torch.Tensor,
-    data: EvalData,
-    a: int,
-    b: int,
-    ref: torch.Tensor,
-    handle: ModelHandle,
-    stage: str,
-) -> None:
-    try:
-        acc.update(out, None if data.y is None else data.y[a:b], ref)
-    except (ValueError, RuntimeError, IndexError) as exc:
-        raise EvalError(handle.source, f"{stage} ({_where(data, a, b)})", _one_line(exc)) from exc
 
 
 def calibrate(
@@ -449,7 +177,7 @@ def calibrate(
     _check_batch_size(batch_size)
     calib = data.calib_x
     if calib is None or int(calib.shape[0]) == 0:
-        raise ValueError(f"{_data_name(data)}: no calibration inputs (calib_x)")
+        raise ValueError(f"{data_name(data)}: no calibration inputs (calib_x)")
     spans = list(_batches(calib, batch_size))
     i = 0
     try:
@@ -461,8 +189,8 @@ def calibrate(
         a, b = spans[min(i, len(spans) - 1)]
         raise EvalError(
             handle.source,
-            f"calibrate (float model, calibration samples {a}-{b - 1} of {_data_name(data)})",
-            _one_line(exc),
+            f"calibrate (float model, calibration samples {a}-{b - 1} of {data_name(data)})",
+            one_line(exc),
         ) from exc
     stats.update(collector.stats)
     return stats
@@ -536,8 +264,7 @@ def evaluate(
     clock = _Clock()
     _check_batch_size(batch_size)
     check_config(handle, config)
-    if int(data.x.shape[0]) == 0:
-        raise ValueError(f"{_data_name(data)}: x: no samples")
+    check_data(data)
     cache = cache if cache is not None else WeightCache()
     stats = stats if stats is not None else {}
     point, points = progress_point
@@ -579,8 +306,8 @@ def evaluate(
     with torch.no_grad(), applying:
         clock.lap("quantize")
         for i, (a, b) in enumerate(spans, start=1):
-            out = _forward(handle, data, a, b, stage, True)
-            _update(acc, out, data, a, b, ref[a:b], handle, stage)
+            out = forward(handle, data, a, b, stage, True)
+            update_metrics(acc, out, data, a, b, ref[a:b], handle, stage)
             yield Progress(i, len(spans), "forward", point, points)
     clock.lap("forward")
     res = acc.result()
@@ -622,6 +349,6 @@ def evaluate(
         kl=res.get("kl"),
         top5=res.get("top5"),
         n_samples=int(res["n"]),
-        device=str(_model_device(handle)),
+        device=str(model_device(handle)),
         batch_size=bs,
     )

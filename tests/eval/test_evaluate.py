@@ -180,3 +180,36 @@ def test_bad_input(handle, data):
     with pytest.raises(ValueError, match="cpu or cuda"):
         check_device("tpu")
     assert check_device("cpu").type == "cpu"
+
+
+def test_config_that_cannot_apply_is_refused_before_any_pass(handle, data):
+    """per_group 128 on conv1 (rows of 9) fails at the first step, naming the layer."""
+    g128 = ModelConfig(default=LayerConfig(weight=QuantSpec(granularity="per_group")))
+    gen = evaluate(handle, data, g128)
+    with pytest.raises(ValueError, match="layer conv1: weight: group_size: 128 does not divide"):
+        next(gen)  # no Progress event: nothing ran
+    # a layer-specific override that fits its layer is accepted, the rest is checked per layer
+    ok = ModelConfig(
+        default=LayerConfig(weight=QuantSpec(granularity="per_group", group_size=16)),
+        overrides=(
+            ("conv1", LayerConfig(weight=QuantSpec(granularity="per_group", group_size=9))),
+        ),
+    )
+    run(evaluate(handle, data, ok))
+    static_ch = ModelConfig(
+        default=LayerConfig(weight=None, activation=QuantSpec(granularity="per_channel"))
+    )
+    with pytest.raises(ValueError, match="layer conv1: activation: static quantization"):
+        next(evaluate(handle, data, static_ch))
+
+
+def test_result_round_trip_without_config(handle, data):
+    from quantviz.io.session_file import eval_result_from_dict
+
+    r = run(evaluate(handle, data, W8, name="w8"))
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    back = eval_result_from_dict(d)
+    assert back.config is None and back.to_dict() == d
+    # documents written when the result held the config as a dict still load
+    old = {**d, "config": {"default": {"weight": {"bits": 8}}}}
+    assert eval_result_from_dict(old).config is None

@@ -13,7 +13,7 @@ from torch import nn
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec
 from quantviz.data import EvalData
 from quantviz.eval import EvalResult, evaluate, run
-from quantviz.eval.evaluate import locate_non_finite
+from quantviz.eval.forward import locate_non_finite
 from quantviz.eval.results import EvalError
 from quantviz.model.handle import ModelHandle
 from quantviz.model.layers import discover_layers
