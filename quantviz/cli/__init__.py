@@ -15,15 +15,16 @@ otherwise) and progress on stderr (bars on a terminal, plain lines otherwise). E
 ``quantviz: error: <file/stage>: <message>`` (the traceback only with ``--debug``); 130 when
 interrupted (Ctrl-C), after printing what a sweep or sensitivity run had finished.
 
-Layout: :mod:`.parser` (arguments), :mod:`.preflight` (paths and config files checked before
-torch is imported), :mod:`.progress` (progress display, driving the generators),
-:mod:`.errors` (the error boundary), :mod:`.output` (documents and text),
-:mod:`.commands` (one module per subcommand). Importing this package imports no torch.
+Layout: :mod:`.entry` (:func:`main`), :mod:`.parser` (arguments), :mod:`.preflight`
+(paths and config files checked before torch is imported), :mod:`.progress` (progress
+display, driving the generators), :mod:`.errors` (the error boundary), :mod:`.output`
+(documents and text), :mod:`.commands` (one module per subcommand). Importing this package
+imports no torch.
 """
 
 from __future__ import annotations
 
-from quantviz.cli.main import main
+from quantviz.cli.entry import main
 from quantviz.cli.parser import SUBCOMMANDS, build_parser
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
