@@ -47,4 +47,8 @@ def test_defaults_import_without_torch():
         "import sys, quantviz.core.defaults, quantviz.core.units\n"
         "assert 'torch' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    import os
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)

@@ -213,3 +213,27 @@ def test_result_round_trip_without_config(handle, data):
     # documents written when the result held the config as a dict still load
     old = {**d, "config": {"default": {"weight": {"bits": 8}}}}
     assert eval_result_from_dict(old).config is None
+
+
+def test_eval_does_not_import_io():
+    """Serialising the config is quantviz.io's job: evaluating never imports it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from quantviz.data import load_data\n"
+        "from quantviz.eval import evaluate, run\n"
+        "from quantviz.model import load_model\n"
+        "from quantviz.core.defaults import DEFAULT_CONFIG\n"
+        "h = load_model('sample:digits_cnn')\n"
+        "r = run(evaluate(h, load_data(None, h), DEFAULT_CONFIG))\n"
+        "assert r.config is DEFAULT_CONFIG\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('quantviz.io'))\n"
+        "assert not bad, bad\n"
+    )
+    import os
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
