@@ -10,7 +10,6 @@ import argparse
 import importlib
 import time
 
-from quantviz.cli.errors import where
 from quantviz.cli.preflight import preflight
 
 __all__ = ["run_command"]
@@ -25,7 +24,6 @@ _MODULES = {
 
 def run_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    with where(getattr(args, "config", None)):
-        config = preflight(args)
+    config = preflight(args)  # its messages name their files
     mod = importlib.import_module(_MODULES[args.command])
     return int(mod.run(args, config, started))
