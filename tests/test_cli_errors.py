@@ -354,3 +354,15 @@ def test_interrupted_sweep_prints_the_finished_points(capsys, monkeypatch):
     assert [p["name"] for p in doc["points"]] == ["uniform W2 sym ch", "uniform W4 sym ch"]
     assert doc["points"][0]["config"]["default"]["weight"]["bits"] == 2
     assert err.strip() == "quantviz: interrupted"
+
+
+def test_sweep_config_that_cannot_apply_is_refused_before_the_baseline(tmp_path, capsys):
+    cfg = tmp_path / "g128.yaml"
+    cfg.write_text(
+        "format: quantviz-config\nversion: 1\n"
+        "default: {weight: {granularity: per_group, group_size: 128}}\n"
+    )
+    assert main(["sweep", "-m", "sample:digits_cnn", "-c", str(cfg), "--bits", "4,8"]) == 2
+    line = _one_error_line(capsys)  # no progress line: the baseline never started
+    assert line.startswith(f"quantviz: error: {cfg}: config does not apply to digits_cnn")
+    assert "layer conv1: weight: group_size: 128" in line

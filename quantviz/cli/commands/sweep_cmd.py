@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from quantviz.cli.commands.common import load_model_and_data, reporter
+from quantviz.cli.errors import where
 from quantviz.cli.output import emit, pct, result_dict
 from quantviz.cli.parser import UsageError
 from quantviz.cli.progress import drive
@@ -25,6 +26,14 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
             raise UsageError(f"{args.config}: default.weight is null; a sweep needs a scheme")
         spec, act = config.default.weight, config.default.activation
     handle, data = load_model_and_data(args)
+    # every point's config is checked against the layers before the baseline pass runs
+    from quantviz.core import LayerConfig, ModelConfig
+    from quantviz.eval import check_config
+
+    with where(args.config or "--bits"):
+        for b in bits:
+            cfg = ModelConfig(default=LayerConfig(weight=spec.with_(bits=b), activation=act))
+            check_config(handle, cfg)
     done: list[Any] = []
     gen = uniform_sweep(handle, data, bits, spec, activation=act, batch_size=args.batch_size)
     try:
