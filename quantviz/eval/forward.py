@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from quantviz.model.handle import ModelHandle
 
 __all__ = [
+    "OutputError",
     "check_data",
     "data_name",
     "first_batch",
@@ -81,6 +82,8 @@ def one_line(exc: BaseException) -> str:
     exception itself (``builtins.ValueError: ...``), which is what the user needs.
     """
     text = str(exc)
+    if isinstance(exc, OutputError):  # our own message about the model's output
+        return _clip(" ".join(text.split()))
     if "Traceback of TorchScript" in text or "TorchScript interpreter" in text:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if lines:
@@ -96,6 +99,18 @@ def _clip(msg: str, limit: int = 400) -> str:
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
+class OutputError(ValueError):
+    """The model's output cannot be read as ``[batch, classes, ...]`` logits.
+
+    ``batch`` is True when the problem is the batch dimension (a model that only handles
+    one sample may return such outputs for a batch).
+    """
+
+    def __init__(self, message: str, *, batch: bool = False) -> None:
+        super().__init__(message)
+        self.batch = batch
+
+
 def _output(out: Any) -> torch.Tensor:
     """The tensor output of a forward pass (first tensor of a tuple / dict)."""
     if isinstance(out, torch.Tensor):
@@ -106,25 +121,26 @@ def _output(out: Any) -> torch.Tensor:
         for o in out:
             if isinstance(o, torch.Tensor):
                 return o
-    raise ValueError(f"model output: expected a tensor, got {type(out).__name__}")
+    raise OutputError(f"model output: expected a tensor, got {type(out).__name__}")
 
 
 def _check_output(out: torch.Tensor, n: int) -> None:
-    """``ValueError`` for an output the metrics cannot read (no samples or no classes)."""
+    """:class:`OutputError` for an output the metrics cannot read (no samples or classes)."""
     shape = tuple(out.shape)
     if out.dim() == 0 or shape[0] != n:
-        raise ValueError(
+        raise OutputError(
             f"model output: shape {list(shape)} for a batch of {n} samples (the first "
-            "dimension must be the batch)"
+            "dimension must be the batch)",
+            batch=True,
         )
     if out.dim() >= 2 and shape[1] == 0:
-        raise ValueError(
+        raise OutputError(
             f"model output: shape {list(shape)} has zero classes (dimension 1 is empty)"
         )
     if out.numel() == 0:
-        raise ValueError(f"model output: shape {list(shape)} is empty")
+        raise OutputError(f"model output: shape {list(shape)} is empty")
     if out.is_complex():
-        raise ValueError("model output: complex values are not supported")
+        raise OutputError("model output: complex values are not supported")
 
 
 def _raw_forward(handle: ModelHandle, xb: torch.Tensor) -> torch.Tensor:
@@ -312,6 +328,10 @@ def first_batch(
         return 1, {}
     try:
         return batch_size, {0: _raw_forward(handle, data.x[:n])}
+    except OutputError as exc:
+        if not exc.batch:  # no classes whatever the batch: say so for the batch
+            raise EvalError(handle.source, f"{stage} ({_where(data, 0, n)})", str(exc)) from exc
+        first = exc
     except Exception as exc:
         first = exc
     singles = {i: forward(handle, data, i, i + 1, stage, False) for i in range(n)}
