@@ -213,3 +213,46 @@ def test_subprocess_eval_json():
     assert set(doc) >= RESULT_KEYS
     assert doc["metric"] == "accuracy" and doc["value"] >= 0.95
     assert {"fqn", "bytes", "weight_sqnr_db"} <= set(doc["layers"][0])
+
+
+def test_eval_timings_add_up_to_seconds(tmp_path, capsys):
+    import time
+
+    cfg = tmp_path / "a8.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "format": "quantviz-config",
+                "version": 1,
+                "default": {"weight": {"bits": 8}, "activation": {"bits": 8}},
+            }
+        )
+    )
+    t0 = time.perf_counter()
+    assert main(["eval", "-m", "sample:digits_cnn", "-c", str(cfg), "--json", "--no-progress"]) == 0
+    wall = time.perf_counter() - t0
+    doc, _ = _json(capsys)
+    timings = doc["timings"]
+    assert list(timings) == [
+        "load",
+        "check",
+        "baseline",
+        "calibrate",
+        "quantize",
+        "forward",
+        "metrics",
+    ]
+    assert all(v >= 0 for v in timings.values()) and timings["calibrate"] > 0
+    assert sum(timings.values()) == pytest.approx(doc["seconds"], rel=0.01)
+    assert doc["seconds"] <= wall  # the document's time is this command's, not more
+
+
+def test_eval_without_config_uses_the_one_default(capsys):
+    from quantviz.core.defaults import DEFAULT_CONFIG, DEFAULT_NAME
+    from quantviz.io import config_to_dict
+
+    assert main(["eval", "-m", "sample:digits_cnn", "--json", "--no-progress"]) == 0
+    doc, _ = _json(capsys)
+    assert doc["name"] == DEFAULT_NAME
+    assert doc["config"] == config_to_dict(DEFAULT_CONFIG)
+    assert {lay["scheme"] for lay in doc["layers"]} == {DEFAULT_CONFIG.default.short()}

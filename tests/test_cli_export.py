@@ -73,7 +73,8 @@ def test_strict_refuses_and_writes_nothing(tmp_path, capsys, config_file):
         capsys, "-m", "sample:digits_cnn", "-c", config_file, "-f", "aimet", "-o", out, "--strict"
     )
     assert code == 2 and not out.exists()
-    assert err.strip().startswith("quantviz: error: aimet export: 1 layer(s)")
+    # the error names the file it refused to write and why
+    assert err.strip().startswith(f"quantviz: error: {out}: aimet export: 1 layer(s)")
     assert len(err.strip().splitlines()) == 1
 
 

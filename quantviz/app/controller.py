@@ -26,7 +26,7 @@ from typing import Any
 from quantviz.app.activation import ActivationData, activation_data
 from quantviz.app.jobs import Job
 from quantviz.app.metrics import SqnrTable, compute_sqnr
-from quantviz.core.defaults import DEFAULT_WEIGHT_SPEC
+from quantviz.core.defaults import DEFAULT_WEIGHT
 from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.session import ResultEntry, Session
 
@@ -303,7 +303,7 @@ class AppController:
         """The default weight scheme of configuration ``name`` (current when None)."""
         s = self.session
         cfg = s.config if name is None else s.configs[name]
-        return cfg.default.weight or DEFAULT_WEIGHT_SPEC
+        return cfg.default.weight or DEFAULT_WEIGHT
 
     def evaluate_job(self, name: str | None = None) -> Job:
         """Evaluate configuration ``name`` (the current one when None) without making it

@@ -1,17 +1,34 @@
-"""The configurations every front-end starts from (one place: the GUI, the CLI and sweeps)."""
+"""The configurations every entry point starts from (one place; imports no torch).
+
+``DEFAULT_CONFIG`` is what ``quantviz eval`` evaluates without ``--config`` and what the app
+starts at: 8-bit uniform symmetric weights with one min/max range per output channel
+(``per_channel``, axis 0), activations kept float. Per-channel is the default because it is
+what deployment toolchains (TensorRT, ONNX Runtime, TFLite, AIMET) use for weights and
+because per-tensor 8-bit loses accuracy on depthwise convolutions and layers with uneven
+channel ranges. ``FLOAT_CONFIG`` keeps every tensor float (the reference).
+"""
 
 from __future__ import annotations
 
 from quantviz.core.spec import LayerConfig, ModelConfig, QuantSpec
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_WEIGHT_SPEC", "FLOAT_CONFIG"]
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_NAME", "DEFAULT_WEIGHT", "FLOAT_CONFIG", "FLOAT_NAME"]
 
-#: W8 uniform symmetric per-channel (axis 0) min/max: what ``quantviz eval`` and a freshly
-#: opened model in the app use when no configuration is given.
-DEFAULT_WEIGHT_SPEC = QuantSpec(bits=8, granularity="per_channel")
+#: 8-bit uniform symmetric, per output channel, min/max calibration
+DEFAULT_WEIGHT = QuantSpec(
+    bits=8,
+    quantizer="uniform",
+    symmetric=True,
+    granularity="per_channel",
+    axis=0,
+    calibration="minmax",
+)
 
-#: The default configuration: :data:`DEFAULT_WEIGHT_SPEC` weights, float activations.
-DEFAULT_CONFIG = ModelConfig(default=LayerConfig(weight=DEFAULT_WEIGHT_SPEC, activation=None))
+#: the default configuration: ``DEFAULT_WEIGHT`` for every layer, activations float
+DEFAULT_CONFIG = ModelConfig(default=LayerConfig(weight=DEFAULT_WEIGHT, activation=None))
+#: a short human name of ``DEFAULT_CONFIG``
+DEFAULT_NAME = "W8 per-channel (default)"
 
-#: Every layer kept in float (the reference of every comparison).
+#: every weight and activation kept float
 FLOAT_CONFIG = ModelConfig(default=LayerConfig(weight=None, activation=None))
+FLOAT_NAME = "float"

@@ -15,7 +15,15 @@ from quantviz.eval.apply import (
 )
 from quantviz.eval.evaluate import calibrate, check_device, compute_baseline, evaluate, run, size_of
 from quantviz.eval.pareto import pareto
-from quantviz.eval.results import Baseline, EvalResult, PointDone, Progress, json_safe
+from quantviz.eval.results import (
+    STAGES,
+    Baseline,
+    EvalError,
+    EvalResult,
+    PointDone,
+    Progress,
+    json_safe,
+)
 from quantviz.eval.sweeps import (
     LayerSensitivity,
     MixedPrecisionResult,
@@ -28,8 +36,10 @@ from quantviz.eval.sweeps import (
 )
 
 __all__ = [
+    "STAGES",
     "AppliedConfig",
     "Baseline",
+    "EvalError",
     "EvalResult",
     "LayerSensitivity",
     "MixedPrecisionResult",

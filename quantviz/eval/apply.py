@@ -171,7 +171,14 @@ def fit_static(fqn: str, spec: QuantSpec, stats: LayerStats) -> FittedQuantizer:
 
 
 def check_config(handle: ModelHandle, config: ModelConfig) -> None:
-    """``ValueError`` naming every override key of ``config`` that matches no layer."""
+    """Refuse, before any work, a ``config`` that cannot apply to ``handle``'s model.
+
+    ``ValueError`` naming every override key that matches no layer, or every layer whose
+    resolved spec cannot apply to its weight's shape (``group_size: 128 does not divide the
+    row length 27``, a per-channel ``axis`` out of range) or whose static activation spec is
+    not per-tensor, and activation specs on a model whose layers cannot be hooked (a
+    TorchScript model). Reads shapes only (no tensor is touched, no forward pass runs).
+    """
     if not isinstance(config, ModelConfig):
         raise ValueError(f"config: must be a ModelConfig, got {type(config).__name__}")
     unknown = config.unknown_keys(handle.fqns)
@@ -180,6 +187,42 @@ def check_config(handle: ModelHandle, config: ModelConfig) -> None:
             f"config: layers {', '.join(unknown)} match no layer of {handle.name} "
             f"(layers: {', '.join(handle.fqns)})"
         )
+    from quantviz.core.quantizers.base import row_view
+
+    problems: list[str] = []
+    hooks_checked = False  # activation quantization hooks layer inputs: can this model?
+    for lay in handle.layers:
+        lc = config.resolve(lay.fqn)
+        if lc.weight is not None:
+            try:
+                row_view(lay.weight_shape, lc.weight)
+            except ValueError as exc:
+                problems.append(f"layer {lay.fqn}: weight: {exc} (scheme {lc.weight.short()})")
+        act = lc.activation
+        if act is not None and not act.dynamic and act.granularity != "per_tensor":
+            problems.append(
+                f"layer {lay.fqn}: activation: static quantization uses one range per tensor "
+                f"(granularity per_tensor), got {act.granularity}; use dynamic: true for "
+                "per-channel activation ranges"
+            )
+        if act is not None and not hooks_checked:
+            _check_hooks(handle, lay.fqn, problems)
+            hooks_checked = True
+    if problems:
+        more = f"; and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise ValueError(
+            f"config does not apply to {handle.name}: " + "; ".join(problems[:2]) + more
+        )
+
+
+def _check_hooks(handle: ModelHandle, fqn: str, problems: list[str]) -> None:
+    """Add a problem unless layer ``fqn``'s input can be hooked (tried, removed at once)."""
+    try:
+        remove = handle.add_hooks(fqn, pre=lambda x: None)
+    except ValueError as exc:
+        problems.append(f"activation quantization: {exc}")
+        return
+    remove()
 
 
 def needs_calibration(handle: ModelHandle, config: ModelConfig) -> list[str]:

@@ -5,6 +5,13 @@ float baseline, the calibration and the quantized forward pass; per layer of wei
 quantization) and returns an :class:`~quantviz.eval.results.EvalResult` — read it from
 ``StopIteration.value`` or drive the generator with :func:`run`. Closing the generator
 (``gen.close()``) at any yield restores the float model at once.
+
+Failures of the user's model or data are :class:`~quantviz.eval.results.EvalError` naming
+the model, the stage and the samples: an exception raised inside the model's forward, an
+output without a class dimension, NaN/inf outputs (with the layer where they first appear,
+found by re-running the failing batch with forward hooks). A model that refuses batches
+larger than one (a ``.pt2`` exported with a static batch of 1, say) is evaluated one sample
+at a time, with a warning on the ``quantviz`` logger.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from quantviz.core import LayerConfig, ModelConfig
+from quantviz.core import ModelConfig
+from quantviz.core.defaults import FLOAT_CONFIG
 from quantviz.core.memory import bops as count_bops
 from quantviz.core.memory import float_model_bytes, layer_bytes, model_bytes
 from quantviz.eval.apply import (
@@ -25,7 +33,16 @@ from quantviz.eval.apply import (
     needs_calibration,
     prepare_weights,
 )
-from quantviz.eval.results import Baseline, EvalResult, Progress
+from quantviz.eval.forward import (
+    check_data,
+    data_name,
+    first_batch,
+    forward,
+    model_device,
+    one_line,
+    update_metrics,
+)
+from quantviz.eval.results import STAGES, Baseline, EvalError, EvalResult, Progress
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -86,10 +103,6 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def _model_device(handle: ModelHandle) -> torch.device:
-    return handle.example_input.device
-
-
 def _batches(x: torch.Tensor, batch_size: int) -> Iterator[tuple[int, int]]:
     for i in range(0, int(x.shape[0]), batch_size):
         yield i, min(i + batch_size, int(x.shape[0]))
@@ -100,41 +113,34 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
 
 
-def _output(out: Any) -> torch.Tensor:
-    """The tensor output of a forward pass (first tensor of a tuple / dict)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)):
-        for o in out:
-            if isinstance(o, torch.Tensor):
-                return o
-    raise ValueError(f"model output: expected a tensor, got {type(out).__name__}")
-
-
-def _forward(handle: ModelHandle, xb: torch.Tensor) -> torch.Tensor:
-    dev = _model_device(handle)
-    out = _output(handle.module(xb.to(dev, non_blocking=True)))
-    return out.detach().float().cpu()
-
-
+# ---------------------------------------------------------------------------------------
+# the stages
+# ---------------------------------------------------------------------------------------
 def compute_baseline(
     handle: ModelHandle, data: EvalData, *, batch_size: int = 256
 ) -> Generator[Progress, None, Baseline]:
-    """Run the float model over ``data.x`` once: its metric and outputs, yielding per batch."""
+    """Run the float model over ``data.x`` once: its metric and outputs, yielding per batch.
+
+    Raises :class:`EvalError` when the model fails, returns outputs without classes or
+    NaN/inf values (naming the layer where they first appear). A model that refuses
+    batches larger than one is run one sample at a time (``Baseline.batch_limit`` is 1).
+    """
     from quantviz.data import MetricAccumulator
 
     _check_batch_size(batch_size)
+    check_data(data)
     t0 = time.perf_counter()
+    stage = "baseline (float model)"
+    with torch.no_grad():
+        bs, ready = first_batch(handle, data, batch_size, stage)
     acc = MetricAccumulator(handle.num_classes)
     outs: list[torch.Tensor] = []
-    spans = list(_batches(data.x, batch_size))
+    spans = list(_batches(data.x, bs))
     with torch.no_grad():
         for i, (a, b) in enumerate(spans, start=1):
-            out = _forward(handle, data.x[a:b])
+            out = forward(handle, data, a, b, stage, False, ready.pop(a, None))
             outs.append(out)
-            acc.update(out, None if data.y is None else data.y[a:b], out)
+            update_metrics(acc, out, data, a, b, out, handle, stage)
             yield Progress(i, len(spans), "baseline")
     res = acc.result()
     return Baseline.build(
@@ -145,6 +151,7 @@ def compute_baseline(
         torch.cat(outs),
         time.perf_counter() - t0,
         res.get("top5"),
+        batch_limit=bs if bs < batch_size else None,
     )
 
 
@@ -160,7 +167,7 @@ def calibrate(
 
     One float forward pass over ``data.calib_x`` (only if something is missing); yields per
     batch. Statistics are added only when the pass completes, so a stopped calibration
-    never leaves partial statistics behind.
+    never leaves partial statistics behind. The model failing is an :class:`EvalError`.
     """
     from quantviz.model.capture import StatsCollector
 
@@ -170,12 +177,21 @@ def calibrate(
     _check_batch_size(batch_size)
     calib = data.calib_x
     if calib is None or int(calib.shape[0]) == 0:
-        raise ValueError(f"{getattr(data, 'name', 'data')}: no calibration inputs (calib_x)")
+        raise ValueError(f"{data_name(data)}: no calibration inputs (calib_x)")
     spans = list(_batches(calib, batch_size))
-    collector = StatsCollector(handle, missing)
-    gen = collector.run((calib[a:b] for a, b in spans), total=len(spans))
-    for i, n in gen:
-        yield Progress(i, n or len(spans), "calibrate")
+    i = 0
+    try:
+        collector = StatsCollector(handle, missing)
+        gen = collector.run((calib[a:b] for a, b in spans), total=len(spans))
+        for i, n in gen:
+            yield Progress(i, n or len(spans), "calibrate")
+    except Exception as exc:
+        a, b = spans[min(i, len(spans) - 1)]
+        raise EvalError(
+            handle.source,
+            f"calibrate (float model, calibration samples {a}-{b - 1} of {data_name(data)})",
+            one_line(exc),
+        ) from exc
     stats.update(collector.stats)
     return stats
 
@@ -201,6 +217,23 @@ def _weight_dtype_bytes(handle: ModelHandle) -> int:
     return 4
 
 
+class _Clock:
+    """Wall time split into named stages: each :meth:`lap` charges the time since the last."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.timings = dict.fromkeys(STAGES, 0.0)
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] += now - self.last
+        self.last = now
+
+    @property
+    def seconds(self) -> float:
+        return self.last - self.start
+
+
 def evaluate(
     handle: ModelHandle,
     data: EvalData,
@@ -223,56 +256,60 @@ def evaluate(
     inside a sweep, copied into every :class:`Progress`.
 
     Raises ``ValueError`` before any work for an invalid batch size, a config naming no
-    layer of the model, or data without labels and without a float reference.
+    layer of the model or not applying to some layer's weight shape, or empty data; and
+    :class:`EvalError` when the model fails on the data (see the module doc). The result's
+    ``timings`` (every stage of :data:`~quantviz.eval.results.STAGES`) add up to its
+    ``seconds``.
     """
-    t_start = time.perf_counter()
+    clock = _Clock()
     _check_batch_size(batch_size)
     check_config(handle, config)
-    if int(data.x.shape[0]) == 0:
-        raise ValueError(f"{getattr(data, 'name', 'data')}: x: no samples")
+    check_data(data)
     cache = cache if cache is not None else WeightCache()
     stats = stats if stats is not None else {}
     point, points = progress_point
-    timings = {"baseline": 0.0, "calibrate": 0.0, "quantize": 0.0, "forward": 0.0}
+    clock.lap("check")
 
     # 1. the float baseline (once per model and data)
     if baseline is None or not baseline.matches(handle.module, data.x):
-        t0 = time.perf_counter()
         baseline = yield from _tagged(
             compute_baseline(handle, data, batch_size=batch_size), point, points
         )
-        timings["baseline"] = time.perf_counter() - t0
+        clock.lap("baseline")
     assert baseline is not None
+    bs = min(batch_size, baseline.batch_limit or batch_size)
 
     # 2. calibration statistics, only for static activation specs
     static = needs_calibration(handle, config)
     if static:
-        t0 = time.perf_counter()
-        yield from _tagged(
-            calibrate(handle, data, static, stats, batch_size=batch_size), point, points
-        )
-        timings["calibrate"] = time.perf_counter() - t0
+        yield from _tagged(calibrate(handle, data, static, stats, batch_size=bs), point, points)
+        clock.lap("calibrate")
 
     # 3. weights (cached per layer and spec)
-    t0 = time.perf_counter()
-    entries = yield from _tagged(prepare_weights(handle, config, cache), point, points)
-    timings["quantize"] = time.perf_counter() - t0
+    try:
+        entries = yield from _tagged(prepare_weights(handle, config, cache), point, points)
+    except ValueError as exc:
+        raise EvalError(handle.source, "quantize", str(exc)) from exc
+    clock.lap("quantize")
 
     # 4. the quantized forward pass
     from quantviz.data import MetricAccumulator
 
     acc = MetricAccumulator(handle.num_classes)
-    spans = list(_batches(data.x, batch_size))
+    spans = list(_batches(data.x, bs))
     ref = baseline.outputs
-    t0 = time.perf_counter()
-    with torch.no_grad(), apply_config(handle, config, stats=stats, cache=cache) as applied:
-        timings["quantize"] += applied.quantize_seconds
-        t0 = time.perf_counter()
+    stage = "forward (quantized model)"
+    try:
+        applying = apply_config(handle, config, stats=stats, cache=cache)
+    except ValueError as exc:
+        raise EvalError(handle.source, "quantize", str(exc)) from exc
+    with torch.no_grad(), applying:
+        clock.lap("quantize")
         for i, (a, b) in enumerate(spans, start=1):
-            out = _forward(handle, data.x[a:b])
-            acc.update(out, None if data.y is None else data.y[a:b], ref[a:b])
+            out = forward(handle, data, a, b, stage, True)
+            update_metrics(acc, out, data, a, b, ref[a:b], handle, stage)
             yield Progress(i, len(spans), "forward", point, points)
-    timings["forward"] = time.perf_counter() - t0
+    clock.lap("forward")
     res = acc.result()
 
     m_bytes, f_bytes = size_of(handle, config)
@@ -290,9 +327,9 @@ def evaluate(
                 "scheme": lc.short(),
             }
         )
-    from quantviz.io import config_to_dict
-
-    float_cfg = ModelConfig(default=LayerConfig(weight=None, activation=None))
+    bops = int(count_bops(handle.layers, config))
+    float_bops = int(count_bops(handle.layers, FLOAT_CONFIG))
+    clock.lap("metrics")
     return EvalResult(
         metric=res["metric"],
         value=float(res["value"]),
@@ -300,17 +337,18 @@ def evaluate(
         model_bytes=m_bytes,
         float_bytes=f_bytes,
         compression=f_bytes / m_bytes if m_bytes > 0 else float("inf"),
-        bops=int(count_bops(handle.layers, config)),
-        float_bops=int(count_bops(handle.layers, float_cfg)),
+        bops=bops,
+        float_bops=float_bops,
         layers=layers,
-        seconds=time.perf_counter() - t_start,
-        timings=timings,
+        seconds=clock.seconds,
+        timings=dict(clock.timings),
         name=name,
-        config=config_to_dict(config),
+        config=config,
         top1_agreement=res.get("top1_agreement"),
         cosine=res.get("cosine"),
         kl=res.get("kl"),
         top5=res.get("top5"),
         n_samples=int(res["n"]),
-        device=str(_model_device(handle)),
+        device=str(model_device(handle)),
+        batch_size=bs,
     )

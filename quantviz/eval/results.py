@@ -2,19 +2,50 @@
 
 Everything here is plain data. :meth:`EvalResult.to_dict` is JSON-ready: non-finite floats
 (an exact layer's ``inf`` SQNR, say) become ``None``, so ``json.dumps(..., allow_nan=False)``
-never fails.
+never fails. The evaluated :class:`~quantviz.core.ModelConfig` stays an object on the result;
+writing it to a file is :mod:`quantviz.io`'s job (the versioned config format lives there).
+
+:class:`EvalError` is what evaluation raises when the user's model or data fail at run time:
+the message names the model, the stage and the samples.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-__all__ = ["Baseline", "EvalResult", "PointDone", "Progress", "json_safe"]
+if TYPE_CHECKING:
+    from quantviz.core import ModelConfig
+
+__all__ = [
+    "STAGES",
+    "Baseline",
+    "EvalError",
+    "EvalResult",
+    "PointDone",
+    "Progress",
+    "json_safe",
+]
+
+#: the stages of an evaluation, in order, as named in ``Progress.stage`` and ``timings``
+STAGES = ("check", "baseline", "calibrate", "quantize", "forward", "metrics")
+
+
+class EvalError(ValueError):
+    """The model or the data failed during evaluation (not a bug of quantviz).
+
+    ``model`` names the model source, ``stage`` one of :data:`STAGES` (with detail, e.g.
+    ``forward (quantized model, samples 0-99 of digits)``), ``detail`` what went wrong. The
+    message is ``"<model>: <stage>: <detail>"``.
+    """
+
+    def __init__(self, model: str, stage: str, detail: str) -> None:
+        self.model, self.stage, self.detail = model, stage, detail
+        super().__init__(f"{model}: {stage}: {detail}")
 
 
 @dataclass(frozen=True)
@@ -70,7 +101,11 @@ class EvalResult:
     ``float_bytes / model_bytes``; ``bops`` are bit operations per sample. ``layers`` holds one
     dict per quantizable layer: ``fqn``, ``bytes``, ``weight_sqnr_db`` (None when kept float
     or exact), ``bits_per_value``, ``scheme``. ``seconds`` is the wall time and ``timings``
-    splits it into ``baseline``, ``calibrate``, ``quantize`` and ``forward``.
+    splits it into the :data:`STAGES` (``check`` — validation —, ``baseline``, ``calibrate``,
+    ``quantize``, ``forward``, ``metrics`` — sizes and the layer table): the timings add up
+    to ``seconds``. ``config`` is the evaluated configuration (a ``ModelConfig``; not part of
+    :meth:`to_dict`, see :func:`quantviz.io.config_to_dict`). ``batch_size`` is the batch
+    size the evaluation ran with (1 when the model refused larger batches).
     """
 
     metric: str
@@ -85,13 +120,22 @@ class EvalResult:
     seconds: float
     timings: dict[str, float]
     name: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
+    config: ModelConfig | None = None
     top1_agreement: float | None = None
     cosine: float | None = None
     kl: float | None = None
     top5: float | None = None
     n_samples: int = 0
     device: str = "cpu"
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        from quantviz.core import ModelConfig
+
+        if self.config is not None and not isinstance(self.config, ModelConfig):
+            # documents written before the config moved out of the result held it as a dict
+            # here; the session file keeps its own copy next to the result
+            self.config = None
 
     @property
     def drop(self) -> float:
@@ -99,9 +143,14 @@ class EvalResult:
         return self.baseline - self.value
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (no inf / NaN; optional metrics that were not measured omitted)."""
-        d = asdict(self)
-        for k in ("top5",):
+        """A JSON-ready dict (no inf / NaN; optional metrics that were not measured omitted).
+
+        Without ``config``: the caller adds it in the file format it writes.
+        """
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"}
+        d["layers"] = [dict(lay) for lay in self.layers]
+        d["timings"] = dict(self.timings)
+        for k in ("top5", "batch_size"):
             if d[k] is None:
                 del d[k]
         d["drop"] = self.drop
@@ -124,6 +173,8 @@ class Baseline:
     top5: float | None = None
     _module_ref: Any = None
     _x_ref: Any = None
+    #: the largest batch the model accepted (1 for a model that refused batches > 1)
+    batch_limit: int | None = None
 
     @classmethod
     def build(
@@ -135,8 +186,18 @@ class Baseline:
         outputs: torch.Tensor,
         seconds: float,
         top5: float | None = None,
+        batch_limit: int | None = None,
     ) -> Baseline:
-        return cls(metric, value, outputs, seconds, top5, weakref.ref(module), weakref.ref(x))
+        return cls(
+            metric,
+            value,
+            outputs,
+            seconds,
+            top5,
+            weakref.ref(module),
+            weakref.ref(x),
+            batch_limit,
+        )
 
     def matches(self, module: torch.nn.Module, x: torch.Tensor) -> bool:
         """True when this baseline was computed for ``module`` on exactly the tensor ``x``."""

@@ -18,6 +18,7 @@ from quantviz.eval import (
     evaluate,
     run,
 )
+from quantviz.eval.results import STAGES
 from quantviz.model import load_model
 
 W8 = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=8, granularity="per_channel")))
@@ -75,14 +76,15 @@ def test_w8_result_document(handle, data):
         "layers",
         "seconds",
         "timings",
-        "config",
         "cosine",
         "kl",
         "name",
     ):
         assert key in doc
-    assert doc["config"]["default"]["weight"] == {"granularity": "per_channel"}
-    assert set(doc["timings"]) == {"baseline", "calibrate", "quantize", "forward"}
+    # the config stays an object on the result; files write it in their own format
+    assert "config" not in doc and r.config is W8
+    assert set(doc["timings"]) == set(STAGES)
+    assert sum(doc["timings"].values()) == pytest.approx(doc["seconds"], rel=0.01)
     # progress: baseline batches, per-layer quantization, forward batches, in that order
     stages = [e.stage for e in events]
     assert stages == ["baseline"] * 3 + ["quantize"] * 4 + ["forward"] * 3
@@ -178,3 +180,60 @@ def test_bad_input(handle, data):
     with pytest.raises(ValueError, match="cpu or cuda"):
         check_device("tpu")
     assert check_device("cpu").type == "cpu"
+
+
+def test_config_that_cannot_apply_is_refused_before_any_pass(handle, data):
+    """per_group 128 on conv1 (rows of 9) fails at the first step, naming the layer."""
+    g128 = ModelConfig(default=LayerConfig(weight=QuantSpec(granularity="per_group")))
+    gen = evaluate(handle, data, g128)
+    with pytest.raises(ValueError, match="layer conv1: weight: group_size: 128 does not divide"):
+        next(gen)  # no Progress event: nothing ran
+    # a layer-specific override that fits its layer is accepted, the rest is checked per layer
+    ok = ModelConfig(
+        default=LayerConfig(weight=QuantSpec(granularity="per_group", group_size=16)),
+        overrides=(
+            ("conv1", LayerConfig(weight=QuantSpec(granularity="per_group", group_size=9))),
+        ),
+    )
+    run(evaluate(handle, data, ok))
+    static_ch = ModelConfig(
+        default=LayerConfig(weight=None, activation=QuantSpec(granularity="per_channel"))
+    )
+    with pytest.raises(ValueError, match="layer conv1: activation: static quantization"):
+        next(evaluate(handle, data, static_ch))
+
+
+def test_result_round_trip_without_config(handle, data):
+    from quantviz.io.session_file import eval_result_from_dict
+
+    r = run(evaluate(handle, data, W8, name="w8"))
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    back = eval_result_from_dict(d)
+    assert back.config is None and back.to_dict() == d
+    # documents written when the result held the config as a dict still load
+    old = {**d, "config": {"default": {"weight": {"bits": 8}}}}
+    assert eval_result_from_dict(old).config is None
+
+
+def test_eval_does_not_import_io():
+    """Serialising the config is quantviz.io's job: evaluating never imports it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from quantviz.data import load_data\n"
+        "from quantviz.eval import evaluate, run\n"
+        "from quantviz.model import load_model\n"
+        "from quantviz.core.defaults import DEFAULT_CONFIG\n"
+        "h = load_model('sample:digits_cnn')\n"
+        "r = run(evaluate(h, load_data(None, h), DEFAULT_CONFIG))\n"
+        "assert r.config is DEFAULT_CONFIG\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('quantviz.io'))\n"
+        "assert not bad, bad\n"
+    )
+    import os
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)

@@ -1,0 +1,76 @@
+"""``quantviz sweep``: every layer at each bit-width (accuracy vs memory)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from quantviz.cli.commands.common import load_model_and_data, reporter
+from quantviz.cli.errors import where
+from quantviz.cli.output import emit, pct, result_dict
+from quantviz.cli.parser import UsageError
+from quantviz.cli.progress import drive
+from quantviz.core.units import human_bytes
+
+__all__ = ["run"]
+
+
+def run(args: argparse.Namespace, config: Any, started: float) -> int:
+    from quantviz.eval import uniform_sweep
+    from quantviz.eval.sweeps import DEFAULT_SPEC, parse_bits
+
+    bits = parse_bits(args.bits, field_name="--bits")
+    spec, act = DEFAULT_SPEC, None
+    if config is not None:
+        if config.default.weight is None:
+            raise UsageError(f"{args.config}: default.weight is null; a sweep needs a scheme")
+        spec, act = config.default.weight, config.default.activation
+    handle, data = load_model_and_data(args)
+    # every point's config is checked against the layers before the baseline pass runs
+    from quantviz.core import LayerConfig, ModelConfig
+    from quantviz.eval import check_config
+
+    with where(args.config or "--bits"):
+        for b in bits:
+            cfg = ModelConfig(default=LayerConfig(weight=spec.with_(bits=b), activation=act))
+            check_config(handle, cfg)
+    done: list[Any] = []
+    gen = uniform_sweep(handle, data, bits, spec, activation=act, batch_size=args.batch_size)
+    try:
+        res = drive(gen, reporter(args, "sweep"), on_point=lambda ev: done.append(ev.result))
+    except KeyboardInterrupt:
+        _partial(args, data, done, len(bits))
+        raise
+    doc = {"model": args.model, "data": data.name, **res.to_dict()}
+    doc["points"] = [result_dict(p) for p in res.points]
+    front = {id(p) for p in res.front}
+    lines = [
+        f"uniform sweep of {args.model}: {res.metric}, float {pct(res.metric, res.baseline)}",
+        f"{'config':<32} {res.metric:>14} {'size':>10} {'x smaller':>9} {'KL':>9}  pareto",
+    ]
+    for p in res.points:
+        kl = "-" if p.kl is None else f"{p.kl:.3g}"
+        lines.append(
+            f"{p.name:<32} {pct(p.metric, p.value):>14} {human_bytes(p.model_bytes):>10} "
+            f"{p.compression:>9.2f} {kl:>9}  {'*' if id(p) in front else ''}"
+        )
+    emit(args, doc, "\n".join(lines))
+    return 0
+
+
+def _partial(args: argparse.Namespace, data: Any, done: list[Any], total: int) -> None:
+    """The points finished before Ctrl-C, as the document (or table) a full run prints."""
+    doc = {
+        "model": args.model,
+        "data": data.name,
+        "kind": "uniform",
+        "interrupted": True,
+        "completed": len(done),
+        "total": total,
+        "metric": done[0].metric if done else None,
+        "baseline": done[0].baseline if done else None,
+        "points": [result_dict(p) for p in done],
+    }
+    lines = [f"interrupted: {len(done)} of {total} points finished"]
+    lines += [f"{p.name:<32} {pct(p.metric, p.value):>14}" for p in done]
+    emit(args, doc, "\n".join(lines))

@@ -1,0 +1,124 @@
+"""The argument parsers of ``quantviz`` (argparse; errors are one line, never an exit)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from quantviz.io.exporters import FORMATS as EXPORT_FORMATS
+
+__all__ = ["EXPORT_FORMATS", "PROG", "SUBCOMMANDS", "UsageError", "build_parser", "gui_parser"]
+
+SUBCOMMANDS = ("eval", "sweep", "sensitivity", "export")
+PROG = "quantviz"
+
+
+class UsageError(ValueError):
+    """Bad command-line usage (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line and never exits on its own."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
+    p.add_argument(
+        "--model",
+        "-m",
+        required=model_required,
+        metavar="M",
+        help="model source: sample:NAME, a TorchScript / .pt2 / state_dict file",
+    )
+    p.add_argument(
+        "--data",
+        "-d",
+        metavar="D",
+        help="evaluation data: sample:digits or a .npz/.pt with x (and y)",
+    )
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow unpickling a whole nn.Module (runs code from the file)",
+    )
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        metavar="N",
+        help="samples per forward pass (default 256; a model that refuses batches larger "
+        "than one is run one sample at a time, with a warning)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (bars on a terminal, plain lines otherwise)",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the headless subcommands (``quantviz --help`` shows it)."""
+    parser = _Parser(
+        prog=PROG,
+        description="See what quantization does to a neural network. Without a subcommand, "
+        "`quantviz [MODEL] [--data FILE]` opens the app.",
+    )
+    from quantviz import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="{eval,sweep,sensitivity,export}", parser_class=_Parser
+    )
+    p = sub.add_parser("eval", help="evaluate one configuration")
+    _common(p)
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="C",
+        help="config file (.json / .yaml); default: 8-bit uniform symmetric per-channel "
+        "min/max weights, float activations (quantviz.core.defaults.DEFAULT_CONFIG)",
+    )
+    p = sub.add_parser("sweep", help="uniform bit-width sweep (accuracy vs memory)")
+    _common(p)
+    p.add_argument("--bits", default="2,3,4,5,6,8", help="comma-separated bit-widths")
+    p.add_argument(
+        "--config", "-c", metavar="C", help="config whose default weight/activation scheme is swept"
+    )
+    p = sub.add_parser(
+        "sensitivity",
+        help="per-layer sensitivity (each layer alone quantized); Ctrl-C prints the layers "
+        "measured so far",
+    )
+    _common(p)
+    p.add_argument("--bits", default="4", help="bit-width(s), e.g. 4 or 3,4")
+    p = sub.add_parser("export", help="write a config for deployment tools")
+    _common(p)
+    p.add_argument("--config", "-c", required=True, metavar="C")
+    p.add_argument("--format", "-f", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--output", "-o", required=True, metavar="OUT")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2, nothing written) if the format cannot express some layer's "
+        "scheme; by default such layers are listed and written as the format allows",
+    )
+    return parser
+
+
+def gui_parser() -> argparse.ArgumentParser:
+    """The parser of ``quantviz [MODEL] [--data FILE]`` (the app)."""
+    p = _Parser(
+        prog=PROG,
+        description="Open the quantviz app (subcommands: "
+        + ", ".join(SUBCOMMANDS)
+        + "; see `quantviz eval --help`).",
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL", help="model source (default: a sample)")
+    p.add_argument("--data", "-d", metavar="FILE")
+    p.add_argument("--debug", action="store_true")
+    return p
