@@ -39,10 +39,11 @@ matches nothing is listed in ``ExportResult.unsupported`` (kept float), an error
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ __all__ = [
     "export_onnx",
     "layer_inputs",
     "match_weights",
+    "quantize_graph",
 ]
 
 #: opset of the written model (21: DequantizeLinear with int4 and block_size)
@@ -94,19 +96,21 @@ def _require_onnx() -> Any:
 def export_float_onnx(handle: ModelHandle) -> Any:
     """The float model as an ``onnx.ModelProto`` at :data:`OPSET` (input ``input``).
 
-    Unfolded (see the module doc); the batch dimension is dynamic unless the model was
-    exported with a static batch.
+    Unfolded (see the module doc). The batch dimension is dynamic, except for a
+    ``torch.export`` program exported with a static batch or whose graph passes the batch
+    size between submodules as a symbolic int (the TorchScript tracer records that as a
+    constant): there the file takes batches of the example input's size (``batch`` in the
+    graph's doc string).
     """
     onnx = _require_onnx()
     from onnx import version_converter
 
-    dynamic = None
-    if not handle.meta.get("static_batch"):
-        dynamic = {"input": {0: "batch"}, "output": {0: "batch"}}
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _traceable(handle.module) as symbolic:
             warnings.simplefilter("ignore")
+            static = bool(handle.meta.get("static_batch")) or symbolic
+            dynamic = None if static else {"input": {0: "batch"}, "output": {0: "batch"}}
             torch.onnx.export(
                 handle.module,
                 (handle.example_input,),
@@ -124,9 +128,36 @@ def export_float_onnx(handle: ModelHandle) -> Any:
         ) from None
     model = onnx.load_from_string(buf.getvalue())
     model = version_converter.convert_version(model, OPSET)
+    batch = int(handle.example_input.shape[0]) if static else "dynamic"
+    model.graph.doc_string = f"quantviz export of {handle.source}; batch: {batch}"
     _constants_to_initializers(model.graph)
     _name_nodes(model.graph)
     return model
+
+
+@contextlib.contextmanager
+def _traceable(module: torch.nn.Module) -> Iterator[bool]:
+    """Let the TorchScript tracer run an unflattened ``torch.export`` module.
+
+    Its input check reads the shapes the tracer refuses to give (``JIT Tracing of SymInts
+    isn't supported``): switched off for the export, and restored. Yields whether the graph
+    computes symbolic sizes (``aten.sym_size``), which the tracer freezes.
+    """
+    check = getattr(module, "check_input_constraints", None)
+    symbolic = False
+    for sub in module.modules():
+        graph = getattr(sub, "graph", None)
+        if isinstance(graph, torch.fx.Graph):
+            symbolic = symbolic or any(
+                n.op == "call_function" and "sym_size" in str(n.target) for n in graph.nodes
+            )
+    try:
+        if check is not None:
+            module.check_input_constraints = False
+        yield symbolic
+    finally:
+        if check is not None:
+            module.check_input_constraints = check
 
 
 def _constants_to_initializers(graph: Any) -> None:
@@ -488,14 +519,38 @@ def export_onnx(
 ) -> ExportResult:
     """Write ``handle``'s model with ``config`` as QDQ ONNX to ``path`` (see module doc)."""
     onnx = _require_onnx()
-    from quantviz.core import quantize
-    from quantviz.core.codes import codes_of, dequantize_codes
-    from quantviz.eval.apply import fit_static
-    from quantviz.io.exporters import ExportResult, check_strict
+    from quantviz.io.exporters import ExportResult
 
     path = Path(path)
     model = export_float_onnx(handle)
+    unsupported, details = quantize_graph(handle, config, model, stats=stats, strict=strict)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return ExportResult("onnx", [path], unsupported, details=details)
+
+
+def quantize_graph(
+    handle: ModelHandle,
+    config: ModelConfig,
+    model: Any,
+    *,
+    stats: Mapping[str, LayerStats] | None = None,
+    strict: bool = False,
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """Rewrite ``model`` (the float export of ``handle``, in place) with ``config`` as QDQ.
+
+    Returns ``(unsupported, details)`` (see :class:`~quantviz.io.exporters.ExportResult`);
+    with ``strict`` any unsupported layer is a ``ValueError`` before anything is rewritten.
+    """
+    onnx = _require_onnx()
+    from quantviz.core import quantize
+    from quantviz.core.codes import codes_of, dequantize_codes
+    from quantviz.eval.apply import fit_static
+    from quantviz.io.exporters import check_strict
+
     graph = model.graph
+    _constants_to_initializers(graph)
+    _name_nodes(graph)
     found, missing = match_weights(handle, model)
     float_types = {
         t.name: onnx.helper.tensor_dtype_to_np_dtype(t.data_type) for t in graph.initializer
@@ -590,19 +645,13 @@ def export_onnx(
     graph.node.extend(nodes_out)
     model.producer_name = "quantviz"
     onnx.checker.check_model(model)
-    with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))
-    return ExportResult(
-        "onnx",
-        [path],
-        unsupported,
-        details={
-            "opset": OPSET,
-            "qdq_weights": qdq_weights,
-            "qdq_activations": qdq_acts,
-            "weight_code_types": code_types,
-        },
-    )
+    details = {
+        "opset": OPSET,
+        "qdq_weights": qdq_weights,
+        "qdq_activations": qdq_acts,
+        "weight_code_types": code_types,
+    }
+    return unsupported, details
 
 
 def _type_name(data_type: int) -> str:
