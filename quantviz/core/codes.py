@@ -109,7 +109,12 @@ def codes_of(r: QuantResult, x: torch.Tensor) -> Codes:
         codes = q.to(torch.int64)
         return Codes(spec, rv, "affine", codes, scale, zp, None, qmin, qmax, x.dtype)
     # codebooks: the dequantized values are levels; their index is the code
-    dq_rows = rv.to_rows(r.dequantized)
+    if r.dequantized.dtype == torch.float32:
+        dq_rows = rv.to_rows(r.dequantized)
+    else:  # the float32 levels before the cast to the tensor's dtype
+        xr = rv.to_rows(x.detach().cpu()).contiguous()
+        dq_rows = torch.empty_like(xr)
+        fitted.apply_(xr, dq_rows)
     lv = fitted.levels().to(torch.float32).contiguous()
     if lv.shape[0] == 1 and rv.rows != 1:
         lv = lv.expand(rv.rows, -1).contiguous()
