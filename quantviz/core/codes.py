@@ -69,12 +69,20 @@ class Codes:
             bits = max(bits, (-self.qmin - 1).bit_length() + 1, self.qmax.bit_length() + 1)
         return bits
 
-    def shaped(self) -> torch.Tensor:
-        """Codes in the tensor's shape (per tensor / channel) or ``[shape[0], K]`` (per group)."""
+    def shaped(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (or other ``rows`` in the row view) in the tensor's shape (per tensor /
+        channel) or as the ``[shape[0], K]`` matrix (per group)."""
         rv = self.row_view
+        rows = self.codes if rows is None else rows
         if rv.granularity == "per_group":
-            return self.codes.reshape(rv.shape[0], -1)
-        return rv.from_rows(self.codes)
+            return rows.reshape(rv.shape[0], -1)
+        return rv.from_rows(rows)
+
+    def base_values(self) -> torch.Tensor:
+        """Scaled codebooks: the base level of every code (row view), ``x_hat / scale``."""
+        if self.kind != "scaled_codebook" or self.levels is None:
+            raise ValueError(f"base_values: only for scaled codebooks, not {self.kind}")
+        return self.levels[self.codes]
 
     def params_shaped(self, t: torch.Tensor) -> torch.Tensor:
         """A per-row parameter as ``[]`` (tensor), ``[C]`` (channel) or ``[C, K/group]``."""

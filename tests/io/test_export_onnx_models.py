@@ -458,3 +458,43 @@ def test_qdq_file_holds_integer_codes(tmp_path, source, bits, max_ratio):
     ref = _reference(h, cfg, x)
     y = _run(out, x)
     assert float(np.abs(y - ref).max()) <= 1e-4 * float(np.abs(ref).max()) + 1e-5
+
+
+@pytest.mark.parametrize("kind", ["nn", "torchscript"])
+def test_fp8_weights_are_float8_initializers(tmp_path, model_dir, kind):
+    h = _open(model_dir, "effnet", kind)
+    f = h.fqns
+    cfg = ModelConfig(
+        default=LayerConfig(weight=QuantSpec(quantizer="fp8_e4m3", granularity="per_channel")),
+        overrides=(
+            (f[0], LayerConfig(weight=QuantSpec(quantizer="fp8_e5m2"))),
+            (
+                f[5],
+                LayerConfig(
+                    weight=QuantSpec(quantizer="fp8_e4m3", granularity="per_group", group_size=16)
+                ),
+            ),
+            (f[-1], LayerConfig(weight=QuantSpec(quantizer="nf4", granularity="per_channel"))),
+        ),
+    )
+    out = tmp_path / "fp8.onnx"
+    res = export(h, cfg, "onnx", out)
+    assert [fqn for fqn, _ in res.unsupported] == [f[-1]]  # NF4 has no ONNX type
+    assert res.details["weight_code_types"] == {"float8e4m3fn": len(f) - 2, "float8e5m2": 1}
+    model = onnx.load(str(out))
+    f8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E5M2}
+    inits = {t.name: t for t in model.graph.initializer}
+    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dqs) == len(f) - 1 and all(inits[n.input[0]].data_type in f8 for n in dqs)
+    # the stored values are the float8 numbers torch's own cast gives for weight * (1 / scale)
+    dq = next(n for n in dqs if n.output[0] == f"{f[1]}.weight")
+    w = h.weight(f[1]).detach()
+    s = numpy_helper.to_array(inits[dq.input[1]])
+    stored = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+    inv = torch.reciprocal(torch.tensor(s))[:, None, None, None]
+    cast = (w * inv).to(torch.float8_e4m3fn).float()
+    assert np.array_equal(stored, cast.numpy())
+    x = _inputs("effnet", 16, seed=2)
+    ref = _reference(h, cfg, x)
+    y = _run(out, x)
+    assert float(np.abs(y - ref).max()) <= 1e-4 * float(np.abs(ref).max()) + 1e-5

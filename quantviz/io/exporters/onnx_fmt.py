@@ -31,8 +31,11 @@ matches nothing is listed in ``ExportResult.unsupported`` (kept float), an error
   layer's input (before every node using the weight), with the scale / zero point fitted on
   the calibration statistics (``Clip`` when the code range is narrower than the integer
   type's);
-* non-uniform weights (k-means, log2, NF4, FP4, FP8) are written as their dequantized float
-  constants, and dynamic or non-uniform activation specs are left float — both are listed
+* FP8 weights (``fp8_e4m3`` = OCP E4M3FN, ``fp8_e5m2``): the float8 values themselves as a
+  ``float8e4m3fn`` / ``float8e5m2`` initializer feeding ``DequantizeLinear`` with the scale
+  (per tensor / channel / group as above) — again bit-identical to quantviz's weight;
+* other non-uniform weights (k-means, log2, NF4, FP4) are written as their dequantized float
+  constants (``DequantizeLinear`` has no codebook; FP4 needs opset 23), and dynamic or non-uniform activation specs are left float — both are listed
   in ``ExportResult.unsupported`` by layer name. Embedding inputs are indices: an
   activation spec on them does nothing, in quantviz as in the file.
 """
@@ -67,6 +70,7 @@ __all__ = [
     "export_onnx",
     "layer_inputs",
     "match_weights",
+    "qdq_expressible",
     "quantize_graph",
 ]
 
@@ -389,22 +393,51 @@ def _int_tensor(name: str, values: np.ndarray, onnx_type: int, np_type: Any) -> 
     return helper.make_tensor(name, onnx_type, list(values.shape), packed.tobytes(), raw=True)
 
 
+#: scaled codebooks DequantizeLinear takes as they are (opset 21: the float8 types)
+FLOAT8 = {
+    "fp8_e4m3": ("FLOAT8E4M3FN", torch.float8_e4m3fn),
+    "fp8_e5m2": ("FLOAT8E5M2", torch.float8_e5m2),
+}
+
+
+def qdq_expressible(spec: QuantSpec) -> bool:
+    """Whether a weight quantized with ``spec`` is written as codes + DequantizeLinear."""
+    return spec.quantizer == "uniform" or spec.quantizer in FLOAT8
+
+
+def _float8_tensor(name: str, values: np.ndarray, quantizer: str) -> Any:
+    from onnx import TensorProto, helper
+
+    type_name, torch_t = FLOAT8[quantizer]
+    raw = torch.from_numpy(np.array(values, dtype=np.float32)).to(torch_t).view(torch.uint8)
+    return helper.make_tensor(
+        name, getattr(TensorProto, type_name), list(values.shape), raw.numpy().tobytes(), raw=True
+    )
+
+
 def _dq_weight(
     fqn: str, name: str, c: Codes, perm: tuple[int, ...], float_type: Any = np.float32
 ) -> tuple[list[Any], list[Any]]:
     """(initializers, nodes) producing tensor ``name`` (initializer layout) from codes.
 
     ``float_type`` is the initializer's float type (DequantizeLinear outputs the scale's).
+    Affine codes are stored as integers; FP8 codes as the float8 values themselves
+    (``x_hat = value * scale``) with a float8 zero point of 0.
     """
     from onnx import helper, numpy_helper
 
     rv = c.row_view
     spec = c.spec
-    onnx_t, np_t, _ = _int_type(c.code_bits, c.signed)
-    assert c.scale is not None and c.zero_point is not None
-    codes = c.shaped().numpy()
+    assert c.scale is not None
+    if c.kind == "affine":
+        assert c.zero_point is not None
+        onnx_t, np_t, _ = _int_type(c.code_bits, c.signed)
+        codes = c.shaped().numpy()
+        zp = c.params_shaped(c.zero_point).numpy()
+    else:  # FP8: the stored values are the base levels (the float8 numbers)
+        codes = c.shaped(c.base_values()).numpy()
+        zp = np.zeros(c.params_shaped(c.scale).shape, np.float32)
     scale = c.params_shaped(c.scale).numpy().astype(float_type)
-    zp = c.params_shaped(c.zero_point).numpy()
     inv = tuple(int(i) for i in np.argsort(perm))  # torch layout -> initializer layout
     identity = perm == tuple(range(len(perm)))
     attrs: dict[str, Any] = {}
@@ -428,13 +461,25 @@ def _dq_weight(
             f"per_group on a transposed {len(rv.shape)}-D weight cannot be written as QDQ"
         )
     base = f"{name}_quantviz"
+    if c.kind == "affine":
+        stored = [
+            _int_tensor(f"{base}_codes", codes, onnx_t, np_t),
+            _int_tensor(f"{base}_zero_point", zp, onnx_t, np_t),
+        ]
+        what = f"{c.code_bits}-bit integer codes"
+    else:
+        stored = [
+            _float8_tensor(f"{base}_codes", codes, spec.quantizer),
+            _float8_tensor(f"{base}_zero_point", zp, spec.quantizer),
+        ]
+        what = f"{FLOAT8[spec.quantizer][0].lower()} values"
     inits = [
-        _int_tensor(f"{base}_codes", codes, onnx_t, np_t),
+        stored[0],
         numpy_helper.from_array(np.array(scale, order="C"), f"{base}_scale"),
-        _int_tensor(f"{base}_zero_point", zp, onnx_t, np_t),
+        stored[1],
     ]
     out = f"{base}_2d" if reshape_to else name
-    doc = f"quantviz {fqn}: weight {spec.short()} ({spec.bits}-bit codes)"
+    doc = f"quantviz {fqn}: weight {spec.short()} ({what})"
     nodes = [
         helper.make_node(
             "DequantizeLinear",
@@ -577,7 +622,7 @@ def quantize_graph(
             for init in dict.fromkeys(u.init for u in uses):
                 perm = next(u.perm for u in uses if u.init == init)
                 try:
-                    if spec.quantizer == "uniform":
+                    if qdq_expressible(spec):
                         r = quantize(w.detach().cpu(), spec)
                         c = codes_of(r, w)
                         if not torch.equal(dequantize_codes(c), r.dequantized):
@@ -593,12 +638,12 @@ def quantize_graph(
                         replaced[init] = _float_constant(init, w, spec, perm)
                 except ValueError as exc:
                     raise ValueError(f"layer {lay.fqn}: weight: {exc}") from None
-            if spec.quantizer != "uniform":
+            if not qdq_expressible(spec):
                 unsupported.append(
                     (
                         lay.fqn,
                         f"weight {spec.short()}: DequantizeLinear expresses only uniform "
-                        "grids; written as the dequantized float constant",
+                        "and FP8 grids; written as the dequantized float constant",
                     )
                 )
         act = lc.activation
