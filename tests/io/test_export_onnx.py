@@ -1,4 +1,4 @@
-"""ONNX export: QDQ pairs on uniform weights and static activations, checked with onnxruntime.
+"""ONNX export of the samples: weight codes + DequantizeLinear, QDQ on static activations.
 
 Tolerance: with graph optimisations off, onnxruntime runs the QDQ graph as written; its
 QuantizeLinear divides by the scale where quantviz multiplies by the reciprocal, so an

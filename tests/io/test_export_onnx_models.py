@@ -376,12 +376,26 @@ def test_transposed_initializers_are_matched_and_written_in_their_layout(model_d
     assert all(perms[f] == {(1, 0)} for f in linears)  # MatMul on a [in, out] initializer
     assert perms["cls"] == {(0, 1)} and perms["tok"] == {(0, 1)}  # Gemm transB=1, Gather
 
+    per_in = QuantSpec(bits=8, granularity="per_channel", axis=1)  # a scale per input column
     cfg = ModelConfig(
         default=_config(h, "transformer").default,
-        overrides=(*_config(h, "transformer").overrides, ("pos", LayerConfig(weight=None))),
+        overrides=(
+            *_config(h, "transformer").overrides,
+            ("pos", LayerConfig(weight=None)),
+            ("blocks.1.ff2", LayerConfig(weight=per_in)),
+        ),
     )
     unsupported, details = quantize_graph(h, cfg, model, strict=True)
     assert unsupported == [] and details["qdq_weights"] == len(h.fqns) - 1
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    inits = {t.name: t for t in model.graph.initializer}
+    ff2 = found["blocks.1.ff2"][0].init  # [in, out] = [128, 32]: torch's axis 1 is its axis 0
+    assert list(inits[dq[ff2].input[0]].dims) == [128, 32]
+    assert [a.i for a in dq[ff2].attribute if a.name == "axis"] == [0]
+    ff1 = found["blocks.1.ff1"][0].init  # per group of 16 along torch's rows -> along axis 0
+    attrs = {a.name: a.i for a in dq[ff1].attribute}
+    assert attrs == {"axis": 0, "block_size": 16}
+    assert list(inits[dq[ff1].input[1]].dims) == [2, 128]
     x = _inputs("transformer", 16, seed=3)
     ref = _reference(h, cfg, x)
     y = _run(model.SerializeToString(), x)
@@ -498,3 +512,15 @@ def test_fp8_weights_are_float8_initializers(tmp_path, model_dir, kind):
     ref = _reference(h, cfg, x)
     y = _run(out, x)
     assert float(np.abs(y - ref).max()) <= 1e-4 * float(np.abs(ref).max()) + 1e-5
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_int4_codes_are_packed_as_onnx_reads_them(signed):
+    from quantviz.io.exporters.onnx_fmt import _int_tensor, _int_type
+
+    onnx_t, np_t, (lo, hi) = _int_type(3, signed)
+    assert onnx_t == (onnx.TensorProto.INT4 if signed else onnx.TensorProto.UINT4)
+    codes = np.arange(21).reshape(3, 7) % (hi - lo + 1) + lo  # an odd count: a padded nibble
+    t = _int_tensor("c", codes, onnx_t, np_t)
+    assert len(t.raw_data) == 11
+    assert np.array_equal(numpy_helper.to_array(t).astype(np.int64), codes)
