@@ -524,3 +524,38 @@ def test_int4_codes_are_packed_as_onnx_reads_them(signed):
     t = _int_tensor("c", codes, onnx_t, np_t)
     assert len(t.raw_data) == 11
     assert np.array_equal(numpy_helper.to_array(t).astype(np.int64), codes)
+
+
+def test_cli_exports_a_torchscript_batchnorm_convnet_with_every_layer_quantized(
+    tmp_path, model_dir
+):
+    """The reported session: ``quantviz export`` on a TorchScript EfficientNet-like net."""
+    import subprocess
+    import sys
+
+    from quantviz.io import save_config
+
+    cfg = tmp_path / "w8.json"
+    save_config(
+        ModelConfig(default=LayerConfig(weight=QuantSpec(bits=8, granularity="per_channel"))), cfg
+    )
+    out = tmp_path / "effnet_qdq.onnx"
+    cmd = [
+        sys.executable,
+        "-m",
+        "quantviz",
+        "export",
+        "--model",
+        model_dir[("effnet", "torchscript")],
+    ]
+    proc = subprocess.run(
+        [*cmd, "--config", str(cfg), "--format", "onnx", "-o", str(out), "--strict", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["unsupported"] == [] and doc["qdq_weights"] == 14
+    assert doc["weight_code_types"] == {"int8": 14}
+    assert len(_weight_dqs(onnx.load(str(out)))) == 14
