@@ -559,3 +559,30 @@ def test_cli_exports_a_torchscript_batchnorm_convnet_with_every_layer_quantized(
     assert doc["unsupported"] == [] and doc["qdq_weights"] == 14
     assert doc["weight_code_types"] == {"int8": 14}
     assert len(_weight_dqs(onnx.load(str(out)))) == 14
+
+
+def test_initializers_kept_as_graph_inputs(model_dir):
+    h = _open(model_dir, "effnet", "nn")
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            h.module,
+            (h.example_input,),
+            buf,
+            dynamo=False,
+            opset_version=20,
+            input_names=["input"],
+            output_names=["output"],
+            do_constant_folding=False,
+            keep_initializers_as_inputs=True,
+        )
+    model = onnx.version_converter.convert_version(onnx.load_from_string(buf.getvalue()), OPSET)
+    assert len(model.graph.input) > 1
+    cfg = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=8)))
+    quantize_graph(h, cfg, model, strict=True)
+    names = {i.name for i in model.graph.input}
+    assert not any(f"{f}.weight" in names for f in h.fqns)
+    x = _inputs("effnet", 1, seed=1)
+    y = _run(model.SerializeToString(), x)
+    assert float(np.abs(y - _reference(h, cfg, x)).max()) <= 1e-5

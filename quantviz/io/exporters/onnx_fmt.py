@@ -35,9 +35,10 @@ matches nothing is listed in ``ExportResult.unsupported`` (kept float), an error
   ``float8e4m3fn`` / ``float8e5m2`` initializer feeding ``DequantizeLinear`` with the scale
   (per tensor / channel / group as above) — again bit-identical to quantviz's weight;
 * other non-uniform weights (k-means, log2, NF4, FP4) are written as their dequantized float
-  constants (``DequantizeLinear`` has no codebook; FP4 needs opset 23), and dynamic or non-uniform activation specs are left float — both are listed
-  in ``ExportResult.unsupported`` by layer name. Embedding inputs are indices: an
-  activation spec on them does nothing, in quantviz as in the file.
+  constants (``DequantizeLinear`` has no codebook; FP4 needs opset 23), and dynamic or
+  non-uniform activation specs are left float — both are listed in
+  ``ExportResult.unsupported`` by layer name. Embedding inputs are indices: an activation
+  spec on them does nothing, in quantviz as in the file.
 """
 
 from __future__ import annotations
@@ -680,6 +681,12 @@ def quantize_graph(
             kept.append(replaced[t.name])
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)
+    # initializers kept as graph inputs (keep_initializers_as_inputs): a DQ output now
+    computed = {n for n, t in replaced.items() if t is None}
+    if any(i.name in computed for i in graph.input):
+        inputs = [i for i in graph.input if i.name not in computed]
+        del graph.input[:]
+        graph.input.extend(inputs)
     nodes_out = list(head)
     for node in graph.node:
         nodes_out.extend(before.get(node.name, []))
