@@ -697,8 +697,13 @@ def quantize_graph(
     graph.node.extend(nodes_out)
     model.producer_name = "quantviz"
     onnx.checker.check_model(model)
+    dim = graph.input[0].type.tensor_type.shape.dim if graph.input else []
+    batch: int | str = "dynamic"
+    if dim and dim[0].HasField("dim_value"):
+        batch = int(dim[0].dim_value)
     details = {
         "opset": OPSET,
+        "batch": batch,
         "qdq_weights": qdq_weights,
         "qdq_activations": qdq_acts,
         "weight_code_types": code_types,
