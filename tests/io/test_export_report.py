@@ -122,3 +122,22 @@ def test_bad_image_is_refused_and_nothing_written(tmp_path):
     with pytest.raises(ValueError, match="images: 'plot' is not PNG"):
         export(h, ModelConfig(), "html", out, images={"plot": b"GIF89a"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_names_the_model_like_the_json_export(tmp_path):
+    h, _ = handle_and_data(SAMPLES[1])
+    cfg = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=6)))
+    assert cfg.model is None
+    export(h, cfg, "html", tmp_path / "r.html")
+    export(h, cfg, "json", tmp_path / "c.json")
+    p = _Collect()
+    p.feed((tmp_path / "r.html").read_text())
+    in_report = json.loads(p.pre)["model"]
+    assert in_report == h.source == "sample:digits_mobilenet"
+    assert in_report == json.loads((tmp_path / "c.json").read_text())["model"]
+    # a config that names its model keeps that name
+    named = ModelConfig(default=cfg.default, model="elsewhere.pt")
+    export(h, named, "html", tmp_path / "n.html")
+    p = _Collect()
+    p.feed((tmp_path / "n.html").read_text())
+    assert json.loads(p.pre)["model"] == "elsewhere.pt"

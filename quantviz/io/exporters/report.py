@@ -12,6 +12,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -290,7 +291,9 @@ def render_report(
         out.append(
             f'<h2>{_esc(name)}</h2><img alt="{_esc(name)}" src="data:image/png;base64,{b64}">'
         )
-    cfg_json = json.dumps(config_to_dict(config), indent=2, ensure_ascii=False)
+    # named like the json export: the config's model, else the model the report is about
+    named = config if config.model else replace(config, model=handle.source)
+    cfg_json = json.dumps(config_to_dict(named), indent=2, ensure_ascii=False)
     out.append(f'<h2>Configuration</h2><pre id="config">{_esc(cfg_json)}</pre>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
