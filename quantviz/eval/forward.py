@@ -326,6 +326,7 @@ def first_batch(
             handle.source,
         )
         return 1, {}
+    first: Exception
     try:
         return batch_size, {0: _raw_forward(handle, data.x[:n])}
     except OutputError as exc:

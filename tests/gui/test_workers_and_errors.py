@@ -92,9 +92,9 @@ def test_runner_failure_is_reported(qtbot):
 
 def test_large_layer_requantized_in_worker(qtbot, monkeypatch, tensor_handle):
     """Above the inline limit the histogram is computed off the GUI thread."""
+    from quantviz.app import AppController
     from quantviz.gui import histogram_view
     from quantviz.gui.histogram_view import HistogramView
-    from quantviz.app import AppController
     from quantviz.session import Session
 
     monkeypatch.setattr(histogram_view, "INLINE_LIMIT", 10_000)
