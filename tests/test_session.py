@@ -1,6 +1,5 @@
 """The Qt-free application state (quantviz.session): edits, named configs, results, events."""
 
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -77,18 +76,18 @@ def test_set_layer_spec_marks_changed_and_emits(session):
     spec4 = QuantSpec(bits=4, quantizer="kmeans")
     session.set_layer_spec(["0"], "weight", spec4)
     assert session.layer_config("0").weight == spec4
-    assert session.layer_config("1").weight == QuantSpec()
+    assert session.layer_config("1").weight == DEFAULT_CONFIG.default.weight
     assert session.is_changed("0") and not session.is_changed("1")
     assert rec.names() == ["config_changed"]
     # setting it back to the default removes the override
-    session.set_layer_spec(["0"], "weight", QuantSpec())
+    session.set_layer_spec(["0"], "weight", DEFAULT_CONFIG.default.weight)
     assert session.config.overrides == ()
     assert not session.is_changed("0")
 
 
 def test_same_config_does_not_emit(session):
     rec = Recorder(session.config_changed)
-    session.set_layer_spec(["0"], "weight", QuantSpec())
+    session.set_layer_spec(["0"], "weight", DEFAULT_CONFIG.default.weight)
     assert rec.events == []
 
 
@@ -97,7 +96,6 @@ def test_keep_float_and_activation_side(session):
     session.set_layer_spec(["1"], "activation", QuantSpec(bits=8))
     lc = session.layer_config("1")
     assert lc.weight is None and lc.activation == QuantSpec(bits=8)
-    assert session.layer_sqnr("1") == math.inf  # a float weight has no error
 
 
 def test_apply_to_all_and_reset(session):
@@ -134,8 +132,13 @@ def test_bad_input_names_the_problem(session):
 
 def test_named_configs_lifecycle(session):
     rec = Recorder(session.configs_changed, session.current_name_changed)
-    session.save_as("w4")
-    assert session.current_name == "w4"
+    assert session.save_as("w4") == "w4"
+    # a snapshot: the current configuration stays current, later edits leave the copy alone
+    assert session.current_name == "default"
+    session.set_layer_spec(["1"], "weight", None)
+    assert session.configs["w4"].resolve("1").weight is not None
+    session.set_layer_spec(["1"], "weight", session.config.default.weight)
+    session.make_current("w4")
     session.set_layer_spec(["0"], "weight", QuantSpec(bits=4))
     assert session.configs["default"].resolve("0").weight.bits == 8
     assert session.configs["w4"].resolve("0").weight.bits == 4
@@ -192,24 +195,6 @@ def test_adopt_a_sweep_point(session):
     assert session.adopt(e) == "uniform W3"  # same config: just made current again
 
 
-def test_sqnr_cache_per_spec(session):
-    todo = session.missing_sqnr()
-    assert [f for f, _ in todo] == ["0", "1"]
-    for fqn, spec, sq in session.iter_sqnr(todo):
-        session.set_layer_sqnr(fqn, spec, sq)
-    assert session.missing_sqnr() == []
-    sq8 = session.layer_sqnr("0")
-    assert 30 < sq8 < 60
-    session.set_layer_spec(["0"], "weight", QuantSpec(bits=2))
-    assert session.layer_sqnr("0") is None  # unknown under the new spec
-    [(fqn, spec, sq2)] = list(session.iter_sqnr(session.missing_sqnr()))
-    assert fqn == "0" and sq2 < sq8
-    # a group size that does not divide the layer: NaN, not an exception
-    session.set_layer_spec(["1"], "weight", QuantSpec(granularity="per_group", group_size=5))
-    [(_, _, bad)] = list(session.iter_sqnr([t for t in session.missing_sqnr() if t[0] == "1"]))
-    assert math.isnan(bad)
-
-
 def test_selection_and_data(session):
     rec = Recorder(session.selection_changed, session.data_changed)
     session.select(["1"])
@@ -228,8 +213,6 @@ def test_weights_are_the_float_ones_even_while_swapped(session, handle):
     p.data = torch.zeros_like(orig)  # what apply_config does during an evaluation
     try:
         assert torch.equal(session.weight("0"), w0)
-        [(_, _, sq)] = list(session.iter_sqnr([("0", QuantSpec())]))
-        assert math.isfinite(sq) and sq > 30
     finally:
         p.data = orig
     with pytest.raises(ValueError, match="nope"):
@@ -251,6 +234,7 @@ def test_copy_layer_takes_both_sides_and_normalises():
 
 def test_replace_config_keeps_current(session):
     session.save_as("other")
+    session.make_current("other")
     rec = Recorder(session.config_changed, session.configs_changed, session.current_name_changed)
     cfg = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=3)))
     session.replace_config("default", cfg)
@@ -280,13 +264,3 @@ def test_restore_replaces_configs_results_and_current(session):
     assert session.configs == before and session.current_name == "w3"
 
 
-def test_sqnr_under_and_missing_for_several_configs(session):
-    w2 = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=2)))
-    todo = session.missing_sqnr_for([session.config, w2, w2])
-    assert len(todo) == 4  # two layers x two distinct specs
-    for fqn, spec, sq in session.iter_sqnr(todo):
-        session.set_layer_sqnr(fqn, spec, sq)
-    assert session.missing_sqnr_for([w2]) == []
-    assert session.sqnr_under("0", QuantSpec(bits=2)) < session.sqnr_under("0", QuantSpec())
-    assert session.sqnr_under("0", None) == math.inf
-    assert session.sqnr_under("0", QuantSpec(bits=5)) is None

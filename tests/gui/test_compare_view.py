@@ -20,6 +20,7 @@ def compare(window, qtbot):
     win = window
     s = win.session
     s.save_as("w4k")
+    s.make_current("w4k")
     win.push_config(set_layer_spec(s.config, ["fc1"], "weight", W4K), "fc1: W4 kmeans")
     win.compareAction.trigger()
     cv = win.compareView

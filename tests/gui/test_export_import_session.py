@@ -145,6 +145,7 @@ def test_session_round_trip_and_recent_menu(window, qtbot, tmp_path):
     win = window
     s = win.session
     s.save_as("w4 fc1")
+    s.make_current("w4 fc1")
     _kmeans_fc1(win)
     with qtbot.waitSignal(win.jobDone, timeout=60_000):
         win.evaluate()
@@ -182,6 +183,7 @@ def test_failed_session_open_leaves_state_and_prunes_recent(window, qtbot, tmp_p
     win = window
     sa = win.sessionActions
     win.session.save_as("mine")
+    win.session.make_current("mine")
     before = (dict(win.session.configs), win.session.current_name, win.session.handle)
     # a layer this model does not have: refused in the loading thread, nothing changes
     path = tmp_path / "other.quantviz"

@@ -108,6 +108,8 @@ def test_evaluate_f5_adds_point_and_click_makes_current(window, qtbot):
     assert tp.baseline.isVisible()
     assert "default" in tp._tip(0, 0, 0)
     win.configs.save_as("other")
+    assert win.session.current_name == "default"  # a snapshot
+    win.configs.make_current("other")
     assert win.session.current_name == "other"
     tp.click_entry(0)
     assert win.session.current_name == "default"
@@ -136,6 +138,7 @@ def test_save_as_and_switch_configurations(window, qtbot):
     win = window
     click_row(qtbot, win, "fc2")
     win.configs.save_as("w4")
+    win.configs.make_current("w4")
     type_bits(qtbot, win, 4)
     assert win.configs.names() == ["default", "w4"]
     win.configs.make_current("default")
