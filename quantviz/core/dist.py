@@ -140,11 +140,16 @@ class Distribution:
         sxx = self.cxx[b[1:]] - self.cxx[b[:-1]]
         return float(np.sum(sxx - 2.0 * c * sx + w * c * c).clip(min=0.0))
 
-    def mse(self, levels: np.ndarray) -> float:
-        return self.sse(levels) / self.total
+    def run_sums(self, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per level: weight, sum and sum of squares of the values mapping to it."""
+        b = self._runs(np.asarray(levels, dtype=np.float64))
+        w = self.cw[b[1:]] - self.cw[b[:-1]]
+        sx = self.cx[b[1:]] - self.cx[b[:-1]]
+        sxx = self.cxx[b[1:]] - self.cxx[b[:-1]]
+        return w, sx, sxx
 
-    def sse_batch(self, level_sets: np.ndarray) -> np.ndarray:
-        """:meth:`sse` for many sorted codebooks at once, ``level_sets`` of shape [S, L]."""
+    def run_sums_batch(self, level_sets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`run_sums` for sorted codebooks ``level_sets`` [S, L]; each [S, L]."""
         c = np.asarray(level_sets, dtype=np.float64)
         mids = 0.5 * (c[:, 1:] + c[:, :-1])
         inner = np.searchsorted(self.values, mids.ravel(), side="right").reshape(mids.shape)
@@ -156,6 +161,15 @@ class Distribution:
         w = self.cw[b[:, 1:]] - self.cw[b[:, :-1]]
         sx = self.cx[b[:, 1:]] - self.cx[b[:, :-1]]
         sxx = self.cxx[b[:, 1:]] - self.cxx[b[:, :-1]]
+        return w, sx, sxx
+
+    def mse(self, levels: np.ndarray) -> float:
+        return self.sse(levels) / self.total
+
+    def sse_batch(self, level_sets: np.ndarray) -> np.ndarray:
+        """:meth:`sse` for many sorted codebooks at once, ``level_sets`` of shape [S, L]."""
+        c = np.asarray(level_sets, dtype=np.float64)
+        w, sx, sxx = self.run_sums_batch(c)
         return np.clip(np.sum(sxx - 2.0 * c * sx + w * c * c, axis=1), 0.0, None)
 
     def lloyd(self, k: int, *, max_iter: int = 1000, tol: float = 1e-10) -> np.ndarray:
