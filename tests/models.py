@@ -17,7 +17,7 @@ from torch import nn
 
 from quantviz.model import ModelHandle, discover_layers
 
-__all__ = ["efficientnet_lite", "handle_of"]
+__all__ = ["efficientnet_lite", "efficientnet_lite_small", "handle_of"]
 
 # (expand ratio, kernel, stride, output channels, repeats): EfficientNet-B0 / Lite0
 LITE0_BLOCKS = [
@@ -127,3 +127,9 @@ def handle_of(module: nn.Module, example: torch.Tensor, name: str = "net") -> Mo
     module.eval()
     layers = discover_layers(module, example)
     return ModelHandle("memory", name, module, layers, example)
+
+
+def efficientnet_lite_small() -> EfficientNetLite:
+    """The small variant the tests save to files (an importable no-argument factory for
+    ``file::tests.models:efficientnet_lite_small``): width 0.5, 10 classes, 32x32 inputs."""
+    return efficientnet_lite(width=0.5, num_classes=10, head=256, size=32, seed=7)
