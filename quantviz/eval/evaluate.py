@@ -172,7 +172,7 @@ def calibrate(
     if calib is None or int(calib.shape[0]) == 0:
         raise ValueError(f"{getattr(data, 'name', 'data')}: no calibration inputs (calib_x)")
     spans = list(_batches(calib, batch_size))
-    collector = StatsCollector(handle, missing)
+    collector = StatsCollector(handle, missing, outputs=False)  # inputs are quantized
     gen = collector.run((calib[a:b] for a, b in spans), total=len(spans))
     for i, n in gen:
         yield Progress(i, n or len(spans), "calibrate")
