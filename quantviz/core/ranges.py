@@ -112,7 +112,14 @@ def _local_minima(
     return p[np.argsort(er, kind="stable")[:k]]
 
 
-def _polish(d: Distribution, u: np.ndarray, a0: np.ndarray, amax: float) -> tuple[float, float]:
+def _polish(
+    d: Distribution,
+    u: np.ndarray,
+    a0: np.ndarray,
+    amax: float,
+    *,
+    lo_bound: float | None = None,
+) -> tuple[float, float]:
     """Alternate nearest-level assignment and the exact best ``a`` for it, from every start
     in ``a0`` at once; the best ``(a, sse)`` reached."""
     a = np.asarray(a0, dtype=np.float64)
@@ -127,7 +134,7 @@ def _polish(d: Distribution, u: np.ndarray, a0: np.ndarray, amax: float) -> tupl
         den = np.sum(u * u * w, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             a_new = np.where(den > 0, np.sum(u * sx, axis=1) / den, a)
-        a_new = np.clip(a_new, amax * 1e-9, amax)
+        a_new = np.clip(a_new, amax * 1e-9 if lo_bound is None else lo_bound, amax)
         # stop a start when its assignment no longer changes (then a_new == a) or its error
         # no longer improves by more than float rounding
         moved = (np.abs(a_new - a) > 1e-12 * amax) & (e > 0)
@@ -142,7 +149,13 @@ def _polish(d: Distribution, u: np.ndarray, a0: np.ndarray, amax: float) -> tupl
 def mse_search_asymmetric(
     d: Distribution, levels_for: LevelsFn, *, coarse: int = 24, fine: int = 12
 ) -> tuple[float, float]:
-    """``(lo, hi)`` with ``lo`` in ``[min, 0]`` and ``hi`` in ``[0, max]`` minimising the MSE."""
+    """``(lo, hi)`` with ``lo <= 0 <= hi`` minimising the MSE.
+
+    A coarse grid of ``lo`` in ``[min, 0]`` x ``hi`` in ``[0, max]``, a finer one around the
+    best pair, then the best pair's affine grid ``(q - z) * s`` is polished: for its zero
+    point ``z`` and ``z +- 1, 2`` the exact best scale (alternating assignment and the
+    closed-form scale, as in :func:`mse_search_symmetric`).
+    """
     lo0, hi0 = min(d.min, 0.0), max(d.max, 0.0)
     if lo0 == hi0:
         return 0.0, 0.0
@@ -164,7 +177,32 @@ def mse_search_asymmetric(
     los2 = np.clip(np.linspace(lo - step_lo, lo + step_lo, fine), lo0, 0.0) if lo0 < 0 else los
     his2 = np.clip(np.linspace(hi - step_hi, hi + step_hi, fine), 0.0, hi0) if hi0 > 0 else his
     lo2, hi2, e2 = best_of(los2, his2)
-    return (lo2, hi2) if e2 <= e else (lo, hi)
+    if e2 <= e:
+        lo, hi, e = lo2, hi2, e2
+    return _polish_affine(d, levels_for, lo, hi, e, hi0 - lo0)
+
+
+def _polish_affine(
+    d: Distribution, levels_for: LevelsFn, lo: float, hi: float, e: float, span: float
+) -> tuple[float, float]:
+    """Polish an affine grid ``(q - z) * s``: for the grid's zero point and its neighbours,
+    the exact best scale (:func:`_polish`); the range of the best grid found."""
+    lv = levels_for(lo, hi).astype(np.float64)
+    if lv.size < 2 or not lv[1] > lv[0]:
+        return lo, hi
+    s = float(lv[1] - lv[0])
+    u0 = np.round(lv / s)
+    if not np.allclose(u0 * s, lv, rtol=0.0, atol=1e-9 * max(abs(lv[0]), abs(lv[-1]))):
+        return lo, hi  # not an affine grid
+    best = (lo, hi, e)
+    for dz in (-2, -1, 0, 1, 2):
+        u = u0 + dz
+        if u[0] > 0 or u[-1] < 0:  # the grid must hold zero
+            continue
+        a, err = _polish(d, u, np.array([s]), span, lo_bound=span * 1e-12)
+        if err < best[2]:
+            best = (float(u[0] * a), float(u[-1] * a), err)
+    return best[0], best[1]
 
 
 def entropy_threshold(

@@ -187,3 +187,26 @@ def test_mse_calibration_finds_a_narrow_minimum_on_an_efficientnet_weight():
     r = quantize(w, QuantSpec(bits=8, calibration="mse"))
     best = _dense_best_mse(w.numpy().ravel(), 8)
     assert r.mse <= best * 1.001
+
+
+def _dense_best_mse_affine(x: np.ndarray, bits: int, n: int = 4000) -> float:
+    """Best MSE over every zero point and ``n`` scales of the asymmetric b-bit grid."""
+    top = 2**bits - 1
+    x = x.astype(np.float64)
+    span = max(float(x.max()), 0.0) - min(float(x.min()), 0.0)
+    zs = np.arange(top + 1, dtype=np.float64)[:, None]
+    best = np.inf
+    for s in np.linspace(span / top / 20, span / top, n):
+        q = np.clip(np.rint(x[None, :] / s) + zs, 0, top)
+        best = min(best, float((((q - zs) * s - x[None, :]) ** 2).mean(axis=1).min()))
+    return best
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(adversarial())
+def test_asymmetric_mse_calibration_within_0p1_percent_of_dense_search(case):
+    x, bits = case
+    x, bits = x[:864], min(bits, 4)
+    r = quantize(torch.from_numpy(x), QuantSpec(bits=bits, symmetric=False, calibration="mse"))
+    best = _dense_best_mse_affine(x, bits)
+    assert r.mse <= best * 1.001 + 1e-12, (r.mse / best - 1, bits, x.size)
