@@ -10,7 +10,10 @@ A 1M tensor (4 MB) stays in the 32 MB L3 cache, so its copy "floor" is a cache c
 Sorted rows are cached per tensor; each timed call starts from an empty cache, so the
 k-means and mse/kl numbers include the sort.
 
-    python benchmarks/bench_quantize.py [--sizes 1M,10M] [--repeat 5]
+The "uniform mse" / "uniform kl" rows time range calibration (8-bit symmetric) per tensor and
+per channel; ``--calibrations ""`` skips them.
+
+    python benchmarks/bench_quantize.py [--sizes 1M,10M] [--repeat 5] [--calibrations mse,kl]
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1M,10M")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quantizers", default=",".join(QUANTIZERS))
+    ap.add_argument("--calibrations", default="mse,kl")
     args = ap.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -87,6 +91,17 @@ def main() -> None:
                     f"{size:>4} {q:>9} {g:>12} {t * 1e3:9.2f} {t / t_copy:7.2f} {t / ref:8.2f} "
                     f"{t_new * 1e3:8.2f}"
                 )
+                if q == "uniform" and g != "per_group":
+                    for cal in filter(None, args.calibrations.split(",")):
+                        cspec = spec.with_(calibration=cal)
+                        t_c = timeit(
+                            lambda cspec=cspec: run(cspec, dst),
+                            1 if g != "per_tensor" else args.repeat,
+                        )
+                        print(
+                            f"{size:>4} {'u ' + cal:>9} {g:>12} {t_c * 1e3:9.2f} "
+                            f"{t_c / t_copy:7.2f} {t_c / ref:8.2f}"
+                        )
                 if q == "uniform":
                     t_m = timeit(lambda spec=spec: run(spec, dst).sqnr_db, args.repeat)
                     print(

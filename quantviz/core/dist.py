@@ -27,6 +27,9 @@ class Distribution:
     cw: np.ndarray  # prefix sums of weights, shape [N + 1], cw[0] == 0
     cx: np.ndarray  # prefix sums of w * x
     cxx: np.ndarray  # prefix sums of w * x * x
+    #: for a distribution built from a histogram: its bin width (each value is a bin centre
+    #: whose weight is spread evenly over the bin); 0 for exact values
+    bin_width: float = 0.0
 
     @classmethod
     def from_values(
@@ -61,16 +64,19 @@ class Distribution:
             raise ValueError("histogram: no samples (all counts are zero)")
         centres = 0.5 * (edges[:-1] + edges[1:])
         v, w = centres[keep], counts[keep]
-        return cls._weighted(v, w)
+        widths = np.diff(edges)
+        uniform = bool(np.allclose(widths, widths[0], rtol=1e-6, atol=0.0))
+        return cls._weighted(v, w, float(widths[0]) if uniform else 0.0)
 
     @classmethod
-    def _weighted(cls, v: np.ndarray, w: np.ndarray) -> Distribution:
+    def _weighted(cls, v: np.ndarray, w: np.ndarray, bin_width: float = 0.0) -> Distribution:
         z = np.zeros(1)
         return cls(
             v,
             np.concatenate([z, np.cumsum(w)]),
             np.concatenate([z, np.cumsum(w * v)]),
             np.concatenate([z, np.cumsum(w * v * v)]),
+            bin_width,
         )
 
     # -- basic statistics -----------------------------------------------------------------
@@ -134,11 +140,16 @@ class Distribution:
         sxx = self.cxx[b[1:]] - self.cxx[b[:-1]]
         return float(np.sum(sxx - 2.0 * c * sx + w * c * c).clip(min=0.0))
 
-    def mse(self, levels: np.ndarray) -> float:
-        return self.sse(levels) / self.total
+    def run_sums(self, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per level: weight, sum and sum of squares of the values mapping to it."""
+        b = self._runs(np.asarray(levels, dtype=np.float64))
+        w = self.cw[b[1:]] - self.cw[b[:-1]]
+        sx = self.cx[b[1:]] - self.cx[b[:-1]]
+        sxx = self.cxx[b[1:]] - self.cxx[b[:-1]]
+        return w, sx, sxx
 
-    def sse_batch(self, level_sets: np.ndarray) -> np.ndarray:
-        """:meth:`sse` for many sorted codebooks at once, ``level_sets`` of shape [S, L]."""
+    def run_sums_batch(self, level_sets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`run_sums` for sorted codebooks ``level_sets`` [S, L]; each [S, L]."""
         c = np.asarray(level_sets, dtype=np.float64)
         mids = 0.5 * (c[:, 1:] + c[:, :-1])
         inner = np.searchsorted(self.values, mids.ravel(), side="right").reshape(mids.shape)
@@ -150,6 +161,15 @@ class Distribution:
         w = self.cw[b[:, 1:]] - self.cw[b[:, :-1]]
         sx = self.cx[b[:, 1:]] - self.cx[b[:, :-1]]
         sxx = self.cxx[b[:, 1:]] - self.cxx[b[:, :-1]]
+        return w, sx, sxx
+
+    def mse(self, levels: np.ndarray) -> float:
+        return self.sse(levels) / self.total
+
+    def sse_batch(self, level_sets: np.ndarray) -> np.ndarray:
+        """:meth:`sse` for many sorted codebooks at once, ``level_sets`` of shape [S, L]."""
+        c = np.asarray(level_sets, dtype=np.float64)
+        w, sx, sxx = self.run_sums_batch(c)
         return np.clip(np.sum(sxx - 2.0 * c * sx + w * c * c, axis=1), 0.0, None)
 
     def lloyd(self, k: int, *, max_iter: int = 1000, tol: float = 1e-10) -> np.ndarray:
@@ -187,9 +207,32 @@ class Distribution:
             m = sx / w
         return np.where(w > 0, m, fallback)
 
+    @property
+    def support(self) -> tuple[float, float]:
+        """The smallest interval holding all the mass (bins included for a histogram)."""
+        h = 0.5 * self.bin_width
+        return self.min - h, self.max + h
+
     def histogram(self, bins: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted histogram of the values over ``[lo, hi]`` (values outside are dropped)."""
+        """Weighted histogram of the values over ``[lo, hi]`` (values outside are dropped).
+
+        For a distribution made from a histogram (``bin_width > 0``) each bin's weight is
+        spread evenly over its bin (the cumulative weight interpolated linearly at the new
+        edges, rounded so that integer counts stay integers): re-binning onto a grid of
+        similar width then neither drops nor doubles bins.
+        """
         edges = np.linspace(lo, hi, bins + 1)
+        if self.bin_width > 0:
+            h = 0.5 * self.bin_width
+            # the cumulative weight at each bin's left and right edge (empty bins were
+            # dropped: between two kept bins it stays flat), interpolated at the new edges
+            xs = np.stack([self.values - h, self.values + h], axis=1).ravel()
+            ys = np.stack([self.cw[:-1], self.cw[1:]], axis=1).ravel()
+            cum = np.interp(edges, xs, ys, left=0.0, right=self.total)
+            integer = bool(np.all(np.diff(self.cw) == np.round(np.diff(self.cw))))
+            if integer:
+                cum = np.round(cum)
+            return np.diff(cum), edges
         idx = np.searchsorted(self.values, edges, side="left")
         idx[-1] = np.searchsorted(self.values, hi, side="right")
         counts = self.cw[idx[1:]] - self.cw[idx[:-1]]

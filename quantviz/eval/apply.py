@@ -6,10 +6,21 @@ that layer); on exit the original tensor is put back — the very same storage, 
 even when the block raises. Pre-quantized weights make the forward pass cost what the float
 one does.
 
-Activations: a layer with an activation spec gets a forward pre-hook that fake-quantizes its
-INPUT: with parameters fitted once from the calibration statistics of that input (static;
-per-tensor, see :func:`quantviz.core.fit_quantizer`) or measured on every batch
-(``spec.dynamic``).
+Activations are quantized at the INPUT of each quantized layer (the tensor the inspector
+shows for that layer), never at its output: a layer with an activation spec gets a forward
+pre-hook that fake-quantizes the tensor entering it, with parameters either fitted once from
+the calibration statistics of that input (static, per-tensor; :func:`fit_static`) or
+measured on every batch (``spec.dynamic``). A value feeding two quantized layers is quantized
+once for each, with each layer's own parameters; a layer without an activation spec sees
+float inputs. The CLI (``quantviz eval``), the GUI and library callers all go through
+:func:`apply_config` (via :func:`quantviz.eval.evaluate`), so they give the same numbers.
+
+Static ``minmax`` ranges use the exact running min / max of the calibration data (as torch's
+``MinMaxObserver``), not the capture histogram's outer edges, whose position depends on how
+the histogram grew batch by batch: a W8A8 result therefore does not depend on the
+calibration batch size. Tested against an independent torch fake-quant
+(``MinMaxObserver`` + ``fake_quantize_per_tensor_affine`` at every conv / linear input) in
+``tests/eval/test_w8a8_reference.py``.
 """
 
 from __future__ import annotations
@@ -154,7 +165,11 @@ class WeightCache:
 
 
 def fit_static(fqn: str, spec: QuantSpec, stats: LayerStats) -> FittedQuantizer:
-    """Fit a per-tensor quantizer of layer ``fqn``'s input from its calibration histogram."""
+    """Fit a per-tensor quantizer of layer ``fqn``'s input from its calibration statistics.
+
+    ``minmax``: the exact running extremes; the other calibrations (percentile, mse, kl,
+    k-means) read the capture histogram.
+    """
     if spec.granularity != "per_tensor":
         raise ValueError(
             f"layer {fqn}: activation: static quantization uses one range per tensor "
@@ -165,6 +180,11 @@ def fit_static(fqn: str, spec: QuantSpec, stats: LayerStats) -> FittedQuantizer:
     if st.count == 0:
         raise ValueError(f"layer {fqn}: activation: no calibration data reached this layer")
     try:
+        if spec.calibration == "minmax" and spec.quantizer != "kmeans":
+            # the exact running extremes, as torch's MinMaxObserver keeps them: the
+            # histogram's outer edges depend on how its range grew, i.e. on the batch size
+            ext = torch.tensor([st.min, st.max], dtype=torch.float32)
+            return fit_quantizer(spec, values=ext)
         return fit_quantizer(spec, histogram=st.histogram())
     except ValueError as exc:
         raise ValueError(f"layer {fqn}: activation: {exc}") from None

@@ -181,7 +181,7 @@ def calibrate(
     spans = list(_batches(calib, batch_size))
     i = 0
     try:
-        collector = StatsCollector(handle, missing)
+        collector = StatsCollector(handle, missing, outputs=False)  # inputs are quantized
         gen = collector.run((calib[a:b] for a, b in spans), total=len(spans))
         for i, n in gen:
             yield Progress(i, n or len(spans), "calibrate")

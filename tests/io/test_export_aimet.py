@@ -55,32 +55,105 @@ def test_sample_encodings(tmp_path, source):
         assert entries[0]["is_symmetric"] == "False" and entries[0]["offset"] <= 0
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        QuantSpec(bits=8),
-        QuantSpec(bits=8, restricted_range=True),
-        QuantSpec(bits=4, symmetric=False),
-        QuantSpec(bits=6, granularity="per_channel", symmetric=False),
-    ],
-    ids=lambda s: s.short(),
-)
-def test_offset_convention_reproduces_the_grid(spec):
-    """AIMET: x = (u + offset) * scale, u in [0, 2^b - 1]; offset = -zero_point (asym)."""
+def _aimet_qdq(x: torch.Tensor, e: dict) -> torch.Tensor:
+    """AIMET's documented reading of an encoding: the grid from bitwidth + min / max.
+
+    scale = (max - min) / (2^b - 1), offset = round(min / scale),
+    u = clamp(round(x / scale) - offset, 0, 2^b - 1), x' = (u + offset) * scale
+    (scale and offset from the JSON numbers; the quantization in float32, as AIMET's
+    kernels run it).
+    """
+    top = 2 ** e["bitwidth"] - 1
+    scale = (e["max"] - e["min"]) / top
+    offset = round(e["min"] / scale)
+    s32 = torch.tensor(scale, dtype=torch.float32)
+    u = torch.clamp(torch.round(x.float() / s32) - offset, 0, top)
+    return (u + offset) * s32
+
+
+SPECS = [
+    QuantSpec(bits=8),
+    QuantSpec(bits=8, restricted_range=True),
+    QuantSpec(bits=4, restricted_range=True, granularity="per_channel"),
+    QuantSpec(bits=4, symmetric=False),
+    QuantSpec(bits=6, granularity="per_channel", symmetric=False),
+    QuantSpec(bits=8, granularity="per_channel"),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.short())
+def test_aimet_reading_reproduces_quantviz_weights_exactly(spec):
+    """Decoding the file as AIMET does gives quantviz's dequantized weights, bit for bit."""
     torch.manual_seed(1)
-    w = torch.randn(8, 32) + 0.3
+    w = torch.randn(16, 3, 3, 3) * torch.rand(16, 1, 1, 1) + 0.1
     r = quantize(w, spec)
-    entries = encoding_entries(r.fitted.scale, r.fitted.zero_point, spec)
-    levels = r.levels if r.levels.dim() == 2 else r.levels[None]
-    qmin, qmax = spec.qrange
-    for e, lv, zp in zip(entries, levels, r.fitted.zero_point):
+    entries = json.loads(json.dumps(encoding_entries(r.fitted.scale, r.fitted.zero_point, spec)))
+    rows = w.reshape(len(entries), -1) if len(entries) > 1 else w.reshape(1, -1)
+    got = torch.stack([_aimet_qdq(row, e) for row, e in zip(rows, entries)])
+    assert torch.equal(got.reshape(w.shape), r.dequantized)
+    for e, zp in zip(entries, r.fitted.zero_point.reshape(-1)):
+        assert e["scale"] == pytest.approx((e["max"] - e["min"]) / (2 ** e["bitwidth"] - 1))
         if not spec.symmetric:
             assert e["offset"] == -int(zp)
-        else:
-            assert e["offset"] == qmin  # -128, or -127 restricted
-        u = torch.arange(0, qmax - qmin + 1, dtype=torch.float32)
-        assert torch.equal((u + e["offset"]) * e["scale"], lv)
-        assert e["min"] == pytest.approx(float(lv[0])) and e["max"] == pytest.approx(float(lv[-1]))
+        else:  # AIMET's symmetric offset, restricted range included
+            assert e["offset"] == -(2 ** (spec.bits - 1))
+
+
+def test_restricted_range_is_aimets_symmetric_scale():
+    # AIMET's symmetric scale is absmax / (2^(b-1) - 1): quantviz's restricted range
+    w = torch.randn(64, 64)
+    r = quantize(w, QuantSpec(bits=8, restricted_range=True))
+    (e,) = encoding_entries(
+        r.fitted.scale, r.fitted.zero_point, QuantSpec(bits=8, restricted_range=True)
+    )
+    assert e["scale"] == pytest.approx(float(w.abs().max()) / 127, rel=1e-6)
+    assert (e["min"], e["max"]) == (-128 * e["scale"], 127 * e["scale"])
+
+
+def test_activation_names_are_the_onnx_tensor_names_entering_each_layer(tmp_path):
+    """Named as AIMET's export names them: the producing op's output in torch.onnx.export's
+    graph (BatchNorm folded into the convs by the exporter does not matter)."""
+    pytest.importorskip("onnx")
+    import io
+    import warnings
+
+    import onnx
+
+    from quantviz.data.datasets import EvalData
+    from quantviz.eval import calibrate, needs_calibration, run
+    from tests.models import efficientnet_lite_small, handle_of
+
+    model = efficientnet_lite_small()
+    x = torch.randn(4, 3, 32, 32)
+    h = handle_of(model, x[:1])
+    cfg = ModelConfig(
+        default=LayerConfig(
+            weight=QuantSpec(bits=8, granularity="per_channel"), activation=QuantSpec(bits=8)
+        )
+    )
+    stats: dict = {}
+    run(calibrate(h, EvalData("t", x, None, x), needs_calibration(h, cfg), stats))
+    res = export(h, cfg, "aimet", tmp_path / "m.encodings", stats=stats)
+    acts = json.loads((tmp_path / "m.encodings").read_text())["activation_encodings"]
+    # independent: torch's own export, and which tensor feeds each layer's node
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x[:1],), buf, dynamo=False, input_names=["input"])
+    graph = onnx.load_from_string(buf.getvalue()).graph
+    feeds = {}
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            scope = node.name.rsplit("/", 1)[0]  # /blocks/blocks.0/depthwise/depthwise.0
+            feeds[scope] = node.input[0]
+    produced = {o for n in graph.node for o in n.output} | {"input"}
+    assert res.details["activation_names"] == "onnx"
+    assert len(acts) == len(h.fqns) == 50
+    assert set(acts) <= produced  # every key is a tensor of the graph
+    assert "input" in acts and "/conv_stem/conv_stem.2/Clip_output_0" in acts
+    assert "/blocks/blocks.0/project/project.0/Conv_output_0" in acts  # folded BN
+    assert set(acts) == set(feeds.values())
+    assert not any(k.endswith(":input") for k in acts)
 
 
 def test_unexpressible_schemes_are_listed_by_layer(tmp_path):

@@ -7,14 +7,39 @@
          "is_symmetric": "False", "max": 2.6, "min": -2.1, "offset": -114, "scale": 0.0185}]},
      "param_encodings": {"conv1.weight": [{...}, ... one entry per output channel ...]}}
 
-AIMET dequantizes an unsigned code ``u`` in ``[0, 2^b - 1]`` as ``(u + offset) * scale``, so
-``offset`` is negative: for quantviz's grid ``(q - zero_point) * scale`` with ``q`` in
-``[quant_min, quant_max]`` it is ``quant_min - zero_point`` (``-zero_point`` for asymmetric
-grids, ``-2^(b-1)`` — or ``-(2^(b-1) - 1)`` restricted — for symmetric ones); ``min`` /
-``max`` are the lowest / highest level. Parameters are keyed by their parameter name
-(AIMET's PyTorch export names them so), activations by the ONNX name of the layer's input
-tensor in ``torch.onnx.export``'s graph (``input``, ``/act/Relu_output_0``; without the
-onnx package, ``<fqn>:input``).
+How AIMET reads an entry: it rebuilds the grid from ``bitwidth`` and ``min`` / ``max`` —
+``scale = (max - min) / (2^b - 1)``, ``offset = round(min / scale)`` — and quantizes
+``u = clamp(round(x / scale) - offset, 0, 2^b - 1)``, ``x' = (u + offset) * scale``: always
+the full ``2^b``-level grid. Every entry here is written so that this reading gives
+quantviz's grid exactly (same scale, same levels): ``min = offset * scale`` and ``max =
+(2^b - 1 + offset) * scale``, ``offset = quant_min - zero_point`` (negative), so
+
+* asymmetric: ``offset = -zero_point``; AIMET's grid is quantviz's.
+* symmetric, full range (quantviz's default, as torch's observers: ``scale = absmax /
+  127.5`` at 8 bits, levels ``-128 .. 127``): ``offset = -2^(b-1)``; AIMET's grid is
+  quantviz's.
+* symmetric, restricted range (levels ``-127 .. 127``, ``scale = absmax / 127``: AIMET's
+  own symmetric convention): written as AIMET writes its symmetric encodings, ``offset =
+  -2^(b-1)``, ``min = -2^(b-1) * scale``, ``max = (2^(b-1) - 1) * scale``, so AIMET reads
+  the same scale and levels (writing ``min = -127 * scale`` instead would make AIMET
+  rebuild ``scale * 254 / 255`` and move most values to another level). AIMET's grid has
+  one more level, ``-128 * scale``, below quantviz's lowest: only a value clipped below
+  ``-127.5 * scale`` (possible with mse / percentile / kl calibration, never with minmax)
+  is quantized differently there.
+
+So the file reproduces quantviz's dequantized weights, whose symmetric scale follows torch
+(``absmax / 127.5``) unless the spec asks for the restricted range (AIMET's ``absmax /
+127``).
+
+Parameters are keyed by their parameter name (AIMET's PyTorch export names them so).
+Activations are keyed as AIMET's export keys them: by the name of the tensor in the ONNX
+graph of ``torch.onnx.export`` (the TorchScript exporter AIMET uses), i.e. the OUTPUT of the
+op producing the quantized layer's input (``/act/Relu_output_0``,
+``/blocks/blocks.0/project/project.0/Conv_output_0``; the model input is ``input``). The
+layer's node is found by its module scope (``/blocks/blocks.0/depthwise/depthwise.0/Conv``
+is layer ``blocks.0.depthwise.0``), so BatchNorm folded into a Conv by the exporter does
+not hide it. Without the onnx package, or for a layer with no node of its own in the
+graph, the key is ``<fqn>:input`` (reported in ``details["activation_names"]``).
 
 Not expressible (listed in ``ExportResult.unsupported``, left out of the file): non-uniform
 quantizers, per-group scales, per-channel scales on an axis other than the output-channel
@@ -39,7 +64,7 @@ if TYPE_CHECKING:
     from quantviz.model.capture import LayerStats
     from quantviz.model.handle import ModelHandle
 
-__all__ = ["AIMET_VERSION", "encoding_entries", "export_aimet"]
+__all__ = ["AIMET_VERSION", "activation_tensor_names", "encoding_entries", "export_aimet"]
 
 AIMET_VERSION = "0.6.1"
 
@@ -65,7 +90,10 @@ def encoding_entries(
     scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec
 ) -> list[dict[str, Any]]:
     """One AIMET encoding dict per row of ``scale`` / ``zero_point`` (see module doc)."""
-    qmin, qmax = spec.qrange
+    qmin, _ = spec.qrange
+    if spec.symmetric and spec.restricted_range:
+        qmin -= 1  # AIMET's symmetric grid: the full 2^b levels, same scale (module doc)
+    top = 2**spec.bits - 1
     out = []
     for s, z in zip(scale.reshape(-1).tolist(), zero_point.reshape(-1).tolist()):
         offset = int(qmin - z)
@@ -75,7 +103,7 @@ def encoding_entries(
                 "bitwidth": int(spec.bits),
                 "dtype": "int",
                 "is_symmetric": "True" if spec.symmetric else "False",
-                "max": float((qmax - z) * s32),
+                "max": float((top + offset) * s32),
                 "min": float(offset * s32),
                 "offset": offset,
                 "scale": s32,
@@ -84,15 +112,52 @@ def encoding_entries(
     return out
 
 
+_LAYER_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+def _scope_fqn(node_name: str) -> str:
+    """``/blocks/blocks.0/depthwise/depthwise.0/Conv`` -> ``blocks.0.depthwise.0``.
+
+    The TorchScript exporter names a node by its module scope, one component per level,
+    where a child of a container is written ``<parent attribute>.<child attribute>``.
+    """
+    parts = [p for p in node_name.split("/") if p][:-1]
+    fqn: list[str] = []
+    prev = ""
+    for p in parts:
+        if prev and p.startswith(prev + "."):
+            fqn.append(p[len(prev) + 1 :])
+        else:
+            fqn.append(p)
+        prev = p
+    return ".".join(fqn)
+
+
+def activation_tensor_names(handle: ModelHandle, model: Any) -> dict[str, str]:
+    """fqn -> name of the tensor entering that layer in ``model`` (an exported ONNX graph)."""
+    first: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type in _LAYER_OPS and node.input:
+            first.setdefault(_scope_fqn(node.name), node.input[0])
+    out = {}
+    for lay in handle.layers:
+        name = first.get(lay.module_fqn)
+        if name is not None:
+            out[lay.fqn] = name
+    return out
+
+
 def _activation_names(handle: ModelHandle) -> tuple[dict[str, str], str]:
     try:
         import onnx  # noqa: F401
     except ImportError:
         return {f: f"{f}:input" for f in handle.fqns}, "fqn"
-    from quantviz.io.exporters.onnx_fmt import layer_inputs
+    from quantviz.io.exporters.onnx_fmt import export_float_onnx
 
-    names = {f: data for f, (_, data) in layer_inputs(handle).items()}
-    return {f: names.get(f, f"{f}:input") for f in handle.fqns}, "onnx"
+    names = activation_tensor_names(handle, export_float_onnx(handle))
+    missing = [f for f in handle.fqns if f not in names]
+    how = "onnx" if not missing else f"onnx ({len(missing)} by fqn: {', '.join(missing)})"
+    return {f: names.get(f, f"{f}:input") for f in handle.fqns}, how
 
 
 def export_aimet(

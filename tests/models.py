@@ -1,0 +1,135 @@
+"""Model builders shared by tests (random init, built in the test: nothing is downloaded).
+
+:func:`efficientnet_lite` is an EfficientNet-Lite0-like classifier: a 3x3 stride-2 stem,
+MBConv blocks (1x1 expand, depthwise 3x3 / 5x5, 1x1 project, BatchNorm, ReLU6, residual
+where the shape allows, no squeeze-excitation — as in the Lite variants), a 1x1 head conv,
+global pooling and a linear classifier. Its BatchNorm running statistics are measured on
+random data (so activations are normalised as a trained network's are) and its affine
+parameters are then drawn at random, which gives every layer its own realistic range.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from quantviz.model import ModelHandle, discover_layers
+
+__all__ = ["efficientnet_lite", "efficientnet_lite_small", "handle_of"]
+
+# (expand ratio, kernel, stride, output channels, repeats): EfficientNet-B0 / Lite0
+LITE0_BLOCKS = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+]
+
+
+def _ch(c: int, width: float) -> int:
+    return max(8, int(c * width + 4) // 8 * 8)
+
+
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True):
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act:
+        layers.append(nn.ReLU6())
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, expand: int, k: int, stride: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = _conv_bn(cin, mid, 1) if expand != 1 else nn.Identity()
+        self.depthwise = _conv_bn(mid, mid, k, stride, groups=mid)
+        self.project = _conv_bn(mid, cout, 1, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite(nn.Module):
+    def __init__(self, width: float = 1.0, num_classes: int = 100, head: int = 1280) -> None:
+        super().__init__()
+        c = _ch(32, width)
+        self.conv_stem = _conv_bn(3, c, 3, 2)
+        blocks: list[nn.Module] = []
+        for expand, k, stride, out, repeats in LITE0_BLOCKS:
+            co = _ch(out, width)
+            for r in range(repeats):
+                blocks.append(MBConv(c, co, expand, k, stride if r == 0 else 1))
+                c = co
+        self.blocks = nn.Sequential(*blocks)
+        self.conv_head = _conv_bn(c, head, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(head, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_head(self.blocks(self.conv_stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def efficientnet_lite(
+    *,
+    width: float = 1.0,
+    num_classes: int = 100,
+    head: int = 1280,
+    size: int = 64,
+    seed: int = 0,
+) -> EfficientNetLite:
+    """An EfficientNet-Lite0-like model in eval mode with non-trivial BatchNorm statistics.
+
+    With ``width=1.0`` and ``num_classes=100`` it has 3.5M parameters.
+    """
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    m = EfficientNetLite(width, num_classes, head)
+    for mod in m.modules():
+        if isinstance(mod, nn.Conv2d):
+            fan_out = mod.out_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
+            nn.init.normal_(mod.weight, 0.0, math.sqrt(2.0 / fan_out))
+        elif isinstance(mod, nn.Linear):
+            nn.init.uniform_(
+                mod.weight, -1 / math.sqrt(mod.in_features), 1 / math.sqrt(mod.in_features)
+            )
+            nn.init.zeros_(mod.bias)
+        elif isinstance(mod, nn.BatchNorm2d):
+            mod.momentum = None  # cumulative average over the measuring batches
+    # measure BatchNorm statistics on random images, then give each channel its own scale
+    # and shift (as training would)
+    m.train()
+    with torch.no_grad():
+        for _ in range(4):
+            m(torch.randn(16, 3, size, size, generator=g))
+    m.eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                n = mod.num_features
+                mod.weight.copy_(torch.empty(n).uniform_(0.3, 2.5, generator=g))
+                mod.bias.copy_(torch.randn(n, generator=g) * 0.6)
+    return m
+
+
+def handle_of(module: nn.Module, example: torch.Tensor, name: str = "net") -> ModelHandle:
+    """A :class:`ModelHandle` of an in-memory ``nn.Module`` (as ``load_model`` builds it)."""
+    module.eval()
+    layers = discover_layers(module, example)
+    return ModelHandle("memory", name, module, layers, example)
+
+
+def efficientnet_lite_small() -> EfficientNetLite:
+    """The small variant the tests save to files (an importable no-argument factory for
+    ``file::tests.models:efficientnet_lite_small``): width 0.5, 10 classes, 32x32 inputs."""
+    return efficientnet_lite(width=0.5, num_classes=10, head=256, size=32, seed=7)
