@@ -262,5 +262,3 @@ def test_restore_replaces_configs_results_and_current(session):
     with pytest.raises(ValueError, match="current"):
         session.restore({"a": DEFAULT_CONFIG}, "zzz")
     assert session.configs == before and session.current_name == "w3"
-
-

@@ -213,8 +213,8 @@ class HistogramView(QWidget):
         spec = self.session.config.resolve(fqn).weight
         compare = self.compareQuantizerCombo.currentData()
         channel = self.channelSpin.value()
-        if fqn != self._fqn:
-            channel = 0
+        if fqn != self._fqn or not self.channelSpin.isEnabled():
+            channel = 0  # a new layer, or rows appearing: show one row's grid, not "all"
         n = ctl.weight_numel(fqn)
 
         def job() -> Any:
@@ -324,7 +324,9 @@ class HistogramView(QWidget):
 
     def _update_legend(self, d: HistData) -> None:
         lab = self.legend.getLabel(self.grid_item)
-        if d.main is not None:
+        if d.main is not None and d.channel < 0 and d.main.rows > 1:
+            lab.setText(f"W{d.main.spec.short()}: {d.main.rows} grids (pick a {d.row_kind})")
+        elif d.main is not None:
             lab.setText(f"grid W{d.main.spec.short()} ({len(d.main.levels)} levels)")
         elif d.error:
             lab.setText("grid: invalid spec")

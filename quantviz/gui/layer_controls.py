@@ -33,6 +33,7 @@ __all__ = ["LayerControls"]
 
 _GRAN_LABELS = {"per_tensor": "per tensor", "per_channel": "per channel", "per_group": "per group"}
 _DEFAULT_GROUP = QuantSpec().group_size
+_SIDE_DEFAULT = {"weight": QuantSpec(granularity="per_channel"), "activation": QuantSpec()}
 
 TIPS = {
     "float": "Leave this tensor unquantized (float). The layer's weights or inputs keep "
@@ -302,6 +303,11 @@ class LayerControls(QWidget):
         spec = getattr(self.session.config.resolve(sel[0]), self.side) if has else None
         if spec is None and not has:
             spec = self.session.config.default.weight
+        if spec is None:
+            # what unticking "keep in float" starts from: the default's scheme for this side,
+            # per tensor for activations (a static range is one per tensor)
+            d = getattr(self.session.config.default, self.side)
+            self._base = d if d is not None else _SIDE_DEFAULT[self.side]
         self.set_spec(spec)
         for w in [self.floatCheck, *self._value_widgets(), self.applyAllButton, self.resetButton]:
             w.setEnabled(has)

@@ -7,6 +7,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt
 
+from quantviz.core.defaults import DEFAULT_WEIGHT
 from quantviz.core.spec import QuantSpec
 from quantviz.session import set_layer_spec
 
@@ -38,7 +39,7 @@ def test_differing_cells_highlighted_and_sqnr_per_config(compare):
     assert cv.compared() == ["default", "w4k"]
     assert cv.diff_rows == {"fc1"}
     assert cv.cell_text("fc1", "w4k") == "W4 kmeans ch"
-    assert cv.cell_text("fc1", "default") == "W8 sym t"
+    assert cv.cell_text("fc1", "default") == "W8 sym ch"
     for name in ("default", "w4k"):
         hit = cv.cell_item("fc1", name)
         assert hit.font().bold()
@@ -68,9 +69,9 @@ def test_histograms_side_by_side_with_linked_axes(compare):
     # each shows its own grid and SQNR / MSE in its legend
     texts = [p.sqnr_text() for p in cv.panels]
     assert all("SQNR" in t and "MSE" in t for t in texts)
-    assert cv.panels[0].title() == "<b>default</b>"
+    assert cv.panels[0].title() == "<b>default</b> · grid of row 0/64"
     assert cv.panels[1].title() == "<b>w4k</b> · grid of row 0/64"
-    assert cv.panels[0].grid_text() == "W8 sym t · 256 levels"
+    assert cv.panels[0].grid_text() == "W8 sym ch · 256 levels"
     assert cv.panels[1].grid_text() == "W4 kmeans ch · 16 levels"
     assert len(cv.panels[1].grid.xData) == 2 * 16
 
@@ -157,7 +158,7 @@ def test_copy_layer_setting_then_undo(compare, qtbot):
     assert win.undoStack.undoText() == "copy fc1 from w4k to default"
     with qtbot.waitSignal(cv.updated):
         win.undoAction.trigger()
-    assert s.configs["default"].resolve("fc1").weight == QuantSpec()
+    assert s.configs["default"].resolve("fc1").weight == DEFAULT_WEIGHT
     assert cv.diff_rows == {"fc1"}
     # the context menu's action does the same; the main views follow the current config
     s.select(["fc1"])
@@ -165,6 +166,6 @@ def test_copy_layer_setting_then_undo(compare, qtbot):
     with qtbot.waitSignal(cv.updated):
         menu = cv.build_copy_menu("fc1")
         menu.actions()[0].trigger()  # from default to w4k
-    assert s.configs["w4k"].resolve("fc1").weight == QuantSpec()
-    assert s.config.resolve("fc1").weight == QuantSpec()  # w4k is current
+    assert s.configs["w4k"].resolve("fc1").weight == DEFAULT_WEIGHT
+    assert s.config.resolve("fc1").weight == DEFAULT_WEIGHT  # w4k is current
     assert win.histogram.level_count() == 256

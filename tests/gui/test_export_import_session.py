@@ -9,6 +9,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings, Qt
 
+from quantviz.core.defaults import DEFAULT_WEIGHT
 from quantviz.core.spec import QuantSpec
 from quantviz.session import set_layer_spec
 
@@ -135,7 +136,7 @@ def test_import_good_config_is_one_undoable_step(window, qtbot, tmp_path):
     assert win.histogram.level_count() == 8  # the views follow
     assert win.undoStack.count() == 1 and win.undoStack.undoText() == "import good.yaml"
     win.undoAction.trigger()
-    assert win.session.config.resolve("fc1").weight == QuantSpec()
+    assert win.session.config.resolve("fc1").weight == DEFAULT_WEIGHT
     assert win.histogram.level_count() == 256
 
 

@@ -9,6 +9,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt
 
+from quantviz.core.defaults import DEFAULT_WEIGHT
 from quantviz.core.spec import QuantSpec
 
 
@@ -87,6 +88,10 @@ def test_compare_grid_and_log_and_channels(window, qtbot):
     assert hv.statsLabel.text().count("SQNR") == 2
     hv.logYCheck.setChecked(True)
     assert hv.plot.getPlotItem().ctrl.logYCheck.isChecked()
+    # per-tensor: one grid, no channel to pick
+    with qtbot.waitSignal(hv.updated):
+        win.controls.granularityCombo.setCurrentIndex(0)
+    assert not hv.channelSpin.isEnabled()
     # per-channel: the channel selector shows one channel's grid
     with qtbot.waitSignal(hv.updated):
         win.controls.granularityCombo.setCurrentIndex(1)
@@ -216,7 +221,14 @@ def test_failed_load_keeps_model_and_shows_error(window, qtbot, tmp_path):
 def test_invalid_group_size_is_reported_not_fatal(window, qtbot):
     win = window
     click_row(qtbot, win, "conv1")  # 16x1x3x3: rows of 9 values
-    win.controls.granularityCombo.setCurrentIndex(2)  # per group of 128: does not divide 9
+    controls = win.controls
+    controls.granularityCombo.setCurrentIndex(2)  # per group: a size that fits is picked
+    assert controls.groupSizeSpin.value() == 9
+    assert win.session.config.resolve("conv1").weight.group_size == 9
+    assert "group sizes that fit: 1, 3, 9" in controls.groupHint.text()
+    assert "Cannot quantize" not in win.histogram.statsLabel.text()
+    controls.groupSizeSpin.setValue(128)  # typed anyway: reported, not fatal
+    assert "128 does not divide 9" in controls.groupHint.text()
     assert "Cannot quantize" in win.histogram.statsLabel.text()
     assert win.histogram.level_count() == 0
     assert math.isnan(win.controller.layer_sqnr("conv1"))
@@ -313,7 +325,7 @@ def test_views_use_float_weights_while_an_evaluation_swaps_them(window, qtbot):
         assert torch.equal(s.weight("fc1"), w0)
         click_row(qtbot, win, "fc1")
         type_bits(qtbot, win, 4)
-        expected = quantize(w0, QuantSpec(bits=4)).sqnr_db
+        expected = quantize(w0, DEFAULT_WEIGHT.with_(bits=4)).sqnr_db
         assert sqnr_in_label(win) == pytest.approx(expected, abs=0.06)
 
 

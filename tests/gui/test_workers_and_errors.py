@@ -21,7 +21,7 @@ from quantviz.gui.workers import Runner, progress_of
 def test_progress_of_understands_engine_events():
     from quantviz.eval import Progress
 
-    assert progress_of(Progress(1, 4, "forward")) == (0.25, "forward")
+    assert progress_of(Progress(1, 4, "forward")) == (0.25, "forward 1/4")
     assert progress_of(0.5) == (0.5, "")
     assert progress_of((3, 6)) == (0.5, "3/6")
     assert progress_of("an item") is None
