@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QSettings, QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
-    QInputDialog,
     QMainWindow,
     QMessageBox,
     QSplitter,
@@ -30,8 +28,9 @@ from quantviz.gui.activation_view import ActivationView
 from quantviz.gui.commands import SetConfigCommand
 from quantviz.gui.compare_view import CompareView, CopyLayerCommand
 from quantviz.gui.config_list import ConfigList
-from quantviz.gui.dialogs import about_text, ask_architecture, ask_unsaved, help_text
+from quantviz.gui.dialogs import ask_architecture, ask_unsaved
 from quantviz.gui.errors import ErrorReporter, guarded
+from quantviz.gui.files import FileActions
 from quantviz.gui.histogram_view import HistogramView
 from quantviz.gui.jobs import JobController
 from quantviz.gui.layer_controls import LayerControls
@@ -48,7 +47,7 @@ __all__ = ["MainWindow"]
 SQNR_INLINE_LIMIT = 2_000_000
 
 
-class MainWindow(QMainWindow):
+class MainWindow(FileActions, QMainWindow):
     """The quantviz main window. Signals for tests and scripts: ``modelLoaded(handle)``,
     ``modelLoadFailed(message)``, ``statsReady()``, ``jobDone(kind)``, ``jobFailed(kind)``.
     """
@@ -211,14 +210,14 @@ class MainWindow(QMainWindow):
         )
 
     def _on_load_failed(self, exc: BaseException) -> None:
-        from quantviz.model import TrustRequired
+        from quantviz.model import ArchitectureRequired, TrustRequired
 
         job = self._pending
         src = job.meta.get("source", "model") if job is not None else "model"
         if isinstance(exc, TrustRequired) and job is not None and self.confirm_trust(str(exc)):
             self._retry_trusted(job)
             return
-        if job is not None and _needs_arch(exc) and "::" not in src:
+        if job is not None and isinstance(exc, ArchitectureRequired) and "::" not in src:
             arch = self.ask_arch(src)
             if arch:
                 self.open_model(f"{src}::{arch}")
@@ -443,100 +442,6 @@ class MainWindow(QMainWindow):
         self.session.clear_results(series)
         self.statusBar().showMessage(f"Removed {series}", 4000)
 
-    # -- files ---------------------------------------------------------------------------------
-    def _settings(self) -> QSettings:
-        return QSettings("quantviz", "quantviz")
-
-    def ask_open_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            "Open model",
-            str(self._settings().value("lastDir", "")),
-            "Models (*.pt *.pth *.pt2 *.ts *.safetensors *.bin);;All files (*)",
-        )
-        if path:
-            self._settings().setValue("lastDir", path.rsplit("/", 1)[0])
-            self.open_model(path)
-
-    def ask_open_source(self) -> None:
-        text, ok = QInputDialog.getText(
-            self,
-            "Open model source",
-            "sample:NAME, a model file, or weights.safetensors::package.module:factory",
-            text=self.session.handle.source if self.session.handle is not None else "sample:",
-        )
-        if ok and text.strip():
-            self.open_model(text.strip())
-
-    def ask_open_data(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            "Open evaluation data",
-            str(self._settings().value("lastDir", "")),
-            "Data (*.npz *.pt);;All files (*)",
-        )
-        if path:
-            self.open_data(path)
-
-    @guarded("Could not open the data")
-    def open_data(self, source: str) -> None:
-        """Load evaluation data ``source`` for the current model."""
-        from quantviz.app import run_job
-
-        job = self.controller.open_data_job(source)  # small files: on the GUI thread
-        self.jobs.reset()
-        self.statsRunner.cancel()
-        run_job(job)
-        self._start_stats()
-
-    def ask_load_config(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Load configuration", "", "Configurations (*.json *.yaml *.yml)"
-        )
-        if path:
-            self.load_config(path)
-
-    @guarded("Could not load the configuration")
-    def load_config(self, path: str) -> None:
-        from quantviz.io import load_config
-
-        cfg = load_config(path)
-        unknown = cfg.unknown_keys(self.session.fqns) if self.session.handle else []
-        if unknown:
-            raise ValueError(f"{path}: layers {', '.join(unknown)} are not in this model")
-        self.push_config(cfg, f"load {path.rsplit('/', 1)[-1]}")
-
-    def ask_save_config(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self,
-            "Save configuration",
-            f"{self.session.current_name}.json",
-            "JSON (*.json);;YAML (*.yaml)",
-        )
-        if path:
-            self.save_config(path)
-
-    @guarded("Could not save the configuration")
-    def save_config(self, path: str) -> None:
-        from quantviz.io import save_config
-
-        save_config(self.controller.config_for_export(), path)
-        self.statusBar().showMessage(f"saved {path}", 4000)
-
-    # -- help ----------------------------------------------------------------------------------
-    def show_about(self) -> None:
-        QMessageBox.about(self, "About quantviz", about_text())
-
-    def show_help(self) -> None:
-        box = QMessageBox(self)
-        box.setObjectName("helpBox")
-        box.setWindowTitle("quantviz — quick guide")
-        box.setTextFormat(Qt.TextFormat.RichText)
-        box.setText(help_text())
-        box.setModal(False)
-        box.show()
-        self._help_box = box
-
     # -- closing -------------------------------------------------------------------------------
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop every background job and wait for the threads; True if all ended."""
@@ -567,17 +472,6 @@ class MainWindow(QMainWindow):
         if self.errors.last_box is not None:
             self.errors.last_box.close()
         super().closeEvent(event)
-
-
-def _needs_arch(exc: BaseException) -> bool:
-    """A weights-only file opened without its architecture."""
-    from quantviz.model import ModelLoadError
-
-    return (
-        isinstance(exc, ModelLoadError)
-        and "package.module:factory" in str(exc)
-        and ("state_dict" in str(exc))
-    )
 
 
 def schedule_open(window: MainWindow, source: str, data: str | None) -> None:

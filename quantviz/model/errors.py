@@ -5,11 +5,32 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["ModelLoadError", "TrustRequired", "brief", "weights_only_reason"]
+__all__ = [
+    "ArchitectureRequired",
+    "ModelLoadError",
+    "TrustRequired",
+    "brief",
+    "weights_only_reason",
+]
 
 
 class ModelLoadError(ValueError):
     """A model source could not be opened; the message names the file and the problem."""
+
+
+class ArchitectureRequired(ModelLoadError):
+    """``file`` holds only weights (a state_dict): the caller must name the architecture
+    (``package.module:factory``) that builds the module they fill."""
+
+    def __init__(self, file: str | Path) -> None:
+        self.file = str(file)
+        super().__init__(
+            f"{self.file}: holds a state_dict (weights only); give the architecture as "
+            f"{Path(self.file).name}::package.module:factory (or arch=)"
+        )
+
+    def __reduce__(self) -> tuple[type[ArchitectureRequired], tuple[str]]:
+        return (type(self), (self.file,))
 
 
 class TrustRequired(ModelLoadError):

@@ -18,7 +18,12 @@ import torch
 from torch import nn
 
 from quantviz.model.arch import build_arch
-from quantviz.model.errors import ModelLoadError, TrustRequired, weights_only_reason
+from quantviz.model.errors import (
+    ArchitectureRequired,
+    ModelLoadError,
+    TrustRequired,
+    weights_only_reason,
+)
 from quantviz.model.limits import too_big
 from quantviz.model.pt2 import load_exported_program
 from quantviz.model.sniff import detect_kind
@@ -120,10 +125,7 @@ def load_weights_file(path: Path, kind: str, *, trust: bool, arch: str | None) -
         return obj
     state = _state_dict_of(path, obj)
     if not arch:
-        raise ModelLoadError(
-            f"{path}: holds a state_dict (weights only); give the architecture as "
-            f"{path.name}::package.module:factory (or arch=)"
-        )
+        raise ArchitectureRequired(path)
     module = build_arch(path, arch, trust=trust)
     _load_state(path, module, state, arch)
     return module

@@ -140,9 +140,10 @@ def test_activation_path_matches_onnxruntime_collector(kind):
     bin to bin (about 2% on a 5k-value layer) and any two histogram layouts — onnxruntime's
     own batch-by-batch one included — can pick windows several percent apart.
     """
+    from models import efficientnet_lite, handle_of
+
     from quantviz.eval.apply import fit_static
     from quantviz.model.capture import StatsCollector
-    from tests.models import efficientnet_lite, handle_of
 
     model = efficientnet_lite(width=0.5, num_classes=10, head=256, size=32, seed=3)
     # five batches whose range grows (the capture histogram is re-gridded as they come)

@@ -181,7 +181,7 @@ def test_mse_calibration_within_0p1_percent_of_dense_search(case):
 def test_mse_calibration_finds_a_narrow_minimum_on_an_efficientnet_weight():
     # an EfficientNet-Lite0-like depthwise weight where the old 100 + 60-point grid landed
     # 1.04% above the dense optimum
-    from tests.models import efficientnet_lite
+    from models import efficientnet_lite
 
     w = efficientnet_lite().blocks[4].depthwise[0].weight.detach()
     r = quantize(w, QuantSpec(bits=8, calibration="mse"))

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from models import efficientnet_lite_small, handle_of
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec
 from quantviz.data.datasets import EvalData
 from quantviz.eval import calibrate, evaluate, needs_calibration, run
 from quantviz.eval.apply import apply_config
-from tests.models import efficientnet_lite_small, handle_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

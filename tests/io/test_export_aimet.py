@@ -118,10 +118,10 @@ def test_activation_names_are_the_onnx_tensor_names_entering_each_layer(tmp_path
     import warnings
 
     import onnx
+    from models import efficientnet_lite_small, handle_of
 
     from quantviz.data.datasets import EvalData
     from quantviz.eval import calibrate, needs_calibration, run
-    from tests.models import efficientnet_lite_small, handle_of
 
     model = efficientnet_lite_small()
     x = torch.randn(4, 3, 32, 32)

@@ -1,0 +1,118 @@
+"""The main window's file and help actions: open a model / source / data, load and save
+configurations, About and the quick guide (a mixin of :class:`MainWindow`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+
+from quantviz.gui.dialogs import about_text, help_text
+from quantviz.gui.errors import guarded
+
+__all__ = ["FileActions"]
+
+
+class FileActions:
+    """Needs ``controller``, ``session``, ``errors``, ``jobs``, ``statsRunner``,
+    ``open_model``, ``push_config`` and ``_start_stats`` from the window."""
+
+    controller: Any
+    session: Any
+    errors: Any
+    jobs: Any
+    statsRunner: Any
+
+    def _settings(self) -> QSettings:
+        return QSettings("quantviz", "quantviz")
+
+    def ask_open_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Open model",
+            str(self._settings().value("lastDir", "")),
+            "Models (*.pt *.pth *.pt2 *.ts *.safetensors *.bin);;All files (*)",
+        )
+        if path:
+            self._settings().setValue("lastDir", path.rsplit("/", 1)[0])
+            self.open_model(path)
+
+    def ask_open_source(self) -> None:
+        text, ok = QInputDialog.getText(
+            self,
+            "Open model source",
+            "sample:NAME, a model file, or weights.safetensors::package.module:factory",
+            text=self.session.handle.source if self.session.handle is not None else "sample:",
+        )
+        if ok and text.strip():
+            self.open_model(text.strip())
+
+    def ask_open_data(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Open evaluation data",
+            str(self._settings().value("lastDir", "")),
+            "Data (*.npz *.pt);;All files (*)",
+        )
+        if path:
+            self.open_data(path)
+
+    @guarded("Could not open the data")
+    def open_data(self, source: str) -> None:
+        """Load evaluation data ``source`` for the current model."""
+        from quantviz.app import run_job
+
+        job = self.controller.open_data_job(source)  # small files: on the GUI thread
+        self.jobs.reset()
+        self.statsRunner.cancel()
+        run_job(job)
+        self._start_stats()
+
+    def ask_load_config(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load configuration", "", "Configurations (*.json *.yaml *.yml)"
+        )
+        if path:
+            self.load_config(path)
+
+    @guarded("Could not load the configuration")
+    def load_config(self, path: str) -> None:
+        from quantviz.io import load_config
+
+        cfg = load_config(path)
+        unknown = cfg.unknown_keys(self.session.fqns) if self.session.handle else []
+        if unknown:
+            raise ValueError(f"{path}: layers {', '.join(unknown)} are not in this model")
+        self.push_config(cfg, f"load {path.rsplit('/', 1)[-1]}")
+
+    def ask_save_config(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Save configuration",
+            f"{self.session.current_name}.json",
+            "JSON (*.json);;YAML (*.yaml)",
+        )
+        if path:
+            self.save_config(path)
+
+    @guarded("Could not save the configuration")
+    def save_config(self, path: str) -> None:
+        from quantviz.io import save_config
+
+        save_config(self.controller.config_for_export(), path)
+        self.statusBar().showMessage(f"saved {path}", 4000)
+
+    # -- help ----------------------------------------------------------------------------------
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About quantviz", about_text())
+
+    def show_help(self) -> None:
+        box = QMessageBox(self)
+        box.setObjectName("helpBox")
+        box.setWindowTitle("quantviz — quick guide")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(help_text())
+        box.setModal(False)
+        box.show()
+        self._help_box = box
