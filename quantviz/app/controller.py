@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantviz.app.activation import ActivationData, activation_data
-from quantviz.app.jobs import Job
+from quantviz.app.jobs import Job, overall_progress
 from quantviz.app.metrics import SqnrTable, compute_sqnr
 from quantviz.core.defaults import DEFAULT_WEIGHT
 from quantviz.core.spec import ModelConfig, QuantSpec
@@ -200,7 +200,9 @@ class AppController:
             from quantviz.eval import calibrate
 
             stats: dict[str, Any] = {}
-            yield from _locked(self.model_lock, calibrate(handle, data, handle.fqns, stats))
+            yield from overall_progress(
+                _locked(self.model_lock, calibrate(handle, data, handle.fqns, stats))
+            )
             return stats
 
         def done(stats: dict[str, Any]) -> dict[str, Any]:
@@ -333,7 +335,7 @@ class AppController:
                 )
                 return base, res
 
-            return (yield from _locked(self.model_lock, work()))
+            return (yield from overall_progress(_locked(self.model_lock, work())))
 
         def done(payload: Any) -> ResultEntry:
             base, res = payload
@@ -397,7 +399,7 @@ class AppController:
                 cache=cache,
                 baseline=baseline,
             )
-            return (yield from _locked(self.model_lock, gen))
+            return (yield from overall_progress(_locked(self.model_lock, gen), multi_point=True))
 
         return Job(
             "uniform sweep",
@@ -424,7 +426,7 @@ class AppController:
             gen = sensitivity(
                 handle, data, widths, spec, cache=cache, baseline=baseline, previous=previous
             )
-            return (yield from _locked(self.model_lock, gen))
+            return (yield from overall_progress(_locked(self.model_lock, gen), multi_point=True))
 
         def done(res: Any) -> Any:
             self.sens = res
@@ -462,7 +464,7 @@ class AppController:
                 cache=cache,
                 baseline=baseline,
             )
-            return (yield from _locked(self.model_lock, gen))
+            return (yield from overall_progress(_locked(self.model_lock, gen), multi_point=True))
 
         def done(res: Any) -> Any:
             self.sens = res.sensitivity

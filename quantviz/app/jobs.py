@@ -13,7 +13,68 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Job", "drive", "run_job"]
+__all__ = ["Job", "JobProgress", "drive", "overall_progress", "run_job"]
+
+
+#: where each stage of one evaluation lies in its progress (from, to); a skipped stage is a
+#: jump forward, never back
+STAGE_SPAN: dict[str, tuple[float, float]] = {
+    "load model": (0.0, 0.6),
+    "load data": (0.6, 1.0),
+    "check": (0.0, 0.02),
+    "baseline": (0.02, 0.4),
+    "calibrate": (0.4, 0.5),
+    "quantize": (0.5, 0.6),
+    "forward": (0.6, 1.0),
+}
+#: the share of a multi-point job (sweep, sensitivity) its leading float baseline takes
+BASELINE_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Progress of a whole job: ``fraction`` in [0, 1] over every stage and point (never
+    decreasing), and the engine's ``stage`` with its ``done``/``total`` counts, ``point`` of
+    ``points`` (what a progress bar prints)."""
+
+    fraction: float
+    stage: str
+    done: int
+    total: int
+    point: int = 0
+    points: int = 1
+
+
+def overall_progress(gen: Any, *, multi_point: bool = False) -> Generator[Any, Any, Any]:
+    """Relay ``gen``, turning its per-stage progress events into :class:`JobProgress` whose
+    ``fraction`` covers the whole job; other items pass unchanged; returns its value."""
+    best = 0.0
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            stage = getattr(item, "stage", None)
+            done, total = getattr(item, "done", None), getattr(item, "total", None)
+            if not (isinstance(stage, str) and isinstance(done, int) and isinstance(total, int)):
+                yield item
+                continue
+            point, points = getattr(item, "point", 0), getattr(item, "points", 1) or 1
+            a, b = STAGE_SPAN.get(stage.rsplit(": ", 1)[-1], (0.0, 1.0))
+            inner = a + (b - a) * (done / total if total else 1.0)
+            if multi_point and points == 1 and stage == "baseline":
+                frac = BASELINE_SHARE * inner
+            elif multi_point:
+                frac = BASELINE_SHARE + (1 - BASELINE_SHARE) * (point + inner) / points
+            else:
+                frac = (point + inner) / points
+            best = max(best, min(1.0, frac))
+            yield JobProgress(best, stage, done, total, point, points)
+    finally:
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
 
 
 def _ignore(_: Any) -> None:

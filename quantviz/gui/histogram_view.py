@@ -197,6 +197,7 @@ class HistogramView(QWidget):
         if self.data is not None:
             self.hist_item.setData(self.data.edges, self._hist_y(self.data))
             self._draw_grids(self.data)
+            self._fit_view(self.data)
 
     def current_fqn(self) -> str | None:
         sel = self.session.selection
@@ -250,6 +251,24 @@ class HistogramView(QWidget):
         x = self.compare_item.xData
         return 0 if x is None else len(x) // 2
 
+    def _fit_view(self, d: HistData) -> None:
+        """Data and grid fill the lower part; the top quarter stays free for the legend, so
+        the legend never covers a bar."""
+        vb = self.plot.getPlotItem().getViewBox()
+        top = float(d.counts.max()) if d.counts.size else 1.0
+        x0, x1 = float(d.edges[0]), float(d.edges[-1])
+        pad = 0.02 * (x1 - x0 if x1 > x0 else 1.0)
+        vb.setXRange(x0 - pad, x1 + pad, padding=0)
+        if self.logYCheck.isChecked():
+            hi = max(top, 1.0) * 1.6
+            vb.setYRange(
+                math.log10(LOG_FLOOR),
+                math.log10(hi) + 0.45 * math.log10(hi / LOG_FLOOR) + 0.1,
+                padding=0,
+            )
+        else:
+            vb.setYRange(0, top * 1.04 / 0.72, padding=0)
+
     def _grid_y(self, d: HistData) -> tuple[float, float, float]:
         top = float(d.counts.max()) if d.counts.size else 1.0
         if self.logYCheck.isChecked():
@@ -289,6 +308,7 @@ class HistogramView(QWidget):
         pi = self.plot.getPlotItem()
         self.hist_item.setData(d.edges, self._hist_y(d))
         self._draw_grids(d)
+        self._fit_view(d)
         # channel selector
         with QSignalBlocker(self.channelSpin):
             if d.rows > 1:

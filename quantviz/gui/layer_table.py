@@ -229,9 +229,15 @@ class LayerTableWidget(QWidget):
         self.view.verticalHeader().setVisible(False)
         self.view.verticalHeader().setDefaultSectionSize(22)
         hh = self.view.horizontalHeader()
+        # every column but the name fits its contents; the name takes what is left and is
+        # elided in the middle (model.layers.3.self_attn.q_proj -> model.lay…q_proj), so the
+        # nine columns fit the panel without a horizontal scroll bar
         hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        hh.setStretchLastSection(True)
-        hh.setMinimumSectionSize(40)
+        hh.setSectionResizeMode(C_NAME, QHeaderView.ResizeMode.Stretch)
+        hh.setStretchLastSection(False)
+        hh.setMinimumSectionSize(36)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.view.selectionModel().selectionChanged.connect(self._on_view_selection)
 
         top = QHBoxLayout()

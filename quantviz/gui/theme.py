@@ -54,6 +54,17 @@ def _dark_palette() -> QPalette:
     return p
 
 
+def _disabled(p: QPalette, *, text: QColor, base: QColor) -> None:
+    """Greyed text and a flat base for disabled widgets (``setColor(role, c)`` sets every
+    colour group, so without this a disabled control looks enabled)."""
+    g = QPalette.ColorGroup.Disabled
+    roles = QPalette.ColorRole
+    for role in (roles.WindowText, roles.Text, roles.ButtonText):
+        p.setColor(g, role, text)
+    p.setColor(g, roles.Base, base)
+    p.setColor(g, roles.Button, base)
+
+
 def _light_palette() -> QPalette:
     p = QPalette()
     c = QColor
@@ -72,6 +83,7 @@ def _light_palette() -> QPalette:
         (roles.Midlight, c(222, 226, 230)),
     ):
         p.setColor(role, col)
+    _disabled(p, text=c(160, 164, 170), base=c(240, 241, 243))
     return p
 
 

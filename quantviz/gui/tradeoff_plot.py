@@ -33,7 +33,14 @@ class CompressionAxis(pg.AxisItem):
     def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
         if not self.float_mb or not self.has_points:
             return ["" for _ in values]
-        return [f"{self.float_mb / v:.1f}×" if v > 0 else "" for v in values]
+        ratios = [self.float_mb / v if v > 0 else None for v in values]
+        shown = [r for r in ratios if r is not None]
+        # as many decimals as it takes for neighbouring ticks to read differently
+        for digits in range(1, 5):
+            texts = [f"{r:.{digits}f}" for r in shown]
+            if len(set(texts)) == len(texts):
+                break
+        return [f"{r:.{digits}f}×" if r is not None else "" for r in ratios]
 
 
 def describe_entry(e: ResultEntry) -> str:
@@ -93,9 +100,7 @@ class TradeoffPlot(QWidget):
         self.front.setZValue(5)
         pi.addItem(self.front)
         self.curves: dict[str, pg.PlotDataItem] = {}
-        # the usual series exist from the start, so their first points change no layout
-        for name in ("uniform sweep", "mixed precision"):
-            self._curve(name)
+        self._series_order: list[str] = []
         self.scatter = pg.ScatterPlotItem(
             size=9,
             hoverable=True,
@@ -154,10 +159,15 @@ class TradeoffPlot(QWidget):
         self._refresh_timer.start()
 
     def _series_colour(self, series: str) -> str:
+        """Evaluations keep the first colour; every curve the next one in the order the
+        curves appeared (stable: a curve keeps its colour while others come and go)."""
         th = current_theme()
-        names = ["evaluations", "uniform sweep", "mixed precision"]
-        i = names.index(series) if series in names else 3 + abs(hash(series)) % 3
-        return th.series[i % len(th.series)]
+        if series == "evaluations":
+            return th.series[0]
+        order = self._series_order
+        if series not in order:
+            order.append(series)
+        return th.series[(1 + order.index(series)) % len(th.series)]
 
     def _curve(self, name: str) -> pg.PlotDataItem:
         curve = self.curves.get(name)
@@ -200,9 +210,10 @@ class TradeoffPlot(QWidget):
             x = np.array([e.model_bytes / self.div for e in items])
             y = np.array([e.value for e in items])
             self._curve(name).setData(x, y)
-        for name, curve in self.curves.items():
-            if name not in by_series:
-                curve.setData([], [])
+        for name in [n for n in self.curves if n not in by_series]:
+            curve = self.curves.pop(name)  # a removed curve leaves the plot and its legend
+            self.plot.getPlotItem().removeItem(curve)
+            self.legend.removeItem(curve)
         # Pareto front
         if len(entries) >= 2:
             from quantviz.eval import pareto
@@ -211,8 +222,9 @@ class TradeoffPlot(QWidget):
             self.front.setData([e.model_bytes / self.div for e in front], [e.value for e in front])
         else:
             self.front.setData([], [])
-        # baseline and compression axis
         base = self.session.baseline
+        self._fit_ranges(entries, base)
+        # baseline and compression axis
         if base is not None:
             self.baseline.setValue(base)
             self.baseline.label.setFormat(f"float model {base:.4f}")
@@ -240,6 +252,22 @@ class TradeoffPlot(QWidget):
         self._mark_current()
         self._mark_compared()
         self.pointsChanged.emit(len(entries))
+
+    def _fit_ranges(self, entries: list[ResultEntry], base: float | None) -> None:
+        """Ranges that frame the points and the float line with a margin (one point gives a
+        small window around it, not pyqtgraph's ±0.4 around any single value)."""
+        vb = self.plot.getPlotItem().getViewBox()
+        if not entries:
+            vb.enableAutoRange()
+            return
+        ys = [e.value for e in entries] + ([base] if base is not None else [])
+        xs = [e.model_bytes / self.div for e in entries]
+        lo, hi = min(ys), max(ys)
+        pad = max(0.08 * (hi - lo), 0.01 * max(abs(hi), abs(lo)), 1e-3)
+        vb.setYRange(lo - pad, hi + pad * 2.5, padding=0)  # room for the legend on top
+        x0, x1 = min(xs), max(xs)
+        xpad = max(0.08 * (x1 - x0), 0.05 * x1, 1e-6)
+        vb.setXRange(max(x0 - xpad, 0.0), x1 + xpad, padding=0)
 
     def _mark_current(self, *_: Any) -> None:
         cur = [e for e in self.entries if e.name == self.session.current_name]

@@ -154,7 +154,10 @@ def _activation_names(handle: ModelHandle) -> tuple[dict[str, str], str]:
         return {f: f"{f}:input" for f in handle.fqns}, "fqn"
     from quantviz.io.exporters.onnx_fmt import export_float_onnx
 
-    names = activation_tensor_names(handle, export_float_onnx(handle))
+    # AIMET names the tensors of its own export: torch.onnx.export's default graph, with
+    # BatchNorm folded into the convs (so the tensor entering a conv after a BN is the
+    # folded conv's output, not a BatchNormalization node's)
+    names = activation_tensor_names(handle, export_float_onnx(handle, constant_folding=True))
     missing = [f for f in handle.fqns if f not in names]
     how = "onnx" if not missing else f"onnx ({len(missing)} by fqn: {', '.join(missing)})"
     return {f: names.get(f, f"{f}:input") for f in handle.fqns}, how

@@ -98,10 +98,12 @@ def _require_onnx() -> Any:
     return onnx
 
 
-def export_float_onnx(handle: ModelHandle) -> Any:
+def export_float_onnx(handle: ModelHandle, *, constant_folding: bool = False) -> Any:
     """The float model as an ``onnx.ModelProto`` at :data:`OPSET` (input ``input``).
 
-    Unfolded (see the module doc). The batch dimension is dynamic, except for a
+    Unfolded (see the module doc) unless ``constant_folding``: then as ``torch.onnx.export``
+    writes it by default (BatchNorm folded into the convs), the graph AIMET's own export
+    names its tensors after. The batch dimension is dynamic, except for a
     ``torch.export`` program exported with a static batch or whose graph passes the batch
     size between submodules as a symbolic int (the TorchScript tracer records that as a
     constant): there the file takes batches of the example input's size (``batch`` in the
@@ -125,7 +127,7 @@ def export_float_onnx(handle: ModelHandle) -> Any:
                 input_names=["input"],
                 output_names=["output"],
                 dynamic_axes=dynamic,
-                do_constant_folding=False,
+                do_constant_folding=constant_folding,
             )
     except Exception as exc:
         raise ValueError(
