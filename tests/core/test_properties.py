@@ -6,18 +6,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quantviz.core import FIXED_WIDTH, QUANTIZERS, QuantSpec, quantize
+from quantviz.core import CALIBRATIONS, FIXED_WIDTH, QUANTIZERS, QuantSpec, quantize
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 @st.composite
-def cases(draw):
+def cases(draw, quantizers=QUANTIZERS, max_bits=16, dtypes=DTYPES, calibrations=CALIBRATIONS):
     ndim = draw(st.integers(1, 4))
     shape = tuple(draw(st.lists(st.integers(1, 7), min_size=ndim, max_size=ndim)))
-    quantizer = draw(st.sampled_from(QUANTIZERS))
+    quantizer = draw(st.sampled_from(quantizers))
     lo_bits = 2 if quantizer == "log2" else 1
-    hi_bits = 8 if quantizer == "kmeans" else 16
+    hi_bits = min(8 if quantizer == "kmeans" else 16, max_bits)
     bits = draw(st.integers(lo_bits, hi_bits))
     symmetric = draw(st.booleans())
     restricted = symmetric and bits >= 2 and draw(st.booleans())
@@ -25,7 +25,7 @@ def cases(draw):
     axis = draw(st.integers(-ndim, ndim - 1))
     row = math.prod(shape) // shape[0]
     group_size = draw(st.sampled_from([d for d in range(1, row + 1) if row % d == 0]))
-    calibration = draw(st.sampled_from(["minmax", "percentile", "mse", "kl"]))
+    calibration = draw(st.sampled_from(calibrations))
     spec = QuantSpec(
         bits=bits,
         quantizer=quantizer,
@@ -37,7 +37,7 @@ def cases(draw):
         calibration=calibration,
         percentile=draw(st.floats(90.0, 100.0)),
     )
-    dtype = draw(st.sampled_from(DTYPES))
+    dtype = draw(st.sampled_from(dtypes))
     seed = draw(st.integers(0, 2**31 - 1))
     scale = draw(st.sampled_from([1e-3, 1.0, 50.0]))
     g = torch.Generator().manual_seed(seed)
@@ -89,11 +89,12 @@ def test_quantize_invariants(case):
 
 
 @settings(max_examples=60, deadline=None)
-@given(cases())
+@given(cases(quantizers=("uniform",), max_bits=12, dtypes=[torch.float32], calibrations=["minmax"]))
 def test_error_shrinks_with_more_bits(case):
+    """With min/max ranges nothing is clipped, so four more bits never increase the MSE.
+    (With a percentile range the clipping error stays and the finer grid's zero point may
+    round differently, so it can grow a little there.)"""
     x, spec = case
-    if spec.quantizer != "uniform" or spec.bits > 12 or x.dtype != torch.float32:
-        return
     coarse = quantize(x, spec)
     fine = quantize(x, spec.with_(bits=spec.bits + 4))
     assert fine.mse <= coarse.mse + 1e-12

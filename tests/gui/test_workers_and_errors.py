@@ -139,7 +139,9 @@ def test_guarded_slot_reports_instead_of_raising(qtbot):
 
 def test_excepthook_routes_uncaught_errors(qtbot):
     rep = ErrorReporter()
+    previous = sys.excepthook
     restore = install_excepthook(rep)
+    assert sys.excepthook is not previous
     try:
         with qtbot.waitSignal(rep.errorShown) as blocker:
             try:
@@ -150,7 +152,7 @@ def test_excepthook_routes_uncaught_errors(qtbot):
     finally:
         restore()
         rep.last_box.close()
-    assert sys.excepthook is not None
+    assert sys.excepthook is previous  # the previous hook is back
 
 
 class _Emitter(QObject):
