@@ -29,7 +29,6 @@ put in place (old file without sidecar, then new file: each state is consistent)
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,11 +120,11 @@ def encode_layer(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Manifest entry and tensors (by part: codes, scale, zero_point, levels) of one weight."""
     from quantviz.core import quantize
+    from quantviz.core.codes import codes_of, dequantize_codes
 
     r = quantize(w, spec)
     rv = r.row_view
-    fitted = r.fitted
-    dq_rows = rv.to_rows(r.dequantized).contiguous()
+    c = codes_of(r, w)  # the one codes primitive every exporter takes its codes from
     tensors: dict[str, torch.Tensor] = {}
     entry: dict[str, Any] = {
         "fqn": fqn,
@@ -138,33 +137,16 @@ def encode_layer(
         "rows": rv.rows,
         "row_len": rv.row_len,
     }
-    if spec.quantizer == "uniform":
-        qmin, qmax = spec.qrange
-        scale = fitted.scale.reshape(-1, 1)
-        zp = fitted.zero_point.reshape(-1, 1)
-        q = torch.round(dq_rows * torch.reciprocal(scale)).to(torch.int64) + zp
-        q.clamp_(qmin, qmax)
-        back = (q - zp).to(torch.float32) * scale
-        unsigned = q - qmin
-        bits = max(1, math.ceil(math.log2(qmax - qmin + 1)))
-        entry.update(decode="affine", code_offset=qmin)
-        tensors["scale"] = fitted.scale.to(torch.float32).contiguous()
-        tensors["zero_point"] = fitted.zero_point.to(torch.int32).contiguous()
-    else:
-        levels = fitted.levels().to(torch.float32).contiguous()
-        idx = torch.searchsorted(levels, dq_rows).clamp_(max=levels.shape[1] - 1)
-        back = torch.gather(levels, 1, idx)
-        unsigned = idx
-        bits = max(1, math.ceil(math.log2(levels.shape[1])))
-        entry.update(code_offset=0)
-        if fitted.scale is not None:
-            entry["decode"] = "scaled_codebook"
-            tensors["scale"] = fitted.scale.to(torch.float32).contiguous()
-            tensors["levels"] = fitted._base.to(torch.float32).contiguous()
-        else:
-            entry["decode"] = "codebook"
-            tensors["levels"] = levels
-    if not torch.equal(back, dq_rows):  # pragma: no cover - a bug in the encoder
+    unsigned = c.codes - c.qmin
+    bits = max(1, (c.qmax - c.qmin).bit_length())
+    entry.update(decode=c.kind, code_offset=c.qmin)
+    if c.scale is not None:
+        tensors["scale"] = c.scale.to(torch.float32).contiguous()
+    if c.zero_point is not None:
+        tensors["zero_point"] = c.zero_point.to(torch.int32).contiguous()
+    if c.levels is not None:
+        tensors["levels"] = c.levels.to(torch.float32).contiguous()
+    if not torch.equal(dequantize_codes(c), r.dequantized):  # pragma: no cover - a bug
         raise ValueError(f"layer {fqn}: the integer codes do not reproduce the quantized weight")
     entry["codes"] = {"bits": bits, "packing": packing_for(bits), "count": int(unsigned.numel())}
     tensors["codes"] = pack(unsigned, bits)
