@@ -180,3 +180,20 @@ def test_copy_layer_setting_then_undo(compare, qtbot):
     assert s.configs["w4k"].resolve("fc1").weight == DEFAULT_WEIGHT
     assert s.config.resolve("fc1").weight == DEFAULT_WEIGHT  # w4k is current
     assert win.histogram.level_count() == 256
+
+
+def test_the_tables_and_bars_show_the_qt_free_model(compare):
+    from quantviz.app.compare import compare_state
+
+    _, cv = compare
+    st = compare_state(cv.controller, cv.compared())
+    assert cv.state == st
+    for r in st.layers:
+        for name, scheme, sq in zip(st.names, r.schemes, r.sqnr_texts, strict=True):
+            assert cv.cell_text(r.fqn, name) == scheme
+            assert cv.cell_text(r.fqn, name, "sqnr") == sq
+    t = cv.metricsTable
+    for row, m in enumerate(st.metrics):
+        assert [t.item(row, c).text() for c in range(6)] == list(m.texts())
+    for name in st.names:
+        assert cv.bar_heights(name) == pytest.approx(list(st.bars.heights[name]))
