@@ -26,7 +26,7 @@ from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.gui.actions import build_actions
 from quantviz.gui.activation_view import ActivationView
 from quantviz.gui.commands import SetConfigCommand
-from quantviz.gui.compare_view import CompareView, CopyLayerCommand
+from quantviz.gui.compare import CompareView, CopyLayerCommand
 from quantviz.gui.config_list import ConfigList
 from quantviz.gui.dialogs import ask_architecture, ask_unsaved
 from quantviz.gui.errors import ErrorReporter, guarded

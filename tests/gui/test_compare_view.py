@@ -120,6 +120,9 @@ def test_metrics_not_evaluated_then_evaluate_button(compare, qtbot):
     assert t.item(1, 1).text() == "not evaluated"
     assert "BOPs" in t.item(0, 5).text()
     assert set(cv.evaluate_buttons) == {"w4k"}
+    # an up-to-date row: upright, no stale tooltip
+    assert not t.item(0, 1).font().italic() and t.item(0, 1).toolTip() == ""
+    assert t.item(1, 1).font().italic()  # not evaluated: stale too
     qtbot.waitUntil(lambda: win.tradeoff.compared_count() == 1)
     # editing an evaluated configuration marks its numbers as stale
     win.session.replace_config(
@@ -127,6 +130,14 @@ def test_metrics_not_evaluated_then_evaluate_button(compare, qtbot):
     )
     qtbot.waitUntil(lambda: "edited since" in t.item(0, 1).text())
     assert set(cv.evaluate_buttons) == {"default", "w4k"}
+    # the stale row is marked visibly: every cell italic, a tooltip saying why
+    for col in range(6):
+        assert t.item(0, col).font().italic()
+        assert "Stale: default was edited since" in t.item(0, col).toolTip()
+    assert t.item(0, 1).text().endswith("(stale: edited since)")
+    assert cv.evaluate_buttons["default"].text() == "Re-evaluate"
+    assert cv.evaluate_buttons["w4k"].text() == "Evaluate"
+    assert "No evaluation of w4k" in t.item(1, 1).toolTip()
     # "Evaluate the missing ones" queues both behind each other
     qtbot.mouseClick(cv.evaluateMissingButton, Qt.MouseButton.LeftButton)
     assert win.jobRunner.running and win.jobs.queue == ["w4k"]
@@ -169,3 +180,20 @@ def test_copy_layer_setting_then_undo(compare, qtbot):
     assert s.configs["w4k"].resolve("fc1").weight == DEFAULT_WEIGHT
     assert s.config.resolve("fc1").weight == DEFAULT_WEIGHT  # w4k is current
     assert win.histogram.level_count() == 256
+
+
+def test_the_tables_and_bars_show_the_qt_free_model(compare):
+    from quantviz.app.compare import compare_state
+
+    _, cv = compare
+    st = compare_state(cv.controller, cv.compared())
+    assert cv.state == st
+    for r in st.layers:
+        for name, scheme, sq in zip(st.names, r.schemes, r.sqnr_texts, strict=True):
+            assert cv.cell_text(r.fqn, name) == scheme
+            assert cv.cell_text(r.fqn, name, "sqnr") == sq
+    t = cv.metricsTable
+    for row, m in enumerate(st.metrics):
+        assert [t.item(row, c).text() for c in range(6)] == list(m.texts())
+    for name in st.names:
+        assert cv.bar_heights(name) == pytest.approx(list(st.bars.heights[name]))

@@ -1,6 +1,7 @@
-"""The compare view's plots: one histogram panel per configuration and the per-layer
-weight-SQNR bar chart (one bar series per configuration). Items are updated with
-``setData`` / ``setOpts``; only a changed set of configurations adds or removes items."""
+"""The compare view's plots: one histogram panel per configuration (side by side in a
+:class:`HistRow`, axes linked) and the per-layer weight-SQNR bar chart (one bar series per
+configuration). Items are updated with ``setData`` / ``setOpts``; only a changed set of
+configurations adds or removes items."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from quantviz.app.compare import BarChart
 from quantviz.core.layer_view import HistData
 from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
 
-__all__ = ["ErrorBars", "HistPanel"]
+__all__ = ["ErrorBars", "HistPanel", "HistRow", "column", "heading"]
 
 BAR_TITLE = (
     "Per-layer weight error: SQNR in dB, higher is better "
@@ -106,55 +109,123 @@ class ErrorBars:
         self.plot.setMinimumHeight(180)
         self.items: dict[str, pg.BarGraphItem] = {}
 
-    def set_data(
-        self, fqns: list[str], series: dict[str, tuple[list[float | None], list[bool], str]]
-    ) -> None:
-        """``series``: name -> (SQNR per layer (None = unknown), kept float per layer, colour).
-
-        Unknown, invalid (NaN) and float layers get no bar; exact ones (inf) reach the top mark.
-        """
+    def set_data(self, chart: BarChart, colours: dict[str, str]) -> None:
+        """One bar series per configuration of ``chart`` (heights computed by
+        :func:`quantviz.app.compare.bar_chart`: unknown, invalid and float layers get no
+        bar, exact ones reach ``chart.cap``), coloured by ``colours``."""
         pi = self.plot.getPlotItem()
         for n in list(self.items):
-            if n not in series:
+            if n not in chart.heights:
                 item = self.items.pop(n)
                 self.legend.removeItem(item)
                 pi.removeItem(item)
-        k = max(len(series), 1)
+        fqns = list(chart.fqns)
+        k = max(len(chart.heights), 1)
         width = 0.8 / k
         x0 = np.arange(len(fqns), dtype=float)
-        finite = [
-            v for vals, _, _ in series.values() for v in vals if v is not None and math.isfinite(v)
-        ]
-        cap = 1.1 * max(finite, default=50.0)  # where exact (inf dB) quantizations are drawn
-        for i, (n, (vals, kept_float, colour)) in enumerate(series.items()):
-            heights = []
-            for v, fl in zip(vals, kept_float, strict=True):
-                if v is not None and math.isinf(v) and not fl:
-                    heights.append(cap)
-                else:
-                    heights.append(v if v is not None and math.isfinite(v) else 0.0)
+        for i, (n, heights) in enumerate(chart.heights.items()):
             x = x0 + (i - (k - 1) / 2) * width
-            brush = pg.mkBrush(colour)
+            brush = pg.mkBrush(colours[n])
             item = self.items.get(n)
             if item is None:
                 item = pg.BarGraphItem(
-                    x=x, height=heights, width=width, brush=brush, pen=pg.mkPen(None)
+                    x=x, height=list(heights), width=width, brush=brush, pen=pg.mkPen(None)
                 )
                 pi.addItem(item)
                 self.legend.addItem(item, n)
                 self.items[n] = item
             else:
-                item.setOpts(x=x, height=heights, width=width, brush=brush)
+                item.setOpts(x=x, height=list(heights), width=width, brush=brush)
         # x ticks: layer names, thinned so they do not overlap
         step = max(1, math.ceil(len(fqns) / 24))
         ticks = [(float(i), f) for i, f in enumerate(fqns) if i % step == 0]
         pi.getAxis("bottom").setTicks([ticks, []])
         if fqns:
             pi.setXRange(-0.6, len(fqns) - 0.4, padding=0)
-            pi.setYRange(min(0.0, *finite) if finite else 0.0, cap * 1.3, padding=0)
+            pi.setYRange(chart.ymin, chart.cap * 1.3, padding=0)
 
     def heights(self, name: str) -> list[float]:
         return [float(v) for v in self.items[name].opts["height"]]
 
     def apply_theme(self) -> None:
         style_plot(self.plot, "layer", "weight SQNR (dB)")
+
+
+def heading(text: str) -> QLabel:
+    """A bold rich-text label heading a part of the compare view."""
+    lab = QLabel(text)
+    lab.setTextFormat(Qt.TextFormat.RichText)
+    f = lab.font()
+    f.setBold(True)
+    lab.setFont(f)
+    return lab
+
+
+class HistRow(QWidget):
+    """The selected layer's histogram under each configuration: a title (``histTitle``)
+    over one :class:`HistPanel` per configuration, x and y axes linked."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = heading("Select a layer")
+        self.title.setObjectName("compareHistTitle")
+        self.row = QHBoxLayout()
+        self.row.setContentsMargins(0, 0, 0, 0)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.title)
+        lay.addLayout(self.row, 1)
+        self.panels: list[HistPanel] = []
+
+    def set_names(self, names: list[str], colours: dict[str, str]) -> None:
+        """One panel per name (kept when the names are the same; colours follow)."""
+        if [p.name for p in self.panels] == names:
+            for p in self.panels:
+                p.colour = colours[p.name]
+            return
+        self.clear()
+        self.panels = [HistPanel(n, colours[n]) for n in names]
+        for i, p in enumerate(self.panels):
+            self.row.addWidget(p.plot, 1)
+            if i:
+                p.plot.setXLink(self.panels[0].plot)
+                p.plot.setYLink(self.panels[0].plot)
+
+    def clear(self) -> None:
+        for p in self.panels:
+            self.row.removeWidget(p.plot)
+            p.plot.deleteLater()
+        self.panels = []
+
+    def show_layer(self, fqn: str, items: list[tuple[str, HistData]]) -> None:
+        """Draw ``(name, HistData)`` of layer ``fqn`` in the panels of those names."""
+        by_name = dict(items)
+        top = max((float(d.counts.max()) for _, d in items if d.counts.size), default=1.0) * 1.04
+        for p in self.panels:
+            d = by_name.get(p.name)
+            if d is not None:
+                p.show(d, top)
+        if items:
+            # every panel explicitly: a link made before the layout placed the plots may
+            # have lined the views up by their (then overlapping) screen positions
+            d0 = items[0][1]
+            for p in self.panels:
+                pi = p.plot.getPlotItem()
+                pi.setXRange(float(d0.edges[0]), float(d0.edges[-1]), padding=0.02)
+                pi.setYRange(0, top * 1.25, padding=0)  # room for the legend
+        n = items[0][1].numel if items else 0
+        self.title.setText(
+            f"<b>{fqn}</b> — {n:,} weights and the grid under each configuration "
+            "(x and y axes linked)"
+        )
+
+
+def column(*widgets: QWidget, stretch: int = -1) -> QWidget:
+    """A margin-less vertical box of ``widgets``; ``widgets[stretch]`` takes the room."""
+    w = QWidget()
+    lay = QVBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    stretch %= len(widgets)
+    for i, x in enumerate(widgets):
+        lay.addWidget(x, 1 if i == stretch else 0)
+    return w
