@@ -26,7 +26,7 @@ from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.gui.actions import build_actions
 from quantviz.gui.activation_view import ActivationView
 from quantviz.gui.commands import SetConfigCommand
-from quantviz.gui.compare import CompareView, CopyLayerCommand
+from quantviz.gui.compare import CompareView
 from quantviz.gui.config_list import ConfigList
 from quantviz.gui.dialogs import ask_architecture, ask_unsaved
 from quantviz.gui.errors import ErrorReporter, guarded
@@ -38,6 +38,7 @@ from quantviz.gui.layer_table import LayerTableWidget
 from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
+from quantviz.gui.view_actions import ViewActions
 from quantviz.gui.workers import Runner
 from quantviz.session import ResultEntry, apply_to_all, reset_layers, set_layer_spec
 
@@ -47,7 +48,7 @@ __all__ = ["MainWindow"]
 SQNR_INLINE_LIMIT = 2_000_000
 
 
-class MainWindow(FileActions, QMainWindow):
+class MainWindow(FileActions, ViewActions, QMainWindow):
     """The quantviz main window. Signals for tests and scripts: ``modelLoaded(handle)``,
     ``modelLoadFailed(message)``, ``statsReady()``, ``jobDone(kind)``, ``jobFailed(kind)``.
     """
@@ -111,7 +112,7 @@ class MainWindow(FileActions, QMainWindow):
         main.setStretchFactor(2, 2)
         self.setCentralWidget(main)
 
-        # -- compare (a dock, floating by default; see compare_view.py) ------------------------
+        # -- compare (a dock, floating by default; see quantviz.gui.compare) ----------------
         self.compareView = CompareView(ctl, self)
         self.compareDock = QDockWidget("Compare configurations", self)
         self.compareDock.setObjectName("compareDock")
@@ -325,65 +326,10 @@ class MainWindow(FileActions, QMainWindow):
         name = self.session.adopt(entry)
         self.statusBar().showMessage(f"{name} is now the current configuration", 4000)
 
-    # -- compare and export -------------------------------------------------------------------
-    def show_compare(self) -> None:
-        """Open the compare view (a floating dock the first time)."""
-        d = self.compareDock
-        if d.isFloating() and not d.isVisible():
-            g = self.geometry()
-            d.resize(min(1500, max(g.width() - 80, 900)), min(940, max(g.height() - 60, 700)))
-            d.move(g.x() + 40, g.y() + 30)
-        d.show()
-        d.raise_()
-
-    def _mark_compared(self) -> None:
-        shown = self.compareDock.isVisible()
-        self.tradeoff.set_compared(self.compareView.compared() if shown else [])
-
-    @guarded("Could not copy the layer setting")
-    def copy_layer(self, fqn: str, source: str, target: str) -> None:
-        """Copy layer ``fqn``'s setting from configuration ``source`` to ``target`` (undoable)."""
-        cmd = CopyLayerCommand(self.session, fqn, source, target)
-        if cmd.after == cmd.before:
-            self.statusBar().showMessage(f"{fqn} is already the same in {target}", 4000)
-            return
-        self.undoStack.push(cmd)
-        self.statusBar().showMessage(cmd.text(), 4000)
-
     def evaluate_named(self, name: str) -> None:
         """Evaluate configuration ``name`` (queued behind a running job); the current
         configuration stays current and no view switches to ``name``."""
         self.jobs.evaluate(name)
-
-    def show_export_dialog(self) -> None:
-        """Open File > Export… (one dialog, kept between uses)."""
-        from quantviz.gui.export_dialog import ExportDialog
-
-        if self.exportDialog is None:
-            self.exportDialog = ExportDialog(
-                self.session,
-                self.errors,
-                self,
-                images=self.report_images,
-                wait_before=self._wait_for_jobs,
-            )
-        else:
-            self.exportDialog.sync()
-        self.exportDialog.show()
-        self.exportDialog.raise_()
-
-    def _wait_for_jobs(self) -> None:
-        self.statsRunner.wait()
-        self.jobRunner.wait()
-
-    def report_images(self) -> dict[str, bytes]:
-        """PNGs of the trade-off plot and the current histogram for the HTML report."""
-        from quantviz.gui.export_dialog import png_bytes
-
-        out = {"Accuracy vs memory": png_bytes(self.tradeoff.plot)}
-        if self.histogram.data is not None:
-            out[f"Weights of {self.histogram.data.fqn}"] = png_bytes(self.histogram)
-        return out
 
     # -- jobs (see jobs.py) --------------------------------------------------------------
     def _bits(self, edit: Any, what: str) -> tuple[int, ...] | None:
@@ -426,21 +372,6 @@ class MainWindow(FileActions, QMainWindow):
     def _on_job_idle(self) -> None:
         self.status.job_idle()
         self.cancelAction.setEnabled(False)
-
-    def rebuild_curves_menu(self) -> None:
-        m = self.curvesMenu
-        m.clear()
-        series = self.session.series
-        for name in series:
-            a = m.addAction(name)
-            a.triggered.connect(lambda *_, n=name: self.remove_curve(n))
-        if not series:
-            m.addAction("No curves").setEnabled(False)
-
-    def remove_curve(self, series: str) -> None:
-        """Remove the points of result series ``series`` (a sweep's curve)."""
-        self.session.clear_results(series)
-        self.statusBar().showMessage(f"Removed {series}", 4000)
 
     # -- closing -------------------------------------------------------------------------------
     def shutdown(self, timeout: float = 10.0) -> bool:
