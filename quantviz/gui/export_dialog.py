@@ -122,6 +122,13 @@ class ExportDialog(QDialog):
         self.pathEdit = QLineEdit(self)
         self.pathEdit.setObjectName("exportPathEdit")
         self.pathEdit.setPlaceholderText("output file")
+        #: True once the user typed or browsed a path: from then on it is never renamed
+        self.user_path = False
+        self.pathEdit.textEdited.connect(self._on_path_edited)
+        self.suffixHint = QLabel(self)
+        self.suffixHint.setObjectName("exportSuffixHint")
+        self.suffixHint.setWordWrap(True)
+        self.suffixHint.setVisible(False)
         self.browseButton = QPushButton("Browse…", self)
         self.browseButton.setObjectName("exportBrowseButton")
         self.browseButton.clicked.connect(self._browse)
@@ -137,6 +144,7 @@ class ExportDialog(QDialog):
         form.addRow("Format", self.formatCombo)
         form.addRow("", self.formatHelp)
         form.addRow("Output file", path_row)
+        form.addRow("", self.suffixHint)
         form.addRow("", self.strictCheck)
 
         self.busyBar = QProgressBar(self)
@@ -197,36 +205,60 @@ class ExportDialog(QDialog):
             raise ValueError(f"format: must be one of {', '.join(FORMAT_LABELS)}, got {fmt!r}")
         self.formatCombo.setCurrentIndex(i)
 
+    def _on_path_edited(self, *_: Any) -> None:
+        self.user_path = True
+        self._check_suffix()
+
     def _on_format(self, *_: Any) -> None:
         fmt = self.fmt()
         self.formatHelp.setText(FORMAT_LABELS[fmt][1])
         self.strictCheck.setEnabled(fmt in ("safetensors", "onnx", "aimet"))
         prev = getattr(self, "_prev_fmt", None)
         text = self.pathEdit.text().strip()
-        if prev and text and Path(text).suffix.lower() == self.suffixes[prev][0]:
-            # the previous format's own suffix: switch to the new format's
+        if (
+            not self.user_path
+            and prev
+            and text
+            and Path(text).suffix.lower() in self.suffixes[prev]
+        ):
+            # a name we made: follow the new format
             self.pathEdit.setText(str(Path(text).with_suffix(self.suffixes[fmt][0])))
         self._prev_fmt = fmt
         self._fix_suffix()
 
     def _on_config(self, *_: Any) -> None:
         text = self.pathEdit.text().strip()
-        if not text:
+        if not text or self.user_path:  # what the user typed is theirs
             self._fix_suffix()
             return
         p = Path(text)
         self.pathEdit.setText(str(p.with_name(_safe(self.configCombo.currentText()) + p.suffix)))
 
     def _fix_suffix(self) -> None:
+        """Name the file when the user has not: ``~/<config>.<format suffix>``. A path the
+        user typed is never renamed; a suffix that does not fit the format is pointed out
+        (and Export refuses it with a message) instead."""
         ok = self.suffixes[self.fmt()]
         text = self.pathEdit.text().strip()
         if not text:
             base = Path.home() / _safe(self.configCombo.currentText() or "config")
             self.pathEdit.setText(str(base) + ok[0])
-            return
-        p = Path(text)
-        if p.suffix.lower() not in ok:
-            self.pathEdit.setText(str(p.with_suffix(ok[0])))
+            self.user_path = False
+        elif not self.user_path and Path(text).suffix.lower() not in ok:
+            self.pathEdit.setText(str(Path(text).with_suffix(ok[0])))
+        self._check_suffix()
+
+    def _check_suffix(self) -> None:
+        ok = self.suffixes[self.fmt()]
+        suffix = Path(self.pathEdit.text().strip()).suffix.lower()
+        bad = bool(self.pathEdit.text().strip()) and suffix not in ok
+        self.suffixHint.setText(
+            f"A {FORMAT_LABELS[self.fmt()][0]} file ends in {' or '.join(ok)}; "
+            f"{suffix or 'no suffix'} will be refused. Change the name or the format."
+            if bad
+            else ""
+        )
+        self.suffixHint.setVisible(bad)
 
     def _browse(self) -> None:
         fmt = self.fmt()
@@ -236,7 +268,8 @@ class ExportDialog(QDialog):
         )
         if path:
             self.pathEdit.setText(path)
-            self._fix_suffix()
+            self.user_path = True
+            self._check_suffix()
 
     def _busy(self, on: bool) -> None:
         self.busyBar.setVisible(on)

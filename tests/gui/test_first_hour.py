@@ -255,3 +255,26 @@ def test_edit_storm_during_an_evaluation_stays_responsive(window, qtbot):
     assert win.undoStack.count() > 0
     with qtbot.waitSignal(win.jobDone, timeout=60_000):
         win.evaluate()  # and it still evaluates
+
+
+def test_export_dialog_keeps_the_name_the_user_typed(window, qtbot, tmp_path):
+    win = window
+    win.show_export_dialog()
+    dlg = win.exportDialog
+    dlg.set_format("aimet")
+    assert dlg.pathEdit.text().endswith(".encodings")  # a name we made follows the format
+    dlg.pathEdit.clear()
+    target = tmp_path / "cfg.aimet.json"
+    qtbot.keyClicks(dlg.pathEdit, str(target))  # typed, as a user does
+    dlg.configCombo.setCurrentIndex(0)
+    dlg.set_format("json")
+    dlg.set_format("aimet")
+    assert dlg.pathEdit.text() == str(target)  # never renamed behind the user's back
+    assert not dlg.suffixHint.isVisible()
+    with qtbot.waitSignal(dlg.exported, timeout=60_000):
+        dlg.start_export()
+    assert target.is_file() and not (tmp_path / "cfg.encodings").exists()
+    dlg.set_format("onnx")  # a suffix that does not fit: said, not silently changed
+    assert dlg.pathEdit.text() == str(target)
+    assert ".onnx" in dlg.suffixHint.text()
+    dlg.close()
