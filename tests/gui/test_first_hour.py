@@ -278,3 +278,36 @@ def test_export_dialog_keeps_the_name_the_user_typed(window, qtbot, tmp_path):
     assert dlg.pathEdit.text() == str(target)
     assert ".onnx" in dlg.suffixHint.text()
     dlg.close()
+
+
+def test_session_naming_user_code_asks_before_running_it(window, qtbot, tmp_path):
+    """A .quantviz file whose model needs code from a folder: asked, refused, nothing ran."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from quantviz.model.samples import build_sample
+
+    win = window
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "evilarch.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from quantviz.model.samples import DigitsCNN\n"
+        "def build():\n    return DigitsCNN()\n"
+    )
+    _, module = build_sample("digits_cnn")
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(weights))
+    (tmp_path / "w.safetensors.json").write_text('{"input_shape": [1, 1, 8, 8]}')
+    path = tmp_path / "s.quantviz"
+    assert win.sessionActions.save_session(str(path))
+    doc = json.loads(path.read_text())
+    doc["model"] = f"{weights}::evilarch:build"
+    path.write_text(json.dumps(doc))
+    asked = []
+    win.confirm_trust = lambda msg: asked.append(msg) or False
+    before = win.session.handle
+    with qtbot.waitSignal(win.modelLoadFailed, timeout=60_000):
+        win.sessionActions.open_session(str(path))
+    assert asked and "evilarch" in asked[0]
+    assert not marker.exists() and win.session.handle is before
