@@ -481,7 +481,7 @@ class AppController:
     # ------------------------------------------------------------------------------------
     def session_data(self) -> Any:
         """The open session as :class:`quantviz.io.session_file.SessionData`."""
-        from quantviz.io.session_file import SavedResult, SessionData
+        from quantviz.io.session_file import SessionData
 
         s = self.session
         if s.handle is None:
@@ -491,7 +491,7 @@ class AppController:
             data=s.data_source,
             configs=dict(s.configs),
             current=s.current_name,
-            results=[SavedResult(e.name, e.config, e.result, e.series) for e in s.results],
+            results=list(s.results),
         )
 
     def save_session(self, path: str) -> None:

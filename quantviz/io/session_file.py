@@ -60,14 +60,28 @@ class SessionFileError(ValueError):
         super().__init__(": ".join(p for p in (file, path, detail) if p))
 
 
-@dataclass
+@dataclass(frozen=True)
 class SavedResult:
-    """One evaluated configuration of a session (``result`` is an EvalResult)."""
+    """One evaluated configuration: a point on the trade-off plot, as the session holds it
+    and as a session file stores it (the app's ``quantviz.session.ResultEntry`` is this type).
+
+    ``series`` groups points into curves (``"evaluations"``, each sweep's own name);
+    ``result`` is the engine's EvalResult (``.value``, ``.model_bytes``, ``.baseline``,
+    ``.metric``, ``.compression`` ...).
+    """
 
     name: str
     config: ModelConfig
     result: Any
     series: str = "evaluations"
+
+    @property
+    def model_bytes(self) -> float:
+        return float(self.result.model_bytes)
+
+    @property
+    def value(self) -> float:
+        return float(self.result.value)
 
 
 @dataclass

@@ -16,39 +16,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from psygnal import Signal
 
 from quantviz.core.defaults import DEFAULT_CONFIG
 from quantviz.core.spec import LayerConfig, ModelConfig, QuantSpec
+from quantviz.io.session_file import SavedResult
 from quantviz.session.edits import apply_to_all, reset_layers, set_layer_spec
 
 __all__ = ["DEFAULT_CONFIG", "ResultEntry", "Session"]
 
 
-@dataclass(frozen=True)
-class ResultEntry:
-    """One evaluated configuration: a point on the trade-off plot.
-
-    ``series`` groups points into curves (``"evaluations"``, ``"uniform sweep"``,
-    ``"mixed precision"``); ``result`` is the engine's EvalResult (``.value``,
-    ``.model_bytes``, ``.baseline``, ``.metric``, ``.compression`` ...).
-    """
-
-    name: str
-    config: ModelConfig
-    result: Any
-    series: str = "evaluations"
-
-    @property
-    def model_bytes(self) -> float:
-        return float(self.result.model_bytes)
-
-    @property
-    def value(self) -> float:
-        return float(self.result.value)
+#: one evaluated configuration (the type session files store, one place for both)
+ResultEntry = SavedResult
 
 
 class Session:
