@@ -73,7 +73,12 @@ def shoot(out: Path, dark: bool, model: str) -> None:
     s.select([fqn])
     settle()
     win.grab().save(str(out / f"main_window_{suffix}.png"))
+    # the whole layer under one per-tensor grid (the default is per channel)
+    win.controls.granularityCombo.setCurrentIndex(0)
+    settle()
     hv.grab().save(str(out / f"histogram_compare_{suffix}.png"))
+    win.undoStack.undo()
+    settle()
     win.tradeoff.grab().save(str(out / f"tradeoff_sweep_{suffix}.png"))
     shoot_compare(win, out, suffix, fqn)
     # per-channel view with the channel range plot

@@ -262,3 +262,20 @@ def test_restore_replaces_configs_results_and_current(session):
     with pytest.raises(ValueError, match="current"):
         session.restore({"a": DEFAULT_CONFIG}, "zzz")
     assert session.configs == before and session.current_name == "w3"
+
+
+def test_modified_means_different_from_what_was_saved(session):
+    assert not session.modified
+    spec = session.config.default.weight
+    session.set_layer_spec(["0"], "weight", QuantSpec(bits=3))
+    assert session.modified
+    session.set_layer_spec(["0"], "weight", spec)  # back as it was: nothing to save
+    assert not session.modified
+    session.add_result(_Result(0.9, 1.0))
+    assert session.modified
+    session.modified = False  # saved
+    assert not session.modified
+    session.rename("default", "x")
+    assert session.modified
+    session.rename("x", "default")
+    assert not session.modified

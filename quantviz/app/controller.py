@@ -383,7 +383,7 @@ class AppController:
         act = s.config.default.activation
         stats = dict(s.activation_stats)
         cache, baseline = self.weight_cache, self.baseline
-        label = f"uniform W·{spec.with_(bits=widths[0]).short().split(' ', 1)[1]}"
+        label = f"uniform W{','.join(map(str, widths))} {spec.short().split(' ', 1)[1]}"
         series = s.unique_series(label)
 
         def recipe() -> Generator[Any, None, Any]:

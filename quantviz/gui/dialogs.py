@@ -74,6 +74,8 @@ def help_text() -> str:
         "configurations side by side; <b>Export</b> (Ctrl+E) writes JSON, YAML, safetensors, "
         "ONNX, AIMET or an HTML report.</li></ol>"
         "<p>Clipped %: the share of values outside the grid's outermost levels. Under min/max "
-        "calibration an asymmetric grid can clip a little: the zero point is rounded to an "
-        "integer (as torch.ao does), shifting the grid by up to half a step.</p>"
+        "calibration a few values still clip, as in torch.ao: a symmetric scale is "
+        "max|x| / 127.5 at 8 bits, half a step short of the largest positive value (codes "
+        "stop at +127), and an asymmetric grid's zero point is rounded to an integer, "
+        "shifting the grid by up to half a step.</p>"
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtCore import QEvent, QSignalBlocker, Signal
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -52,8 +53,10 @@ TIPS = {
     "group": "Weights per group (per group only); must divide the layer's row length.",
     "calibration": "How the clipping range is chosen: min/max of the values, a percentile, "
     "the range minimising the quantization MSE, or KL (TensorRT's entropy calibration). "
-    "With min/max, a uniform asymmetric grid can still clip a few values: the zero point is "
-    "rounded to an integer (as torch.ao does), which shifts the grid by up to half a step.",
+    "With min/max a few values can still clip, as in torch.ao: the symmetric scale is "
+    "max|x|/127.5 at 8 bits (codes stop at +127, half a step short of the largest positive "
+    "value), and an asymmetric grid's zero point is rounded to an integer (as torch.ao "
+    "does), shifting the grid by up to half a step.",
 }
 
 
@@ -203,7 +206,26 @@ class LayerControls(QWidget):
         session.selection_changed.connect(self.refresh)
         session.config_changed.connect(self.refresh)
         session.model_changed.connect(self.refresh)
+        # a spin box's own text undo would swallow Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y: the edit
+        # was committed to the configuration, so the window's Undo / Redo must get them
+        for spin in (self.bitsSpin, self.groupSizeSpin):
+            spin.installEventFilter(self)
+            spin.lineEdit().installEventFilter(self)
         self.refresh()
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and (
+            event.matches(QKeySequence.StandardKey.Undo)
+            or event.matches(QKeySequence.StandardKey.Redo)
+            or event.keyCombination().toCombined()
+            in (
+                QKeySequence("Ctrl+Y")[0].toCombined(),
+                QKeySequence("Ctrl+Shift+Z")[0].toCombined(),
+            )
+        ):
+            event.ignore()  # not overridden: the application's shortcut fires
+            return True
+        return super().eventFilter(obj, event)
 
     # -- widgets -> spec --------------------------------------------------------------------
     def _value_widgets(self) -> list[QWidget]:

@@ -63,7 +63,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         super().__init__(parent)
         self.setObjectName("mainWindow")
         self.setWindowTitle("quantviz")
-        self.resize(1680, 1000)
+        self.resize(*_initial_size())
         self.controller = AppController()
         self.session = s = self.controller.session
         self.errors = ErrorReporter(self)
@@ -191,9 +191,23 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         after: Callable[[Any], None] | None = None,
     ) -> None:
         """Load ``source`` (and ``data``) in the background; the current model stays open
-        until the new one is ready, and stays if loading fails."""
+        until the new one is ready, and stays if loading fails. Unsaved configurations or
+        results of the open model are asked about first (Save / Discard / Cancel)."""
+        if not self.may_discard():
+            return
         job = self.controller.open_model_job(source, data, trust=trust, check=check, after=after)
         self._start_load(job)
+
+    def may_discard(self) -> bool:
+        """True when the open session may be replaced: nothing unsaved, or the user saved
+        or discarded it."""
+        s = self.session
+        if s.handle is None or not s.modified:
+            return True
+        answer = self.confirm_close()
+        if answer == "save":
+            return bool(self.sessionActions.ask_save_session())
+        return answer == "discard"
 
     def _start_load(self, job: Job) -> None:
         self._pending = job
@@ -392,17 +406,24 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         return ok
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.session.modified and self.session.handle is not None:
-            answer = self.confirm_close()
-            if answer == "cancel" or (
-                answer == "save" and not self.sessionActions.ask_save_session()
-            ):
-                event.ignore()
-                return
+        if not self.may_discard():
+            event.ignore()
+            return
         self.shutdown()
         if self.errors.last_box is not None:
             self.errors.last_box.close()
         super().closeEvent(event)
+
+
+def _initial_size() -> tuple[int, int]:
+    """1680 x 1000, or 95% of the screen's free area when that is smaller (1366 x 768)."""
+    from PySide6.QtGui import QGuiApplication
+
+    screen = QGuiApplication.primaryScreen()
+    if screen is None:
+        return 1680, 1000
+    g = screen.availableGeometry()
+    return min(1680, int(g.width() * 0.95)), min(1000, int(g.height() * 0.95))
 
 
 def schedule_open(window: MainWindow, source: str, data: str | None) -> None:

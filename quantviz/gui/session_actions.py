@@ -135,6 +135,8 @@ class SessionActions(QObject):
         results and current configuration. Any failure leaves the open session as it was.
         A model that runs code when loaded is opened only after the user agrees
         (``trust``), never silently."""
+        if not trust and not self.win.may_discard():
+            return
         try:
             job = self.win.controller.open_session_job(path, trust=trust)
         except (ValueError, OSError) as exc:

@@ -244,7 +244,9 @@ class TradeoffPlot(QWidget):
             metric = entries[-1].result.metric
             pi.setLabel("left", metric.replace("_", " "))
             pi.setTitle(
-                f"{metric.replace('_', ' ')} vs model size — {len(entries)} points", size="10pt"
+                f"{metric.replace('_', ' ')} vs model size — {len(entries)} point"
+                + ("s" if len(entries) != 1 else ""),
+                size="10pt",
             )
         else:
             pi.setLabel("left", "metric")
@@ -257,8 +259,10 @@ class TradeoffPlot(QWidget):
         """Ranges that frame the points and the float line with a margin (one point gives a
         small window around it, not pyqtgraph's ±0.4 around any single value)."""
         vb = self.plot.getPlotItem().getViewBox()
-        if not entries:
-            vb.enableAutoRange()
+        if not entries:  # a new model: its own float size, not the last model's axes
+            h = self.session.handle
+            fb = (h.float_bytes / self.div) if h is not None else 1.0
+            vb.setRange(xRange=(0.0, fb * 1.05), yRange=(0.0, 1.05), padding=0)
             return
         ys = [e.value for e in entries] + ([base] if base is not None else [])
         xs = [e.model_bytes / self.div for e in entries]

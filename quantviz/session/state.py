@@ -68,9 +68,24 @@ class Session:
         self.sensitivity: dict[str, float] = {}
         self.activation_stats: dict[str, Any] = {}
         self.selection: tuple[str, ...] = ()
-        #: True when configurations or results changed since the session was last saved
-        #: or opened (the window asks before quitting)
+        self._saved: tuple[Any, ...] = ({}, ())
+        self._forced = False
         self.modified = False
+
+    # -- unsaved work -------------------------------------------------------------------
+    @property
+    def modified(self) -> bool:
+        """True when the configurations or results differ from what was last saved or
+        opened (an edit that was undone, or a configuration renamed back, is not a change).
+        The window asks before this is thrown away."""
+        return self._forced or (self.configs, tuple(self.results)) != self._saved
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        """``False``: what there is now counts as saved; ``True``: unsaved whatever it is."""
+        self._forced = bool(value)
+        if not value:
+            self._saved = (dict(self.configs), tuple(self.results))
 
     # -- model and data -------------------------------------------------------------------
     def set_model(self, handle: Any, data_source: str | None = None, data: Any = None) -> None:
@@ -147,7 +162,6 @@ class Session:
         if self.configs[name] == config:
             return
         self.configs[name] = config
-        self.modified = True
         self.config_changed.emit(config)
 
     def replace_config(self, name: str, config: ModelConfig) -> None:
@@ -158,7 +172,6 @@ class Session:
         if self.configs[name] == config:
             return
         self.configs[name] = config
-        self.modified = True
         if name == self.current_name:
             self.config_changed.emit(config)
         self.configs_changed.emit()
@@ -265,7 +278,6 @@ class Session:
         """
         name = self._check_new_name(name)
         self.configs[name] = self.config
-        self.modified = True
         self.configs_changed.emit()
         return name
 
@@ -273,7 +285,6 @@ class Session:
         """Add ``config`` under a new ``name`` (not made current)."""
         name = self._check_new_name(name)
         self.configs[name] = config
-        self.modified = True
         self.configs_changed.emit()
 
     def rename(self, old: str, new: str) -> None:
@@ -281,7 +292,6 @@ class Session:
         new = self._check_new_name(new)
         self.configs = {(new if k == old else k): v for k, v in self.configs.items()}
         self.results = [replace(r, name=new) if r.name == old else r for r in self.results]
-        self.modified = True
         if self.current_name == old:
             self.current_name = new
             self.current_name_changed.emit(new)
@@ -293,7 +303,6 @@ class Session:
         self._check_name(name)
         new = self.unique_name(f"{name} (copy)") if new is None else self._check_new_name(new)
         self.configs[new] = self.configs[name]
-        self.modified = True
         self.configs_changed.emit()
         return new
 
@@ -305,7 +314,6 @@ class Session:
         names = list(self.configs)
         del self.configs[name]
         self.results = [r for r in self.results if r.name != name]
-        self.modified = True
         if self.current_name == name:
             i = min(names.index(name), len(names) - 2)
             self.current_name = list(self.configs)[i]
@@ -347,14 +355,12 @@ class Session:
         config = self.configs.get(name, self.config) if config is None else config
         entry = ResultEntry(name=name, config=config, result=result, series=series)
         self.results.append(entry)
-        self.modified = True
         self.results_changed.emit()
         return entry
 
     def clear_results(self, series: str | None = None) -> None:
         """Remove the results of ``series`` (every result when None)."""
         self.results = [r for r in self.results if series is not None and r.series != series]
-        self.modified = True
         self.results_changed.emit()
 
     @property

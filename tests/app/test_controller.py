@@ -161,10 +161,14 @@ def test_sweeps_keep_every_run_as_its_own_curve(ctl):
     first = ctl.sweep_job([2, 4])
     points = []
     run_job(first, lambda x: points.append(x) if isinstance(x, PointDone) else None)
-    run_job(ctl.sweep_job([3, 8]))
+    second = ctl.sweep_job([3, 8])
+    run_job(second)
+    again = ctl.sweep_job([2, 4])  # the same sweep again: its own curve too
     assert len(points) == 2
+    assert first.meta["series"] == "uniform W2,4 sym ch"
+    assert again.meta["series"] == "uniform W2,4 sym ch #2"
     series = s.series
-    assert series == [first.meta["series"], first.meta["series"] + " #2"]
+    assert series == [first.meta["series"], second.meta["series"]]
     assert sorted(e.config.default.weight.bits for e in s.results) == [2, 3, 4, 8]
     s.clear_results(series[0])
     assert s.series == [series[1]]

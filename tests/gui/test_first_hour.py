@@ -214,7 +214,8 @@ def test_disabled_controls_look_disabled():
 def test_layer_table_fits_its_panel(window, qtbot):
     win = window
     win.resize(1680, 1000)
-    qtbot.waitUntil(lambda: win.table.view.viewport().width() > 200)
+    qtbot.waitUntil(lambda: win.width() == 1680)
+    QApplication.processEvents()
     view = win.table.view
     hh = view.horizontalHeader()
     total = sum(hh.sectionSize(i) for i in range(hh.count()))
@@ -311,3 +312,33 @@ def test_session_naming_user_code_asks_before_running_it(window, qtbot, tmp_path
         win.sessionActions.open_session(str(path))
     assert asked and "evilarch" in asked[0]
     assert not marker.exists() and win.session.handle is before
+
+
+def test_opening_another_model_asks_about_unsaved_work(window, qtbot):
+    win = window
+    click_row(qtbot, win, "fc1")
+    type_bits(qtbot, win, 5)
+    win.confirm_close = lambda: "cancel"
+    win.open_model("sample:digits_mobilenet")
+    assert not win.loadRunner.running and win.session.handle.name == "digits_cnn"
+    assert win.session.config.resolve("fc1").weight.bits == 5  # nothing lost
+    win.confirm_close = lambda: "discard"
+    with qtbot.waitSignal(win.modelLoaded, timeout=60_000):
+        win.open_model("sample:digits_mobilenet")
+
+
+def test_ctrl_z_right_after_typing_in_the_bits_box(window, qtbot):
+    from PySide6.QtCore import Qt
+
+    win = window
+    click_row(qtbot, win, "conv2")
+    type_bits(qtbot, win, 4)  # focus stays in the spin box
+    assert win.controls.bitsSpin.hasFocus() or win.controls.bitsSpin.lineEdit().hasFocus()
+    qtbot.keyClick(
+        win.controls.bitsSpin.lineEdit(), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier
+    )
+    assert win.session.config.resolve("conv2").weight.bits == 8
+    qtbot.keyClick(
+        win.controls.bitsSpin.lineEdit(), Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier
+    )
+    assert win.session.config.resolve("conv2").weight.bits == 4
