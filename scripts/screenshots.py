@@ -57,6 +57,7 @@ def run_job(win, start) -> None:
 def shoot(out: Path, dark: bool, model: str) -> None:
     suffix = "dark" if dark else "light"
     win = create_main_window(model, dark=dark)
+    win.resize(1680, 1000)  # the documented size, whatever screen this renders on
     win.confirm_close = lambda: "discard"
     win.show()
     wait(win.statsReady)
