@@ -13,7 +13,10 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quantviz.core.granularity import Granularity
 
 __all__ = [
     "CALIBRATIONS",
@@ -82,7 +85,10 @@ class QuantSpec:
         Symmetric ``uniform`` only: codes ``[-(2^(b-1)-1), 2^(b-1)-1]`` instead of
         ``[-2^(b-1), 2^(b-1)-1]``.
     granularity
-        ``per_tensor`` (one scale), ``per_channel`` (one per index along ``axis``; the scale
+        A type from :mod:`quantviz.core.granularity` (``PerTensor()``, ``PerAxis(axis)``,
+        ``PerGroup(group_size)``; stored in the flat form below and given back by
+        :attr:`granularity_type`) or its name: ``per_tensor`` (one scale),
+        ``per_channel`` (one per index along ``axis``; the scale
         has shape ``[C]``) or ``per_group`` (the tensor viewed as the matrix
         ``[shape[0], numel/shape[0]]`` — a conv kernel's GEMM view — and split into
         contiguous groups of ``group_size`` along its last axis; the scale has shape
@@ -113,6 +119,17 @@ class QuantSpec:
     dynamic: bool = False
 
     def __post_init__(self) -> None:
+        from quantviz.core.granularity import PerAxis, PerGroup, PerTensor
+
+        g = self.granularity
+        if isinstance(g, PerAxis):  # the typed form: stored flat, as the config file has it
+            object.__setattr__(self, "granularity", g.name)
+            object.__setattr__(self, "axis", g.axis)
+        elif isinstance(g, PerGroup):
+            object.__setattr__(self, "granularity", g.name)
+            object.__setattr__(self, "group_size", g.group_size)
+        elif isinstance(g, PerTensor):
+            object.__setattr__(self, "granularity", g.name)
         _check_choice("quantizer", self.quantizer, QUANTIZERS)
         _check_int("bits", self.bits)
         if self.quantizer in FIXED_WIDTH:
@@ -141,6 +158,14 @@ class QuantSpec:
         object.__setattr__(self, "percentile", float(self.percentile))
 
     # -- conveniences -------------------------------------------------------------------
+    @property
+    def granularity_type(self) -> Granularity:
+        """The granularity as a type: ``PerTensor()``, ``PerAxis(axis)`` or
+        ``PerGroup(group_size)`` (see :mod:`quantviz.core.granularity`)."""
+        from quantviz.core.granularity import granularity_of
+
+        return granularity_of(self.granularity, self.axis, self.group_size)
+
     @property
     def is_uniform(self) -> bool:
         return self.quantizer == "uniform"

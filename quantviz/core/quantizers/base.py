@@ -73,13 +73,8 @@ def row_view(shape: tuple[int, ...] | torch.Size, spec: QuantSpec) -> RowView:
         ax = spec.axis % nd
         c = shape[ax]
         return RowView(shape, g, ax, c, numel // c)
-    row = numel // shape[0]
-    if row % spec.group_size:
-        raise ValueError(
-            f"group_size: {spec.group_size} does not divide the row length {row} "
-            f"(per_group views shape {list(shape)} as [{shape[0]}, {row}])"
-        )
-    return RowView(shape, g, 0, numel // spec.group_size, spec.group_size)
+    rows = spec.granularity_type.groups(shape)  # ValueError when the group does not divide
+    return RowView(shape, g, 0, rows, spec.group_size)
 
 
 def chunks(rows: int, row_len: int, target: int = CHUNK) -> Iterator[tuple[int, int, int, int]]:
