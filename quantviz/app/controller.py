@@ -98,8 +98,11 @@ class AppController:
         trust: bool = False,
         check: Callable[[Any], None] | None = None,
         after: Callable[[Any], None] | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> Job:
         """Load ``source`` (and ``data``, else the model's default data) off the session.
+        The example input comes from ``input_shape``, the model file, or one sample of
+        ``data``.
 
         ``check(handle)`` runs in the job (raise ``ValueError`` to refuse the model; nothing
         changes); ``after(handle)`` runs once the model is the session's. A model that needs
@@ -107,12 +110,11 @@ class AppController:
         """
 
         def recipe() -> Generator[Any, None, Opened]:
-            from quantviz.data import load_data
+            from quantviz.data import load_data, load_model_for_data
             from quantviz.eval import Progress
-            from quantviz.model import load_model
 
             yield Progress(0, 2, "load model")
-            handle = load_model(source, trust=trust)
+            handle = load_model_for_data(source, data, input_shape=input_shape, trust=trust)
             if check is not None:
                 check(handle)
             yield Progress(1, 2, "load data")

@@ -24,6 +24,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def input_shape_arg(text: str) -> tuple[int, ...]:
+    """``1,3,224,224`` -> ``(1, 3, 224, 224)``; argparse reports a ValueError as bad usage."""
+    try:
+        shape = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        ) from None
+    if not shape or any(s < 1 for s in shape):
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return shape
+
+
 def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     p.add_argument(
         "--model",
@@ -42,6 +55,13 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
         "--trust",
         action="store_true",
         help="allow unpickling a whole nn.Module (runs code from the file)",
+    )
+    p.add_argument(
+        "--input-shape",
+        type=input_shape_arg,
+        metavar="1,C,H,W",
+        help="the model's input shape with the batch dimension, e.g. 1,3,224,224 (default: "
+        "from the model file, its .json sidecar, or one sample of --data)",
     )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument(

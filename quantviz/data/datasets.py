@@ -11,7 +11,7 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,14 @@ from quantviz.model.limits import claimed_bytes, format_bytes, load_limit, too_b
 if TYPE_CHECKING:
     from quantviz.model.handle import ModelHandle
 
-__all__ = ["DEFAULT_CALIB_SIZE", "DataError", "EvalData", "load_data", "load_digits"]
+__all__ = [
+    "DEFAULT_CALIB_SIZE",
+    "DataError",
+    "EvalData",
+    "load_data",
+    "load_digits",
+    "load_model_for_data",
+]
 
 DEFAULT_CALIB_SIZE = 256
 SAMPLE_PREFIX = "sample:"
@@ -362,3 +369,27 @@ def _output_classes(handle: ModelHandle) -> int | None:
     if isinstance(out, torch.Tensor) and out.dim() == 2:
         return int(out.shape[1])
     return None
+
+
+def load_model_for_data(
+    source: str,
+    data: str | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> ModelHandle:
+    """:func:`quantviz.model.load_model`, with the example input taken from the data when
+    nothing else tells it: one sample of ``data``'s ``x`` (its shape and dtype).
+
+    ``input_shape`` (with the batch dimension) wins over the data; a sidecar or an exported
+    program's own example input wins over both.
+    """
+    from quantviz.model import InputShapeRequired, load_model
+
+    try:
+        return load_model(source, input_shape=input_shape, **kwargs)
+    except InputShapeRequired:
+        if input_shape is not None or not data or data.startswith(SAMPLE_PREFIX):
+            raise
+        x = _load_file(Path(data).expanduser()).x[:1]
+    return load_model(source, input_shape=tuple(x.shape), input_dtype=x.dtype, **kwargs)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 __all__ = [
     "ArchitectureRequired",
+    "InputShapeRequired",
     "ModelLoadError",
     "TrustRequired",
     "brief",
@@ -30,6 +31,24 @@ class ArchitectureRequired(ModelLoadError):
         )
 
     def __reduce__(self) -> tuple[type[ArchitectureRequired], tuple[str]]:
+        return (type(self), (self.file,))
+
+
+class InputShapeRequired(ModelLoadError):
+    """Nothing in ``file`` (nor a sidecar) tells the model's input shape: the caller gives
+    it (``input_shape=``, CLI ``--input-shape``) or data whose samples show it."""
+
+    def __init__(self, file: str | Path) -> None:
+        self.file = str(file)
+        name = Path(self.file).name
+        super().__init__(
+            f"{self.file}: cannot tell the model's input shape; give data (--data FILE: one "
+            "sample of it is the example input), pass --input-shape (e.g. 1,3,32,32; "
+            f'input_shape= in Python) or put {{"input_shape": [1, 3, 32, 32]}} in {name}.json '
+            "next to the file"
+        )
+
+    def __reduce__(self) -> tuple[type[InputShapeRequired], tuple[str]]:
         return (type(self), (self.file,))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from quantviz.model.errors import ModelLoadError
+from quantviz.model.errors import InputShapeRequired, ModelLoadError
 from quantviz.model.limits import claimed_bytes, too_big
 
 __all__ = ["example_input", "parse_dtype", "read_sidecar"]
@@ -102,11 +102,7 @@ def example_input(
                     f"{path}: the example input stored in the file is a {one.layout} tensor"
                 )
             return one.clone() if found.dim() > 0 and found.shape[0] > 1 else found
-        raise ModelLoadError(
-            f"{path}: cannot tell the model's input shape; pass input_shape (CLI "
-            '--input-shape, e.g. 1,3,32,32) or put {"input_shape": [1, 3, 32, 32]} in '
-            f"{path.name}.json next to the file"
-        )
+        raise InputShapeRequired(path)
     if (
         isinstance(shape, (str, bytes))
         or not isinstance(shape, Sequence)

@@ -12,12 +12,20 @@ __all__ = ["load_model_and_data", "open_model", "reporter"]
 
 
 def open_model(args: argparse.Namespace) -> Any:
+    """The model of ``--model``; its example input from ``--input-shape``, the file, or one
+    sample of ``--data``."""
+    from quantviz.data import load_model_for_data
     from quantviz.eval import check_device
-    from quantviz.model import load_model
 
     check_device(args.device)
     with where(args.model):
-        return load_model(args.model, trust=args.trust, device=args.device)
+        return load_model_for_data(
+            args.model,
+            getattr(args, "data", None),
+            input_shape=getattr(args, "input_shape", None),
+            trust=args.trust,
+            device=args.device,
+        )
 
 
 def load_model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
