@@ -59,7 +59,9 @@ def test_torchscript_with_sidecar(tmp_path, cnn):
 def test_torchscript_needs_input_shape(tmp_path, cnn):
     path = tmp_path / "m.ts"
     torch.jit.save(torch.jit.script(cnn), str(path))
-    with pytest.raises(ModelLoadError, match=r"m\.ts: cannot tell the model.s input shape; give data"):
+    with pytest.raises(
+        ModelLoadError, match=r"m\.ts: cannot tell the model.s input shape; give data"
+    ):
         load_model(str(path))
     h = load_model(str(path), input_shape=(1, 1, 8, 8))
     assert len(h.layers) == 4
