@@ -251,6 +251,33 @@ class LayerTableWidget(QWidget):
 
         session.selection_changed.connect(self._on_session_selection)
         session.model_changed.connect(lambda *_: self.view.resizeColumnsToContents())
+        session.model_changed.connect(lambda *_: self.fit_columns())
+
+    #: columns given up, in this order, when the panel is too narrow for all nine
+    OPTIONAL_COLUMNS = (C_SHAPE, C_KIND, C_PARAMS)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Hide the least needed columns (shape, kind, params) while the others do not fit
+        beside a readable name column; show them again when there is room. Their values
+        stay in the row's tooltip and the controls' title."""
+        view, hh = self.view, self.view.horizontalHeader()
+        for c in self.OPTIONAL_COLUMNS:
+            hh.setSectionHidden(c, False)
+        avail = view.viewport().width()
+        name_min = 64  # the name is elided in the middle below its full width
+        for c in self.OPTIONAL_COLUMNS:
+            used = sum(
+                max(hh.sectionSizeHint(i), view.sizeHintForColumn(i))
+                for i in range(hh.count())
+                if i != C_NAME and not hh.isSectionHidden(i)
+            )
+            if used + name_min <= avail:
+                break
+            hh.setSectionHidden(c, True)
 
     def selected_fqns(self) -> tuple[str, ...]:
         rows = sorted(

@@ -342,3 +342,21 @@ def test_ctrl_z_right_after_typing_in_the_bits_box(window, qtbot):
         win.controls.bitsSpin.lineEdit(), Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier
     )
     assert win.session.config.resolve("conv2").weight.bits == 4
+
+
+def test_layer_table_at_1366_keeps_size_and_sensitivity(window, qtbot):
+    from quantviz.gui.layer_table import C_BYTES, C_SENS, C_SQNR
+
+    win = window
+    win.resize(1366, 740)
+    qtbot.waitUntil(lambda: win.width() == 1366)
+    QApplication.processEvents()
+    view = win.table.view
+    hh = view.horizontalHeader()
+    assert not any(hh.isSectionHidden(c) for c in (C_SQNR, C_BYTES, C_SENS))
+    shown = sum(hh.sectionSize(i) for i in range(hh.count()) if not hh.isSectionHidden(i))
+    assert shown <= view.viewport().width() + 1
+    win.resize(1680, 1000)  # room again: every column comes back
+    qtbot.waitUntil(lambda: win.width() == 1680)
+    QApplication.processEvents()
+    assert not any(hh.isSectionHidden(i) for i in range(hh.count()))
