@@ -55,19 +55,18 @@ class Opened:
 def config_of(result: Any, fallback: ModelConfig) -> ModelConfig:
     """The configuration an evaluation result was computed for."""
     cfg = getattr(result, "config", None)
-    if isinstance(cfg, ModelConfig):
-        return cfg
-    if isinstance(cfg, dict) and cfg:
-        from quantviz.io.config import config_from_dict
-
-        return config_from_dict(cfg, source=None)
-    return fallback
+    return cfg if isinstance(cfg, ModelConfig) else fallback
 
 
 def _locked(lock: threading.Lock, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """Run ``gen`` holding ``lock`` (released when it ends, fails or is closed)."""
     with lock:
         return (yield from gen)
+
+
+#: weight SQNR of the layers still to do is computed on the caller's (GUI) thread when they
+#: hold fewer elements than this, else in a worker
+SQNR_INLINE_LIMIT = 2_000_000
 
 
 class AppController:
@@ -86,6 +85,12 @@ class AppController:
         self.model_lock = threading.Lock()
         #: True while a calibration job for the current model and data is under way
         self.collecting_stats = False
+
+    def _model_work(
+        self, gen: Generator[Any, Any, Any], *, multi_point: bool = False
+    ) -> Generator[Any, Any, Any]:
+        """``gen`` run holding :attr:`model_lock`, its progress as the whole job's."""
+        return overall_progress(_locked(self.model_lock, gen), multi_point=multi_point)
 
     # ------------------------------------------------------------------------------------
     # model and data
@@ -202,9 +207,7 @@ class AppController:
             from quantviz.eval import calibrate
 
             stats: dict[str, Any] = {}
-            yield from overall_progress(
-                _locked(self.model_lock, calibrate(handle, data, handle.fqns, stats))
-            )
+            yield from self._model_work(calibrate(handle, data, handle.fqns, stats))
             return stats
 
         def done(stats: dict[str, Any]) -> dict[str, Any]:
@@ -259,9 +262,19 @@ class AppController:
 
         return Job("layer SQNR", "layer SQNR", lambda: compute_sqnr(weights, todo), on_item=item)
 
-    def todo_numel(self, todo: list[tuple[str, QuantSpec]]) -> int:
+    def sqnr_inline(self, todo: list[tuple[str, QuantSpec]]) -> bool:
+        """Whether ``todo`` is small enough to compute on the caller's thread."""
         h = self.session.handle
-        return 0 if h is None else sum(h.layer(f).weight_numel for f, _ in todo)
+        n = 0 if h is None else sum(h.layer(f).weight_numel for f, _ in todo)
+        return n <= SQNR_INLINE_LIMIT
+
+    def size_of(self, name: str | None = None) -> tuple[float, float]:
+        """``(bytes, float bytes)`` of the model under configuration ``name`` (current when
+        None); ``ValueError`` when a spec cannot apply to a layer."""
+        from quantviz.eval import size_of
+
+        s = self.session
+        return size_of(self._need_handle(), s.config if name is None else s.configs[name])
 
     def layer_view(
         self, fqn: str, compare: str | None = None, channel: int = 0, spec: Any = ...
@@ -337,7 +350,7 @@ class AppController:
                 )
                 return base, res
 
-            return (yield from overall_progress(_locked(self.model_lock, work())))
+            return (yield from self._model_work(work()))
 
         def done(payload: Any) -> ResultEntry:
             base, res = payload
@@ -401,7 +414,7 @@ class AppController:
                 cache=cache,
                 baseline=baseline,
             )
-            return (yield from overall_progress(_locked(self.model_lock, gen), multi_point=True))
+            return (yield from self._model_work(gen, multi_point=True))
 
         return Job(
             "uniform sweep",
@@ -428,7 +441,7 @@ class AppController:
             gen = sensitivity(
                 handle, data, widths, spec, cache=cache, baseline=baseline, previous=previous
             )
-            return (yield from overall_progress(_locked(self.model_lock, gen), multi_point=True))
+            return (yield from self._model_work(gen, multi_point=True))
 
         def done(res: Any) -> Any:
             self.sens = res
@@ -466,7 +479,7 @@ class AppController:
                 cache=cache,
                 baseline=baseline,
             )
-            return (yield from overall_progress(_locked(self.model_lock, gen), multi_point=True))
+            return (yield from self._model_work(gen, multi_point=True))
 
         def done(res: Any) -> Any:
             self.sens = res.sensitivity

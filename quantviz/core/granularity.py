@@ -12,7 +12,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Granularity", "PerAxis", "PerGroup", "PerTensor", "granularity_of"]
+__all__ = [
+    "Granularity",
+    "PerAxis",
+    "PerGroup",
+    "PerTensor",
+    "fitting_group_size",
+    "granularity_of",
+    "group_sizes",
+]
 
 
 def _shape(shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -104,3 +112,18 @@ def granularity_of(name: str, axis: int = 0, group_size: int = 128) -> Granulari
     raise ValueError(
         f"granularity: must be one of per_tensor, per_channel, per_group; got {name!r}"
     )
+
+
+def group_sizes(row_lens: list[int], at_most: int = 1 << 16) -> list[int]:
+    """The group sizes (ascending, up to ``at_most``) that divide every row length."""
+    g = 0
+    for n in row_lens:
+        g = math.gcd(g, int(n))
+    return [d for d in range(1, min(g, at_most) + 1) if g % d == 0]
+
+
+def fitting_group_size(row_lens: list[int], wanted: int = 128) -> int:
+    """The largest group size <= ``wanted`` that divides every row length (``wanted`` when
+    there are no rows)."""
+    sizes = group_sizes(row_lens, wanted)
+    return sizes[-1] if sizes else wanted

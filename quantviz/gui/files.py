@@ -15,7 +15,7 @@ __all__ = ["FileActions"]
 
 
 class FileActions:
-    """Needs ``controller``, ``session``, ``errors``, ``jobs``, ``statsRunner``,
+    """Needs ``controller``, ``session``, ``errors``, ``jobs``, ``statsRunner``, ``dataRunner``,
     ``open_model``, ``push_config`` and ``_start_stats`` from the window."""
 
     controller: Any
@@ -23,6 +23,8 @@ class FileActions:
     errors: Any
     jobs: Any
     statsRunner: Any
+    dataRunner: Any
+    dataLoaded: Any
 
     def _settings(self) -> QSettings:
         return QSettings("quantviz", "quantviz")
@@ -60,13 +62,17 @@ class FileActions:
 
     @guarded("Could not open the data")
     def open_data(self, source: str) -> None:
-        """Load evaluation data ``source`` for the current model."""
-        from quantviz.app import run_job
+        """Load evaluation data ``source`` for the current model, in the background (checking
+        it against the model runs the model); the old data stays until it has loaded."""
+        job = self.controller.open_data_job(source)
+        self._data_job = job
+        self.dataRunner.start(job.label, job.factory)
 
-        job = self.controller.open_data_job(source)  # small files: on the GUI thread
+    def _on_data(self, data: Any) -> None:
         self.jobs.reset()
         self.statsRunner.cancel()
-        run_job(job)
+        self._data_job.on_done(data)
+        self.dataLoaded.emit(str(getattr(data, "name", "")))
         self._start_stats()
 
     def ask_load_config(self) -> None:

@@ -7,7 +7,6 @@ change); session changes are mirrored back into the widgets inside ``QSignalBloc
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from PySide6.QtCore import QEvent, QSignalBlocker, Signal
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from quantviz.app import AppController
+from quantviz.core.granularity import fitting_group_size, group_sizes
 from quantviz.core.spec import CALIBRATIONS, FIXED_WIDTH, GRANULARITIES, QUANTIZERS, QuantSpec
 
 __all__ = ["LayerControls"]
@@ -58,21 +58,6 @@ TIPS = {
     "value), and an asymmetric grid's zero point is rounded to an integer (as torch.ao "
     "does), shifting the grid by up to half a step.",
 }
-
-
-def group_divisors(row_len: int, at_most: int = 1 << 16) -> list[int]:
-    """The group sizes that divide a row of ``row_len`` values (ascending)."""
-    return [d for d in range(1, min(row_len, at_most) + 1) if row_len % d == 0]
-
-
-def fitting_group_size(row_lens: list[int], wanted: int = _DEFAULT_GROUP) -> int:
-    """The largest group size <= ``wanted`` that divides every row length."""
-    g = 0
-    for n in row_lens:
-        g = math.gcd(g, n)
-    if g <= 0:
-        return wanted
-    return max(d for d in group_divisors(g, wanted))
 
 
 class LayerControls(QWidget):
@@ -374,10 +359,7 @@ class LayerControls(QWidget):
             self.groupHint.setText("")
             self.groupHint.setVisible(False)
             return
-        g = 0
-        for n in lens:
-            g = math.gcd(g, n)
-        divs = group_divisors(g)
+        divs = group_sizes(lens)
         shown = ", ".join(map(str, divs[-8:]))
         bad = [n for n in lens if n % spec.group_size]
         rows = "rows of " + ", ".join(map(str, lens[:4])) + ("…" if len(lens) > 4 else "")

@@ -44,9 +44,6 @@ from quantviz.session import ResultEntry, apply_to_all, reset_layers, set_layer_
 
 __all__ = ["MainWindow"]
 
-#: SQNR of all layers is computed inline when the layers to do hold fewer elements than this
-SQNR_INLINE_LIMIT = 2_000_000
-
 
 class MainWindow(FileActions, ViewActions, QMainWindow):
     """The quantviz main window. Signals for tests and scripts: ``modelLoaded(handle)``,
@@ -55,6 +52,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
 
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str)
+    dataLoaded = Signal(str)
     statsReady = Signal()
     jobDone = Signal(str)
     jobFailed = Signal(str)
@@ -128,6 +126,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         # -- runners ---------------------------------------------------------------------
         self.loadRunner = Runner("loadRunner", self)
         self.statsRunner = Runner("statsRunner", self)
+        self.dataRunner = Runner("dataRunner", self)
         self.sqnrRunner = Runner("sqnrRunner", self)
         self.jobs = JobController(ctl, self.errors, self)
         self.jobRunner = self.jobs.runner
@@ -137,6 +136,8 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.loadRunner.finished.connect(self._on_loaded)
         self.loadRunner.failed.connect(self._on_load_failed)
         self.loadRunner.started.connect(lambda label: self.statusBar().showMessage(label))
+        self.dataRunner.finished.connect(self._on_data)
+        self.dataRunner.failed.connect(lambda e: self.errors.report("Could not open the data", e))
         self.statsRunner.finished.connect(self._on_stats)
         self.statsRunner.failed.connect(self._on_stats_failed)
         self.sqnrRunner.yielded.connect(lambda item: ctl.sqnr.record([item]))
@@ -330,7 +331,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         if not todo:
             return
         job = ctl.sqnr_job(todo)
-        if ctl.todo_numel(todo) <= SQNR_INLINE_LIMIT:
+        if ctl.sqnr_inline(todo):
             self.sqnrRunner.run_inline(job.label, job.factory)
         else:
             self.sqnrRunner.start(job.label, job.factory)
@@ -396,6 +397,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
             self.statsRunner,
             self.sqnrRunner,
             self.loadRunner,
+            self.dataRunner,
             self.histogram.runner,
             self.compareView.sqnrRunner,
             self.compareView.histRunner,

@@ -78,9 +78,7 @@ class StatusBar:
         self.paramsLabel.setText(f"{human_count(h.total_params)} params")
         self.floatSizeLabel.setText(f"float {human_bytes(h.float_bytes)}")
         try:
-            from quantviz.eval import size_of
-
-            size, fl = size_of(h, s.config)
+            size, fl = self.controller.size_of()
             self.currentSizeLabel.setText(
                 f"<b>{s.current_name}</b>: {human_bytes(size)} ({fl / size:.2f}× smaller)"
             )

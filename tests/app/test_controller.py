@@ -5,10 +5,7 @@ computations (torch's fake-quant, a direct evaluation)."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -38,21 +35,6 @@ def ctl(opened):
     c.session.set_activation_stats(s.activation_stats)
     c.collecting_stats = False
     return c
-
-
-def test_importing_the_controller_imports_no_qt():
-    code = (
-        "import sys, quantviz.app; "
-        "print(sorted(m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'superqt'))))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert out.stdout.strip() == "[]"
 
 
 def test_open_model_starts_at_the_one_default(opened):

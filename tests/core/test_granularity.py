@@ -55,3 +55,15 @@ def test_bad_values_name_the_field():
         PerGroup(0)
     with pytest.raises(ValueError, match="granularity: must be one of"):
         granularity_of("per_row")
+
+
+def test_group_sizes_that_fit_every_row():
+    from quantviz.core.granularity import fitting_group_size, group_sizes
+
+    assert group_sizes([9]) == [1, 3, 9]
+    assert group_sizes([27, 18]) == [1, 3, 9]
+    assert fitting_group_size([27, 18]) == 9
+    assert fitting_group_size([4096, 1024]) == 128
+    assert fitting_group_size([]) == 128
+    for n in (9, 27, 576):  # what PerGroup accepts
+        PerGroup(fitting_group_size([n])).groups((4, n))

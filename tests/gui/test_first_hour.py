@@ -360,3 +360,21 @@ def test_layer_table_at_1366_keeps_size_and_sensitivity(window, qtbot):
     qtbot.waitUntil(lambda: win.width() == 1680)
     QApplication.processEvents()
     assert not any(hh.isSectionHidden(i) for i in range(hh.count()))
+
+
+def test_open_data_loads_off_the_gui_thread_and_recalibrates(window, qtbot, tmp_path):
+    import numpy as np
+
+    win = window
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.standard_normal((30, 1, 8, 8)).astype("f4"), y=np.arange(30) % 10)
+    with qtbot.waitSignals([win.dataLoaded, win.statsReady], timeout=60_000):
+        win.open_data(str(path))
+    assert win.session.data_source == str(path) and len(win.session.data) == 30
+    assert set(win.session.activation_stats) == set(win.session.fqns)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, z=np.zeros(3))
+    with qtbot.waitSignal(win.errors.errorShown, timeout=60_000):
+        win.open_data(str(bad))
+    assert win.session.data_source == str(path)  # the previous data stays

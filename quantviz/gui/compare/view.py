@@ -50,9 +50,6 @@ from quantviz.gui.workers import Runner, torch_threads
 
 __all__ = ["CompareView"]
 
-#: missing SQNRs are computed on the GUI thread when the layers hold fewer elements than this
-SQNR_INLINE_LIMIT = 2_000_000
-
 
 class CompareView(QWidget):
     """``compareView``: configurations side by side (see the module docstring).
@@ -299,7 +296,7 @@ class CompareView(QWidget):
         if not todo:
             return
         job = ctl.sqnr_job(todo)
-        if ctl.todo_numel(todo) <= SQNR_INLINE_LIMIT:
+        if ctl.sqnr_inline(todo):
             self.sqnrRunner.run_inline("compare SQNR", job.factory)
         elif not self.sqnrRunner.running:
             self.sqnrRunner.start("compare SQNR", job.factory)
