@@ -71,11 +71,21 @@ class Progress:
 
 @dataclass(frozen=True)
 class PointDone:
-    """A sweep finished one point: ``result`` is the :class:`EvalResult` of point ``index``."""
+    """A sweep finished one point: ``result`` is the :class:`EvalResult` of point ``index``.
+
+    ``completed`` counts the points finished so far when they finish out of order (on a
+    cluster); 0 when they finish in order (then it is ``index + 1``).
+    """
 
     result: EvalResult
     index: int
     total: int
+    completed: int = 0
+
+    @property
+    def count(self) -> int:
+        """How many points have finished, this one included."""
+        return self.completed or self.index + 1
 
 
 def json_safe(obj: Any) -> Any:

@@ -13,7 +13,8 @@ from quantviz.eval.evaluate import (
     _weight_dtype_bytes,
     evaluate,
 )
-from quantviz.eval.results import Baseline, PointDone, json_safe
+from quantviz.eval.points import PointExecutor, PointFailed
+from quantviz.eval.results import Baseline, EvalResult, PointDone, json_safe
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -48,6 +49,8 @@ class SensitivityResult:
 
     Rankings use ``bits[0]`` (the first, normally the only, width): ``by_drop`` sorts the
     layers by metric drop (largest first), ``by_kl`` by output KL vs float (largest first).
+    ``errors`` lists the measurements that failed on a cluster (``{"index", "name",
+    "error", "fqn", "bits"}``); their layers are left out of ``layers``.
     """
 
     metric: str
@@ -55,6 +58,7 @@ class SensitivityResult:
     bits: tuple[int, ...]
     spec: QuantSpec
     layers: list[LayerSensitivity]
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
     def layer(self, fqn: str) -> LayerSensitivity:
         for ls in self.layers:
@@ -88,7 +92,7 @@ class SensitivityResult:
         b = self.bits[0]
         rank_drop = {f: i + 1 for i, f in enumerate(self.by_drop())}
         rank_kl = {f: i + 1 for i, f in enumerate(self.by_kl())}
-        return json_safe(
+        doc = json_safe(
             {
                 "metric": self.metric,
                 "baseline": self.baseline,
@@ -114,6 +118,9 @@ class SensitivityResult:
                 "by_kl": self.by_kl(),
             }
         )
+        if self.errors:
+            doc["errors"] = json_safe([dict(e) for e in self.errors])
+        return doc
 
 
 def sensitivity(
@@ -127,12 +134,15 @@ def sensitivity(
     batch_size: int = 256,
     baseline: Baseline | None = None,
     previous: SensitivityResult | None = None,
+    executor: PointExecutor | None = None,
 ) -> Generator[Event, None, SensitivityResult]:
     """Each layer's weights alone at ``spec`` with each of ``bits``, the rest float.
 
     ``layers`` restricts the layers measured (default: all). ``previous`` (same spec) is
     extended: measurements it already holds are not repeated. Yields a :class:`PointDone`
-    per (layer, width); returns a :class:`SensitivityResult`.
+    per (layer, width); returns a :class:`SensitivityResult`. ``executor`` (e.g. a
+    :class:`quantviz.eval.cluster.Cluster`) evaluates the measurements elsewhere, in any
+    order; one that fails is an entry of ``errors`` and its layer is left out.
     """
     widths = parse_bits(bits)
     spec = _check_spec(spec)
@@ -150,9 +160,39 @@ def sensitivity(
         known = {ls.fqn: ls for ls in previous.layers}
     out = [known.get(f) or LayerSensitivity(f, handle.layer(f).params) for f in fqns]
     todo = [(ls, b) for b in widths for ls in out if b not in ls.kl]
-    for i, (ls, b) in enumerate(todo):
+
+    def record(ls: LayerSensitivity, b: int, r: EvalResult) -> None:
+        ls.value[b] = r.value
+        ls.kl[b] = float(r.kl or 0.0)
+        ls.sqnr_db[b] = next(lay["weight_sqnr_db"] for lay in r.layers if lay["fqn"] == ls.fqn)
+        ls.bytes[b] = layer_bytes(
+            handle.layer(ls.fqn), LayerConfig(weight=spec.with_(bits=b)), weight_dtype_bytes=w_bytes
+        )
+
+    def point(ls: LayerSensitivity, b: int) -> tuple[str, ModelConfig]:
         s = spec.with_(bits=b)
         cfg = ModelConfig(default=FLOAT, overrides=((ls.fqn, LayerConfig(weight=s)),))
+        return f"{ls.fqn} W{s.short()}", cfg
+
+    errors: list[dict[str, Any]] = []
+    if executor is not None:
+        outcomes = yield from executor.run(
+            handle,
+            data,
+            [point(ls, b) for ls, b in todo],
+            baseline=base,
+            stats={},
+            batch_size=batch_size,
+        )
+        for (ls, b), o in zip(todo, outcomes):
+            if isinstance(o, EvalResult):
+                record(ls, b, o)
+            elif isinstance(o, PointFailed):
+                errors.append({**o.to_dict(), "fqn": ls.fqn, "bits": b})
+        failed = {e["fqn"] for e in errors}
+        out = [ls for ls in out if ls.fqn not in failed]
+    for i, (ls, b) in enumerate(todo if executor is None else ()):
+        name, cfg = point(ls, b)
         r = yield from evaluate(
             handle,
             data,
@@ -160,15 +200,10 @@ def sensitivity(
             cache=cache,
             batch_size=batch_size,
             baseline=base,
-            name=f"{ls.fqn} W{s.short()}",
+            name=name,
             progress_point=(i, len(todo)),
         )
-        ls.value[b] = r.value
-        ls.kl[b] = float(r.kl or 0.0)
-        ls.sqnr_db[b] = next(lay["weight_sqnr_db"] for lay in r.layers if lay["fqn"] == ls.fqn)
-        ls.bytes[b] = layer_bytes(
-            handle.layer(ls.fqn), LayerConfig(weight=s), weight_dtype_bytes=w_bytes
-        )
+        record(ls, b, r)
         yield PointDone(r, i, len(todo))
     all_bits = tuple(dict.fromkeys((*widths, *(previous.bits if known and previous else ()))))
-    return SensitivityResult(base.metric, base.value, all_bits, spec, out)
+    return SensitivityResult(base.metric, base.value, all_bits, spec, out, errors)
