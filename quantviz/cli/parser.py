@@ -7,7 +7,15 @@ from typing import NoReturn
 
 from quantviz.io.exporters import FORMATS as EXPORT_FORMATS
 
-__all__ = ["EXPORT_FORMATS", "PROG", "SUBCOMMANDS", "UsageError", "build_parser", "gui_parser"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "PROG",
+    "SUBCOMMANDS",
+    "UsageError",
+    "add_cluster_option",
+    "build_parser",
+    "gui_parser",
+]
 
 SUBCOMMANDS = ("eval", "sweep", "sensitivity", "export")
 PROG = "quantviz"
@@ -35,6 +43,28 @@ def input_shape_arg(text: str) -> tuple[int, ...]:
     if not shape or any(s < 1 for s in shape):
         raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
     return shape
+
+
+def cluster_address(text: str) -> str:
+    """``local``, ``auto`` or ``ray://HOST:PORT`` (checked without importing Ray)."""
+    import re
+
+    t = text.strip()
+    if t in ("local", "auto") or re.fullmatch(r"ray://[^\s/:]+:\d{1,5}/?", t):
+        return t
+    raise argparse.ArgumentTypeError(f"expected local, auto or ray://HOST:PORT, got {text!r}")
+
+
+def add_cluster_option(p: argparse.ArgumentParser) -> None:
+    """``--cluster``: every evaluation of the command is a Ray task (quantviz.eval.cluster)."""
+    p.add_argument(
+        "--cluster",
+        type=cluster_address,
+        metavar="ADDR",
+        help="evaluate the points as Ray tasks: local (a Ray instance on this machine's "
+        "cores, shut down afterwards), auto (the running cluster) or ray://HOST:PORT; "
+        'needs pip install "quantviz[cluster]"',
+    )
 
 
 def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
@@ -109,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", "-c", metavar="C", help="config whose default weight/activation scheme is swept"
     )
+    add_cluster_option(p)
     p = sub.add_parser(
         "sensitivity",
         help="per-layer sensitivity (each layer alone quantized); Ctrl-C prints the layers "
@@ -116,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     p.add_argument("--bits", default="4", help="bit-width(s), e.g. 4 or 3,4")
+    add_cluster_option(p)
     p = sub.add_parser("export", help="write a config for deployment tools")
     _common(p)
     p.add_argument("--config", "-c", required=True, metavar="C")

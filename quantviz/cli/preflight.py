@@ -58,6 +58,13 @@ def preflight(args: argparse.Namespace) -> Any:
     check_file(model, "--model", allow_dir=True)
     if args.data:
         check_file(args.data, "--data")
+    if getattr(args, "cluster", None):
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError(
+                '--cluster: Ray is not installed; install it with: pip install "quantviz[cluster]"'
+            )
     config = None
     if args.command == "export":
         check_file(args.config, "--config")

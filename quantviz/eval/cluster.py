@@ -136,7 +136,8 @@ def _portable(handle: ModelHandle) -> Any:
 
     buf = io.BytesIO()
     torch.jit.save(handle.module, buf)
-    return replace(handle, module=None, meta={**handle.meta, "_script_bytes": buf.getvalue()})
+    meta = {**handle.meta, "_script_bytes": buf.getvalue()}
+    return replace(handle, module=torch.nn.Module(), meta=meta)
 
 
 def _rebuild(payload: dict[str, Any]) -> Shared:
@@ -193,7 +194,8 @@ def _attempt() -> int:
     try:
         from ray._private.worker import global_worker
 
-        return int(global_worker.core_worker.get_current_task_attempt_number())
+        core: Any = getattr(global_worker, "core_worker")  # noqa: B009
+        return int(core.get_current_task_attempt_number())
     except Exception:  # an older or newer Ray without it: retries go unreported
         return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from quantviz.cli.commands.common import load_model_and_data, reporter
+from quantviz.cli.commands.common import cluster_of, load_model_and_data, reporter
 from quantviz.cli.output import emit, pct
 from quantviz.cli.progress import drive
 
@@ -13,13 +13,20 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, config: Any, started: float) -> int:
+    with cluster_of(args) as cluster:
+        return _run(args, cluster)
+
+
+def _run(args: argparse.Namespace, cluster: Any) -> int:
     from quantviz.eval import sensitivity
     from quantviz.eval.sweeps import DEFAULT_SPEC, parse_bits
 
     bits = parse_bits(args.bits, field_name="--bits")
     handle, data = load_model_and_data(args)
     done: list[Any] = []
-    gen = sensitivity(handle, data, bits, DEFAULT_SPEC, batch_size=args.batch_size)
+    gen = sensitivity(
+        handle, data, bits, DEFAULT_SPEC, batch_size=args.batch_size, executor=cluster
+    )
     try:
         res = drive(gen, reporter(args, "sensitivity"), on_point=done.append)
     except KeyboardInterrupt:
@@ -35,8 +42,13 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
         head = f"interrupted: {len(done)} of {doc['total']} measurements finished"
         emit(args, doc, head + ("\n" + _table(args, res) if res is not None else ""))
         raise
+    if res.errors and not res.layers:
+        raise ValueError(f"every measurement failed; the first: {res.errors[0]['error']}")
     doc = {"model": args.model, "data": data.name, **res.to_dict()}
-    emit(args, doc, _table(args, res))
+    text = _table(args, res)
+    for e in res.errors:
+        text += f"\n{e['name']}: failed: {e['error']}"
+    emit(args, doc, text)
     return 0
 
 
