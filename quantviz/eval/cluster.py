@@ -301,6 +301,8 @@ class Cluster:
         self._lock = threading.Lock()
         #: seconds the last :meth:`share` spent putting the model into the object store
         self.put_seconds = 0.0
+        #: the last run's point index -> process id of the worker that computed it
+        self.worker_pids: dict[int, int] = {}
 
     # -- connection ---------------------------------------------------------------------
     @property
@@ -313,20 +315,15 @@ class Cluster:
             if self.connected:
                 return self
             ray = _import_ray()
+            if self.address.startswith("ray://"):
+                _reachable(self.address, min(self.timeout, 5.0))
             if ray.is_initialized():  # this process already talks to a Ray: use it
                 self._ray, self._owned = ray, False
                 return self
             kw: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
-            if self.address == "local":
-                kw.update(
-                    num_cpus=self.num_cpus or os.cpu_count() or 1,
-                    include_dashboard=False,
-                )
-                target = None
-            else:
-                if self.address.startswith("ray://"):
-                    _reachable(self.address, min(self.timeout, 5.0))
-                target = self.address
+            target = None if self.address == "local" else self.address
+            if target is None:
+                kw.update(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False)
             try:
                 ray.init(address=target, **kw)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -488,6 +485,7 @@ class Cluster:
         pending = list(refs)
         completed = 0
         slots = self.slots
+        self.worker_pids = {}
 
         def status() -> TasksStatus:
             running = min(len(pending), slots)
@@ -501,7 +499,7 @@ class Cluster:
                     i = index[ref]
                     attempt = 0
                     try:
-                        kind, value, attempt, _pid = ray.get(ref)
+                        kind, value, attempt, self.worker_pids[i] = ray.get(ref)
                     except Exception as exc:  # retries used up, cancelled, unpicklable...
                         kind, value = "error", one_line(exc)
                     completed += 1
