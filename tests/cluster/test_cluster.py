@@ -177,3 +177,28 @@ def test_unreachable_address_fails_before_any_work():
     with pytest.raises(ClusterError, match="local, auto or ray://HOST:PORT"):
         Cluster("http://x:1")
     assert torch.get_num_threads() >= 1
+
+
+def test_static_activations_calibrate_once_and_match_in_process(local_ray, model):
+    from quantviz.core import QuantSpec
+    from quantviz.eval import Progress, uniform_sweep
+    from quantviz.eval.stats_cache import STATS_CACHE
+
+    handle, data = model
+    act = QuantSpec(bits=8, symmetric=False)
+    STATS_CACHE.clear()
+    here = run(uniform_sweep(handle, data, (4, 8), activation=act))
+    STATS_CACHE.clear()
+    runs = []
+    with Cluster("local") as cluster:
+        for _ in range(2):
+            events = []
+            res = run(
+                uniform_sweep(handle, data, (4, 8), activation=act, executor=cluster), events.append
+            )
+            runs.append((res, [e for e in events if isinstance(e, Progress)]))
+    (first, first_ev), (second, second_ev) = runs
+    assert any(e.stage == "calibrate" for e in first_ev)
+    assert not any(e.stage == "calibrate" for e in second_ev)  # cached
+    for res in (first, second):
+        assert _without_times(res.to_dict()) == _without_times(here.to_dict())
