@@ -85,12 +85,35 @@ class AppController:
         self.model_lock = threading.Lock()
         #: True while a calibration job for the current model and data is under way
         self.collecting_stats = False
+        #: address -> quantviz.eval.cluster.Cluster that sweeps were sent to (kept connected)
+        self.clusters: dict[str, Any] = {}
 
     def _model_work(
         self, gen: Generator[Any, Any, Any], *, multi_point: bool = False
     ) -> Generator[Any, Any, Any]:
         """``gen`` run holding :attr:`model_lock`, its progress as the whole job's."""
         return overall_progress(_locked(self.model_lock, gen), multi_point=multi_point)
+
+    # ------------------------------------------------------------------------------------
+    # a Ray cluster for sweeps and sensitivity (quantviz.eval.cluster)
+    # ------------------------------------------------------------------------------------
+    def cluster(self, address: str) -> Any:
+        """The :class:`~quantviz.eval.cluster.Cluster` at ``address`` (``local``, ``auto``,
+        ``ray://HOST:PORT``; ``ValueError`` otherwise); it connects in the first job that
+        uses it and stays connected for the next ones until :meth:`close_clusters`."""
+        from quantviz.eval.cluster import Cluster, check_address
+
+        address = check_address(address)
+        c = self.clusters.get(address)
+        if c is None:
+            c = self.clusters[address] = Cluster(address)
+        return c
+
+    def close_clusters(self) -> None:
+        """Disconnect every cluster (a ``local`` Ray this process started shuts down)."""
+        clusters, self.clusters = list(self.clusters.values()), {}
+        for c in clusters:
+            c.close()
 
     # ------------------------------------------------------------------------------------
     # model and data
@@ -386,10 +409,18 @@ class AppController:
 
         return item
 
-    def sweep_job(self, bits: Iterable[int] = SWEEP_BITS, spec: QuantSpec | None = None) -> Job:
+    def sweep_job(
+        self,
+        bits: Iterable[int] = SWEEP_BITS,
+        spec: QuantSpec | None = None,
+        cluster: str | None = None,
+    ) -> Job:
         """Every layer at ``spec`` (default: the current default weight scheme) at each of
-        ``bits``; every run is its own named curve (series) on the trade-off plot."""
+        ``bits``; every run is its own named curve (series) on the trade-off plot.
+        ``cluster`` (an address, see :meth:`cluster`): the points are Ray tasks there."""
         from quantviz.eval.sweeps import parse_bits
+
+        executor = None if cluster is None else self.cluster(cluster)
 
         s = self.session
         handle, data = self._need_data()
@@ -404,6 +435,8 @@ class AppController:
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval import uniform_sweep
 
+            if executor is not None:
+                executor.connect()
             gen = uniform_sweep(
                 handle,
                 data,
@@ -413,21 +446,28 @@ class AppController:
                 stats=stats,
                 cache=cache,
                 baseline=baseline,
+                executor=executor,
             )
             return (yield from self._model_work(gen, multi_point=True))
 
+        where = "" if cluster is None else f" on {cluster}"
         return Job(
             "uniform sweep",
-            f"Uniform sweep {label} ({','.join(map(str, widths))} bits)",
+            f"Uniform sweep {label} ({','.join(map(str, widths))} bits){where}",
             recipe,
             lambda r: r,
             self._series_item("uniform sweep", series),
-            meta={"series": series},
+            meta={"series": series, "cluster": cluster},
         )
 
-    def sensitivity_job(self, bits: Iterable[int] = SENSITIVITY_BITS) -> Job:
-        """Each layer alone at ``bits`` (the default weight scheme), the rest float."""
+    def sensitivity_job(
+        self, bits: Iterable[int] = SENSITIVITY_BITS, cluster: str | None = None
+    ) -> Job:
+        """Each layer alone at ``bits`` (the default weight scheme), the rest float;
+        ``cluster`` (an address): the measurements are Ray tasks there."""
         from quantviz.eval.sweeps import parse_bits
+
+        executor = None if cluster is None else self.cluster(cluster)
 
         s = self.session
         handle, data = self._need_data()
@@ -438,8 +478,17 @@ class AppController:
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval import sensitivity
 
+            if executor is not None:
+                executor.connect()
             gen = sensitivity(
-                handle, data, widths, spec, cache=cache, baseline=baseline, previous=previous
+                handle,
+                data,
+                widths,
+                spec,
+                cache=cache,
+                baseline=baseline,
+                previous=previous,
+                executor=executor,
             )
             return (yield from self._model_work(gen, multi_point=True))
 
@@ -448,7 +497,9 @@ class AppController:
             s.set_sensitivity({ls.fqn: res.drop(ls.fqn, widths[0]) for ls in res.layers})
             return res
 
-        return Job("sensitivity", f"Sensitivity at {','.join(map(str, widths))} bits", recipe, done)
+        where = "" if cluster is None else f" on {cluster}"
+        label = f"Sensitivity at {','.join(map(str, widths))} bits{where}"
+        return Job("sensitivity", label, recipe, done, meta={"cluster": cluster})
 
     def mixed_precision_job(
         self, budget: float = 0.0, bits: Iterable[int] = (2, 3, 4, 6, 8)

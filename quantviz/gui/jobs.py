@@ -46,6 +46,9 @@ class JobController(QObject):
         self.queue: list[str] = []
         self.sweep_bits: tuple[int, ...] = SWEEP_BITS
         self.sensitivity_bits: tuple[int, ...] = SENSITIVITY_BITS
+        #: where sweeps and sensitivity run: "" in this process, else a Ray cluster address
+        #: (local, auto, ray://HOST:PORT; see quantviz.gui.cluster_menu)
+        self.cluster_address = ""
         self.runner.yielded.connect(self._on_item)
         self.runner.finished.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
@@ -88,13 +91,16 @@ class JobController(QObject):
     def uniform_sweep(self, bits: Iterable[int] | None = None) -> bool:
         """Every layer at the default weight scheme with each of ``bits``: a new curve."""
         widths = tuple(bits) if bits is not None else self.sweep_bits
-        return self._start(lambda: self.controller.sweep_job(widths), "the sweep")
+        cluster = self.cluster_address or None
+        return self._start(lambda: self.controller.sweep_job(widths, cluster=cluster), "the sweep")
 
     def run_sensitivity(self, bits: Iterable[int] | None = None) -> bool:
         """Each layer alone at ``bits``: fills the table's sensitivity column."""
         widths = tuple(bits) if bits is not None else self.sensitivity_bits
+        cluster = self.cluster_address or None
         return self._start(
-            lambda: self.controller.sensitivity_job(widths), "the sensitivity analysis"
+            lambda: self.controller.sensitivity_job(widths, cluster=cluster),
+            "the sensitivity analysis",
         )
 
     def mixed_precision(self, budget: float = 0.0) -> bool:
@@ -110,6 +116,17 @@ class JobController(QObject):
 
     # -- results -------------------------------------------------------------------------------
     def _on_item(self, item: Any) -> None:
+        from quantviz.eval.points import PointFailed, PointRetried, TasksStatus
+
+        if isinstance(item, TasksStatus):  # points on a cluster: how many run and wait
+            where = (self.job.meta.get("cluster") if self.job is not None else None) or ""
+            self.statusMessage.emit(f"{self.kind} on {where}: {item.text()}", 0)
+        elif isinstance(item, PointFailed):
+            self.statusMessage.emit(f"{item.name} failed: {item.error}", 8000)
+        elif isinstance(item, PointRetried):
+            self.statusMessage.emit(
+                f"{item.name}: its worker died; recomputed (attempt {item.attempts})", 8000
+            )
         if self.job is not None:
             try:
                 self.job.on_item(item)
@@ -143,6 +160,12 @@ class JobController(QObject):
                 "budget too small for any allocation: "
                 + ", ".join(human_bytes(b) for b in payload.infeasible),
                 8000,
+            )
+        elif getattr(payload, "errors", None):
+            self.statusMessage.emit(
+                f"{kind} finished; {len(payload.errors)} point(s) failed: "
+                + "; ".join(f"{e['name']}: {e['error']}" for e in payload.errors[:3]),
+                15000,
             )
         elif kind:
             self.statusMessage.emit(f"{kind} finished", 4000)

@@ -25,6 +25,7 @@ from quantviz.app import AppController, Job
 from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.gui.actions import build_actions
 from quantviz.gui.activation_view import ActivationView
+from quantviz.gui.cluster_menu import ClusterMenu
 from quantviz.gui.commands import SetConfigCommand
 from quantviz.gui.compare import CompareView
 from quantviz.gui.config_list import ConfigList
@@ -145,6 +146,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
 
         self.sessionActions = SessionActions(self)
         build_actions(self)
+        self.clusterMenu = ClusterMenu(self, self.jobs, self.runMenu)
         self.status = StatusBar(self, ctl)
         self.progressBar = self.status.progressBar
         self.cancelButton = self.status.cancelButton
@@ -405,6 +407,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
             ok = r.shutdown(timeout) and ok
         if self.exportDialog is not None:
             ok = self.exportDialog.shutdown(timeout) and ok
+        self.controller.close_clusters()
         return ok
 
     def closeEvent(self, event: QCloseEvent) -> None:

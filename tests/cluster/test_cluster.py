@@ -30,15 +30,6 @@ MODEL = "sample:digits_mobilenet"
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def model():
     handle = load_model_for_data(MODEL, None)
     return handle, load_data(None, handle)
