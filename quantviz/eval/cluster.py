@@ -39,6 +39,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, MutableMapping, Sequence
@@ -126,8 +127,9 @@ _worker_lock = threading.Lock()
 
 def _portable(handle: ModelHandle) -> Any:
     """What goes into the object store for ``handle``: the handle itself, except that a
-    TorchScript module travels as its serialized bytes (ScriptModules do not pickle)."""
-    if handle.flavour != "torchscript":
+    TorchScript module travels as its serialized bytes and an exported (``.pt2``) one as
+    the bytes of ``torch.export.save`` (neither pickles)."""
+    if handle.flavour not in ("torchscript", "exported"):
         return handle
     import io
     from dataclasses import replace
@@ -135,24 +137,51 @@ def _portable(handle: ModelHandle) -> Any:
     import torch
 
     buf = io.BytesIO()
-    torch.jit.save(handle.module, buf)
-    meta = {**handle.meta, "_script_bytes": buf.getvalue()}
+    if handle.flavour == "torchscript":
+        torch.jit.save(handle.module, buf)
+        key = "_script_bytes"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.export(handle.module, (handle.example_input,))
+        torch.export.save(ep, buf)
+        key = "_pt2_bytes"
+    meta = {**handle.meta, key: buf.getvalue()}
     return replace(handle, module=torch.nn.Module(), meta=meta)
 
 
-def _rebuild(payload: dict[str, Any]) -> Shared:
-    """The worker's :class:`Shared` from the object-store payload."""
+def _unportable(handle: ModelHandle) -> ModelHandle:
+    """The handle :func:`_portable` made, with its module rebuilt from the bytes."""
     import io
     from dataclasses import replace
 
     import torch
 
-    handle = payload["handle"]
-    script = handle.meta.get("_script_bytes")
+    script, pt2 = handle.meta.get("_script_bytes"), handle.meta.get("_pt2_bytes")
+    if script is None and pt2 is None:
+        return handle
+    meta = {k: v for k, v in handle.meta.items() if k not in ("_script_bytes", "_pt2_bytes")}
+    module: torch.nn.Module
     if script is not None:
-        meta = {k: v for k, v in handle.meta.items() if k != "_script_bytes"}
         module = torch.jit.load(io.BytesIO(script), map_location="cpu")
-        handle = replace(handle, module=module.eval(), meta=meta)
+    else:  # our own bytes, written by the driver above: trusted
+        assert pt2 is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.load(io.BytesIO(pt2))
+            try:
+                module = torch.export.unflatten(ep)
+                for sub in module.modules():
+                    if hasattr(sub, "_run_with_interpreter"):
+                        setattr(sub, "_run_with_interpreter", False)  # noqa: B010
+            except Exception:  # as quantviz.model.formats.load_exported does
+                module = ep.module()
+    return replace(handle, module=module.eval(), meta=meta)
+
+
+def _rebuild(payload: dict[str, Any]) -> Shared:
+    """The worker's :class:`Shared` from the object-store payload."""
+    handle = _unportable(payload["handle"])
     data = payload["data"]
     b = payload["baseline"]
     baseline = None
@@ -388,8 +417,8 @@ class Cluster:
                 "batch_limit": baseline.batch_limit,
             }
         t0 = time.perf_counter()
-        payload = {"handle": _portable(handle), "data": data, "baseline": b}
         try:
+            payload = {"handle": _portable(handle), "data": data, "baseline": b}
             ref = self._ray.put(payload)
         except Exception as exc:
             raise ClusterError(
@@ -441,11 +470,11 @@ class Cluster:
         here first (one float pass, as the in-process sweep does) and sent along.
         """
         self.connect()
+        box = [self.share(handle, data, baseline)]  # a model that cannot travel fails first
         bs = min(batch_size, baseline.batch_limit or batch_size)
         static = sorted({f for _, cfg in points for f in needs_calibration(handle, cfg)})
         if static:
             yield from calibrate(handle, data, static, stats, batch_size=bs)
-        box = [self.share(handle, data, baseline)]
         stats_box = [self._share_stats(stats) if static else None]
         fn = self._fn("evaluate", _evaluate_task)
         refs = [fn.remote(box, stats_box, cfg, name, batch_size) for name, cfg in points]

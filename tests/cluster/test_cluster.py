@@ -193,3 +193,24 @@ def test_static_activations_calibrate_once_and_match_in_process(local_ray, model
     assert not any(e.stage == "calibrate" for e in second_ev)  # cached
     for res in (first, second):
         assert _without_times(res.to_dict()) == _without_times(here.to_dict())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")
+def test_torchscript_and_exported_models_travel_to_the_workers(local_ray, tmp_path):
+    from quantviz.eval import uniform_sweep
+    from quantviz.model import load_model
+    from quantviz.model.samples import build_sample
+
+    info, module = build_sample("digits_cnn")
+    module.eval()
+    x = torch.zeros(info.input_shape)
+    torch.jit.save(torch.jit.script(module), tmp_path / "m.ts")
+    torch.export.save(torch.export.export(module, (x,)), tmp_path / "m.pt2")
+    with Cluster("local") as cluster:
+        for name in ("m.ts", "m.pt2"):
+            handle = load_model(str(tmp_path / name), input_shape=tuple(info.input_shape))
+            data = load_data("sample:digits", handle)
+            here = run(uniform_sweep(handle, data, (3, 8)))
+            there = run(uniform_sweep(handle, data, (3, 8), executor=cluster))
+            assert not there.errors, there.errors
+            assert _without_times(there.to_dict()) == _without_times(here.to_dict()), name
