@@ -325,7 +325,7 @@ class Cluster:
         self._ray: Any = None
         self._owned = False
         self._puts: list[_Put] = []
-        self._stats_refs: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self._stats_refs: list[tuple[MutableMapping[str, Any], int, Any]] = []
         self._remote: dict[str, Any] = {}
         self._lock = threading.Lock()
         #: seconds the last :meth:`share` spent putting the model into the object store
@@ -442,15 +442,17 @@ class Cluster:
         return ref
 
     def _share_stats(self, stats: MutableMapping[str, Any]) -> Any:
+        """The ObjectRef of ``stats``, put once per statistics dict (calibration only ever
+        adds to one, so the same dict with as many layers holds the same statistics)."""
         if not stats:
             return None
-        key = (id(stats), len(stats))
-        ref = self._stats_refs.get(key)
-        if ref is None:
-            ref = self._ray.put(dict(stats))
-            self._stats_refs[key] = ref
-            while len(self._stats_refs) > 4:
-                self._stats_refs.popitem(last=False)
+        for held, n, ref in self._stats_refs:
+            if held is stats and n == len(stats):
+                return ref
+        ref = self._ray.put(dict(stats))
+        # the dict itself is held, so its id cannot be reused by another while it is here
+        self._stats_refs.insert(0, (stats, len(stats), ref))
+        del self._stats_refs[4:]
         return ref
 
     # -- running --------------------------------------------------------------------------
