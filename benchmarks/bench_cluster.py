@@ -155,6 +155,9 @@ def main() -> None:
             same = all(
                 isinstance(o, EvalResult) and o.value == r.value for o, r in zip(outs, res_here)
             )
+            failed = [o for o in outs if not isinstance(o, EvalResult)]
+            if failed:
+                print(f"{name}: {len(failed)} points failed, e.g. {failed[0]}", flush=True)
             extra = (t * cpus - t_here) / len(pts)
             print(
                 f"{name}: cluster sweep {t:.2f} s = {t / t_here:.2f}x in-process "

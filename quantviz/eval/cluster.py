@@ -39,7 +39,6 @@ import os
 import socket
 import threading
 import time
-import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, MutableMapping, Sequence
@@ -53,6 +52,7 @@ from quantviz.eval.evaluate import calibrate, evaluate, run
 from quantviz.eval.forward import one_line
 from quantviz.eval.points import Outcome, PointFailed, PointRetried, TasksStatus
 from quantviz.eval.results import Baseline, PointDone
+from quantviz.eval.transport import pack, unpack
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -125,77 +125,9 @@ _WORKER_KEEP = 2
 _worker_lock = threading.Lock()
 
 
-def _portable(handle: ModelHandle) -> Any:
-    """What goes into the object store for ``handle``: the handle itself, except that a
-    TorchScript module travels as its serialized bytes and an exported (``.pt2``) one as
-    the bytes of ``torch.export.save`` (neither pickles)."""
-    if handle.flavour not in ("torchscript", "exported"):
-        return handle
-    import io
-    from dataclasses import replace
-
-    import torch
-
-    buf = io.BytesIO()
-    if handle.flavour == "torchscript":
-        torch.jit.save(handle.module, buf)
-        key = "_script_bytes"
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ep = torch.export.export(handle.module, (handle.example_input,))
-        torch.export.save(ep, buf)
-        key = "_pt2_bytes"
-    meta = {**handle.meta, key: buf.getvalue()}
-    return replace(handle, module=torch.nn.Module(), meta=meta)
-
-
-def _unportable(handle: ModelHandle) -> ModelHandle:
-    """The handle :func:`_portable` made, with its module rebuilt from the bytes."""
-    import io
-    from dataclasses import replace
-
-    import torch
-
-    script, pt2 = handle.meta.get("_script_bytes"), handle.meta.get("_pt2_bytes")
-    if script is None and pt2 is None:
-        return handle
-    meta = {k: v for k, v in handle.meta.items() if k not in ("_script_bytes", "_pt2_bytes")}
-    module: torch.nn.Module
-    if script is not None:
-        module = torch.jit.load(io.BytesIO(script), map_location="cpu")
-    else:  # our own bytes, written by the driver above: trusted
-        assert pt2 is not None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ep = torch.export.load(io.BytesIO(pt2))
-            try:
-                module = torch.export.unflatten(ep)
-                for sub in module.modules():
-                    if hasattr(sub, "_run_with_interpreter"):
-                        setattr(sub, "_run_with_interpreter", False)  # noqa: B010
-            except Exception:  # as quantviz.model.formats.load_exported does
-                module = ep.module()
-    return replace(handle, module=module.eval(), meta=meta)
-
-
 def _rebuild(payload: dict[str, Any]) -> Shared:
-    """The worker's :class:`Shared` from the object-store payload."""
-    handle = _unportable(payload["handle"])
-    data = payload["data"]
-    b = payload["baseline"]
-    baseline = None
-    if b is not None:
-        baseline = Baseline.build(
-            handle.module,
-            data.x,
-            b["metric"],
-            b["value"],
-            b["outputs"],
-            b["seconds"],
-            b["top5"],
-            batch_limit=b["batch_limit"],
-        )
+    """The worker's :class:`Shared` from the object-store payload (:func:`transport.pack`)."""
+    handle, data, baseline = unpack(payload)
     return Shared(handle, data, baseline)
 
 
@@ -406,20 +338,9 @@ class Cluster:
             ):
                 self.put_seconds = 0.0
                 return p.ref
-        b = None
-        if baseline is not None:
-            b = {
-                "metric": baseline.metric,
-                "value": baseline.value,
-                "outputs": baseline.outputs,
-                "seconds": baseline.seconds,
-                "top5": baseline.top5,
-                "batch_limit": baseline.batch_limit,
-            }
         t0 = time.perf_counter()
         try:
-            payload = {"handle": _portable(handle), "data": data, "baseline": b}
-            ref = self._ray.put(payload)
+            ref = self._ray.put(pack(handle, data, baseline))
         except Exception as exc:
             raise ClusterError(
                 f"--cluster: {handle.source}: the model cannot be sent to Ray workers "
