@@ -79,14 +79,16 @@ def in_process(h: ModelHandle, d: EvalData, base, pts) -> tuple[float, list[Eval
     return time.perf_counter() - t0, res
 
 
-def _get_seconds(box):  # runs in a worker: read the model back from the object store
+def _get_seconds(box):  # runs in a worker: read the model back and rebuild it
     import time as _t
 
     import ray as _ray
 
+    from quantviz.eval.transport import unpack
+
     t0 = _t.perf_counter()
-    payload = _ray.get(box[0])
-    n = sum(p.numel() for p in payload["handle"].module.parameters())
+    handle, _data, _base = unpack(_ray.get(box[0]))
+    n = sum(p.numel() for p in handle.module.parameters())
     return _t.perf_counter() - t0, n
 
 
@@ -146,7 +148,7 @@ def main() -> None:
             mb = h.float_bytes / 2**20
             print(
                 f"{name}: object store: put {put:.3f} s ({mb / max(put, 1e-9):.0f} MB/s), "
-                f"get in a worker {got:.3f} s ({mb:.0f} MB of weights)",
+                f"get + rebuild in a worker {got:.3f} s ({mb:.0f} MB of weights)",
                 flush=True,
             )
             t0 = time.perf_counter()
