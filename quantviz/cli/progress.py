@@ -109,6 +109,8 @@ class ProgressReporter:
                     leave=False,
                     dynamic_ncols=True,
                     mininterval=self.bar_interval,
+                    bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| [{elapsed}<{remaining}"
+                    "{postfix}]",
                 )
             self._bar.update(ev.completed - self._bar.n)
             self._bar.set_postfix_str(f"{ev.running} running, {ev.waiting} waiting")
