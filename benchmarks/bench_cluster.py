@@ -3,7 +3,7 @@
 Points: weight bits 2,3,4,5,6,8 x per-channel / per-tensor (12 configurations), every layer.
 Models: the bundled ``sample:digits_mobilenet`` on the digits test split, and a synthetic
 100M-parameter MLP (six 4096x4096 Linear layers, random weights, 400 MB of float32) on 32
-random inputs. For each: the sweep in this process (torch's own threads), then on a local
+random inputs. For each: the sweep in this process (one torch thread), then on a local
 Ray started with 1 and with 2 CPUs (one task per CPU, one torch thread per task).
 
 Reported apart: Ray's start-up; putting the model into the object store (``ray.put`` of the
@@ -23,6 +23,11 @@ import os
 import sys
 import time
 from pathlib import Path
+
+# one thread from the start, as every Ray task runs (one CPU, OMP_NUM_THREADS=1): torch's
+# own two threads were 14x slower on the busy shared 2-core machine these numbers come from,
+# and a pool started with two threads keeps costing after set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
 from torch import nn
@@ -104,26 +109,16 @@ def main() -> None:
     pts = points()
     print(f"torch threads in this process: {torch.get_num_threads()}; cores: {os.cpu_count()}")
     here: dict[str, tuple[float, list[EvalResult], object]] = {}
-    threads = torch.get_num_threads()
     for name, (h, d) in models:
         base = run(compute_baseline(h, d))
-        # the reference: one torch thread, as a Ray task runs (one CPU, one thread); on a
-        # busy shared machine torch's own threads can be much slower (printed for digits)
-        torch.set_num_threads(1)
-        try:
-            t, res = in_process(h, d, base, pts)
-        finally:
-            torch.set_num_threads(threads)
+        t, res = in_process(h, d, base, pts)
         here[name] = (t, res, base)
         params = sum(p.numel() for p in h.module.parameters())
-        line = (
+        print(
             f"{name}: {params / 1e6:.2f}M params, {len(d)} samples; in-process sweep of "
-            f"{len(pts)} points {t:.2f} s ({t / len(pts):.3f} s/point) with 1 thread"
+            f"{len(pts)} points {t:.2f} s ({t / len(pts):.3f} s/point)",
+            flush=True,
         )
-        if params < 10_000_000 and threads > 1:
-            tn, _ = in_process(h, d, base, pts)
-            line += f", {tn:.2f} s with {threads} threads"
-        print(line, flush=True)
     for cpus in (1, 2):
         t0 = time.perf_counter()
         cluster = Cluster("local", num_cpus=cpus).connect()
