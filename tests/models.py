@@ -17,7 +17,13 @@ from torch import nn
 
 from quantviz.model import ModelHandle, discover_layers
 
-__all__ = ["efficientnet_lite", "efficientnet_lite_small", "handle_of"]
+__all__ = [
+    "block_stack",
+    "block_stack_handle",
+    "efficientnet_lite",
+    "efficientnet_lite_small",
+    "handle_of",
+]
 
 # (expand ratio, kernel, stride, output channels, repeats): EfficientNet-B0 / Lite0
 LITE0_BLOCKS = [
@@ -133,3 +139,67 @@ def efficientnet_lite_small() -> EfficientNetLite:
     """The small variant the tests save to files (an importable no-argument factory for
     ``file::tests.models:efficientnet_lite_small``): width 0.5, 10 classes, 32x32 inputs."""
     return efficientnet_lite(width=0.5, num_classes=10, head=256, size=32, seed=7)
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.o_proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        return self.o_proj(att @ v)
+
+
+class _Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(torch.relu(self.up_proj(x)))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.self_attn = _Attention(dim)
+        self.mlp = _Mlp(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(x)
+        return x + self.mlp(x)
+
+
+class BlockStack(nn.Module):
+    """A decoder-shaped stack of Linear layers named as transformers names them:
+    ``embed``, ``layers.{i}.self_attn.{q,k,v,o}_proj``, ``layers.{i}.mlp.{up,down}_proj``,
+    ``lm_head`` (6 layers per block plus 2)."""
+
+    def __init__(self, n_blocks: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(dim, dim, bias=False)
+        self.layers = nn.ModuleList(_Block(dim, hidden) for _ in range(n_blocks))
+        self.lm_head = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for blk in self.layers:
+            x = blk(x)
+        return self.lm_head(x)
+
+
+def block_stack(n_blocks: int = 40, dim: int = 64, hidden: int = 128, seed: int = 0) -> BlockStack:
+    """A :class:`BlockStack` in eval mode with random weights (40 blocks: 242 layers)."""
+    torch.manual_seed(seed)
+    return BlockStack(n_blocks, dim, hidden).eval()
+
+
+def block_stack_handle(n_blocks: int = 40, dim: int = 64, hidden: int = 128) -> ModelHandle:
+    """A :class:`ModelHandle` of :func:`block_stack` (example input ``[1, 4, dim]``)."""
+    return handle_of(block_stack(n_blocks, dim, hidden), torch.randn(1, 4, dim), "blocks")
