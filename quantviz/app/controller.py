@@ -67,6 +67,8 @@ def _locked(lock: threading.Lock, gen: Generator[Any, Any, Any]) -> Generator[An
 #: weight SQNR of the layers still to do is computed on the caller's (GUI) thread when they
 #: hold fewer elements than this, else in a worker
 SQNR_INLINE_LIMIT = 2_000_000
+#: ... and at most this many layers (300 small layers inline would stall the GUI thread)
+SQNR_INLINE_LAYERS = 64
 
 
 class AppController:
@@ -265,7 +267,9 @@ class AppController:
     def sqnr_inline(self, todo: list[tuple[str, QuantSpec]]) -> bool:
         """Whether ``todo`` is small enough to compute on the caller's thread."""
         h = self.session.handle
-        n = 0 if h is None else sum(h.layer(f).weight_numel for f, _ in todo)
+        if h is None or len(todo) > SQNR_INLINE_LAYERS:
+            return h is None
+        n = sum(h.layer(f).weight_numel for f, _ in todo)
         return n <= SQNR_INLINE_LIMIT
 
     def size_of(self, name: str | None = None) -> tuple[float, float]:

@@ -425,12 +425,20 @@ def _decided_by(config: Any, fqn: str, text: str) -> str:
     if not keys:
         return f"{text}: the configuration's default"
     if len(keys) == 1:
-        return f"{text}: from override {keys[0]!r}"
-    others = ", ".join(repr(k) for k in keys[:-1])
+        return f"{text}: from override '{keys[0]}'"
+    others = ", ".join(f"'{k}'" for k in keys[:-1])
     return (
-        f"{text}: from override {keys[-1]!r}, the last of {len(keys)} that match "
+        f"{text}: from override '{keys[-1]}', the last of {len(keys)} that match "
         f"(the last match wins over {others})"
     )
+
+
+class LayerTreeView(QTreeView):
+    """The layer tree; ``horizontalHeader()`` as on a table view (scripts and tests that
+    measured the flat table keep working)."""
+
+    def horizontalHeader(self) -> QHeaderView:
+        return self.header()
 
 
 class LayerTableWidget(QWidget):
@@ -492,7 +500,7 @@ class LayerTableWidget(QWidget):
         self.threshold.setToolTip("Rows whose weight SQNR is below this are flagged in red")
         self.threshold.valueChanged.connect(self.model.set_sqnr_threshold)
 
-        self.view = QTreeView(self)
+        self.view = LayerTreeView(self)
         self.view.setObjectName("layerTable")
         self.view.setModel(self.proxy)
         self.view.setUniformRowHeights(True)  # 300+ rows: no per-row size queries

@@ -35,6 +35,7 @@ from quantviz.gui.histogram_view import HistogramView
 from quantviz.gui.jobs import JobController
 from quantviz.gui.layer_controls import LayerControls
 from quantviz.gui.layer_table import LayerTableWidget
+from quantviz.gui.override_editor import OverrideEditor
 from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
@@ -88,9 +89,11 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.histogram.failed.connect(lambda m: self.errors.report("Histogram", m))
 
         left = QSplitter(Qt.Orientation.Vertical)
+        self.overrides = OverrideEditor(ctl, self.push_config, self)
         left.addWidget(self.table)
+        left.addWidget(self.overrides)
         left.addWidget(self.configs)
-        left.setSizes([620, 200])
+        left.setSizes([560, 200, 160])
         centre = QSplitter(Qt.Orientation.Vertical)
         centre.addWidget(self.histogram)
         centre.addWidget(self.tradeoff)
