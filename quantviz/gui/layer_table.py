@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
@@ -67,6 +69,9 @@ class LayerTableModel(QAbstractItemModel):
     """
 
     FLUSH_MS = 40
+    #: emitted after the repaint of every row (a configuration, threshold or sensitivity
+    #: change), not after SQNR batches
+    allRowsChanged = Signal()
 
     def __init__(self, controller: AppController, parent: Any = None) -> None:
         super().__init__(parent)
@@ -81,6 +86,13 @@ class LayerTableModel(QAbstractItemModel):
         self._where: list[tuple[int, int]] = []  # per layer: (0 or group id + 1, row)
         self._index: dict[str, int] = {}
         self._pending: set[int] = set()
+        self._all_dirty = False
+        self._cache: dict[int, _Row] = {}  # layer index, or -1 - group id
+        #: whether a view shows block ``gid``'s layers (the widget sets it): a repaint of
+        #: every row skips the blocks no view has open
+        self.shows_children: Callable[[int], bool] = lambda gid: True
+        self._bold = QFont()
+        self._bold.setBold(True)
         self._flush = QTimer(self)
         self._flush.setSingleShot(True)
         self._flush.setInterval(self.FLUSH_MS)
@@ -122,6 +134,7 @@ class LayerTableModel(QAbstractItemModel):
             else:
                 self._where[item] = (0, row)
         self._pending.clear()
+        self._cache.clear()
         self.endResetModel()
 
     def _item(self, index: _Index) -> tuple[str, int]:
@@ -171,24 +184,39 @@ class LayerTableModel(QAbstractItemModel):
             )
 
     def _on_all_rows(self, *_: Any) -> None:
+        """Every row changed (a configuration, the threshold, sensitivities): read fresh at
+        once, repainted at the next flush."""
         self._pending.clear()
-        if not self._top:
-            return
-        self._emit_rows([0, len(self._top) - 1], QModelIndex())
-        for gid, g in enumerate(self._groups):
-            self._emit_rows([0, len(g.members) - 1], self.group_index(gid))
+        self._cache.clear()
+        self._all_dirty = True
+        if not self._flush.isActive():
+            self._flush.start()
 
     def _on_metrics(self, fqns: tuple[str, ...]) -> None:
         for f in fqns:
             i = self._index.get(f)
             if i is not None:
                 self._pending.add(i)
+                self._cache.pop(i, None)  # read fresh at once; repainted at the next flush
+                pid = self._where[i][0]
+                if pid:
+                    self._cache.pop(-pid, None)
         if self._pending and not self._flush.isActive():
             self._flush.start()
 
     def flush_metrics(self) -> None:
         """Repaint the rows whose SQNR arrived since the last flush: one ``dataChanged`` for
-        the top-level rows and one per block touched."""
+        the top-level rows and one per block touched (every row after :meth:`_on_all_rows`)."""
+        if self._all_dirty:
+            self._all_dirty = False
+            self._pending.clear()
+            if self._top:
+                self._emit_rows([0, len(self._top) - 1], QModelIndex())
+                for gid, g in enumerate(self._groups):
+                    if self.shows_children(gid):  # a collapsed block reads afresh on opening
+                        self._emit_rows([0, len(g.members) - 1], self.group_index(gid))
+            self.allRowsChanged.emit()
+            return
         pending, self._pending = self._pending, set()
         top: list[int] = []
         per_group: dict[int, list[int]] = {}
@@ -262,27 +290,53 @@ class LayerTableModel(QAbstractItemModel):
             return None
         try:
             kind, i = self._item(index)
-        except (IndexError, ValueError):
+        except (IndexError, KeyError):
             return None
-        if kind == "group":
-            return self._group_data(self._groups[i], index.column(), role)
-        lay = self._layers[i]
         col = index.column()
-        s = self.session
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._row(kind, i, index.internalId()).display[col]
+        if role == Qt.ItemDataRole.BackgroundRole:
+            return self._row(kind, i, index.internalId()).tint
+        if role == Qt.ItemDataRole.FontRole:
+            if col == C_NAME and self._row(kind, i, index.internalId()).bold:
+                return self._bold
+            return None
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return _RIGHT_ALIGN if col in _RIGHT else None
+        if role == SORT_ROLE:
+            row = self._row(kind, i, index.internalId())
+            if row.sort is None:
+                row.sort = [self._compute(kind, i, index.internalId(), c, role) for c in _COLS]
+            return row.sort[col]
+        if role in (FQN_ROLE, Qt.ItemDataRole.ToolTipRole):
+            return self._compute(kind, i, index.internalId(), col, role)
+        return None
+
+    def _row(self, kind: str, i: int, pid: int) -> _Row:
+        """The cached texts, tint and boldness of a row (rebuilt after a change)."""
+        key = i if kind == "layer" else -1 - i
+        row = self._cache.get(key)
+        if row is None:
+            disp = Qt.ItemDataRole.DisplayRole
+            display = [self._compute(kind, i, pid, c, disp) for c in _COLS]
+            if kind == "group":
+                layers = [self._layers[m] for m in self._groups[i].members]
+                bold = any(self.session.is_changed(lay.fqn) for lay in layers)
+                tint = self._tint(self._group_sqnr(layers)[0])
+            else:
+                fqn = self._layers[i].fqn
+                bold = self.session.is_changed(fqn)
+                tint = self._tint(self.controller.layer_sqnr(fqn))
+            row = self._cache[key] = _Row(display, bold, tint)
+        return row
+
+    def _compute(self, kind: str, i: int, pid: int, col: int, role: int) -> Any:
+        if kind == "group":
+            return self._group_data(self._groups[i], col, role)
+        lay = self._layers[i]
         if role == FQN_ROLE:
             return lay.fqn
-        if role in (Qt.ItemDataRole.DisplayRole, SORT_ROLE, Qt.ItemDataRole.ToolTipRole):
-            pid = index.internalId()
-            return self._value(lay, col, role, self._groups[pid - 1] if pid else None)
-        if role == Qt.ItemDataRole.FontRole and col == C_NAME and s.is_changed(lay.fqn):
-            f = QFont()
-            f.setBold(True)
-            return f
-        if role == Qt.ItemDataRole.BackgroundRole:
-            return self._tint(self.controller.layer_sqnr(lay.fqn))
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in _RIGHT:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
+        return self._value(lay, col, role, self._groups[pid - 1] if pid else None)
 
     def _tint(self, sq: float | None) -> QBrush | None:
         if sq is not None and not math.isnan(sq) and sq < self.sqnr_threshold:
@@ -332,16 +386,6 @@ class LayerTableModel(QAbstractItemModel):
         layers = [self._layers[m] for m in g.members]
         if role == FQN_ROLE:
             return g.key
-        if role == Qt.ItemDataRole.FontRole and col == C_NAME:
-            if any(s.is_changed(lay.fqn) for lay in layers):
-                f = QFont()
-                f.setBold(True)
-                return f
-            return None
-        if role == Qt.ItemDataRole.BackgroundRole:
-            return self._tint(self._group_sqnr(layers)[0])
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in _RIGHT:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role not in (Qt.ItemDataRole.DisplayRole, SORT_ROLE, Qt.ItemDataRole.ToolTipRole):
             return None
         sort = role == SORT_ROLE
@@ -403,6 +447,16 @@ class LayerTableModel(QAbstractItemModel):
 
 
 _RIGHT = (C_PARAMS, C_SQNR, C_BYTES, C_SENS)
+_RIGHT_ALIGN = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+_COLS = range(len(COLUMNS))
+
+
+@dataclass
+class _Row:
+    display: list[Any]
+    bold: bool
+    tint: QBrush | None
+    sort: list[Any] | None = None
 
 
 def _scheme(spec: Any, prefix: str) -> str:
@@ -515,9 +569,11 @@ class LayerTableWidget(QWidget):
         # every column but the name fits its contents; the name takes what is left and is
         # elided in the middle (model.layers.3.self_attn.q_proj -> model.lay…q_proj), so the
         # nine columns fit the panel without a horizontal scroll bar
-        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # (sized by fit_to_contents, debounced: ResizeToContents would measure every row
+        # of every column again on each repaint batch of a 300-row model)
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setSectionResizeMode(C_NAME, QHeaderView.ResizeMode.Stretch)
-        hh.setResizeContentsPrecision(120)  # measure a few rows, not all 300+ on each change
+        hh.setResizeContentsPrecision(120)
         hh.setStretchLastSection(False)
         hh.setMinimumSectionSize(36)
         self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
@@ -525,6 +581,18 @@ class LayerTableWidget(QWidget):
         self.view.selectionModel().selectionChanged.connect(self._on_view_selection)
         self.expandButton.clicked.connect(self.view.expandAll)
         self.collapseButton.clicked.connect(self.view.collapseAll)
+        self.model.shows_children = lambda gid: self.view.isExpanded(
+            self.proxy.mapFromSource(self.model.group_index(gid))
+        )
+        self._hints: dict[int, int] = {}  # measured widths of the columns (fit_to_contents)
+        self._fit_timer = QTimer(self)
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.setInterval(150)
+        self._fit_timer.timeout.connect(self.fit_to_contents)
+        # re-measured when texts may have changed width (a configuration edit, a block
+        # opened, a sort), never per SQNR batch: SQNR texts keep their width
+        for sig in (self.model.allRowsChanged, self.view.expanded, self.proxy.layoutChanged):
+            sig.connect(self._schedule_fit)
 
         top = QHBoxLayout()
         top.addWidget(self.filter, 1)
@@ -552,11 +620,27 @@ class LayerTableWidget(QWidget):
         self.view.setRootIsDecorated(grouped)
         self.expandButton.setVisible(grouped)
         self.collapseButton.setVisible(grouped)
-        for c in range(len(COLUMNS)):
-            if c != C_NAME:
-                self.view.resizeColumnToContents(c)
-        self.fit_columns()
+        self.fit_to_contents()
         self._update_count()
+
+    def _schedule_fit(self, *_: Any) -> None:
+        if not self._fit_timer.isActive():
+            self._fit_timer.start()
+
+    def fit_to_contents(self) -> None:
+        """Every column but the name as wide as its header and the rows in view (the name
+        takes the rest), then :meth:`fit_columns`."""
+        hh = self.view.header()
+        for c in self.OPTIONAL_COLUMNS:
+            hh.setSectionHidden(c, False)
+        self._hints = {
+            c: max(hh.sectionSizeHint(c), self.view.sizeHintForColumn(c))
+            for c in range(len(COLUMNS))
+            if c != C_NAME
+        }
+        for c, w in self._hints.items():
+            hh.resizeSection(c, w)
+        self.fit_columns()
 
     def set_filter(self, text: str) -> None:
         """Show the layers whose full name the regular expression ``text`` finds (all when
@@ -625,9 +709,10 @@ class LayerTableWidget(QWidget):
             hh.setSectionHidden(c, False)
         avail = view.viewport().width()
         name_min = 64  # the name is elided in the middle below its full width
+        hints = self._hints
         for c in self.OPTIONAL_COLUMNS:
             used = sum(
-                max(hh.sectionSizeHint(i), view.sizeHintForColumn(i))
+                hints.get(i) or max(hh.sectionSizeHint(i), view.sizeHintForColumn(i))
                 for i in range(hh.count())
                 if i != C_NAME and not hh.isSectionHidden(i)
             )
