@@ -708,7 +708,9 @@ class LayerTableWidget(QWidget):
         for c in self.OPTIONAL_COLUMNS:
             hh.setSectionHidden(c, False)
         avail = view.viewport().width()
-        name_min = 64  # the name is elided in the middle below its full width
+        # the name is elided in the middle below its full width; a block's layers need
+        # room for "mlp.down_proj" beside the indentation
+        name_min = 150 if self.model.grouped else 64
         hints = self._hints
         for c in self.OPTIONAL_COLUMNS:
             used = sum(

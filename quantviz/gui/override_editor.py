@@ -256,7 +256,7 @@ class OverrideEditor(QWidget):
         cur = self.list.currentItem()
         keep = cur.data(Qt.ItemDataRole.UserRole) if cur is not None else None
         infos = override_info(cfg, self.session.fqns)
-        with QSignalBlocker(self.list), QSignalBlocker(self.list.model()):
+        with QSignalBlocker(self.list):  # (not its model: the view must see the rows)
             self.list.clear()
             for n, info in enumerate(infos, 1):
                 text = f"{n}. {info.key}  →  {info.config.short()}   ({info.matched} layers"

@@ -226,8 +226,13 @@ def test_glob_override_typed_applies_and_reordering_decides(blocks, qtbot):
     assert up3.siblingAtColumn(4).data() == "W6 sym ch"  # the last match wins
     tip = up3.siblingAtColumn(4).data(Qt.ItemDataRole.ToolTipRole)
     assert "the last match wins" in tip and r"re:layers\.3\..*" in tip
-    # move the regex up: now the glob is last and wins for layers.3's MLP
-    ed.list.setCurrentRow(1)
+    # move the regex up: now the glob is last and wins for layers.3's MLP (the user
+    # clicks the second row of the list, as the view shows it)
+    rect = ed.list.visualItemRect(ed.list.item(1))
+    assert rect.height() > 0 and ed.list.indexAt(rect.center()).row() == 1
+    qtbot.mouseClick(ed.list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert ed.list.currentRow() == 1
+    assert ed.pattern.text() == r"re:layers\.3\..*"  # the chosen override, in the fields
     qtbot.mouseClick(ed.upButton, Qt.MouseButton.LeftButton)
     assert [k for k, _ in s.config.overrides] == [r"re:layers\.3\..*", "*.mlp.*"]
     assert s.config.resolve("layers.3.mlp.up_proj").weight.bits == 4
