@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Qt, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -122,15 +123,17 @@ class OverrideEditor(QWidget):
         self.upButton = QToolButton(self)
         self.upButton.setObjectName("overrideUpButton")
         self.upButton.setText("Up")
-        self.upButton.setToolTip("Apply earlier (loses to the overrides below it)")
+        self.upButton.setToolTip("Apply earlier (loses to the overrides below it; Ctrl+Up)")
         self.downButton = QToolButton(self)
         self.downButton.setObjectName("overrideDownButton")
         self.downButton.setText("Down")
-        self.downButton.setToolTip("Apply later (wins over the overrides above it)")
+        self.downButton.setToolTip("Apply later (wins over the overrides above it; Ctrl+Down)")
         self.deleteButton = QToolButton(self)
         self.deleteButton.setObjectName("overrideDeleteButton")
         self.deleteButton.setText("Delete")
-        self.deleteButton.setToolTip("Remove this override (its layers follow what is left)")
+        self.deleteButton.setToolTip(
+            "Remove this override (its layers follow what is left; Delete)"
+        )
 
         row1 = QHBoxLayout()
         row1.addWidget(QLabel("Pattern", self))
@@ -171,6 +174,14 @@ class OverrideEditor(QWidget):
         self.upButton.clicked.connect(lambda: self.move_current(-1))
         self.downButton.clicked.connect(lambda: self.move_current(+1))
         self.deleteButton.clicked.connect(self.delete_current)
+        for keys, slot in (
+            (QKeySequence.StandardKey.Delete, self.delete_current),
+            (QKeySequence("Ctrl+Up"), lambda: self.move_current(-1)),
+            (QKeySequence("Ctrl+Down"), lambda: self.move_current(+1)),
+        ):
+            sc = QShortcut(keys, self.list)
+            sc.setContext(Qt.ShortcutContext.WidgetShortcut)
+            sc.activated.connect(slot)
         session.config_changed.connect(self.refresh)
         session.current_name_changed.connect(self.refresh)
         session.model_changed.connect(self.refresh)

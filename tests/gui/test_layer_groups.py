@@ -249,9 +249,16 @@ def test_glob_override_typed_applies_and_reordering_decides(blocks, qtbot):
     assert moved
     qtbot.waitUntil(lambda: s.config.overrides[0][0] == "*.mlp.*")
     assert s.config.resolve("layers.3.mlp.up_proj").weight.bits == 6
-    # delete the glob: only block 3 keeps an override
+    # Ctrl+Down on the list moves the chosen one later (undone right away)
+    ed.list.setFocus()
     ed.list.setCurrentRow(0)
-    qtbot.mouseClick(ed.deleteButton, Qt.MouseButton.LeftButton)
+    qtbot.keyClick(ed.list, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)
+    assert s.config.overrides[1][0] == "*.mlp.*"
+    win.undoAction.trigger()
+    assert s.config.overrides[0][0] == "*.mlp.*"
+    # delete the glob with the Delete key: only block 3 keeps an override
+    ed.list.setCurrentRow(0)
+    qtbot.keyClick(ed.list, Qt.Key.Key_Delete)
     assert [k for k, _ in s.config.overrides] == [r"re:layers\.3\..*"]
     assert s.config.resolve("layers.4.mlp.up_proj").weight.bits == 8
     # a bad pattern says so and sets nothing
