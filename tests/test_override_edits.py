@@ -2,6 +2,8 @@
 (set for a pattern, remove, move: the last match wins) and the block grouping of layers."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantviz.app.layer_groups import block_of, group_layers
 from quantviz.core.spec import LayerConfig, ModelConfig, QuantSpec
@@ -141,3 +143,51 @@ def test_layers_group_by_numbered_block():
     assert top[0].label == "layers.0" and top[1] == 2
     names = ["encoder.layer.0.q", "encoder.layer.0.k", "decoder.layer.0.q", "decoder.layer.0.k"]
     assert [g.label for g in group_layers(names)] == ["encoder.layer.0", "decoder.layer.0"]
+
+
+# -- property: any order of overrides resolves as "the last matching key wins" --------------
+def _independent_match(key: str, name: str) -> bool:
+    """Written here, apart from quantviz: exact name, fnmatch glob, or re: full match."""
+    import fnmatch
+    import re
+
+    if key.startswith("re:"):
+        return re.fullmatch(key[3:], name) is not None
+    return key == name or fnmatch.fnmatchcase(name, key)
+
+
+KEYS = [
+    "*.mlp.*",
+    "layers.3.*",
+    r"re:layers\.\d+\.self_attn\.v_proj",
+    r"re:layers\.1\d?\..*",
+    "layers.?.mlp.up_proj",
+    "lm_head",
+    "layers.7.self_attn.q_proj",
+    "*_proj",
+]
+
+
+@given(
+    keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=len(KEYS), unique=True),
+    bits=st.lists(st.integers(2, 8), min_size=len(KEYS), max_size=len(KEYS)),
+    moves=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), max_size=5),
+)
+@settings(max_examples=60, deadline=None)
+def test_any_order_resolves_to_the_last_matching_override(keys, bits, moves):
+    cfg = ModelConfig()
+    for k, b in zip(keys, bits, strict=False):
+        cfg = set_pattern_spec(cfg, k, "weight", QuantSpec(bits=b))
+    for src, dst in moves:
+        cfg = move_override(cfg, keys[src % len(keys)], dst)
+    order = [k for k, _ in cfg.overrides]
+    assert sorted(order) == sorted(keys)  # moves never lose or add an override
+    want = dict(zip(keys, bits, strict=False))
+    for name in FQNS:
+        last = [k for k in order if _independent_match(k, name)]
+        got = cfg.resolve(name).weight.bits
+        assert got == (want[last[-1]] if last else 8), (name, order)
+    infos = override_info(cfg, FQNS)
+    assert sum(i.decided for i in infos) == sum(
+        1 for n in FQNS if any(_independent_match(k, n) for k in order)
+    )
