@@ -170,7 +170,11 @@ class OverrideEditor(QWidget):
         self.quantizerCombo.currentIndexChanged.connect(self._update_enabled)
         self.granCombo.currentIndexChanged.connect(self._update_enabled)
         self.list.currentItemChanged.connect(self._on_current_item)
-        self.list.model().rowsMoved.connect(lambda *_: QTimer.singleShot(0, self._on_dropped))
+        # a drop is a move of the list model's rows (or a remove + insert): read the new order
+        # once the drop is over
+        lm = self.list.model()
+        for sig in (lm.rowsMoved, lm.rowsInserted, lm.rowsRemoved):
+            sig.connect(lambda *_: QTimer.singleShot(0, self._on_dropped))
         self.upButton.clicked.connect(lambda: self.move_current(-1))
         self.downButton.clicked.connect(lambda: self.move_current(+1))
         self.deleteButton.clicked.connect(self.delete_current)
@@ -343,7 +347,11 @@ class OverrideEditor(QWidget):
         """After a drag: the list's new order becomes the configuration's (one step)."""
         keys = self.keys()
         cfg = self.session.config
-        if keys == [k for k, _ in cfg.overrides]:
+        have = [k for k, _ in cfg.overrides]
+        if keys == have:
+            return
+        if sorted(keys) != sorted(have):  # not a reorder (a drop outside, a half refresh)
+            self.refresh()
             return
         cur = self.list.currentItem()
         moved = cur.data(Qt.ItemDataRole.UserRole) if cur is not None else None
