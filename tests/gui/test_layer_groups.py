@@ -313,3 +313,19 @@ def test_sqnr_fills_in_the_background_while_the_gui_answers(blocks, qtbot):
     )
     # batched: far fewer repaint signals than values
     assert 0 < len(flushes) < N_LAYERS
+
+
+def test_grouped_model_passes_the_qt_model_tester(qtbot, qtmodeltester):
+    from quantviz.app import AppController
+    from quantviz.gui.layer_table import LayerTableWidget
+    from tests.models import block_stack_handle
+
+    ctl = AppController()
+    table = LayerTableWidget(ctl)
+    qtbot.addWidget(table)
+    ctl.session.set_model(block_stack_handle(n_blocks=3, dim=16, hidden=32))
+    assert table.model.grouped and table.model.rowCount() == 5  # embed, 3 blocks, lm_head
+    qtmodeltester.check(table.model)
+    table.filter.setText("v_proj|lm_head")
+    qtmodeltester.check(table.proxy)
+    assert table.visible_fqns() == [f"layers.{i}.self_attn.v_proj" for i in range(3)] + ["lm_head"]
