@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["PROXY_NAMES", "ME_VALUES", "add_debug_args", "add_proxies_args", "proxy_list"]
+__all__ = ["ME_VALUES", "PROXY_NAMES", "add_debug_args", "add_proxies_args", "proxy_list"]
 
 #: the names of :data:`quantviz.eval.proxies.PROXIES` (kept here so --help needs no torch)
 PROXY_NAMES = ("mse", "output_sqnr", "kl", "fisher", "hessian")

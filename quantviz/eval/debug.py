@@ -382,7 +382,7 @@ def isolated_errors(
     """The isolated output error of every variant (key -> (weight, input quantizer)) of
     every layer, from float passes alone; yields per batch; returns (execution order of
     the layers, key -> :class:`ErrorStats`)."""
-    n, spans = _prepare(handle, data, batch_size, max_samples)
+    _n, spans = _prepare(handle, data, batch_size, max_samples)
     rec = _Recorder(handle, variants, keep=False)
     rec.attach()
     try:
@@ -564,4 +564,3 @@ def weight_variants(
         wq = cache.get(fqn, spec, handle.weight(fqn)).dequantized
         out.setdefault(fqn, []).append(((fqn, spec), (wq, None)))
     return out
-

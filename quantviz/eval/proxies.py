@@ -186,10 +186,10 @@ def measure(
     out: dict[Candidate, Measured] = {}
     for i, (fqn, spec) in enumerate(cands, start=1):
         cfg = ModelConfig(default=FLOAT, overrides=((fqn, LayerConfig(weight=spec)),))
-        gen = evaluate(handle, data, cfg, cache=cache, batch_size=batch_size, baseline=baseline)
+        ev = evaluate(handle, data, cfg, cache=cache, batch_size=batch_size, baseline=baseline)
         while True:
             try:
-                next(gen)
+                next(ev)
             except StopIteration as stop:
                 r = stop.value
                 break
@@ -374,7 +374,10 @@ def hutchinson_traces(
                 lq = torch.log_softmax(logits, dim=-1)
                 loss = (ref.exp() * (ref - lq)).sum(dim=-1).mean()
             grads = torch.autograd.grad(loss, uniq, create_graph=True, allow_unused=True)
-            gs = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, uniq, strict=True)]
+            gs = [
+                g if g is not None else torch.zeros_like(p)
+                for g, p in zip(grads, uniq, strict=True)
+            ]
             w = (b - a) / n
             for k in range(probes):
                 vs = probe(k)
@@ -518,15 +521,23 @@ def rank_proxies(
     steps = 1 + len(proxies)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    from quantviz.eval.evaluate import compute_baseline
-
     if baseline is None or not baseline.matches(handle.module, data.x):
-        baseline = yield from _relay(compute_baseline(handle, data, batch_size=batch_size), 0, steps)
+        from quantviz.eval.evaluate import compute_baseline
+
+        gen = compute_baseline(handle, data, batch_size=batch_size)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                baseline = stop.value
+                break
+            yield Progress(0, 1000, "measure", 0, steps)
     assert baseline is not None
     measured = yield from _relay(
         measure(handle, data, cands, cache=cache, baseline=baseline, batch_size=batch_size),
         0,
         steps,
+        "measure",
     )
     seconds["measure"] = time.perf_counter() - t
     values: dict[str, dict[Candidate, float]] = {}
@@ -536,22 +547,28 @@ def rank_proxies(
             values[name] = {c: measured[c].kl for c in cands}
         else:
             fn = PROXIES[name]
-            values[name] = yield from _relay(fn(handle, data, cands, cache=cache), k, steps)
+            values[name] = yield from _relay(fn(handle, data, cands, cache=cache), k, steps, name)
         seconds[name] = time.perf_counter() - t
+        yield Progress(1000, 1000, name, k, steps)
     drops = [measured[c].drop for c in cands]
     rho = {p: spearman([_finite(v[c]) for c in cands], drops) for p, v in values.items()}
-    return ProxyReport(
-        baseline.metric, baseline.value, cands, measured, values, rho, seconds
-    )
+    return ProxyReport(baseline.metric, baseline.value, cands, measured, values, rho, seconds)
 
 
-def _relay(gen: Generator[Any, None, Any], point: int, points: int) -> Generator[Progress, None, Any]:
+def _relay(
+    gen: Generator[Any, None, Any], point: int, points: int, stage: str
+) -> Generator[Progress, None, Any]:
+    """Relay ``gen``'s progress as step ``point`` of ``points`` named ``stage``, in
+    thousandths that never decrease (a step's own sub-stages each start from zero)."""
+    best = 0
     try:
         while True:
             try:
                 p = next(gen)
             except StopIteration as stop:
                 return stop.value
-            yield Progress(p.done, p.total, p.stage, point, points)
+            done = int(1000 * p.done / p.total) if p.total else 1000
+            best = max(best, done)
+            yield Progress(best, 1000, stage, point, points)
     finally:
         gen.close()

@@ -62,7 +62,7 @@ def node_ids(handle: ModelHandle) -> dict[str, str]:
             sig = ep.graph_signature
             # placeholder name -> parameter fqn (weights are lifted to graph inputs)
             param_of = dict(sig.inputs_to_parameters)
-    except Exception:  # noqa: BLE001 - any export failure: no fx names, the fqn keys remain
+    except Exception:  # any export failure: no fx names, the fqn keys remain
         return {}
     by_param = {lay.param_name: lay.fqn for lay in handle.layers}
     out: dict[str, str] = {}
@@ -110,9 +110,11 @@ def node_data(
         results[fqn] = {"value": v}
         if ids and fqn in ids:
             results[ids[fqn]] = {"value": v}
-    gradient = _GOOD_HIGH if metric != "mse" else [
-        {"stop": 1 - g["stop"], "bgColor": g["bgColor"]} for g in reversed(_GOOD_HIGH)
-    ]
+    gradient = (
+        _GOOD_HIGH
+        if metric != "mse"
+        else [{"stop": 1 - g["stop"], "bgColor": g["bgColor"]} for g in reversed(_GOOD_HIGH)]
+    )
     return {graph_id: {"results": results, "gradient": [dict(g) for g in gradient]}}
 
 

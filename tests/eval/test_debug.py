@@ -24,8 +24,13 @@ def fragile_mlp(seed: int = 0) -> nn.Sequential:
     same, ReLU being positively homogeneous): per-tensor W4 rounds fc2's other rows away."""
     torch.manual_seed(seed)
     m = nn.Sequential(
-        nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32),
-        nn.ReLU(), nn.Linear(32, 10),
+        nn.Linear(16, 32),
+        nn.ReLU(),
+        nn.Linear(32, 32),
+        nn.ReLU(),
+        nn.Linear(32, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
     )
     with torch.no_grad():
         m[2].weight[0] *= 100
@@ -52,14 +57,15 @@ def ref_errors(model: nn.Sequential, x: torch.Tensor):
     lin = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
     iso, cum = [], []
     hf = hq = x
-    for i, m in enumerate(model):
+    for m in model:
         if isinstance(m, nn.Linear):
             f = m(hf)
             alone = nn.functional.linear(hf, fq(m.weight), m.bias)
             q = nn.functional.linear(hq, fq(m.weight), m.bias)
             for out, acc in ((alone, iso), (q, cum)):
                 e = ((out.double() - f.double()) ** 2).sum()
-                acc.append((float(e / f.numel()), 10 * math.log10(float((f.double() ** 2).sum() / e))))
+                sqnr = 10 * math.log10(float((f.double() ** 2).sum() / e))
+                acc.append((float(e / f.numel()), sqnr))
             hf, hq = f, q
         else:
             hf, hq = m(hf), m(hq)
