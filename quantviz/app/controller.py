@@ -82,6 +82,9 @@ class AppController:
         self.layer_views = LayerViewCache()
         self.baseline: Any = None
         self.sens: Any = None
+        #: the last error-propagation result and proxy report (quantviz.eval.debug / proxies)
+        self.debug_result: Any = None
+        self.proxy_report: Any = None
         self.model_lock = threading.Lock()
         #: True while a calibration job for the current model and data is under way
         self.collecting_stats = False
@@ -147,6 +150,7 @@ class AppController:
         self.layer_views = LayerViewCache()
         self.baseline = None
         self.sens = None
+        self.debug_result = self.proxy_report = None
         self.collecting_stats = opened.data is not None and self.activations_supported(
             opened.handle
         )
@@ -490,6 +494,56 @@ class AppController:
             "mixed precision", series, skip=lambda r: not r.name.startswith("mixed")
         )
         return Job("mixed precision", "Mixed precision", recipe, done, item, {"series": series})
+
+    def debug_job(self, name: str | None = None) -> Job:
+        """Error propagation (isolated and cumulative error per layer) of configuration
+        ``name`` (the current one when None); the result goes to :attr:`debug_result`."""
+        from quantviz.eval import check_config
+
+        s = self.session
+        handle, data = self._need_data()
+        name = s.current_name if name is None else name
+        config = s.configs[name]
+        check_config(handle, config)
+        stats, cache = dict(s.activation_stats), self.weight_cache
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval.debug import debug
+
+            gen = debug(handle, data, config, stats=stats, cache=cache)
+            return (yield from self._model_work(gen))
+
+        def done(res: Any) -> Any:
+            self.debug_result = res
+            return res
+
+        return Job("debug", f"Error propagation of {name}", recipe, done, meta={"name": name})
+
+    def proxies_job(
+        self, bits: int = SENSITIVITY_BITS[0], proxies: Iterable[str] | None = None
+    ) -> Job:
+        """Sensitivity proxies of every layer at the default weight scheme with ``bits``,
+        ranked against the measured single-layer drop; the report goes to
+        :attr:`proxy_report`."""
+        from quantviz.eval.proxies import PROXIES
+
+        handle, data = self._need_data()
+        spec = self.default_weight_spec().with_(bits=bits)
+        names = tuple(PROXIES if proxies is None else proxies)
+        cands = [(f, spec) for f in handle.fqns]
+        cache, baseline = self.weight_cache, self.baseline
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval.proxies import rank_proxies
+
+            gen = rank_proxies(handle, data, cands, names, cache=cache, baseline=baseline)
+            return (yield from self._model_work(gen))
+
+        def done(rep: Any) -> Any:
+            self.proxy_report = rep
+            return rep
+
+        return Job("proxies", f"Sensitivity proxies at W{spec.short()}", recipe, done)
 
     # ------------------------------------------------------------------------------------
     # sessions and exports

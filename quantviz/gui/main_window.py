@@ -28,6 +28,7 @@ from quantviz.gui.activation_view import ActivationView
 from quantviz.gui.commands import SetConfigCommand
 from quantviz.gui.compare import CompareView
 from quantviz.gui.config_list import ConfigList
+from quantviz.gui.debug_view import install_debug_view
 from quantviz.gui.dialogs import ask_architecture, ask_unsaved
 from quantviz.gui.errors import ErrorReporter, guarded
 from quantviz.gui.files import FileActions
@@ -145,6 +146,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
 
         self.sessionActions = SessionActions(self)
         build_actions(self)
+        install_debug_view(self)  # error propagation + proxies dock, Run menu actions
         self.status = StatusBar(self, ctl)
         self.progressBar = self.status.progressBar
         self.cancelButton = self.status.cancelButton
