@@ -89,20 +89,16 @@ class DebugView(QTabWidget):
         pi.setMouseEnabled(x=False, y=False)
         self.legend = pi.addLegend(offset=(-6, 6), labelTextSize="8pt")
         th = current_theme()
-        self.iso = pg.BarGraphItem(
-            x=[], height=[], width=_WIDTH, brush=th.series[1], name="isolated"
-        )
-        self.cum = pg.BarGraphItem(
-            x=[], height=[], width=_WIDTH, brush=th.series[0], name="cumulative"
-        )
+        self.iso = pg.BarGraphItem(x=[], height=[], width=_WIDTH, brush=th.series[1])
+        self.cum = pg.BarGraphItem(x=[], height=[], width=_WIDTH, brush=th.series[0])
         self.flags = pg.ScatterPlotItem(
-            size=12, symbol="t", brush=pg.mkBrush(_FLAG), pen=pg.mkPen(_FLAG), name="jump"
+            size=12, symbol="t", brush=pg.mkBrush(_FLAG), pen=pg.mkPen(_FLAG)
         )
         for item in (self.iso, self.cum, self.flags):
             pi.addItem(item)
         self.legend.addItem(self.iso, "isolated (only this layer)")
         self.legend.addItem(self.cum, "cumulative (up to this layer)")
-        self.legend.addItem(self.flags, "flagged")
+        self.legend.addItem(self.flags, "flagged: cumulative jump / isolated outlier")
         self.hoverLabel = pg.TextItem("", anchor=(0, 1), color=th.foreground)
         self.hoverLabel.setZValue(20)
         pi.addItem(self.hoverLabel, ignoreBounds=True)
@@ -177,7 +173,8 @@ class DebugView(QTabWidget):
         step = max(1, len(layers) // 24)  # at most ~24 names under the bars
         ax.setTicks([[(x, self.fqns[x]) for x in xs[::step]], []])
         lo = min([0.0, *iso_h, *cum_h])
-        hi = max([1.0, *iso_h, *cum_h]) + 5.0
+        top = max([1.0, *iso_h, *cum_h])
+        hi = top + max(5.0, 0.45 * (top - lo))  # room for the legend above the bars
         self.plot.getPlotItem().setRange(xRange=(-0.8, len(layers) - 0.2), yRange=(lo, hi))
         o = result.output
         flagged = ", ".join(result.flagged) or "none"
