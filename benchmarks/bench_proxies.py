@@ -77,7 +77,8 @@ def main() -> None:
                 f"({t_dbg / t_eval:.2f}x); flagged {', '.join(res.flagged) or 'none'}"
             )
             print(
-                "   " + "  ".join(
+                "   "
+                + "  ".join(
                     f"{lay.fqn} {lay.isolated.sqnr_db:.1f}/{lay.cumulative.sqnr_db:.1f}"
                     for lay in res.layers
                 )

@@ -27,7 +27,9 @@ more. :data:`PROXIES` names them:
     estimated by Hutchinson's method: ``E[v^T H v]`` over Rademacher probes ``v``, each a
     Hessian-vector product by double back-propagation (``torch.autograd.grad``). One probe
     drawn over all layers at once gives every layer's block trace (cross-layer terms have
-    zero mean). The loss: cross-entropy with labels, else the KL to the float outputs.
+    zero mean). The loss: cross-entropy with labels, else the KL to the float outputs. A
+    negative estimate (probe noise, or negative curvature of a model not at a minimum of its
+    loss) counts as 0: a cost is never negative.
 
 The measured truth (:func:`measure`) is the drop of the task metric with that layer alone
 quantized, the rest float (what :func:`quantviz.eval.sensitivity` measures);
@@ -38,7 +40,7 @@ rank correlation (``scipy.stats.spearmanr``) with the measured drop.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -423,7 +425,7 @@ def hessian(
         t = tr[key[0]]
         w = handle.weight(key[0]).detach().double()
         dw2 = float(((e.dequantized.double() - w) ** 2).sum())
-        out[key] = t.trace / t.n * dw2
+        out[key] = max(t.trace, 0.0) / t.n * dw2
     return out
 
 
@@ -508,9 +510,11 @@ def rank_proxies(
     cache: WeightCache | None = None,
     baseline: Baseline | None = None,
     batch_size: int = 256,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Generator[Progress, None, ProxyReport]:
     """Run ``proxies`` and the measured truth on ``candidates``; yields progress with
-    ``point`` / ``points`` = the step (truth first, then each proxy) of all steps."""
+    ``point`` / ``points`` = the step (truth first, then each proxy) of all steps.
+    ``options`` passes keyword arguments to a proxy, e.g. ``{"hessian": {"probes": 64}}``."""
     import time
 
     unknown = [p for p in proxies if p not in PROXIES]
@@ -547,7 +551,9 @@ def rank_proxies(
             values[name] = {c: measured[c].kl for c in cands}
         else:
             fn = PROXIES[name]
-            values[name] = yield from _relay(fn(handle, data, cands, cache=cache), k, steps, name)
+            kw = dict((options or {}).get(name, {}))
+            pgen = fn(handle, data, cands, cache=cache, **kw)
+            values[name] = yield from _relay(pgen, k, steps, name)
         seconds[name] = time.perf_counter() - t
         yield Progress(1000, 1000, name, k, steps)
     drops = [measured[c].drop for c in cands]

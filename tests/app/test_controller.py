@@ -236,3 +236,22 @@ def test_config_of_reads_what_results_carry():
 
     assert config_of(R(), DEFAULT_CONFIG) is cfg
     assert config_of(object(), DEFAULT_CONFIG) is DEFAULT_CONFIG
+
+
+def test_debug_and_proxies_jobs_run_headless():
+    """The controller's debug and proxies jobs, run synchronously (as the CLI would)."""
+    from quantviz.app import AppController, run_job
+
+    ctl = AppController()
+    run_job(ctl.open_model_job("sample:digits_cnn"))
+    res = run_job(ctl.debug_job())
+    assert ctl.debug_result is res and [lay.fqn for lay in res.layers] == ctl.session.fqns
+    fractions: list[float] = []
+    rep = run_job(
+        ctl.proxies_job(3, ["mse", "output_sqnr"]), lambda p: fractions.append(p.fraction)
+    )
+    assert ctl.proxy_report is rep and set(rep.spearman) == {"mse", "output_sqnr"}
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert {c[1].bits for c in rep.candidates} == {3}
+    run_job(ctl.open_model_job("sample:digits_cnn"))  # a new model forgets both
+    assert ctl.debug_result is None and ctl.proxy_report is None

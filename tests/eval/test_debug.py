@@ -171,3 +171,37 @@ def test_model_explorer_node_data(setup, tmp_path):
     assert stops[0] == 0 and stops[-1] == 1 and all("bgColor" in s for s in g["gradient"])
     with pytest.raises(ValueError, match="value: must be one of"):
         node_data(res, ids, "nonsense")
+
+
+def test_static_activation_quantization_uses_calibration():
+    m = fragile_mlp()
+    h = handle_of(m, torch.zeros(1, 16))
+    d = data_of(48)
+    a8 = QuantSpec(bits=8, symmetric=False)  # static: ranges from the calibration data
+    cfg = ModelConfig(
+        default=LayerConfig(weight=None),
+        overrides=(("0", LayerConfig(weight=None, activation=a8)),),
+    )
+    stats: dict = {}
+    events = []
+    res = run(debug(h, d, cfg, stats=stats), events.append)
+    assert "0" in stats and events[0].stage == "calibrate"
+    lay = res.layer("0")
+    assert lay.quantized and 20 < lay.isolated.sqnr_db < 80
+    assert lay.cumulative.mse == pytest.approx(lay.isolated.mse, rel=1e-9)
+    # plain torch: per-tensor asymmetric 8-bit fake quant of the input with its min/max
+    lo, hi = float(d.calib_x.min()), float(d.calib_x.max())
+    scale = (hi - lo) / 255
+    zp = round(-128 - lo / scale)
+    with torch.no_grad():
+        xq = torch.fake_quantize_per_tensor_affine(d.x, scale, zp, -128, 127)
+        f, q = m[0](d.x), m[0](xq)
+    mse = float(((q.double() - f.double()) ** 2).mean())
+    assert lay.isolated.mse == pytest.approx(mse, rel=1e-3)
+
+
+def test_a_model_without_hooks_is_refused():
+    h = handle_of(fragile_mlp(), torch.zeros(1, 16))
+    h.flavour = "torchscript"
+    with pytest.raises(ValueError, match="error propagation needs layer hooks"):
+        run(debug(h, data_of(8), ModelConfig(default=LayerConfig(weight=W4T))))

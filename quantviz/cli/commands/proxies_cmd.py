@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 from typing import Any
 
@@ -21,13 +20,15 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
     handle, data = load_model_and_data(args)
     spec = QuantSpec(bits=args.bits, granularity=args.granularity)
     cands = [(f, spec) for f in handle.fqns]
-    saved = px.PROXIES["hessian"]
-    px.PROXIES["hessian"] = functools.partial(saved, probes=args.probes)
-    try:
-        gen = px.rank_proxies(handle, data, cands, args.proxy, batch_size=args.batch_size)
-        rep = drive(gen, reporter(args, "proxies"))
-    finally:
-        px.PROXIES["hessian"] = saved
+    gen = px.rank_proxies(
+        handle,
+        data,
+        cands,
+        args.proxy,
+        batch_size=args.batch_size,
+        options={"hessian": {"probes": args.probes}},
+    )
+    rep = drive(gen, reporter(args, "proxies"))
     doc = {"model": args.model, "data": data.name, "scheme": spec.short(), **rep.to_dict()}
     emit(args, doc, _table(args, rep, spec))
     return 0
