@@ -99,22 +99,29 @@ class ErrorSums:
     samples: int = 0
 
     def add(self, q: torch.Tensor, f: torch.Tensor) -> None:
-        """Add one batch (the first dimension is the sample; a 0-d/1-d tensor is one)."""
-        q, f = q.detach().double(), f.detach().double()
+        """Add one batch (the first dimension is the sample; a 0-d/1-d tensor is one).
+
+        Per-sample sums in float32 (or the tensors' wider dtype), accumulated across
+        samples and batches in float64.
+        """
         if q.shape != f.shape:
             raise ValueError(f"shapes differ: {tuple(q.shape)} vs {tuple(f.shape)}")
-        d = q - f
-        self.sq_err += float(torch.dot(d.reshape(-1), d.reshape(-1)))
-        self.sq_ref += float(torch.dot(f.reshape(-1), f.reshape(-1)))
-        self.numel += f.numel()
+        dt = torch.float64 if torch.float64 in (q.dtype, f.dtype) else torch.float32
         b = int(f.shape[0]) if f.dim() >= 2 else 1
-        qf, ff = q.reshape(b, -1), f.reshape(b, -1)
-        nq, nf = qf.norm(dim=1), ff.norm(dim=1)
-        dot = (qf * ff).sum(dim=1)
-        denom = nq * nf
-        both_zero = (nq == 0) & (nf == 0)
+        qf = q.detach().reshape(b, -1).to(dt)
+        ff = f.detach().reshape(b, -1).to(dt)
+        d = qf - ff
+        err = torch.linalg.vecdot(d, d).double()
+        ref = torch.linalg.vecdot(ff, ff).double()
+        qq = torch.linalg.vecdot(qf, qf).double()
+        dot = torch.linalg.vecdot(qf, ff).double()
+        self.sq_err += float(err.sum())
+        self.sq_ref += float(ref.sum())
+        self.numel += f.numel()
+        denom = (qq * ref).sqrt()
+        both_zero = (qq == 0) & (ref == 0)
         cos = torch.where(denom > 0, dot / denom.clamp_min(1e-300), both_zero.double())
-        self.cos_sum += float(cos.sum())
+        self.cos_sum += float(cos.clamp(-1.0, 1.0).sum())
         self.samples += b
 
     def result(self) -> ErrorStats:
@@ -480,7 +487,7 @@ def debug(
     *,
     stats: MutableMapping[str, LayerStats] | None = None,
     cache: WeightCache | None = None,
-    batch_size: int = 64,
+    batch_size: int = 128,
     max_samples: int | None = None,
     jump_db: float = JUMP_DB,
     outlier_db: float = OUTLIER_DB,
