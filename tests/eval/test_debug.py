@@ -121,6 +121,14 @@ def test_last_layer_cumulative_is_the_output_error(setup):
     assert last.cumulative.mse == pytest.approx(res.output.mse, rel=1e-12)
     assert last.cumulative.sqnr_db == pytest.approx(res.output.sqnr_db, abs=1e-9)
     assert last.cumulative.cosine == pytest.approx(res.output.cosine, abs=1e-12)
+    # and the output error is what a plain evaluation of the whole quantized model measures
+    from quantviz.eval import evaluate
+
+    _m, h, d, _ = setup
+    r = run(evaluate(h, d, ModelConfig(default=LayerConfig(weight=W4T))))
+    assert r.kl == pytest.approx(res.output.kl, rel=1e-6)
+    assert r.cosine == pytest.approx(res.output.cosine, rel=1e-6)
+    assert r.top1_agreement == res.output.top1_agreement
 
 
 def test_model_restored_and_generator_cancels(setup):
