@@ -19,6 +19,7 @@ _MODULES = {
     "sweep": "quantviz.cli.commands.sweep_cmd",
     "sensitivity": "quantviz.cli.commands.sensitivity_cmd",
     "export": "quantviz.cli.commands.export_cmd",
+    "qat": "quantviz.cli.commands.qat_cmd",
 }
 
 
