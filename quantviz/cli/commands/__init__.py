@@ -21,6 +21,7 @@ _MODULES = {
     "export": "quantviz.cli.commands.export_cmd",
     "debug": "quantviz.cli.commands.debug_cmd",
     "proxies": "quantviz.cli.commands.proxies_cmd",
+    "qat": "quantviz.cli.commands.qat_cmd",
 }
 
 
