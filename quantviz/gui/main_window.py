@@ -36,6 +36,7 @@ from quantviz.gui.histogram_view import HistogramView
 from quantviz.gui.jobs import JobController
 from quantviz.gui.layer_controls import LayerControls
 from quantviz.gui.layer_table import LayerTableWidget
+from quantviz.gui.qat_dialog import install_qat_action
 from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
@@ -147,6 +148,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.sessionActions = SessionActions(self)
         build_actions(self)
         install_debug_view(self)  # error propagation + proxies dock, Run menu actions
+        install_qat_action(self)  # Run > Fine-tune (QAT)…
         self.status = StatusBar(self, ctl)
         self.progressBar = self.status.progressBar
         self.cancelButton = self.status.cancelButton
