@@ -117,7 +117,7 @@ def onnx_layer_name(init: str, node_name: str, op_type: str) -> str:
     """A layer's name: the initializer's without ``.weight`` / ``_quantized``; the node's
     torch scope for names an exporter made up (``onnx::Conv_193``)."""
     name = init
-    for suffix in ("_quantized", "_DequantizeLinear_Output", ":0"):
+    for suffix in ("_quantized", "_quantviz_codes", "_DequantizeLinear_Output", ":0"):
         name = name.removesuffix(suffix)
     name = name.removesuffix(".weight").removesuffix("_weight")
     made_up = "::" in init or not name or name.replace("_", "").isdigit()
@@ -474,6 +474,7 @@ class _Found:
     dq: Any = None  # the DequantizeLinear node (QDQ files)
     scale: np.ndarray | None = None
     zero_point: np.ndarray | None = None
+    reshape: Any = None  # a Reshape after the DequantizeLinear (blocks of a conv kernel)
 
 
 def _dequantize(dq: Any, codes: np.ndarray, scale: np.ndarray, zp: np.ndarray | None) -> np.ndarray:
@@ -519,11 +520,15 @@ def _find_weights(model: Any) -> list[_Found]:
         t = inits[node.input[0]]
         if t.data_type in floats or len(t.dims) < 2:
             continue
-        uses = [
-            u
-            for u in weight_uses(node.output[0], len(t.dims), consumers)
-            if u.op_type in _WEIGHT_OPS
-        ]
+        feed, rank, reshape = node.output[0], len(t.dims), None
+        users = consumers.get(feed, [])
+        if len(users) == 1 and users[0][0].op_type == "Reshape" and users[0][1] == 0:
+            # blocks of a conv kernel are quantized on its [C, K] view, then reshaped back
+            shape_t = inits.get(users[0][0].input[1])
+            if shape_t is not None:
+                reshape = users[0][0]
+                feed, rank = reshape.output[0], int(numpy_helper.to_array(shape_t).size)
+        uses = [u for u in weight_uses(feed, rank, consumers) if u.op_type in _WEIGHT_OPS]
         if not uses:
             continue
         codes = numpy_helper.to_array(t)
@@ -536,7 +541,15 @@ def _find_weights(model: Any) -> list[_Found]:
             zt = inits.get(node.input[2])
             zp = None if zt is None else numpy_helper.to_array(zt)
         value = _dequantize(node, codes, scale, zp)
-        found.append(_Found(t.name, node.output[0], uses[0].perm, uses, value, node, scale, zp))
+        if reshape is not None:
+            shape = numpy_helper.to_array(inits[reshape.input[1]]).tolist()
+            try:
+                value = value.reshape(shape)
+            except ValueError:
+                continue
+        found.append(_Found(t.name, feed, uses[0].perm, uses, value, node, scale, zp, reshape))
+    order = {n.name: i for i, n in enumerate(graph.node)}  # layers in graph order
+    found.sort(key=lambda f: min(order[u.node] for u in f.uses))
     return found
 
 
@@ -727,6 +740,8 @@ def load_onnx(
         remove_inits.add(f.init)
         if f.dq is not None:
             remove_nodes.add(f.dq.name)
+            if f.reshape is not None:
+                remove_nodes.add(f.reshape.name)
             zt = inits.get(f.dq.input[2]) if len(f.dq.input) > 2 and f.dq.input[2] else None
             block = int(node_attr(f.dq, "block_size", 0))
             axis = int(node_attr(f.dq, "axis", 1)) % max(f.value.ndim, 1)

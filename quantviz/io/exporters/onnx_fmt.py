@@ -120,6 +120,8 @@ def export_float_onnx(handle: ModelHandle, *, constant_folding: bool = False) ->
     onnx = _require_onnx()
     from onnx import version_converter
 
+    if handle.flavour == "onnx":
+        return _source_graph(handle)
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings(), _traceable(handle.module) as symbolic:
@@ -145,6 +147,35 @@ def export_float_onnx(handle: ModelHandle, *, constant_folding: bool = False) ->
     model = version_converter.convert_version(model, OPSET)
     batch = int(handle.example_input.shape[0]) if static else "dynamic"
     model.graph.doc_string = f"quantviz export of {handle.source}; batch: {batch}"
+    constants_to_initializers(model.graph)
+    name_nodes(model.graph)
+    return model
+
+
+def _source_graph(handle: ModelHandle) -> Any:
+    """An ONNX model's own graph (its weights as they are now) at :data:`OPSET`: the QDQ
+    export of an ONNX file rewrites that file's graph; one that already holds QDQ is
+    refused (it would be quantized twice)."""
+    from onnx import version_converter
+
+    if handle.meta.get("file_config") is not None:
+        raise ValueError(
+            f"{handle.name}: an ONNX QDQ export of an ONNX file that already holds "
+            "QuantizeLinear / DequantizeLinear nodes would be a re-export of a quantized "
+            "model (quantized twice); export the configuration (json / yaml) or the "
+            "quantized weights (safetensors) instead"
+        )
+    model = handle.module.graph(with_weights=True)  # type: ignore[operator]
+    opset = int(handle.meta.get("onnx", {}).get("opset", 0))
+    if opset < OPSET:
+        try:
+            model = version_converter.convert_version(model, OPSET)
+        except Exception as exc:
+            raise ValueError(
+                f"{handle.name}: the ONNX file's opset {opset} cannot be converted to opset "
+                f"{OPSET} (int4 codes and block_size need it): {type(exc).__name__}: {exc}"
+            ) from None
+    model.graph.doc_string = f"quantviz export of {handle.source}; batch: dynamic"
     constants_to_initializers(model.graph)
     name_nodes(model.graph)
     return model
