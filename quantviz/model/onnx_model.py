@@ -639,24 +639,10 @@ def load_onnx(
             "of one) feeds the weight of a Conv, ConvTranspose, Gemm or MatMul node"
         )
 
-    # shapes for MACs
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-        shapes = {vi.name: _dims(vi) for vi in (*inferred.graph.value_info, *inferred.graph.output)}
-    except Exception:
-        shapes = {}
-    shapes[inp.name] = in_dims
-
-    def per_sample(name: str) -> int:
-        dims = shapes.get(name)
-        if not dims or not all(isinstance(d, int) for d in dims[1:]):
-            return 0
-        return math.prod(dims[1:]) if len(dims) > 1 else 1
-
     nodes = {n.name: n for n in graph.node}
     producers = {o: n for n in graph.node for o in n.output}
     inits = {t.name: t for t in graph.initializer}
-    layers: list[LayerInfo] = []
+    layers: list[dict[str, Any]] = []
     olayers: list[_Layer] = []
     weights: dict[str, torch.Tensor] = {}
     info: dict[str, dict[str, Any]] = {}
@@ -682,10 +668,10 @@ def load_onnx(
             k_el = math.prod(w.shape[2:])
             groups = int(node_attr(first, "group", 1))
             if op == "Conv":
-                macs = per_sample(first.output[0]) * w.shape[1] * k_el
+                macs = (first.output[0], int(w.shape[1] * k_el))
                 file_axis, channel_axis = 0, 0
             else:
-                macs = per_sample(first.input[0]) * w.shape[1] * k_el
+                macs = (first.input[0], int(w.shape[1] * k_el))
                 file_axis, channel_axis = 1, 1
             depthwise = op == "Conv" and groups > 1 and w.shape[1] == 1
             has_bias = len(first.input) > 2 and bool(first.input[2])
@@ -698,17 +684,17 @@ def load_onnx(
             else:
                 file_axis = len(f.value.shape) - 1
                 has_bias = False
-            macs = per_sample(first.output[0]) * int(w.shape[1])
+            macs = (first.output[0], int(w.shape[1]))
             bias_n = int(w.shape[0]) if has_bias else 0
         nparams = int(w.size) + bias_n
         layers.append(
-            LayerInfo(
+            dict(
                 fqn=name,
                 kind=kind,
                 weight_shape=tuple(int(s) for s in w.shape),
                 params=nparams,
                 depthwise=bool(depthwise),
-                macs=int(macs),
+                macs=macs,
                 bias=has_bias,
                 class_name=op,
                 param=f"{name}.weight",
@@ -790,6 +776,24 @@ def load_onnx(
     graph.initializer.extend(keep_inits)
     _prune(graph)
     graph_bytes = model.SerializeToString()
+    # MACs from the shapes onnx infers on the graph without the weight data (fast)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        shapes = {vi.name: _dims(vi) for vi in (*inferred.graph.value_info, *inferred.graph.output)}
+    except Exception:
+        shapes = {}
+    shapes[inp.name] = in_dims
+
+    def per_sample(name: str) -> int:
+        dims = shapes.get(name)
+        if not dims or not all(isinstance(d, int) for d in dims[1:]):
+            return 0
+        return math.prod(dims[1:]) if len(dims) > 1 else 1
+
+    infos: list[LayerInfo] = []
+    for kw in layers:
+        tensor, factor = kw.pop("macs")
+        infos.append(LayerInfo(**kw, macs=per_sample(bypass.get(tensor, tensor)) * factor))
 
     # example input: the graph's static shape, else input_shape / sidecar / the data
     static = all(isinstance(d, int) and d > 0 for d in in_dims[1:]) and len(in_dims) > 0
@@ -822,12 +826,12 @@ def load_onnx(
         "static_batch": isinstance(in_dims[0], int) and in_dims[0] > 0 if in_dims else False,
     }
     if overrides:
-        meta["file_config"] = _file_config(source, overrides, [lay.fqn for lay in layers])
+        meta["file_config"] = _file_config(source, overrides, [lay.fqn for lay in infos])
     return ModelHandle(
         source=source,
         name=path.stem,
         module=module,
-        layers=layers,
+        layers=infos,
         example_input=ex,
         default_data=sidecar.get("default_data"),
         num_classes=sidecar.get("num_classes"),
