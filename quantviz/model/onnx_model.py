@@ -340,6 +340,49 @@ class OnnxModule(nn.Module):
 
         return remove
 
+    def locate_non_finite(self, x: torch.Tensor) -> str | None:
+        """The first node (in graph order) whose output holds NaN/inf on ``x``, with the
+        current weights and input quantization; ``None`` if no node's does."""
+        onnx, _ = require_onnx()
+        model = onnx.load_from_string(self._graph_bytes)
+        names = [o for n in model.graph.node for o in n.output if o]
+        by_output = {n.output[0]: n for n in model.graph.node if n.output}
+        saved = self._hooks
+        self._hooks = _Hooks(quant=dict(saved.quant))
+        try:
+            obs = tuple(names)
+            feeds = self._feeds(x)
+            sess = self._session(obs, self._quant_key())
+            have = {o.name for o in sess.get_outputs()}
+            wanted = [n for n in names if n in have]
+            outs = sess.run(wanted, feeds)
+        finally:
+            self._hooks = saved
+        layer_of = {lay.output: f for f, lay in self._layers.items()}
+        for name, val in zip(wanted, outs, strict=True):
+            a = np.asarray(val)
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                node = by_output.get(name)
+                what = f"{node.op_type} node {node.name!r}" if node is not None else name
+                layer = f" (layer {layer_of[name]})" if name in layer_of else ""
+                return f"the output of {what}{layer}"
+        return None
+
+    def _quant_key(self) -> tuple[Any, ...]:
+        return tuple(
+            (f, fq.spec, fq.scale, fq.zero_point, fq.clip_range)
+            for f, fq in self._hooks.quant.items()
+        )
+
+    def _feeds(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        xa = x.detach().cpu()
+        if xa.dtype == torch.bfloat16:
+            xa = xa.float()
+        feeds = {self._input: np.ascontiguousarray(xa.numpy())}
+        for fqn, lay in self._layers.items():
+            feeds[lay.feed] = self._feed_array(fqn, lay)
+        return feeds
+
     # -- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> Any:
         if not isinstance(x, torch.Tensor):
@@ -351,16 +394,8 @@ class OnnxModule(nn.Module):
         for fqn in hooks.post:
             observe.append(self._layers[fqn].output)
         observe_t = tuple(dict.fromkeys(observe))
-        quant_key = tuple(
-            (f, fq.spec, fq.scale, fq.zero_point, fq.clip_range) for f, fq in hooks.quant.items()
-        )
-        feeds: dict[str, np.ndarray] = {}
-        xa = x.detach().cpu()
-        if xa.dtype == torch.bfloat16:
-            xa = xa.float()
-        feeds[self._input] = np.ascontiguousarray(xa.numpy())
-        for fqn, lay in self._layers.items():
-            feeds[lay.feed] = self._feed_array(fqn, lay)
+        quant_key = self._quant_key()
+        feeds = self._feeds(x)
         with self._lock:
             sess = self._session(observe_t, quant_key)
         names = list(self._outputs) + [n for n in observe_t if n != self._input]

@@ -554,3 +554,21 @@ def test_cli_exit_2_on_a_bad_onnx_file(files, tmp_path, capsys):
     assert main(["eval", "--model", str(cut), "--data", "sample:digits"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("quantviz: error: ") and "cut.onnx: not a valid ONNX model" in err
+
+
+def test_where_non_finite_values_appear_in_the_graph(files):
+    from quantviz.eval.forward import locate_non_finite
+
+    path, _ = files["digits_cnn"]
+    h = load_model(str(path))
+    x = _x(h)
+    assert locate_non_finite(h, x) is None
+    w = h.weight("fc1")
+    orig = w.data
+    bad = orig.clone()
+    bad[3, 5] = float("inf")
+    w.data = bad
+    try:
+        assert locate_non_finite(h, x) == "the output of Gemm node '/fc1/Gemm' (layer fc1)"
+    finally:
+        w.data = orig
