@@ -811,13 +811,30 @@ def load_onnx(
     graph.initializer.extend(keep_inits)
     _prune(graph)
     graph_bytes = model.SerializeToString()
-    # MACs from the shapes onnx infers on the graph without the weight data (fast)
+    # example input: the graph's static shape, else input_shape / sidecar / the data
+    static = all(isinstance(d, int) and d > 0 for d in in_dims[1:]) and len(in_dims) > 0
+    ex_found = None
+    if static:
+        batch = in_dims[0] if isinstance(in_dims[0], int) and in_dims[0] > 0 else 1
+        ex_found = torch.zeros(
+            (batch, *in_dims[1:]), dtype=torch.from_numpy(np.zeros(0, np_dtype)).dtype
+        )
+    ex = example_input(path, source, ex_found, sidecar, input_shape, input_dtype)
+    # MACs from the shapes onnx infers on the graph without the weight data (fast), at the
+    # example input's shape
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        sized = onnx.ModelProto()
+        sized.CopyFrom(model)
+        for gi in sized.graph.input:
+            if gi.name == inp.name:
+                for d, v in zip(gi.type.tensor_type.shape.dim, ex.shape, strict=False):
+                    d.ClearField("dim_param")
+                    d.dim_value = int(v)
+        inferred = onnx.shape_inference.infer_shapes(sized)
         shapes = {vi.name: _dims(vi) for vi in (*inferred.graph.value_info, *inferred.graph.output)}
     except Exception:
         shapes = {}
-    shapes[inp.name] = in_dims
+    shapes[inp.name] = tuple(int(v) for v in ex.shape)
 
     def per_sample(name: str) -> int:
         dims = shapes.get(name)
@@ -830,15 +847,6 @@ def load_onnx(
         tensor, factor = kw.pop("macs")
         infos.append(LayerInfo(**kw, macs=per_sample(bypass.get(tensor, tensor)) * factor))
 
-    # example input: the graph's static shape, else input_shape / sidecar / the data
-    static = all(isinstance(d, int) and d > 0 for d in in_dims[1:]) and len(in_dims) > 0
-    ex_found = None
-    if static:
-        batch = in_dims[0] if isinstance(in_dims[0], int) and in_dims[0] > 0 else 1
-        ex_found = torch.zeros(
-            (batch, *in_dims[1:]), dtype=torch.from_numpy(np.zeros(0, np_dtype)).dtype
-        )
-    ex = example_input(path, source, ex_found, sidecar, input_shape, input_dtype)
     module = OnnxModule(
         path.name,
         graph_bytes,

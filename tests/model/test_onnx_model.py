@@ -572,3 +572,58 @@ def test_where_non_finite_values_appear_in_the_graph(files):
         assert locate_non_finite(h, x) == "the output of Gemm node '/fc1/Gemm' (layer fc1)"
     finally:
         w.data = orig
+
+
+def test_input_shape_from_the_graph_or_the_data(tmp_path):
+    from quantviz.data import load_data, load_model_for_data
+    from quantviz.eval import evaluate
+    from quantviz.model import InputShapeRequired
+
+    net = resnet18(width=8, num_classes=10)
+    ex = torch.zeros(1, 3, 16, 16)
+    # spatial dimensions symbolic: the data's sample gives the example input
+    free = tmp_path / "free.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (ex,),
+            str(free),
+            dynamo=False,
+            input_names=["input"],
+            dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}},
+        )
+    with pytest.raises(InputShapeRequired, match="free.onnx: cannot tell the model's input shape"):
+        load_model(str(free))
+    data = tmp_path / "d.npz"
+    g = np.random.default_rng(0)
+    np.savez(data, x=g.standard_normal((6, 3, 24, 24)).astype(np.float32))
+    h = load_model_for_data(str(free), str(data))
+    assert tuple(h.example_input.shape) == (1, 3, 24, 24)
+    assert h.layers[0].macs == 8 * 12 * 12 * 3 * 49  # conv1 at 24x24: 12x12 outputs
+    assert tuple(load_model(str(free), input_shape=(1, 3, 32, 32)).example_input.shape) == (
+        1,
+        3,
+        32,
+        32,
+    )
+    # a fixed batch of 1: evaluated one sample at a time
+    fixed = tmp_path / "fixed.onnx"
+    export_fixed = onnx.load(str(free))
+    dims = export_fixed.graph.input[0].type.tensor_type.shape.dim
+    for d, v in zip(dims, (1, 3, 24, 24), strict=True):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    onnx.save(export_fixed, str(fixed))
+    h = load_model(str(fixed))
+    assert h.meta["static_batch"] is True
+    d = load_data(str(data), h)
+    gen = evaluate(h, d, ModelConfig(), batch_size=4)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert result.batch_size == 1 and result.n_samples == 6
+    assert result.metric == "top1_agreement" and 0.0 <= result.value <= 1.0
