@@ -189,6 +189,7 @@ class OnnxModule(nn.Module):
         self._opset = opset
         self._hooks = _Hooks()
         self._sessions: OrderedDict[Any, Any] = OrderedDict()
+        self._feed_cache: dict[str, tuple[Any, np.ndarray, torch.Tensor]] = {}
         self._lock = threading.Lock()
         for fqn, w in weights.items():
             holder: nn.Module = self
@@ -228,12 +229,24 @@ class OnnxModule(nn.Module):
         return model
 
     def _feed_array(self, fqn: str, lay: _Layer) -> np.ndarray:
+        """The parameter in the file's layout and dtype; a copy (transposed, cast) is kept
+        while the parameter's tensor is unchanged (same storage and version)."""
         p = self._param(fqn).detach()
-        if p.dtype == torch.bfloat16:
-            p = p.float()
+        key = (p.data_ptr(), p._version, tuple(p.shape), p.dtype)
+        hit = self._feed_cache.get(fqn)
+        if hit is not None and hit[0] == key:  # (hit[2] holds the storage: no address reuse)
+            return hit[1]
+        t = p.float() if p.dtype == torch.bfloat16 else p
         if lay.inv != tuple(range(len(lay.inv))):
-            p = p.permute(lay.inv)
-        return np.ascontiguousarray(p.cpu().numpy())
+            t = t.permute(lay.inv)
+        arr = np.ascontiguousarray(t.cpu().numpy())
+        if arr.dtype != lay.dtype:
+            arr = arr.astype(lay.dtype)
+        if arr.base is not None or not arr.flags.owndata:  # a view of p: nothing to keep
+            self._feed_cache.pop(fqn, None)
+        else:
+            self._feed_cache[fqn] = (key, arr, p)
+        return arr
 
     def _session(self, observe: tuple[str, ...], quant_key: tuple[Any, ...]) -> Any:
         key = (observe, quant_key)

@@ -627,3 +627,33 @@ def test_input_shape_from_the_graph_or_the_data(tmp_path):
             break
     assert result.batch_size == 1 and result.n_samples == 6
     assert result.metric == "top1_agreement" and 0.0 <= result.value <= 1.0
+
+
+def test_conv_transpose_output_channels_on_axis_1(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1, groups=2),
+    ).eval()
+    ex = torch.zeros(1, 3, 8, 8)
+    path = tmp_path / "up.onnx"
+    export(net, ex, path)
+    h = load_model(str(path))
+    assert [(lay.fqn, lay.kind, lay.weight_shape, lay.channel_axis) for lay in h.layers] == [
+        ("0", "conv2d", (8, 3, 3, 3), 0),
+        ("2", "conv_transpose2d", (8, 3, 4, 4), 1),  # [in, out/groups, k, k] as in torch
+    ]
+    assert h.meta["onnx"]["layers"]["2"]["axis"] == 1
+    assert h.layers[1].macs == 8 * 8 * 8 * 3 * 16  # input pixels x channels x (out/g) x k
+    x = _x(h)
+    np.testing.assert_allclose(h.module(x).numpy(), net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+    ch = QuantSpec(bits=8, granularity="per_channel")
+    config = ModelConfig(
+        default=LayerConfig(weight=ch, activation=None),
+        overrides=(("2", LayerConfig(weight=ch.with_(axis=1), activation=None)),),
+    )
+    ref, _ = reference(path, lambda w, axis: fq_per_channel(w, axis, 8))
+    with apply_config(h, config):
+        got = h.module(x)
+    np.testing.assert_allclose(got.numpy(), run_ort(ref, x.numpy()), rtol=1e-5, atol=1e-5)
