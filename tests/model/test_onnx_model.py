@@ -645,6 +645,12 @@ def test_conv_transpose_output_channels_on_axis_1(tmp_path):
         ("2", "conv_transpose2d", (8, 3, 4, 4), 1),  # [in, out/groups, k, k] as in torch
     ]
     assert h.meta["onnx"]["layers"]["2"]["axis"] == 1
+    from tests.models import handle_of
+
+    th = handle_of(net, ex)  # the torch model's layers say the same
+    assert [(lay.kind, lay.weight_shape, lay.channel_axis) for lay in th.layers] == [
+        (lay.kind, lay.weight_shape, lay.channel_axis) for lay in h.layers
+    ]
     assert h.layers[1].macs == 8 * 8 * 8 * 3 * 16  # input pixels x channels x (out/g) x k
     x = _x(h)
     np.testing.assert_allclose(h.module(x).numpy(), net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
