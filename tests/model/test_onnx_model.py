@@ -545,6 +545,22 @@ def test_data_that_does_not_fit_the_graph_names_both_shapes(files, tmp_path):
         h.module(torch.zeros(2, 3, 32, 32))
 
 
+def test_cli_evaluates_a_qdq_file_with_its_own_config(tmp_path, capsys):
+    import json
+
+    from quantviz.cli import main
+    from quantviz.io.exporters.onnx_fmt import export_onnx
+
+    h = load_model("sample:digits_cnn")
+    w4 = QuantSpec(bits=4, symmetric=False, granularity="per_channel")
+    out = tmp_path / "w4.onnx"
+    export_onnx(h, ModelConfig(default=LayerConfig(weight=w4, activation=None)), out)
+    assert main(["eval", "--model", str(out), "--data", "sample:digits", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["name"] == "the file's QDQ configuration"
+    assert {lay["scheme"] for lay in doc["layers"]} == {"W4 asym ch / A float"}
+
+
 def test_cli_exit_2_on_a_bad_onnx_file(files, tmp_path, capsys):
     from quantviz.cli import main
 
