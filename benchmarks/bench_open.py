@@ -9,7 +9,8 @@ One function per model kind; ``main`` runs them and prints the ratios (wall cloc
   onnxruntime module built) and then what the layer table shows — every layer's weight SQNR
   under the default W8 per-channel configuration — plus one forward pass (the first
   evaluation builds the onnxruntime session). Baseline: ``onnx.load`` + an
-  ``InferenceSession`` + one run of the same file.
+  ``InferenceSession`` + one run of the same file. Then the steady-state forward pass of a
+  batch of 8 against a plain session of the file (quantviz feeds the weights as inputs).
 
     python benchmarks/bench_open.py [--kinds onnx] [--width 64] [--size 224] [--repeat 3]
 """
@@ -102,7 +103,15 @@ def bench_onnx(args: argparse.Namespace) -> dict[str, float]:
         f"  quantviz load_model (layers found)     {opened * 1e3:8.1f} ms  ({opened / base:.2f}x)"
     )
     print(f"  + W8 SQNR of every layer + 1 forward   {table * 1e3:8.1f} ms  ({table / base:.2f}x)")
-    return {"onnx_base": base, "onnx_open": opened, "onnx_table": table}
+    # steady state: a forward pass of a batch of 8 (weights fed as inputs) vs plain onnxruntime
+    xb = torch.randn(8, 3, args.size, args.size)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    h.module(xb)
+    fwd = best(lambda: h.module(xb), args.repeat)
+    plain = best(lambda: sess.run(None, {"input": xb.numpy()}), args.repeat)
+    print(f"  forward, batch 8: plain onnxruntime     {plain * 1e3:8.1f} ms")
+    print(f"  forward, batch 8: quantviz module      {fwd * 1e3:8.1f} ms  ({fwd / plain:.2f}x)")
+    return {"onnx_base": base, "onnx_open": opened, "onnx_table": table, "onnx_forward": fwd}
 
 
 KINDS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {"onnx": bench_onnx}
