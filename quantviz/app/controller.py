@@ -158,6 +158,11 @@ class AppController:
         )
         s = self.session
         s.set_model(opened.handle, opened.data_source, opened.data)
+        file_config = opened.handle.meta.get("file_config")
+        if file_config is not None:  # an ONNX file holding QDQ: shown as it was quantized
+            s.add_config("from file", file_config)
+            s.make_current("from file")
+            s.modified = False
         if opened.handle.layers:
             s.select([opened.handle.layers[0].fqn])
 
