@@ -21,12 +21,12 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from models import resnet18  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
 
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec  # noqa: E402
 from quantviz.eval import apply_config, check_config  # noqa: E402
 from quantviz.model import ModelLoadError, capture_stats, load_model  # noqa: E402
-from tests.models import resnet18  # noqa: E402
 
 
 # -----------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def files(tmp_path_factory):
         out[name] = (d / f"{name}.onnx", h)
     net = resnet18(width=16, num_classes=10)
     ex = torch.zeros(1, 3, 32, 32)
-    from tests.models import handle_of
+    from models import handle_of
 
     export(net, ex, d / "resnet18.onnx")
     out["resnet18"] = (d / "resnet18.onnx", handle_of(net, ex, "resnet18"))
@@ -661,7 +661,7 @@ def test_conv_transpose_output_channels_on_axis_1(tmp_path):
         ("2", "conv_transpose2d", (8, 3, 4, 4), 1),  # [in, out/groups, k, k] as in torch
     ]
     assert h.meta["onnx"]["layers"]["2"]["axis"] == 1
-    from tests.models import handle_of
+    from models import handle_of
 
     th = handle_of(net, ex)  # the torch model's layers say the same
     assert [(lay.kind, lay.weight_shape, lay.channel_axis) for lay in th.layers] == [
