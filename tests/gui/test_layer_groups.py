@@ -12,9 +12,8 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 import torch
+from models import block_stack
 from PySide6.QtCore import Qt, QTimer
-
-from tests.models import block_stack
 
 N_BLOCKS, PER_BLOCK, N_LAYERS = 40, 6, 242
 FLOAT_W = "W8 sym ch"  # the default weight scheme as the table shows it
@@ -23,7 +22,7 @@ FLOAT_W = "W8 sym ch"  # the default weight scheme as the table shows it
 @pytest.fixture
 def blocks(qtbot, tmp_path):
     """The main window with a 40-block decoder-shaped stack opened from a weights file
-    (``blocks.pt::tests.models:block_stack``, input shape from the sidecar)."""
+    (``blocks.pt::models:block_stack``, input shape from the sidecar)."""
     from quantviz.gui.app import create_main_window
 
     path = tmp_path / "blocks.pt"
@@ -35,7 +34,7 @@ def blocks(qtbot, tmp_path):
     with qtbot.waitSignals([win.modelLoaded, win.statsReady], timeout=60_000):
         win.show()
     with qtbot.waitSignal(win.modelLoaded, timeout=120_000):
-        win.open_model(f"{path}::tests.models:block_stack")
+        win.open_model(f"{path}::models:block_stack")
     assert len(win.session.fqns) == N_LAYERS
     yield win
     assert win.shutdown(timeout=30)
@@ -316,9 +315,10 @@ def test_sqnr_fills_in_the_background_while_the_gui_answers(blocks, qtbot):
 
 
 def test_grouped_model_passes_the_qt_model_tester(qtbot, qtmodeltester):
+    from models import block_stack_handle
+
     from quantviz.app import AppController
     from quantviz.gui.layer_table import LayerTableWidget
-    from tests.models import block_stack_handle
 
     ctl = AppController()
     table = LayerTableWidget(ctl)
