@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from quantviz.core.quantizers.base import CHUNK, Fitted, chunks
-from quantviz.core.spec import QuantSpec
+from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
 __all__ = ["CodebookFitted", "ScaledCodebookFitted", "base_levels"]
 
@@ -76,6 +76,10 @@ def _float_format_values(e_bits: int, m_bits: int, bias: int, fmax: float) -> np
 def _base_levels_cached(quantizer: str, bits: int) -> tuple[float, ...]:
     if quantizer == "nf4":
         return NF4_LEVELS
+    if quantizer in BLOCK_FORMATS:
+        from quantviz.core.quantizers.block import block_element_levels
+
+        return block_element_levels(quantizer)
     if quantizer in FLOAT_FORMATS:
         pos = _float_format_values(*FLOAT_FORMATS[quantizer])
         return tuple(np.concatenate([-pos[:0:-1], pos]).tolist())
