@@ -24,27 +24,18 @@ MX powers of two) and the float format kernel of :mod:`.codebook`.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from quantviz.core.quantizers.base import CHUNK, chunks
 from quantviz.core.quantizers.codebook import (
-    FLOAT_FORMATS,
+    ELEMENT_FORMATS,
+    MXINT8_MAX_CODE,
     ScaledCodebookFitted,
     _round_float_format_,
 )
 from quantviz.core.spec import QuantSpec
 
-__all__ = ["ELEMENT_FORMATS", "MX_EMAX", "block_element_levels", "fit_block"]
-
-#: element float format of each block format: (exponent bits, mantissa bits, bias, max normal)
-ELEMENT_FORMATS: dict[str, tuple[int, int, int, float]] = {
-    "mxfp8_e4m3": FLOAT_FORMATS["fp8_e4m3"],
-    "mxfp6_e3m2": (3, 2, 3, 28.0),
-    "mxfp6_e2m3": (2, 3, 1, 7.5),
-    "mxfp4": FLOAT_FORMATS["fp4_e2m1"],
-    "nvfp4": FLOAT_FORMATS["fp4_e2m1"],
-}
+__all__ = ["MX_EMAX", "BlockFitted", "fit_block"]
 
 #: emax_elem of the OCP MX formats: the exponent of the element's largest normal
 MX_EMAX: dict[str, int] = {
@@ -58,24 +49,6 @@ MX_EMAX: dict[str, int] = {
 E8M0_MIN_EXP, E8M0_MAX_EXP = -127, 127
 E4M3_MAX = 448.0
 FP4_MAX = 6.0
-MXINT8_MAX_CODE = 127
-
-
-def block_element_levels(quantizer: str) -> tuple[float, ...]:
-    """The element values a block format produces (before its scale), sorted ascending."""
-    if quantizer == "mxint8":
-        return tuple(
-            (np.arange(-MXINT8_MAX_CODE, MXINT8_MAX_CODE + 1, dtype=np.float64) / 64).tolist()
-        )
-    e_bits, m_bits, bias, fmax = ELEMENT_FORMATS[quantizer]
-    vals = {0.0}
-    for e in range(2**e_bits):
-        for m in range(2**m_bits):
-            v = (m / 2**m_bits if e == 0 else 1 + m / 2**m_bits) * 2.0 ** (max(e, 1) - bias)
-            if v <= fmax:
-                vals.add(v)
-    pos = np.array(sorted(vals))
-    return tuple(np.concatenate([-pos[:0:-1], pos]).tolist())
 
 
 def _mx_scales(amax: torch.Tensor, emax: int) -> torch.Tensor:
