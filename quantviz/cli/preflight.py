@@ -59,6 +59,14 @@ def preflight(args: argparse.Namespace) -> Any:
     if args.data:
         check_file(args.data, "--data")
     config = None
+    if args.command == "mixed":  # the menu and the budget parse without torch
+        from quantviz.core.mixed_spec import parse_budget, parse_choices
+
+        try:
+            parse_choices(args.choices)
+            parse_budget(args.budget)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.command == "export":
         check_file(args.config, "--config")
         _check_output(args)
