@@ -56,6 +56,8 @@ class LayerTableModel(QAbstractTableModel):
         self.session = session = controller.session
         self.sqnr_threshold = 20.0
         self._layers: list[Any] = []
+        #: fqn -> scheme label the budget slider proposes (shown in the Weight column)
+        self.preview: dict[str, str] = {}
         session.model_changed.connect(self._on_model)
         session.config_changed.connect(self._on_all_rows)
         session.sensitivity_changed.connect(self._on_all_rows)
@@ -65,6 +67,7 @@ class LayerTableModel(QAbstractTableModel):
     # -- session -> model ------------------------------------------------------------------
     def _on_model(self, handle: Any) -> None:
         self.beginResetModel()
+        self.preview = {}
         self._layers = [] if handle is None else list(handle.layers)
         self.endResetModel()
 
@@ -76,6 +79,12 @@ class LayerTableModel(QAbstractTableModel):
         for i, lay in enumerate(self._layers):
             if lay.fqn in fqns:
                 self.dataChanged.emit(self.index(i, 0), self.index(i, C_SENS))
+
+    def set_preview(self, assignment: dict[str, str] | None) -> None:
+        """Show ``assignment`` (fqn -> scheme label) in the Weight column; None: the config."""
+        self.preview = dict(assignment or {})
+        if self._layers:
+            self.dataChanged.emit(self.index(0, C_W), self.index(len(self._layers) - 1, C_W))
 
     def set_sqnr_threshold(self, value: float) -> None:
         self.sqnr_threshold = float(value)
@@ -156,6 +165,10 @@ class LayerTableModel(QAbstractTableModel):
         if col == C_PARAMS:
             return lay.params if sort else human_count(lay.params)
         if col == C_W:
+            if lay.fqn in self.preview:
+                if role == Qt.ItemDataRole.ToolTipRole:
+                    return "the budget slider's choice for this layer (Apply makes it the config)"
+                return f"→ {self.preview[lay.fqn]}"
             return f"W{cfg.weight.short()}" if cfg.weight else "float"
         if col == C_A:
             return f"A{cfg.activation.short()}" if cfg.activation else "float"
