@@ -106,8 +106,13 @@ class QuantSpec:
     quantizer
         ``uniform`` (affine integer grid), ``log2`` (zero and signed powers of two),
         ``kmeans`` (a 2^bits codebook fitted by Lloyd's algorithm), ``fp8_e4m3``,
-        ``fp8_e5m2``, ``fp4_e2m1`` (OCP float formats, saturating) or ``nf4`` (QLoRA's
-        NormalFloat-4 levels).
+        ``fp8_e5m2``, ``fp4_e2m1`` (OCP float formats, saturating), ``nf4`` (QLoRA's
+        NormalFloat-4 levels), or a block format (:data:`BLOCK_FORMATS`): the OCP MX
+        ``mxfp8_e4m3``, ``mxfp6_e3m2``, ``mxfp6_e2m3``, ``mxfp4``, ``mxint8`` (blocks of 32
+        sharing a power-of-two E8M0 scale) or NVIDIA's ``nvfp4`` (blocks of 16 with an E4M3
+        scale, plus one FP32 scale per tensor). A block format's granularity is its own:
+        ``per_tensor`` (the default) becomes ``per_group`` with its block; another
+        granularity, group size or a calibration other than ``minmax`` is refused.
     symmetric
         ``uniform`` only: zero_point is 0 and the range is ``[-a, a]``. Asymmetric uses the
         full ``[min, max]`` range with an integer zero point (zero stays exactly
