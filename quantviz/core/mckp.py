@@ -19,7 +19,11 @@ instances whose exact front is too large.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +89,38 @@ def _choice(arrs: list[np.ndarray], picks: Sequence[int]) -> Choice:
     return Choice(tuple(int(j) for j in picks), res, cost)
 
 
+_FD_LOCK = threading.Lock()
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # pragma: no cover - no C library to flush
+        pass
+
+
+@contextlib.contextmanager
+def _c_stdout_to_stderr() -> Iterator[None]:
+    """HiGHS prints some diagnostics with C ``printf`` whatever ``disp`` says; send file
+    descriptor 1 to 2 meanwhile, so a ``--json`` document on stdout stays clean."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no real stdout: nothing to protect
+        yield
+        return
+    with _FD_LOCK:
+        try:
+            os.dup2(2, 1)
+            yield
+        finally:
+            _flush_c_stdio()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def solve_exact(options: Options, budget: float, *, time_limit: float = 60.0) -> Solution:
     """The least-cost choice with total resource ``<= budget`` (``None`` if none fits).
 
@@ -115,13 +151,14 @@ def solve_exact(options: Options, budget: float, *, time_limit: float = 60.0) ->
     for _ in range(20):
         lo = np.concatenate([np.ones(m), [-np.inf]])
         hi = np.concatenate([np.ones(m), [rhs / scale]])
-        res = milp(
-            c,
-            constraints=LinearConstraint(a_mat, lo, hi),
-            integrality=np.ones(n),
-            bounds=Bounds(0, 1),
-            options={"mip_rel_gap": 0.0, "time_limit": time_limit, "presolve": True},
-        )
+        with _c_stdout_to_stderr():
+            res = milp(
+                c,
+                constraints=LinearConstraint(a_mat, lo, hi),
+                integrality=np.ones(n),
+                bounds=Bounds(0, 1),
+                options={"mip_rel_gap": 0.0, "time_limit": time_limit, "presolve": True},
+            )
         if res.status == 2:  # infeasible (only possible after tightening)
             return None
         if res.status != 0 or res.x is None:
