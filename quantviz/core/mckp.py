@@ -8,7 +8,9 @@ Each layer ``i`` has options ``j`` with a resource ``w[i][j]`` (bytes or BOPs) a
 approximated; the chosen resource is re-checked in float64 and the ILP re-run with a tighter
 right-hand side if the solver's feasibility tolerance let it exceed the budget).
 Options dominated within their layer (no less resource and no less cost than another) are
-dropped first: that changes no optimum and makes the program much smaller.
+dropped first, then the options a Lagrangian bound proves no optimum can use (reduced-cost
+fixing against the greedy solution's cost): neither changes the optimum, and the program
+HiGHS sees shrinks to a few options per layer.
 
 :func:`solve_greedy` is the classic fast heuristic (convex-hull steps by least cost per
 unit of resource saved); :func:`front` traces the Pareto front of total cost against total
@@ -121,6 +123,54 @@ def _c_stdout_to_stderr() -> Iterator[None]:
             os.close(saved)
 
 
+def _lagrangian_prune(
+    arrs: list[np.ndarray], keep: list[np.ndarray], budget: float, upper: float
+) -> list[np.ndarray]:
+    """The options of ``keep`` that an optimal choice may still use.
+
+    For any ``lam >= 0``, ``L(lam) = sum_i min_j (c_ij + lam s_ij) - lam B`` is a lower
+    bound of the optimum, and forcing layer ``i`` to option ``j`` raises it by that
+    option's reduced cost ``c_ij + lam s_ij - min_k (c_ik + lam s_ik)``. Where the raised
+    bound exceeds ``upper`` (the cost of a feasible choice, the greedy one) no optimum
+    picks ``j``. ``lam`` is the best of the slopes between neighbouring options (the
+    bound is concave in ``lam``, so a binary search over the sorted slopes finds it).
+    """
+    sizes = [a[k, 0] for a, k in zip(arrs, keep)]
+    costs = [a[k, 1] for a, k in zip(arrs, keep)]
+    s_all, c_all = np.concatenate(sizes), np.concatenate(costs)
+    counts = np.array([k.size for k in keep])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slopes = [0.0]
+    for sz, cs in zip(sizes, costs):  # ascending size, descending cost
+        if sz.size > 1:
+            d = np.diff(sz)
+            slopes.extend((-np.diff(cs)[d > 0] / d[d > 0]).tolist())
+    lams = np.unique(np.asarray(slopes, dtype=np.float64))
+
+    def bound(lam: float) -> tuple[float, np.ndarray, np.ndarray]:
+        v = c_all + lam * s_all
+        mins = np.minimum.reduceat(v, starts)
+        return float(mins.sum() - lam * budget), v, mins
+
+    lo, hi = 0, lams.size - 1
+    while lo < hi:  # the first index where the bound stops rising
+        mid = (lo + hi) // 2
+        if bound(float(lams[mid]))[0] < bound(float(lams[mid + 1]))[0]:
+            lo = mid + 1
+        else:
+            hi = mid
+    lam = float(lams[lo])
+    value, v, mins = bound(lam)
+    reduced = v - np.repeat(mins, counts)
+    tol = 1e-9 * (abs(upper) + abs(value) + lam * budget + float(np.abs(c_all).sum()) + 1.0)
+    ok = value + reduced <= upper + tol
+    out = []
+    for i, k in enumerate(keep):
+        mask = ok[starts[i] : starts[i] + counts[i]]
+        out.append(k[mask] if mask.any() else k)
+    return out
+
+
 def solve_exact(options: Options, budget: float, *, time_limit: float = 60.0) -> Solution:
     """The least-cost choice with total resource ``<= budget`` (``None`` if none fits).
 
@@ -133,6 +183,9 @@ def solve_exact(options: Options, budget: float, *, time_limit: float = 60.0) ->
     if sum(float(a[:, 0].min()) for a in arrs) > budget:
         return None
     keep = [_undominated(a) for a in arrs]
+    greedy = solve_greedy(options, budget)
+    if greedy is not None:  # drop the options no optimum can use (a Lagrangian bound)
+        keep = _lagrangian_prune(arrs, keep, float(budget), greedy.cost)
     sizes = np.concatenate([a[k, 0] for a, k in zip(arrs, keep)])
     costs = np.concatenate([a[k, 1] for a, k in zip(arrs, keep)])
     counts = np.array([k.size for k in keep])
@@ -279,7 +332,9 @@ def front(options: Options, *, max_points: int = 200_000) -> list[Choice]:
 
 def front_by_budgets(options: Options, n: int = 50, solver: str = "exact") -> list[Choice]:
     """The front sampled by solving at ``n`` budgets evenly spaced between the smallest and
-    the largest useful total resource; duplicates dropped, sorted by resource."""
+    the largest useful total resource; duplicates dropped, sorted by resource. Each point
+    has the least cost possible at its resource (with ``exact``); among optima of equal
+    cost the solver may return one with more resource than the front's point."""
     arrs = _check(options)
     lo = sum(float(a[:, 0].min()) for a in arrs)
     hi = sum(float(a[_undominated(a)[-1], 0]) for a in arrs)
