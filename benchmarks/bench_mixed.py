@@ -5,7 +5,7 @@
    tables: bytes = weights x bits per value / 8 for 12 schemes from 2 to 32 bits, cost =
    weights x 2^(-2 bits) x a log-normal per-layer sensitivity), median over 5 budgets; and
    the time to trace the Pareto front: exact by DP for 50 layers (its front already has
-   ~10^5 points), sampled by 30 ILP solves above.
+   ~10^5 points), sampled by 20 ILP solves above.
 2. Exact vs greedy at three budgets on both digit samples with the ``kl`` proxy: the proxy
    objective (sum of per-layer KLs) and the measured metric (accuracy) and output KL of the
    chosen configuration.
@@ -71,8 +71,8 @@ def solver_speed() -> None:
             t, f = timed(lambda: front(opts, max_points=1_000_000))
             fr = f"DP {len(f)} pts {t:.1f} s"
         else:
-            t, f = timed(lambda: front_by_budgets(opts, 30))
-            fr = f"30 ILPs {len(f)} pts {t:.1f} s"
+            t, f = timed(lambda: front_by_budgets(opts, 20))
+            fr = f"20 ILPs {len(f)} pts {t:.1f} s"
         print(
             f"{layers:>6} {1e3 * statistics.median(te):>9.1f} {1e3 * statistics.median(tg):>10.1f} "
             f"{max(ratio):>18.4f} {fr:>22}"

@@ -120,3 +120,21 @@ def test_unavailable_proxy_is_reported_not_fatal(window, qtbot):
     panel.choicesEdit.setText("int4:g7")
     with qtbot.waitSignal(win.errors.errorShown, timeout=10_000):
         qtbot.mouseClick(panel.computeButton, Qt.MouseButton.LeftButton)
+
+
+def test_without_a_traced_front_the_ilp_solves_in_the_background(window, qtbot):
+    """A front too large to trace: each budget goes to the background ILP, newest first;
+    the table shows its optimum when it arrives."""
+    win = window
+    panel = _open_and_compute(win, qtbot, "int2:pc,int4:pc,int8:pc,float")
+    panel.set_table(panel.table, None)  # as when the front exceeds MIXED_FRONT_POINTS
+    slider = panel.slider
+    slider.setFocus()
+    with qtbot.waitSignal(panel.assignmentChanged, timeout=10_000):
+        for _ in range(8):
+            qtbot.keyClick(slider, Qt.Key.Key_PageDown)
+    b = panel.budget_bytes()
+    qtbot.waitUntil(lambda: panel.solution is not None and panel.solution.budget.value == b)
+    cost, _ = _brute_force(panel.table, b)
+    assert abs(panel.solution.objective - cost) < 1e-9
+    assert _shown(win) == {f: f"→ {lab}" for f, lab in panel.solution.assignment.items()}
