@@ -29,6 +29,7 @@ from quantviz.gui.budget_panel import install_budget_dock
 from quantviz.gui.commands import SetConfigCommand
 from quantviz.gui.compare import CompareView
 from quantviz.gui.config_list import ConfigList
+from quantviz.gui.debug_view import install_debug_view
 from quantviz.gui.dialogs import ask_architecture, ask_unsaved
 from quantviz.gui.errors import ErrorReporter, guarded
 from quantviz.gui.files import FileActions
@@ -36,6 +37,7 @@ from quantviz.gui.histogram_view import HistogramView
 from quantviz.gui.jobs import JobController
 from quantviz.gui.layer_controls import LayerControls
 from quantviz.gui.layer_table import LayerTableWidget
+from quantviz.gui.qat_dialog import install_qat_action
 from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
@@ -147,6 +149,8 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.sessionActions = SessionActions(self)
         self.budgetPanel = install_budget_dock(self)
         build_actions(self)
+        install_debug_view(self)  # error propagation + proxies dock, Run menu actions
+        install_qat_action(self)  # Run > Fine-tune (QAT)…
         self.status = StatusBar(self, ctl)
         self.progressBar = self.status.progressBar
         self.cancelButton = self.status.cancelButton

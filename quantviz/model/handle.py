@@ -43,6 +43,8 @@ class LayerInfo:
     class_name: str = ""
     #: qualified name of the weight parameter; "" means ``f"{fqn}.weight"``
     param: str = ""
+    #: the weight's output-channel axis (1 for a ConvTranspose kernel ``[in, out/g, k...]``)
+    channel_axis: int = 0
 
     @property
     def param_name(self) -> str:
@@ -80,7 +82,7 @@ class ModelHandle:
     default_data: str | None = None
     #: number of classes of a classifier, if known
     num_classes: int | None = None
-    #: "nn", "torchscript" or "exported"
+    #: "nn", "torchscript", "exported" or "onnx" (an onnxruntime graph)
     flavour: str = "nn"
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -167,6 +169,8 @@ def add_hooks(
     hooks after scripting) and for exported programs that could not be unflattened.
     """
     lay = handle.layer(fqn)
+    if handle.flavour == "onnx":  # the graph runs in onnxruntime: see model/onnx_model.py
+        return handle.module.add_hooks(fqn, pre, post)  # type: ignore[operator]
     if handle.flavour == "torchscript":
         raise ValueError(
             f"{handle.name}: layer {fqn!r}: activation hooks are not possible on a TorchScript "
