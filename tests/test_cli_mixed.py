@@ -107,7 +107,6 @@ def test_evaluate_and_kl_proxy(capsys):
     [
         (["--budget", "lots"], "--budget: expected a fraction"),
         (["--budget", "0.2", "--choices", "int4:g7"], "--choices: "),
-        (["--budget", "0.2", "--proxy", "hessian"], "--proxy: hessian is not available yet"),
         (["--budget", "100B"], "--budget: 100B is below the smallest model"),
     ],
 )
@@ -116,3 +115,24 @@ def test_errors_are_one_line_naming_the_flag(capsys, args, msg):
     _, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("quantviz: error: ") and msg in lines[0]
+
+
+def test_a_proxy_mapped_to_none_says_it_is_not_available(capsys, monkeypatch):
+    from quantviz.eval import mixed_exact
+
+    monkeypatch.setitem(mixed_exact.PROXIES, "hessian", None)
+    assert main(["mixed", "-m", "sample:digits_cnn", "--budget", "0.2", "--proxy", "hessian"]) == 2
+    _, err = capsys.readouterr()
+    assert "--proxy: hessian is not available yet" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fisher_proxy_costs_and_optimum(capsys):
+    doc = _doc(capsys, "--choices", "int2:pc,int8:pc,float", "--budget", "0.2", "--proxy", "fisher")
+    assert doc["proxy"] == "fisher"
+    costs = {(c["layer"], c["scheme"]): c["cost"] for c in doc["candidates"]}
+    assert all(v >= 0 for v in costs.values())
+    for f in doc["assignment"]:
+        assert costs[(f, "float")] == 0.0
+        assert costs[(f, "int2:pc")] > costs[(f, "int8:pc")]  # more error, more cost
+    _, best = _brute_force(doc)
+    assert doc["objective"] == pytest.approx(best)

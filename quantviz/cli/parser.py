@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="mse",
         choices=("kl", "hessian", "fisher", "mse"),
         help="cost of each (layer, scheme): mse (weight squared error, no data needed), kl "
-        "(output KL with the layer alone quantized), hessian, fisher",
+        "(output KL with the layer alone quantized), hessian (Hutchinson trace x ||dW||^2), "
+        "fisher (empirical Fisher x dW^2)",
     )
     p.add_argument(
         "--solver",

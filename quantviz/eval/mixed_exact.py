@@ -9,8 +9,9 @@ multiple-choice knapsack solved exactly (:mod:`quantviz.core.mckp`, HiGHS ILP) o
   ``{name: function(handle, data, candidates) -> generator returning {(fqn, label): cost}}``:
   ``mse`` (the weight's squared quantization error ``||W - Q(W)||^2``; needs no data) and
   ``kl`` (the model's output KL vs float with that layer alone quantized, the KL ablation of
-  :mod:`quantviz.eval.sensitivity`) are built in; ``hessian`` and ``fisher`` are names kept
-  for the sensitivity proxies of :mod:`quantviz.eval.proxies` and refuse until registered.
+  :mod:`quantviz.eval.sensitivity`) are built in; ``hessian`` (HAWQ-V2 Hutchinson trace
+  times ``||dW||^2``) and ``fisher`` (diagonal empirical Fisher times ``dW^2``) come from
+  :mod:`quantviz.eval.proxies`. A name mapped to ``None`` refuses with "not available".
 * :meth:`CostTable.solve` — the assignment for a :class:`~quantviz.core.mixed_spec.Budget`.
 
 Sizes: ``fixed_bytes`` is everything no choice changes (biases, norms, buffers, tensors that
@@ -153,15 +154,45 @@ def kl_proxy(
     return out
 
 
-#: name -> proxy function; ``None`` marks a proxy that is not available yet
+def _from_proxies(name: str) -> ProxyFn:
+    """A proxy of :mod:`quantviz.eval.proxies` (``{(fqn, spec): cost}`` over
+    ``(fqn, spec)`` pairs) on this module's candidates (kept float: cost 0)."""
+
+    def proxy(
+        handle: ModelHandle,
+        data: EvalData | None,
+        cands: Sequence[Candidate],
+        *,
+        cache: WeightCache | None = None,
+        **_: Any,
+    ) -> Generator[Any, None, Costs]:
+        from quantviz.eval import proxies
+
+        if data is None:
+            raise ValueError(f"proxy: {name} needs evaluation data (--data)")
+        out: Costs = {(c.fqn, c.label): 0.0 for c in cands if c.spec is None}
+        pairs = [(c.fqn, c.spec) for c in cands if c.spec is not None]
+        if pairs:
+            got = yield from proxies.PROXIES[name](handle, data, pairs, cache=cache)
+            for c in cands:
+                if c.spec is not None:
+                    out[(c.fqn, c.label)] = float(got[(c.fqn, c.spec)])
+        return out
+
+    proxy.__name__ = f"{name}_proxy"
+    proxy.__doc__ = f"The ``{name}`` proxy of :mod:`quantviz.eval.proxies`."
+    return proxy
+
+
+#: name -> proxy function; ``None`` marks a proxy that is not available (yet)
 PROXIES: dict[str, ProxyFn | None] = {
     "mse": mse_proxy,
     "kl": kl_proxy,
-    "hessian": None,
-    "fisher": None,
+    "hessian": _from_proxies("hessian"),
+    "fisher": _from_proxies("fisher"),
 }
-#: built-in proxies that take the shared cache / baseline / batch size
-_TAKES_CONTEXT = {"kl", "mse"}
+#: proxies that take the shared cache / baseline / batch size
+_TAKES_CONTEXT = {"kl", "mse", "hessian", "fisher"}
 
 
 def proxy_function(name: str) -> ProxyFn:

@@ -108,7 +108,8 @@ class BudgetPanel(QWidget):
         self.proxyCombo.addItems(["mse", "kl", "hessian", "fisher"])
         self.proxyCombo.setToolTip(
             "Cost of a (layer, scheme): mse = weight squared error (instant); kl = output KL "
-            "with that layer alone quantized (one evaluation per candidate)"
+            "with that layer alone quantized (one evaluation per candidate); hessian = "
+            "Hutchinson trace x ||dW||^2; fisher = empirical Fisher x dW^2"
         )
         self.solverCombo = QComboBox(self)
         self.solverCombo.setObjectName("solverCombo")

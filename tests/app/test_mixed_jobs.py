@@ -79,5 +79,11 @@ def test_mixed_point_job_adds_a_point_of_its_curve(ctl):
     assert r.model_bytes == pytest.approx(sol.model_bytes)
     direct = run(evaluate(ctl.session.handle, ctl.session.data, sol.config))
     assert r.value == direct.value and r.kl == pytest.approx(direct.kl)
-    with pytest.raises(ValueError, match="--proxy: hessian is not available yet"):
-        ctl.mixed_cost_job(CHOICES, "hessian")
+
+
+def test_an_unavailable_proxy_refuses_before_the_job(ctl, monkeypatch):
+    from quantviz.eval import mixed_exact
+
+    monkeypatch.setitem(mixed_exact.PROXIES, "fisher", None)
+    with pytest.raises(ValueError, match="--proxy: fisher is not available yet"):
+        ctl.mixed_cost_job(CHOICES, "fisher")
