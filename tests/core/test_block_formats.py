@@ -290,3 +290,29 @@ def test_torchao_mx_prototype_agrees_where_installed() -> None:
     ref = mx.MXTensor.to_mx(x, torch.float8_e4m3fn, 32).to_dtype(torch.float32)
     got = quantize(x, QuantSpec(quantizer="mxfp8_e4m3")).dequantized
     assert math.isclose(float((ref - got).abs().max()), 0.0, abs_tol=0.0)
+
+
+def test_safetensors_export_round_trips_block_formats(tmp_path, capsys):
+    """Codes and per-block scales written by ``quantviz export -f safetensors`` decode to
+    exactly the fake-quantized weights (ONNX lists them as inexpressible)."""
+    from quantviz.cli import main
+    from quantviz.io import load_quantized
+    from quantviz.model import load_model
+
+    cfg = tmp_path / "mx.yaml"
+    cfg.write_text(
+        "format: quantviz-config\nversion: 2\n"
+        "default: {weight: {bits: 8, granularity: per_channel}}\n"
+        "layers: {fc1: {weight: {quantizer: nvfp4}}, fc2: {weight: {quantizer: mxfp6_e2m3}}}\n"
+    )
+    out = tmp_path / "w.safetensors"
+    args = ["export", "-m", "sample:digits_cnn", "-c", str(cfg), "--no-progress"]
+    assert main([*args, "-f", "safetensors", "-o", str(out)]) == 0
+    h = load_model("sample:digits_cnn")
+    got = load_quantized(out)
+    for f, q in (("fc1", "nvfp4"), ("fc2", "mxfp6_e2m3")):
+        want = quantize(h.weight(f), QuantSpec(quantizer=q)).dequantized
+        assert torch.equal(got[f"{f}.weight"], want)
+    assert main([*args, "-f", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    shown = "".join(capsys.readouterr())
+    assert "fc1: weight 4 nvfp4" in shown and "fc2: weight 6 mxfp6_e2m3" in shown
