@@ -41,6 +41,8 @@ __all__ = [
 #: bit-widths of a uniform sweep and of the sensitivity analysis unless the user picks others
 SWEEP_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
 SENSITIVITY_BITS: tuple[int, ...] = (4,)
+#: the exact Pareto front of a mixed-precision cost table is traced up to this many points
+MIXED_FRONT_POINTS = 50_000
 
 
 @dataclass
@@ -84,6 +86,9 @@ class AppController:
         self.layer_views = LayerViewCache()
         self.baseline: Any = None
         self.sens: Any = None
+        #: the exact mixed-precision cost table and its exact front (mixed_cost_job)
+        self.mixed_table: Any = None
+        self.mixed_front: Any = None
         #: the last error-propagation result and proxy report (quantviz.eval.debug / proxies)
         self.debug_result: Any = None
         #: the last quantization-aware fine-tuning (quantviz.eval.qat.QatResult)
@@ -177,6 +182,7 @@ class AppController:
         self.layer_views = LayerViewCache()
         self.baseline = None
         self.sens = None
+        self.mixed_table = self.mixed_front = None
         self.debug_result = self.proxy_report = self.qat_result = None
         self.collecting_stats = opened.data is not None and self.activations_supported(
             opened.handle
@@ -647,6 +653,70 @@ class AppController:
             return rep
 
         return Job("proxies", f"Sensitivity proxies at W{spec.short()}", recipe, done)
+
+    def mixed_cost_job(self, choices: str, proxy: str = "mse") -> Job:
+        """The exact mixed-precision cost table: ``proxy`` for every (layer, scheme) of the
+        menu ``choices`` (see :mod:`quantviz.core.mixed_spec`), with the exact Pareto front
+        of cost vs bytes where it is small enough (``meta["front"]`` after it ran). A
+        generator with progress; cancelling stops it at the next candidate."""
+        from quantviz.core.mixed_spec import parse_choices
+        from quantviz.eval.mixed_exact import proxy_function
+
+        schemes = parse_choices(choices)
+        proxy_function(proxy)  # an unavailable proxy fails before the job starts
+        handle = self._need_handle()
+        data = self.session.data
+        cache, baseline = self.weight_cache, self.baseline
+        meta: dict[str, Any] = {"choices": choices, "proxy": proxy}
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval.mixed_exact import cost_table
+
+            gen = cost_table(handle, data, schemes, proxy, cache=cache, baseline=baseline)
+            table = yield from self._model_work(gen, multi_point=proxy != "mse")
+            try:
+                front = table.front(max_points=MIXED_FRONT_POINTS)
+            except ValueError:  # too many non-dominated points: solve per budget instead
+                front = None
+            return table, front
+
+        def done(payload: Any) -> Any:
+            self.mixed_table, self.mixed_front = payload
+            return payload
+
+        return Job("mixed cost table", f"Mixed precision costs ({proxy})", recipe, done, meta=meta)
+
+    def mixed_point_job(self, config: ModelConfig, name: str, series: str = "exact mixed") -> Job:
+        """Evaluate one mixed-precision assignment ``config`` (not a named configuration);
+        the result joins the trade-off plot as a point of ``series`` under ``name``."""
+        from quantviz.eval import check_config
+
+        s = self.session
+        handle, data = self._need_data()
+        check_config(handle, config)
+        stats = dict(s.activation_stats)
+        cache, baseline = self.weight_cache, self.baseline
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval import compute_baseline, evaluate
+
+            def work() -> Generator[Any, None, Any]:
+                base = baseline
+                if base is None or not base.matches(handle.module, data.x):
+                    base = yield from compute_baseline(handle, data)
+                res = yield from evaluate(
+                    handle, data, config, stats=stats, cache=cache, baseline=base, name=name
+                )
+                return base, res
+
+            return (yield from self._model_work(work()))
+
+        def done(payload: Any) -> ResultEntry:
+            base, res = payload
+            self.baseline = base
+            return s.add_result(res, name=name, config=config, series=series)
+
+        return Job("mixed point", f"Evaluating {name}", recipe, done, meta={"name": name})
 
     # ------------------------------------------------------------------------------------
     # sessions and exports

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
+from quantviz.core.mixed_spec import DEFAULT_CHOICES
 from quantviz.io.exporters import FORMATS as EXPORT_FORMATS
 
 __all__ = [
@@ -17,7 +18,7 @@ __all__ = [
     "gui_parser",
 ]
 
-SUBCOMMANDS = ("eval", "sweep", "sensitivity", "export", "qat", "debug", "proxies")
+SUBCOMMANDS = ("eval", "sweep", "sensitivity", "mixed", "export", "qat", "debug", "proxies")
 PROG = "quantviz"
 
 
@@ -148,6 +149,44 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--bits", default="4", help="bit-width(s), e.g. 4 or 3,4")
     add_cluster_option(p)
+    p = sub.add_parser(
+        "mixed",
+        help="exact mixed precision: the per-layer schemes of least proxy cost under a budget",
+    )
+    _common(p)
+    p.add_argument(
+        "--choices",
+        default=DEFAULT_CHOICES,
+        metavar="LIST",
+        help="the menu of schemes per layer, e.g. int4:g128,int8:pc,nf4,mxfp4,nvfp4,float "
+        f"(intN/uintN[:pt|pc|gN], nf4, fp8, fp4, mx*, nvfp4, float; default {DEFAULT_CHOICES})",
+    )
+    p.add_argument(
+        "--budget",
+        required=True,
+        metavar="B",
+        help="0.25 (fraction of the float model), 4.5bpw (bits per weight), 30kB / 3MB "
+        "(model size) or 2GBOPs (bit operations per sample)",
+    )
+    p.add_argument(
+        "--proxy",
+        default="mse",
+        choices=("kl", "hessian", "fisher", "mse"),
+        help="cost of each (layer, scheme): mse (weight squared error, no data needed), kl "
+        "(output KL with the layer alone quantized), hessian (Hutchinson trace x ||dW||^2), "
+        "fisher (empirical Fisher x dW^2)",
+    )
+    p.add_argument(
+        "--solver",
+        default="exact",
+        choices=("exact", "greedy"),
+        help="exact (ILP, HiGHS) or greedy (least cost per byte saved)",
+    )
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help='also evaluate the chosen configuration on the data (adds "evaluation")',
+    )
     p = sub.add_parser("export", help="write a config for deployment tools")
     _common(p)
     p.add_argument("--config", "-c", required=True, metavar="C")

@@ -75,6 +75,14 @@ def preflight(args: argparse.Namespace) -> Any:
                 f"--export-model-explorer {out}: directory {out.parent} does not exist"
             )
     config = None
+    if args.command == "mixed":  # the menu and the budget parse without torch
+        from quantviz.core.mixed_spec import parse_budget, parse_choices
+
+        try:
+            parse_choices(args.choices)
+            parse_budget(args.budget)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if getattr(args, "save_weights", None):
         out = Path(args.save_weights)
         if out.suffix.lower() != ".safetensors":

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from quantviz.core.granularity import Granularity
 
 __all__ = [
+    "BLOCK_FORMATS",
     "CALIBRATIONS",
     "FIXED_WIDTH",
     "GRANULARITIES",
@@ -41,12 +42,42 @@ QUANTIZERS: tuple[str, ...] = (
     "fp8_e5m2",
     "fp4_e2m1",
     "nf4",
+    "mxfp8_e4m3",
+    "mxfp6_e3m2",
+    "mxfp6_e2m3",
+    "mxfp4",
+    "mxint8",
+    "nvfp4",
 )
 GRANULARITIES: tuple[str, ...] = ("per_tensor", "per_channel", "per_group")
 CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "mse", "kl")
 
 #: Quantizers whose code width is fixed by the format; ``QuantSpec.bits`` is set to it.
-FIXED_WIDTH: dict[str, int] = {"fp8_e4m3": 8, "fp8_e5m2": 8, "fp4_e2m1": 4, "nf4": 4}
+FIXED_WIDTH: dict[str, int] = {
+    "fp8_e4m3": 8,
+    "fp8_e5m2": 8,
+    "fp4_e2m1": 4,
+    "nf4": 4,
+    "mxfp8_e4m3": 8,
+    "mxfp6_e3m2": 6,
+    "mxfp6_e2m3": 6,
+    "mxfp4": 4,
+    "mxint8": 8,
+    "nvfp4": 4,
+}
+
+#: Block-scaled formats (OCP MX v1.0, NVIDIA NVFP4) and their block size: one scale per
+#: ``block`` contiguous values along the last axis of the ``[shape[0], numel / shape[0]]``
+#: view (the reduction axis of a linear / conv weight). Their granularity is fixed:
+#: ``per_group`` with ``group_size = block``.
+BLOCK_FORMATS: dict[str, int] = {
+    "mxfp8_e4m3": 32,
+    "mxfp6_e3m2": 32,
+    "mxfp6_e2m3": 32,
+    "mxfp4": 32,
+    "mxint8": 32,
+    "nvfp4": 16,
+}
 
 MIN_BITS, MAX_BITS = 1, 16
 
@@ -80,8 +111,13 @@ class QuantSpec:
     quantizer
         ``uniform`` (affine integer grid), ``log2`` (zero and signed powers of two),
         ``kmeans`` (a 2^bits codebook fitted by Lloyd's algorithm), ``fp8_e4m3``,
-        ``fp8_e5m2``, ``fp4_e2m1`` (OCP float formats, saturating) or ``nf4`` (QLoRA's
-        NormalFloat-4 levels).
+        ``fp8_e5m2``, ``fp4_e2m1`` (OCP float formats, saturating), ``nf4`` (QLoRA's
+        NormalFloat-4 levels), or a block format (:data:`BLOCK_FORMATS`): the OCP MX
+        ``mxfp8_e4m3``, ``mxfp6_e3m2``, ``mxfp6_e2m3``, ``mxfp4``, ``mxint8`` (blocks of 32
+        sharing a power-of-two E8M0 scale) or NVIDIA's ``nvfp4`` (blocks of 16 with an E4M3
+        scale, plus one FP32 scale per tensor). A block format's granularity is its own:
+        ``per_tensor`` (the default) becomes ``per_group`` with its block; another
+        granularity, group size or a calibration other than ``minmax`` is refused.
     symmetric
         ``uniform`` only: zero_point is 0 and the range is ``[-a, a]``. Asymmetric uses the
         full ``[min, max]`` range with an integer zero point (zero stays exactly
@@ -136,6 +172,8 @@ class QuantSpec:
         elif isinstance(g, PerTensor):
             object.__setattr__(self, "granularity", g.name)
         _check_choice("quantizer", self.quantizer, QUANTIZERS)
+        if self.quantizer in BLOCK_FORMATS:
+            self._fix_block_granularity()
         _check_int("bits", self.bits)
         if self.quantizer in FIXED_WIDTH:
             object.__setattr__(self, "bits", FIXED_WIDTH[self.quantizer])
@@ -161,6 +199,28 @@ class QuantSpec:
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ValueError(f"percentile: must be in (50, 100], got {self.percentile}")
         object.__setattr__(self, "percentile", float(self.percentile))
+
+    def _fix_block_granularity(self) -> None:
+        """A block format's own granularity: ``per_tensor`` (the default) becomes
+        ``per_group`` with the format's block; any other choice is refused."""
+        q, block = self.quantizer, BLOCK_FORMATS[self.quantizer]
+        if self.granularity == "per_tensor":
+            object.__setattr__(self, "granularity", "per_group")
+            object.__setattr__(self, "group_size", block)
+        elif self.granularity != "per_group":
+            raise ValueError(
+                f"granularity: {q} has its own granularity (blocks of {block} along the last "
+                f"axis: per_group, group_size {block}), got {self.granularity!r}"
+            )
+        elif self.group_size != block:
+            raise ValueError(
+                f"group_size: {q} uses blocks of {block} values, got {self.group_size!r}"
+            )
+        if self.calibration != "minmax":
+            raise ValueError(
+                f"calibration: {q} sets each block's scale by the format's rule (from the "
+                f"block's absolute maximum); only minmax applies, got {self.calibration!r}"
+            )
 
     # -- conveniences -------------------------------------------------------------------
     @property
@@ -195,6 +255,8 @@ class QuantSpec:
         """Short form for tables, e.g. ``W4 kmeans ch`` without the ``W``: ``4b kmeans ch``."""
         gran = {"per_tensor": "t", "per_channel": "ch", "per_group": f"g{self.group_size}"}
         name = self.quantizer
+        if name in BLOCK_FORMATS:  # the block is part of the format's name
+            return " ".join([str(self.bits), name, *(["dyn"] if self.dynamic else [])])
         if self.quantizer == "uniform":
             name = "sym" if self.symmetric else "asym"
             if self.restricted_range:
@@ -216,6 +278,9 @@ class QuantSpec:
                 out[f.name] = v
         if not full and self.quantizer in FIXED_WIDTH:
             out.pop("bits", None)
+        if not full and self.quantizer in BLOCK_FORMATS:
+            out.pop("granularity", None)
+            out.pop("group_size", None)
         return out
 
     @classmethod
@@ -237,6 +302,11 @@ class QuantSpec:
         if spec.quantizer in FIXED_WIDTH and given is not None and given != spec.bits:
             raise ValueError(
                 f"bits: {spec.quantizer} has a fixed width of {spec.bits} bits, got {given!r}"
+            )
+        if spec.quantizer in BLOCK_FORMATS and data.get("granularity") == "per_tensor":
+            raise ValueError(
+                f"granularity: {spec.quantizer} has its own granularity (per_group, group_size "
+                f"{spec.group_size}), got 'per_tensor'"
             )
         return spec
 

@@ -244,6 +244,7 @@ def build_actions(win: Any) -> None:
     for a in (win.evaluateAction, win.sweepAction, win.sensitivityAction, win.mixedAction):
         r.addAction(a)
     r.addSeparator()
+    r.addAction(win.budgetAction)
     r.addAction(win.cancelAction)
     h = mb.addMenu("&Help")
     h.addAction(win.helpAction)

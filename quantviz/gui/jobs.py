@@ -112,6 +112,18 @@ class JobController(QObject):
         """Greedy mixed precision under ``budget`` bytes (0: a sweep of six budgets)."""
         return self._start(lambda: self.controller.mixed_precision_job(budget), "mixed precision")
 
+    def mixed_cost_table(self, choices: str, proxy: str = "mse") -> bool:
+        """The exact mixed-precision cost table of the menu ``choices`` under ``proxy``."""
+        return self._start(
+            lambda: self.controller.mixed_cost_job(choices, proxy), "the mixed-precision costs"
+        )
+
+    def mixed_point(self, config: Any, name: str) -> bool:
+        """Evaluate a mixed-precision assignment; queued as a new point of its curve."""
+        return self._start(
+            lambda: self.controller.mixed_point_job(config, name), "the mixed-precision point"
+        )
+
     def cancel(self) -> None:
         """Stop the running job at its next yield (queued evaluations are dropped)."""
         if self.runner.running:

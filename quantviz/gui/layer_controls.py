@@ -28,7 +28,14 @@ from PySide6.QtWidgets import (
 
 from quantviz.app import AppController
 from quantviz.core.granularity import fitting_group_size, group_sizes
-from quantviz.core.spec import CALIBRATIONS, FIXED_WIDTH, GRANULARITIES, QUANTIZERS, QuantSpec
+from quantviz.core.spec import (
+    BLOCK_FORMATS,
+    CALIBRATIONS,
+    FIXED_WIDTH,
+    GRANULARITIES,
+    QUANTIZERS,
+    QuantSpec,
+)
 
 __all__ = ["LayerControls"]
 
@@ -43,7 +50,9 @@ TIPS = {
     "their own width.",
     "quantizer": "uniform: an affine integer grid; log2: zero and signed powers of two; "
     "kmeans: 2^bits levels fitted to the values (Lloyd); fp8_e4m3 / fp8_e5m2 / fp4_e2m1: OCP "
-    "float formats; nf4: QLoRA's NormalFloat-4 levels.",
+    "float formats; nf4: QLoRA's NormalFloat-4 levels; mxfp8_e4m3 / mxfp6_* / mxfp4 / mxint8: OCP "
+    "MX block formats (32 values share a power-of-two scale); nvfp4: NVIDIA's FP4 with an "
+    "E4M3 scale per 16 values and one per tensor.",
     "symmetric": "Uniform only. Symmetric: zero point 0, range [-a, a]. Asymmetric: the range "
     "[min, max] with an integer zero point (zero stays exactly representable).",
     "restricted": "Symmetric uniform only: codes [-(2^(b-1)-1), 2^(b-1)-1], dropping the "
@@ -256,6 +265,9 @@ class LayerControls(QWidget):
         # the group size does not apply outside per_group: keep the default's, so switching
         # per_group -> 64 -> per_tensor leaves the spec equal to a plain per_tensor one
         group = self.groupSizeSpin.value() if gran == "per_group" else _DEFAULT_GROUP
+        calibration = self.calibrationCombo.currentText()
+        if q in BLOCK_FORMATS:  # the format fixes its blocks and its scale rule
+            gran, group, calibration = "per_group", BLOCK_FORMATS[q], "minmax"
         return self._base.with_(
             bits=bits,
             quantizer=q,
@@ -263,7 +275,7 @@ class LayerControls(QWidget):
             restricted_range=restricted,
             granularity=gran,
             group_size=group,
-            calibration=self.calibrationCombo.currentText(),
+            calibration=calibration,
         )
 
     def _edited(self, *_: Any) -> None:
@@ -349,8 +361,10 @@ class LayerControls(QWidget):
         self.bitsSpin.setEnabled(on and spec.quantizer not in FIXED_WIDTH)
         self.symmetricCheck.setEnabled(on and spec.quantizer == "uniform")
         self.restrictedRangeCheck.setEnabled(on and spec.quantizer == "uniform" and spec.symmetric)
-        self.groupSizeSpin.setEnabled(on and spec.granularity == "per_group")
-        self.calibrationCombo.setEnabled(on and spec.quantizer != "kmeans")
+        block = spec.quantizer in BLOCK_FORMATS
+        self.granularityCombo.setEnabled(on and not block)
+        self.groupSizeSpin.setEnabled(on and spec.granularity == "per_group" and not block)
+        self.calibrationCombo.setEnabled(on and spec.quantizer != "kmeans" and not block)
         self._update_group_hint(spec)
 
     def _update_group_hint(self, spec: QuantSpec | None) -> None:

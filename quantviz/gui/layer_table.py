@@ -97,6 +97,8 @@ class LayerTableModel(QAbstractItemModel):
         self._flush.setSingleShot(True)
         self._flush.setInterval(self.FLUSH_MS)
         self._flush.timeout.connect(self.flush_metrics)
+        #: fqn -> scheme label the budget slider proposes (shown in the Weight column)
+        self.preview: dict[str, str] = {}
         session.model_changed.connect(self._on_model)
         session.config_changed.connect(self._on_all_rows)
         session.sensitivity_changed.connect(self._on_all_rows)
@@ -115,6 +117,7 @@ class LayerTableModel(QAbstractItemModel):
 
     def _on_model(self, handle: Any) -> None:
         self.beginResetModel()
+        self.preview = {}
         self._layers = [] if handle is None else list(handle.layers)
         fqns = [lay.fqn for lay in self._layers]
         self._index = {f: i for i, f in enumerate(fqns)}
@@ -230,6 +233,11 @@ class LayerTableModel(QAbstractItemModel):
         self._emit_rows(top, QModelIndex())
         for gid, rows in per_group.items():
             self._emit_rows(rows, self.group_index(gid))
+
+    def set_preview(self, assignment: dict[str, str] | None) -> None:
+        """Show ``assignment`` (fqn -> scheme label) in the Weight column; None: the config."""
+        self.preview = dict(assignment or {})
+        self._on_all_rows()  # cached row texts are read afresh, repainted at the next flush
 
     def set_sqnr_threshold(self, value: float) -> None:
         self.sqnr_threshold = float(value)
@@ -362,6 +370,10 @@ class LayerTableModel(QAbstractItemModel):
             return "×".join(str(d) for d in lay.weight_shape)
         if col == C_PARAMS:
             return lay.params if sort else human_count(lay.params)
+        if col == C_W and lay.fqn in self.preview:
+            if tip:
+                return "the budget slider's choice for this layer (Apply makes it the config)"
+            return f"→ {self.preview[lay.fqn]}"
         if col in (C_W, C_A):
             side = "weight" if col == C_W else "activation"
             text = _scheme(getattr(cfg, side), "W" if col == C_W else "A")

@@ -25,6 +25,7 @@ from quantviz.app import AppController, Job
 from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.gui.actions import build_actions
 from quantviz.gui.activation_view import ActivationView
+from quantviz.gui.budget_panel import install_budget_dock
 from quantviz.gui.cluster_menu import ClusterMenu
 from quantviz.gui.commands import SetConfigCommand
 from quantviz.gui.compare import CompareView
@@ -150,6 +151,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.sqnrRunner.failed.connect(lambda e: self.errors.report("Layer SQNR", e))
 
         self.sessionActions = SessionActions(self)
+        self.budgetPanel = install_budget_dock(self)
         build_actions(self)
         install_debug_view(self)  # error propagation + proxies dock, Run menu actions
         install_qat_action(self)  # Run > Fine-tune (QAT)…
