@@ -13,7 +13,7 @@ from quantviz.eval.evaluate import (
     _weight_dtype_bytes,
     evaluate,
 )
-from quantviz.eval.results import Baseline, PointDone, json_safe
+from quantviz.eval.results import Baseline, PointDone, json_safe, metric_drop
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -48,6 +48,8 @@ class SensitivityResult:
 
     Rankings use ``bits[0]`` (the first, normally the only, width): ``by_drop`` sorts the
     layers by metric drop (largest first), ``by_kl`` by output KL vs float (largest first).
+    A drop is positive when the metric got worse: accuracy fell, or perplexity rose
+    (``higher_is_better`` False).
     """
 
     metric: str
@@ -55,6 +57,7 @@ class SensitivityResult:
     bits: tuple[int, ...]
     spec: QuantSpec
     layers: list[LayerSensitivity]
+    higher_is_better: bool = True
 
     def layer(self, fqn: str) -> LayerSensitivity:
         for ls in self.layers:
@@ -62,16 +65,16 @@ class SensitivityResult:
                 return ls
         raise KeyError(f"no sensitivity for layer {fqn!r}")
 
+    def _drop(self, ls: LayerSensitivity, b: int) -> float:
+        return metric_drop(self.baseline, ls.value[b], self.higher_is_better)
+
     def drop(self, fqn: str, bits: int | None = None) -> float:
         b = self.bits[0] if bits is None else bits
-        return self.baseline - self.layer(fqn).value[b]
+        return self._drop(self.layer(fqn), b)
 
     def by_drop(self, bits: int | None = None) -> list[str]:
         b = self.bits[0] if bits is None else bits
-        return [
-            ls.fqn
-            for ls in sorted(self.layers, key=lambda s: (-(self.baseline - s.value[b]), -s.kl[b]))
-        ]
+        return [ls.fqn for ls in sorted(self.layers, key=lambda s: (-self._drop(s, b), -s.kl[b]))]
 
     def by_kl(self, bits: int | None = None) -> list[str]:
         b = self.bits[0] if bits is None else bits
@@ -91,6 +94,7 @@ class SensitivityResult:
         return json_safe(
             {
                 "metric": self.metric,
+                "higher_is_better": self.higher_is_better,
                 "baseline": self.baseline,
                 "bits": list(self.bits),
                 "scheme": self.spec.with_(bits=b).short(),
@@ -99,7 +103,7 @@ class SensitivityResult:
                         "fqn": ls.fqn,
                         "params": ls.params,
                         "value": ls.value[b],
-                        "drop": self.baseline - ls.value[b],
+                        "drop": self._drop(ls, b),
                         "kl": ls.kl[b],
                         "weight_sqnr_db": ls.sqnr_db[b],
                         "rank_by_drop": rank_drop[ls.fqn],
@@ -171,4 +175,6 @@ def sensitivity(
         )
         yield PointDone(r, i, len(todo))
     all_bits = tuple(dict.fromkeys((*widths, *(previous.bits if known and previous else ()))))
-    return SensitivityResult(base.metric, base.value, all_bits, spec, out)
+    return SensitivityResult(
+        base.metric, base.value, all_bits, spec, out, higher_is_better=base.higher_is_better
+    )

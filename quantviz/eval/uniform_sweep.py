@@ -39,10 +39,12 @@ class SweepResult:
     baseline: float
     float_bytes: float
     points: list[EvalResult]
+    #: the metric's direction (False for perplexity: the front keeps the lowest)
+    higher_is_better: bool = True
 
     @property
     def front(self) -> list[EvalResult]:
-        return pareto(self.points)
+        return pareto(self.points, self.higher_is_better)
 
     def to_dict(self) -> dict[str, Any]:
         front = {id(p) for p in self.front}
@@ -50,6 +52,7 @@ class SweepResult:
             {
                 "kind": self.kind,
                 "metric": self.metric,
+                "higher_is_better": self.higher_is_better,
                 "baseline": self.baseline,
                 "float_bytes": self.float_bytes,
                 "points": [p.to_dict() for p in self.points],
@@ -100,4 +103,11 @@ def uniform_sweep(
         )
         points.append(r)
         yield PointDone(r, i, len(widths))
-    return SweepResult("uniform", base.metric, base.value, size_of(handle, configs[0])[1], points)
+    return SweepResult(
+        "uniform",
+        base.metric,
+        base.value,
+        size_of(handle, configs[0])[1],
+        points,
+        higher_is_better=base.higher_is_better,
+    )

@@ -31,6 +31,7 @@ from quantviz.model.errors import ModelLoadError, TrustRequired
 from quantviz.model.formats import load_exported, load_torchscript, load_weights_file
 from quantviz.model.handle import ModelHandle
 from quantviz.model.inputs import example_input, read_sidecar
+from quantviz.model.lm import is_causal_lm, lm_example_input, mark_causal_lm
 from quantviz.model.sniff import detect_kind
 
 __all__ = ["ModelLoadError", "TrustRequired", "detect_kind", "load_model"]
@@ -143,8 +144,24 @@ def _load_sample(name: str, source: str) -> ModelHandle:
         info, module = build_sample(name)
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
+    if info.hf_dir:
+        from quantviz.model.lm import lm_example_input, mark_causal_lm
+        from quantviz.model.samples import sample_dir
+
+        handle = ModelHandle(
+            source=source,
+            name=name,
+            module=_prepare(module),
+            layers=[],
+            example_input=lm_example_input(module),
+            default_data=info.default_data,
+            flavour="nn",
+            meta={"description": info.description},
+        )
+        tok = sample_dir(info.hf_dir) / "tokenizer.json"
+        return mark_causal_lm(handle, tok if tok.is_file() else None)
     return ModelHandle(
         source=source,
         name=name,
@@ -193,12 +210,14 @@ def _load_file(
         ex = getattr(module, "example_input", None)
         if isinstance(ex, torch.Tensor):
             example = ex
+        elif is_causal_lm(module) and input_shape is None and "input_shape" not in sidecar:
+            example = lm_example_input(module)
     if arch and kind in ("torchscript", "exported"):
         raise ModelLoadError(
             f"{path}: a {kind} file carries its own architecture; drop ::{arch} / arch="
         )
     example = example_input(path, source, example, sidecar, input_shape, input_dtype)
-    return ModelHandle(
+    handle = ModelHandle(
         source=source,
         name=path.stem,
         module=_prepare(module),
@@ -209,3 +228,7 @@ def _load_file(
         flavour=flavour,
         meta=meta,
     )
+    if is_causal_lm(module):  # a transformers *ForCausalLM built by an architecture factory
+        tok = path.parent / "tokenizer.json"
+        mark_causal_lm(handle, tok if tok.is_file() else None)
+    return handle
