@@ -11,6 +11,10 @@ Sources (see :func:`load_model`):
 * a whole pickled ``nn.Module`` (``torch.save(model)``) - only with ``trust=True``, because
   unpickling runs arbitrary code. Everything else is read with ``weights_only=True``.
 
+A ``transformers`` causal LM (``sample:tiny_lm``, or a ``*ForCausalLM`` built by an
+architecture factory) is marked ``task = "causal_lm"`` (:mod:`quantviz.model.lm`): its example
+input is 8 token ids, its ``tokenizer_path`` the ``tokenizer.json`` beside the weights.
+
 The kind of a file is recognised by its content, not its extension
 (:mod:`quantviz.model.sniff`); each kind is read by :mod:`quantviz.model.formats`
 (``.pt2`` by :mod:`quantviz.model.pt2`, architectures by :mod:`quantviz.model.arch`); the
