@@ -85,9 +85,17 @@ def load_pretrained_lm(folder: Path) -> nn.Module:
             f"{folder}: opening a Hugging Face model needs transformers "
             f"(pip install 'quantviz[hf]'): {exc}"
         ) from None
-    return AutoModelForCausalLM.from_pretrained(  # type: ignore[no-any-return]
-        str(folder), local_files_only=True, dtype=torch.float32
-    )
+    from transformers.utils import logging as hf_logging
+
+    quiet = hf_logging.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
+    try:
+        return AutoModelForCausalLM.from_pretrained(  # type: ignore[no-any-return]
+            str(folder), local_files_only=True, dtype=torch.float32
+        )
+    finally:
+        if not quiet:
+            hf_logging.enable_progress_bar()
 
 
 class DigitsCNN(nn.Module):
