@@ -87,14 +87,14 @@ def load_pretrained_lm(folder: Path) -> nn.Module:
         ) from None
     from transformers.utils import logging as hf_logging
 
-    quiet = hf_logging.are_progress_bars_disabled()
+    shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
     try:
         return AutoModelForCausalLM.from_pretrained(  # type: ignore[no-any-return]
             str(folder), local_files_only=True, dtype=torch.float32
         )
     finally:
-        if not quiet:
+        if shown:
             hf_logging.enable_progress_bar()
 
 

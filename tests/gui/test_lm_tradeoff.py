@@ -70,7 +70,7 @@ def test_open_tiny_lm_from_the_menu_and_evaluate(window, qtbot):
     """File > Open sample > tiny_lm, F5: one perplexity point above the float line."""
     win = window
     acts = {a.data(): a for a in win.samplesMenu.actions()}
-    with qtbot.waitSignal(win.modelLoaded, timeout=120_000):
+    with qtbot.waitSignal(win.modelLoaded, timeout=300_000):
         acts["sample:tiny_lm"].trigger()
     h = win.session.handle
     assert h.is_causal_lm and "lm_head" in h.fqns and win.table.model.rowCount() >= 30
