@@ -106,15 +106,16 @@ class EvalResult:
     ``baseline`` the float model's value on the same data; ``drop`` is positive when worse.
     ``cosine`` (mean cosine similarity of outputs to the float outputs), ``kl`` (mean
     KL(float || quantized) of the softmax outputs, nats) and ``top1_agreement`` are always
-    measured. Sizes are bytes; ``compression`` is ``float_bytes / model_bytes``; ``bops``
-    are bit operations per sample. ``layers`` holds one dict per quantizable layer: ``fqn``,
-    ``bytes``, ``weight_sqnr_db`` (None when kept float or exact), ``bits_per_value``,
-    ``scheme``. ``seconds`` is the wall time and ``timings`` splits it into the
-    :data:`STAGES` (``check`` — validation —, ``baseline``, ``calibrate``, ``quantize``,
-    ``forward``, ``metrics`` — sizes and the layer table): the timings add up to
-    ``seconds``. ``config`` is the evaluated configuration (a ``ModelConfig``; not part of
-    :meth:`to_dict`, see :func:`quantviz.io.config_to_dict`). ``batch_size`` is the batch
-    size the evaluation ran with (1 when the model refused larger batches).
+    measured (``cosine`` not for a causal LM). Sizes are bytes; ``compression`` is
+    ``float_bytes / model_bytes``; ``bops`` are bit operations per sample. ``layers`` holds
+    one dict per quantizable layer: ``fqn``, ``bytes``, ``weight_sqnr_db`` (None when kept
+    float or exact), ``bits_per_value``, ``scheme``. ``seconds`` is the wall time and
+    ``timings`` splits it into the :data:`STAGES` (``check`` — validation —, ``baseline``,
+    ``calibrate``, ``quantize``, ``forward``, ``metrics`` — sizes and the layer table): the
+    timings add up to ``seconds``. ``config`` is the evaluated configuration (a
+    ``ModelConfig``; not part of :meth:`to_dict`, see :func:`quantviz.io.config_to_dict`).
+    ``batch_size`` is the batch size the evaluation ran with (1 when the model refused
+    larger batches).
     """
 
     metric: str
