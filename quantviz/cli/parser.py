@@ -80,7 +80,16 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
         "--data",
         "-d",
         metavar="D",
-        help="evaluation data: sample:digits or a .npz/.pt with x (and y)",
+        help="evaluation data: sample:digits or a .npz/.pt with x (and y); for a causal "
+        "language model token ids (a .npz with input_ids [N, T], sample:tiny_lm) or a .txt "
+        "file tokenized with the model's tokenizer.json",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        metavar="T",
+        help="language models: tokens per sequence; a .txt is cut into windows of T tokens "
+        "(default 128, at most the model's positions), .npz rows into windows of T",
     )
     p.add_argument(
         "--trust",

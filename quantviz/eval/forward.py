@@ -358,7 +358,9 @@ def update_metrics(
     handle: ModelHandle,
     stage: str,
 ) -> None:
+    # a causal LM's labels are its input ids (the next token at every position)
+    labels = data.x[a:b] if handle.is_causal_lm else (None if data.y is None else data.y[a:b])
     try:
-        acc.update(out, None if data.y is None else data.y[a:b], ref)
+        acc.update(out, labels, ref)
     except (ValueError, RuntimeError, IndexError) as exc:
         raise EvalError(handle.source, f"{stage} ({_where(data, a, b)})", one_line(exc)) from exc

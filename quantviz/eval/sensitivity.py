@@ -14,7 +14,7 @@ from quantviz.eval.evaluate import (
     evaluate,
 )
 from quantviz.eval.points import PointExecutor, PointFailed
-from quantviz.eval.results import Baseline, EvalResult, PointDone, json_safe
+from quantviz.eval.results import Baseline, EvalResult, PointDone, json_safe, metric_drop
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -51,6 +51,8 @@ class SensitivityResult:
     layers by metric drop (largest first), ``by_kl`` by output KL vs float (largest first).
     ``errors`` lists the measurements that failed on a cluster (``{"index", "name",
     "error", "fqn", "bits"}``); their layers are left out of ``layers``.
+    A drop is positive when the metric got worse: accuracy fell, or perplexity rose
+    (``higher_is_better`` False).
     """
 
     metric: str
@@ -59,6 +61,7 @@ class SensitivityResult:
     spec: QuantSpec
     layers: list[LayerSensitivity]
     errors: list[dict[str, Any]] = field(default_factory=list)
+    higher_is_better: bool = True
 
     def layer(self, fqn: str) -> LayerSensitivity:
         for ls in self.layers:
@@ -66,16 +69,16 @@ class SensitivityResult:
                 return ls
         raise KeyError(f"no sensitivity for layer {fqn!r}")
 
+    def _drop(self, ls: LayerSensitivity, b: int) -> float:
+        return metric_drop(self.baseline, ls.value[b], self.higher_is_better)
+
     def drop(self, fqn: str, bits: int | None = None) -> float:
         b = self.bits[0] if bits is None else bits
-        return self.baseline - self.layer(fqn).value[b]
+        return self._drop(self.layer(fqn), b)
 
     def by_drop(self, bits: int | None = None) -> list[str]:
         b = self.bits[0] if bits is None else bits
-        return [
-            ls.fqn
-            for ls in sorted(self.layers, key=lambda s: (-(self.baseline - s.value[b]), -s.kl[b]))
-        ]
+        return [ls.fqn for ls in sorted(self.layers, key=lambda s: (-self._drop(s, b), -s.kl[b]))]
 
     def by_kl(self, bits: int | None = None) -> list[str]:
         b = self.bits[0] if bits is None else bits
@@ -95,6 +98,7 @@ class SensitivityResult:
         doc = json_safe(
             {
                 "metric": self.metric,
+                "higher_is_better": self.higher_is_better,
                 "baseline": self.baseline,
                 "bits": list(self.bits),
                 "scheme": self.spec.with_(bits=b).short(),
@@ -103,7 +107,7 @@ class SensitivityResult:
                         "fqn": ls.fqn,
                         "params": ls.params,
                         "value": ls.value[b],
-                        "drop": self.baseline - ls.value[b],
+                        "drop": self._drop(ls, b),
                         "kl": ls.kl[b],
                         "weight_sqnr_db": ls.sqnr_db[b],
                         "rank_by_drop": rank_drop[ls.fqn],
@@ -206,4 +210,12 @@ def sensitivity(
         record(ls, b, r)
         yield PointDone(r, i, len(todo))
     all_bits = tuple(dict.fromkeys((*widths, *(previous.bits if known and previous else ()))))
-    return SensitivityResult(base.metric, base.value, all_bits, spec, out, errors)
+    return SensitivityResult(
+        base.metric,
+        base.value,
+        all_bits,
+        spec,
+        out,
+        errors,
+        higher_is_better=base.higher_is_better,
+    )

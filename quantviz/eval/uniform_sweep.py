@@ -46,16 +46,19 @@ class SweepResult:
     float_bytes: float
     points: list[EvalResult]
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: the metric's direction (False for perplexity: the front keeps the lowest)
+    higher_is_better: bool = True
 
     @property
     def front(self) -> list[EvalResult]:
-        return pareto(self.points)
+        return pareto(self.points, self.higher_is_better)
 
     def to_dict(self) -> dict[str, Any]:
         front = {id(p) for p in self.front}
         doc: dict[str, Any] = {
             "kind": self.kind,
             "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
             "baseline": self.baseline,
             "float_bytes": self.float_bytes,
             "points": [p.to_dict() for p in self.points],
@@ -117,7 +120,15 @@ def uniform_sweep(
         )
         done = [o for o in outcomes if isinstance(o, EvalResult)]
         errors = [o.to_dict() for o in outcomes if isinstance(o, PointFailed)]
-        return SweepResult("uniform", base.metric, base.value, float_bytes, done, errors)
+        return SweepResult(
+            "uniform",
+            base.metric,
+            base.value,
+            float_bytes,
+            done,
+            errors,
+            higher_is_better=base.higher_is_better,
+        )
     points: list[EvalResult] = []
     for i, (name, cfg) in enumerate(zip(names, configs)):
         r = yield from evaluate(
@@ -133,4 +144,11 @@ def uniform_sweep(
         )
         points.append(r)
         yield PointDone(r, i, len(widths))
-    return SweepResult("uniform", base.metric, base.value, float_bytes, points)
+    return SweepResult(
+        "uniform",
+        base.metric,
+        base.value,
+        float_bytes,
+        points,
+        higher_is_better=base.higher_is_better,
+    )

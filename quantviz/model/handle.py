@@ -9,7 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LayerInfo", "ModelHandle", "add_hooks", "get_weight"]
+__all__ = ["CAUSAL_LM", "LayerInfo", "ModelHandle", "add_hooks", "get_weight"]
+
+#: ``ModelHandle.task`` of a causal language model (evaluated by perplexity on token data)
+CAUSAL_LM = "causal_lm"
 
 #: Layer kinds quantviz recognises (by what a layer is, not by its class name).
 KINDS = (
@@ -85,6 +88,15 @@ class ModelHandle:
     #: "nn", "torchscript", "exported" or "onnx" (an onnxruntime graph)
     flavour: str = "nn"
     meta: dict[str, Any] = field(default_factory=dict)
+    #: what the model does: "" (a classifier or anything else) or ``CAUSAL_LM``
+    #: ("causal_lm": metric perplexity on token data; see quantviz.model.lm)
+    task: str = ""
+    #: the model's ``tokenizer.json`` (tokenizes ``.txt`` evaluation data), if it has one
+    tokenizer_path: str | None = None
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.task == CAUSAL_LM
 
     # -- lookups ------------------------------------------------------------------------
     def layer(self, fqn: str) -> LayerInfo:

@@ -12,6 +12,10 @@ Sources (see :func:`load_model`):
   unpickling runs arbitrary code. Everything else is read with ``weights_only=True``;
 * an ONNX file, run by onnxruntime (:mod:`quantviz.model.onnx_model`).
 
+A ``transformers`` causal LM (``sample:tiny_lm``, or a ``*ForCausalLM`` built by an
+architecture factory) is marked ``task = "causal_lm"`` (:mod:`quantviz.model.lm`): its example
+input is 8 token ids, its ``tokenizer_path`` the ``tokenizer.json`` beside the weights.
+
 The kind of a file is recognised by its content, not its extension
 (:mod:`quantviz.model.sniff`); each kind is read by :mod:`quantviz.model.formats`
 (``.pt2`` by :mod:`quantviz.model.pt2`, architectures by :mod:`quantviz.model.arch`); the
@@ -32,6 +36,7 @@ from quantviz.model.errors import ModelLoadError, TrustRequired
 from quantviz.model.formats import load_exported, load_torchscript, load_weights_file
 from quantviz.model.handle import ModelHandle
 from quantviz.model.inputs import example_input, read_sidecar
+from quantviz.model.lm import is_causal_lm, lm_example_input, mark_causal_lm
 from quantviz.model.sniff import detect_kind
 
 __all__ = ["ModelLoadError", "TrustRequired", "detect_kind", "load_model"]
@@ -145,8 +150,24 @@ def _load_sample(name: str, source: str) -> ModelHandle:
         info, module = build_sample(name)
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
+    if info.hf_dir:
+        from quantviz.model.lm import lm_example_input, mark_causal_lm
+        from quantviz.model.samples import sample_dir
+
+        handle = ModelHandle(
+            source=source,
+            name=name,
+            module=_prepare(module),
+            layers=[],
+            example_input=lm_example_input(module),
+            default_data=info.default_data,
+            flavour="nn",
+            meta={"description": info.description},
+        )
+        tok = sample_dir(info.hf_dir) / "tokenizer.json"
+        return mark_causal_lm(handle, tok if tok.is_file() else None)
     return ModelHandle(
         source=source,
         name=name,
@@ -205,12 +226,14 @@ def _load_file(
         ex = getattr(module, "example_input", None)
         if isinstance(ex, torch.Tensor):
             example = ex
+        elif is_causal_lm(module) and input_shape is None and "input_shape" not in sidecar:
+            example = lm_example_input(module)
     if arch and kind in ("torchscript", "exported"):
         raise ModelLoadError(
             f"{path}: a {kind} file carries its own architecture; drop ::{arch} / arch="
         )
     example = example_input(path, source, example, sidecar, input_shape, input_dtype)
-    return ModelHandle(
+    handle = ModelHandle(
         source=source,
         name=path.stem,
         module=_prepare(module),
@@ -221,3 +244,7 @@ def _load_file(
         flavour=flavour,
         meta=meta,
     )
+    if is_causal_lm(module):  # a transformers *ForCausalLM built by an architecture factory
+        tok = path.parent / "tokenizer.json"
+        mark_causal_lm(handle, tok if tok.is_file() else None)
+    return handle

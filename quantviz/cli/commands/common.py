@@ -36,7 +36,7 @@ def load_model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
     handle = open_model(args)
     with where(args.data or (handle.default_data and f"data {handle.default_data}")):
-        data = load_data(args.data, handle)
+        data = load_data(args.data, handle, seq_len=getattr(args, "seq_len", None))
     return handle, data
 
 

@@ -51,7 +51,7 @@ def _export_inputs(args: argparse.Namespace, handle: Any, config: Any) -> tuple[
     from quantviz.data import load_data
 
     with where(args.data or (handle.default_data and f"data {handle.default_data}")):
-        data = load_data(args.data, handle)
+        data = load_data(args.data, handle, seq_len=getattr(args, "seq_len", None))
     stats: dict[str, Any] = {}
     if fmt != "html":
         gen = calibrate(handle, data, static, stats, batch_size=args.batch_size)

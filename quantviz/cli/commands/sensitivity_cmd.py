@@ -76,21 +76,27 @@ def _partial_result(handle: Any, bits: tuple[int, ...], spec: Any, done: list[An
     layers = [by_fqn[f] for f in fqns if f in by_fqn and bits[0] in by_fqn[f].kl]
     widths = tuple(b for b in bits if all(b in ls.kl for ls in layers))
     first = done[0].result
-    return SensitivityResult(first.metric, first.baseline, widths, spec, layers)
+    return SensitivityResult(
+        first.metric, first.baseline, widths, spec, layers, higher_is_better=first.higher_is_better
+    )
 
 
 def _table(args: argparse.Namespace, res: Any) -> str:
     b = res.bits[0]
+    # accuracy drops in percentage points; perplexity rises as they are ("worse by")
+    in_pts = res.metric in ("accuracy", "top1_agreement")
+    drop_head = "drop pts" if in_pts else "worse by"
     lines = [
         f"per-layer sensitivity of {args.model}, each layer alone at "
         f"W{res.spec.with_(bits=b).short()} (float {pct(res.metric, res.baseline)})",
-        f"{'rank':>4} {'layer':<24} {res.metric:>14} {'drop pts':>9} {'KL':>10} {'KL rank':>7}",
+        f"{'rank':>4} {'layer':<24} {res.metric:>14} {drop_head:>9} {'KL':>10} {'KL rank':>7}",
     ]
     kl_rank = {f: i + 1 for i, f in enumerate(res.by_kl())}
     for i, f in enumerate(res.by_drop(), start=1):
         ls = res.layer(f)
+        drop = f"{100 * res.drop(f):>9.2f}" if in_pts else f"{res.drop(f):>+9.4g}"
         lines.append(
             f"{i:>4} {f:<24} {pct(res.metric, ls.value[b]):>14} "
-            f"{100 * res.drop(f):>9.2f} {ls.kl[b]:>10.3g} {kl_rank[f]:>7}"
+            f"{drop} {ls.kl[b]:>10.3g} {kl_rank[f]:>7}"
         )
     return "\n".join(lines)
