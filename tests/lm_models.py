@@ -1,7 +1,7 @@
 """Tiny causal LMs built from transformers configs (random init; nothing is downloaded).
 
 ``tiny_llama`` / ``tiny_gpt2`` are importable no-argument factories, so tests can save
-their state dicts and open them as ``weights.safetensors::tests.lm_models:tiny_llama``.
+their state dicts and open them as ``weights.safetensors::lm_models:tiny_llama``.
 """
 
 from __future__ import annotations

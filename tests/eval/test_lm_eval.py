@@ -13,6 +13,8 @@ import torch
 
 pytest.importorskip("transformers")
 
+from lm_models import POSITIONS, VOCAB, random_tokens, tiny_gpt2, tiny_llama
+
 from quantviz.cli import main
 from quantviz.core import LayerConfig, ModelConfig
 from quantviz.core.defaults import DEFAULT_WEIGHT, FLOAT_CONFIG
@@ -22,7 +24,6 @@ from quantviz.eval import compute_baseline, evaluate, run
 from quantviz.eval.evaluate import LM_LOGITS_BYTES, batch_size_for
 from quantviz.eval.sweeps import sensitivity, uniform_sweep
 from quantviz.model.lm import handle_from_module
-from tests.lm_models import POSITIONS, VOCAB, random_tokens, tiny_gpt2, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +253,7 @@ def test_cli_eval_text_with_seq_len(tmp_path, capsys):
     save_file(state, tmp_path / "w.safetensors")
     txt = tmp_path / "doc.txt"
     txt.write_text(TEXT, encoding="utf-8")
-    src = f"{tmp_path / 'w.safetensors'}::tests.lm_models:tiny_llama"
+    src = f"{tmp_path / 'w.safetensors'}::lm_models:tiny_llama"
     argv = ["eval", "-m", src, "--data", str(txt), "--seq-len", "12", "--json", "--no-progress"]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -11,15 +11,14 @@ pytest.importorskip("transformers")
 
 
 def _lm_files(tmp_path):
+    from lm_models import random_tokens, tiny_llama
     from safetensors.torch import save_file
-
-    from tests.lm_models import random_tokens, tiny_llama
 
     model = tiny_llama()
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, tmp_path / "lm.safetensors")
     np.savez(tmp_path / "tokens.npz", input_ids=random_tokens(4, 16).numpy())
-    return f"{tmp_path / 'lm.safetensors'}::tests.lm_models:tiny_llama", str(
+    return f"{tmp_path / 'lm.safetensors'}::lm_models:tiny_llama", str(
         tmp_path / "tokens.npz"
     )
 
