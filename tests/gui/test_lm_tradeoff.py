@@ -72,7 +72,11 @@ def test_open_tiny_lm_from_the_menu_and_evaluate(window, qtbot):
     with qtbot.waitSignal(win.modelLoaded, timeout=300_000):
         acts["sample:tiny_lm"].trigger()
     h = win.session.handle
-    assert h.is_causal_lm and "lm_head" in h.fqns and win.table.model.rowCount() >= 30
+    assert h.is_causal_lm and "lm_head" in h.fqns and len(h.fqns) == 30
+    # the table groups the 4 decoder blocks (7 linears each) between embed_tokens and lm_head
+    model = win.table.model
+    assert model.grouped and model.rowCount() == 6
+    assert [len(g.members) for g in model.groups] == [7, 7, 7, 7]
     with qtbot.waitSignal(win.jobDone, timeout=300_000):
         win.evaluate()
     tp = win.tradeoff
