@@ -317,7 +317,7 @@ def match_weights(
     missing: dict[str, str] = {}
     weights: dict[str, np.ndarray] = {}
     for lay in handle.layers:
-        w = handle.weight(lay.fqn).detach().cpu()
+        w = handle.quant_weight(lay.fqn).detach().cpu()
         wa = w.numpy() if w.dtype != torch.bfloat16 else w.float().numpy()
         weights[lay.fqn] = wa
         ops = _CONSUMERS.get(_kind_group(lay.kind), ())
@@ -621,7 +621,7 @@ def quantize_graph(
         uses = found[lay.fqn]
         spec = lc.weight
         if spec is not None:
-            w = handle.weight(lay.fqn)
+            w = handle.quant_weight(lay.fqn)
             for init in dict.fromkeys(u.init for u in uses):
                 perm = next(u.perm for u in uses if u.init == init)
                 try:
