@@ -221,6 +221,50 @@ def test_bf16_checkpoint_stays_bf16(tmp_path: Path) -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_weights_are_memory_mapped_from_the_safetensors(folders: dict[str, Path]) -> None:
+    folder = folders["gpt2_untied_sharded"]
+    h = load_model(str(folder))
+    spans = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if str(folder) in line and line.endswith(".safetensors"):
+            a, b = (int(v, 16) for v in line.split()[0].split("-"))
+            spans.append((a, b))
+    assert spans
+    params = list(h.module.parameters())
+    inside = [p for p in params if any(a <= p.data_ptr() < b for a, b in spans)]
+    assert len(inside) == len(params)
+
+
+def test_histogram_view_and_sqnr_of_bf16_conv1d_weights(tmp_path: Path) -> None:
+    """The inspector's per-channel view of a Conv1D weight is per output feature."""
+    from hf_models import build
+
+    from quantviz.app import AppController, run_job
+
+    folder = tmp_path / "bf16"
+    build("gpt2").to(torch.bfloat16).save_pretrained(str(folder))
+    ctl = AppController()
+    run_job(ctl.open_model_job(str(folder)))
+    fqn = "transformer.h.0.mlp.c_fc"
+    stored = ctl.session.handle.weight(fqn).detach()  # [in, out] = [64, 256], bf16
+    assert stored.dtype == torch.bfloat16 and stored.shape == (HIDDEN, 4 * HIDDEN)
+    d = ctl.layer_view(fqn, compare="nf4", channel=5, spec=W8_CH)
+    assert not d.error and not d.compare_error
+    assert d.rows == 4 * HIDDEN and d.row_kind == "channel"
+    np.testing.assert_array_equal(d.chan_min, stored.float().amin(dim=0).numpy())
+    np.testing.assert_array_equal(d.chan_max, stored.float().amax(dim=0).numpy())
+    # its SQNR: of the weight against an independent per-output-feature fake-quant, as the
+    # model holds it (rounded to bf16)
+    ref = ref_fake_quant(stored, 1, 8, None)
+    assert ref.dtype == torch.bfloat16
+    err = (stored.float() - ref.float()).pow(2).sum()
+    want = 10 * torch.log10(stored.float().pow(2).sum() / err).item()
+    assert d.main.sqnr_db == pytest.approx(want, abs=1e-3)
+    g = ctl.layer_view(fqn, channel=0, spec=W4_G32)
+    assert not g.error and g.rows == 4 * HIDDEN * HIDDEN // 32
+
+
 def test_example_input_from_data_and_input_shape(folders: dict[str, Path], tmp_path: Path) -> None:
     from quantviz.data import load_data, load_model_for_data
 
