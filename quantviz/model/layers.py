@@ -7,6 +7,13 @@ records which module parameter is used as the weight of a convolution, a matrix 
 (linear) or an embedding lookup. That also finds custom-named modules (a scripted
 ``Conv2dStaticSamePadding``) and gives the MACs of each call from its real shapes. Subclasses
 of the torch layer types that the forward pass never reaches are listed too (0 MACs).
+
+The matrix product also tells which axis of a 2-D weight holds the output features: the
+weight enters ``mm`` / ``addmm`` as the right factor either transposed (``nn.Linear``:
+stored ``[out, in]``) or as stored (GPT-2's ``Conv1D``: ``[in, out]``, channel axis 1),
+which the operand's strides show. Parameters sharing one storage (an ``lm_head`` tied to
+the token embedding) are one layer, the first in module order, naming the others in
+``LayerInfo.tied``.
 """
 
 from __future__ import annotations

@@ -9,8 +9,6 @@ on their stored axis 1, groups run along the input features, tied weights once.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ tf = pytest.importorskip("transformers")
 
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec  # noqa: E402
 from quantviz.eval import apply_config  # noqa: E402
-from quantviz.model import ModelLoadError, TrustRequired, load_model  # noqa: E402
+from quantviz.model import ModelLoadError, TrustRequired, detect_kind, load_model  # noqa: E402
 
 # (kind, tied, sharded): GPT-2 and OPT tie lm_head to the token embedding by default
 VARIANTS = {
@@ -361,45 +359,94 @@ def test_onnx_export_runs_in_onnxruntime(
 
 
 # -- the command line ------------------------------------------------------------------------------
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "quantviz", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``quantviz ARGS`` in-process: (exit status, stdout, stderr)."""
+    from quantviz.cli import main
+
+    capsys.readouterr()
+    code = main([*args, "--no-progress"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-@pytest.mark.slow
-def test_cli_eval_json(folders: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_eval_json(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "tokens.npz"
     np.savez(data, x=tokens(4, 10).numpy())
     for name in ("gpt2", "llama_tied_sharded", "opt", "bert"):
-        r = _cli("eval", "--model", str(folders[name]), "--data", str(data), "--json")
-        assert r.returncode == 0, r.stderr
-        doc = json.loads(r.stdout)
+        code, out, err = _cli(
+            capsys, "eval", "--model", str(folders[name]), "--data", str(data), "--json"
+        )
+        assert code == 0, err
+        doc = json.loads(out)
         assert doc["metric"] == "top1_agreement" and doc["n_samples"] == 4
         assert len(doc["layers"]) == len(load_model(str(folders[name])).layers)
 
 
-@pytest.mark.slow
-def test_cli_bad_inputs_exit_2(folders: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_export_safetensors(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quantviz.io.exporters.safetensors_fmt import load_quantized
+
+    cfg = tmp_path / "w4.yaml"
+    cfg.write_text("format: quantviz-config\nversion: 2\ndefault:\n  weight: {bits: 4}\n")
+    path = tmp_path / "q.safetensors"
+    code, out, err = _cli(
+        capsys,
+        "export",
+        "--model",
+        str(folders["gpt2"]),
+        "-c",
+        str(cfg),
+        "-f",
+        "safetensors",
+        "-o",
+        str(path),
+    )
+    assert code == 0, err
+    assert out.strip() == f"wrote {path}"
+    back = load_quantized(path)
+    assert back["lm_head.weight"] is back["transformer.wte.weight"]
+    assert back["transformer.h.0.attn.c_attn.weight"].shape == (HIDDEN, 3 * HIDDEN)
+
+
+def test_cli_bad_inputs_exit_2(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = _cli("eval", "--model", str(empty))
-    assert r.returncode == 2
-    assert r.stderr.startswith("quantviz: error:") and "config.json" in r.stderr
+    code, _out, err = _cli(capsys, "eval", "--model", str(empty))
+    assert code == 2
+    assert err.startswith("quantviz: error:") and "config.json" in err
+    d = shutil.copytree(folders["gpt2"], tmp_path / "remote")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_x.X"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    code, _out, err = _cli(capsys, "sweep", "--model", str(d), "--bits", "4")
+    assert code == 2 and "auto_map" in err and "--trust" in err
     data = tmp_path / "floats.npz"
     np.savez(data, x=np.zeros((3, 8), np.float32))
-    r = _cli("eval", "--model", str(folders["gpt2"]), "--data", str(data))
-    assert r.returncode == 2
-    assert "floats.npz" in r.stderr and "(8,) float32" in r.stderr and "int64" in r.stderr
+    code, _out, err = _cli(capsys, "eval", "--model", str(folders["gpt2"]), "--data", str(data))
+    assert code == 2
+    assert "floats.npz" in err and "(8,) float32" in err and "int64" in err
 
 
 # -- bad input ------------------------------------------------------------------------------------
 def test_folder_without_config(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ModelLoadError, match=r"without config\.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r"without config\.json"):
+        detect_kind(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert detect_kind(tmp_path) == "huggingface"
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors: truncated safetensors file"):
+        load_model(str(tmp_path))
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"no model\.safetensors or model\.safetensors\.index"):
         load_model(str(tmp_path))
 
 
