@@ -78,12 +78,16 @@ def _out_axis(operand: torch.Tensor, param: torch.Tensor, right: bool) -> int | 
     if param.dim() != 2 or operand.dim() != 2:
         return None
     op_axis = 1 if right else 0
-    if tuple(operand.shape) == tuple(param.shape) and operand.stride() == param.stride():
-        return op_axis
-    if (
+    same = tuple(operand.shape) == tuple(param.shape) and operand.stride() == param.stride()
+    flipped = (
         tuple(operand.shape) == tuple(param.shape)[::-1]
         and operand.stride() == param.stride()[::-1]
-    ):
+    )
+    if same and flipped:  # e.g. a [1, 1] weight: both readings are the same single value
+        return 0
+    if same:
+        return op_axis
+    if flipped:
         return 1 - op_axis
     return None
 
