@@ -495,6 +495,44 @@ def test_remote_code_needs_trust(folders: dict[str, Path], tmp_path: Path) -> No
         load_model(str(d))
 
 
+def test_remote_code_with_trust(
+    folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With trust, the folder's own architecture code is imported (as transformers'
+    trust_remote_code does), its task read from the auto class auto_map names."""
+    import shutil
+
+    import transformers.dynamic_module_utils as dmu
+
+    monkeypatch.setattr(dmu, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    d = shutil.copytree(folders["gpt2"], tmp_path / "tiny")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(
+        architectures=["TinyLM"],
+        model_type="tiny_gpt2",
+        auto_map={
+            "AutoConfig": "configuration_tiny.TinyConfig",
+            "AutoModelForCausalLM": "modeling_tiny.TinyLM",
+        },
+    )
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "configuration_tiny.py").write_text(
+        "from transformers import GPT2Config\n\n\n"
+        "class TinyConfig(GPT2Config):\n    model_type = 'tiny_gpt2'\n"
+    )
+    (d / "modeling_tiny.py").write_text(
+        "from transformers import GPT2LMHeadModel\n\n"
+        "from .configuration_tiny import TinyConfig\n\n\n"
+        "class TinyLM(GPT2LMHeadModel):\n    config_class = TinyConfig\n"
+    )
+    with pytest.raises(TrustRequired):
+        load_model(str(d))
+    h = load_model(str(d), trust=True)
+    assert type(h.module).__name__ == "TinyLM" and h.meta["architecture"] == "TinyLM"
+    assert h.is_causal_lm
+    assert sorted(h.fqns) == sorted(expected_layers("gpt2", tied=True))
+
+
 def test_data_that_does_not_fit(folders: dict[str, Path], tmp_path: Path) -> None:
     from quantviz.data import DataError, load_model_for_data
 
