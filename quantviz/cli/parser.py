@@ -9,7 +9,7 @@ from quantviz.io.exporters import FORMATS as EXPORT_FORMATS
 
 __all__ = ["EXPORT_FORMATS", "PROG", "SUBCOMMANDS", "UsageError", "build_parser", "gui_parser"]
 
-SUBCOMMANDS = ("eval", "sweep", "sensitivity", "export")
+SUBCOMMANDS = ("eval", "sweep", "sensitivity", "export", "qat", "debug", "proxies")
 PROG = "quantviz"
 
 
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(
-        dest="command", metavar="{eval,sweep,sensitivity,export}", parser_class=_Parser
+        dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}", parser_class=_Parser
     )
     p = sub.add_parser("eval", help="evaluate one configuration")
     _common(p)
@@ -129,7 +129,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail (exit 2, nothing written) if the format cannot express some layer's "
         "scheme; by default such layers are listed and written as the format allows",
     )
+    p = sub.add_parser(
+        "qat",
+        help="quantization-aware fine-tuning with the straight-through estimator "
+        "(--lsq / --pact learn the grid)",
+    )
+    _common(p)
+    p.add_argument("--config", "-c", metavar="C", help="config to fine-tune for (default: W8)")
+    p.add_argument("--epochs", type=int, default=3, metavar="N", help="epochs (default 3)")
+    method = p.add_mutually_exclusive_group()
+    method.add_argument("--lsq", action="store_true", help="learn the step size (LSQ)")
+    method.add_argument("--pact", action="store_true", help="learn the clipping value (PACT)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument(
+        "--train-batch-size", type=int, default=64, metavar="N", help="training batch size"
+    )
+    p.add_argument(
+        "--save-weights",
+        metavar="OUT.safetensors",
+        help="write the fine-tuned float weights (open them with OUT.safetensors::factory)",
+    )
+    _debug_parsers(sub)
     return parser
+
+
+def _debug_parsers(sub: argparse._SubParsersAction) -> None:
+    """``debug`` (error propagation) and ``proxies`` (sensitivity proxies vs the truth)."""
+    from quantviz.cli.debug_args import add_debug_args, add_proxies_args
+
+    p = sub.add_parser(
+        "debug",
+        help="error propagation: each layer's output error alone (isolated) and with "
+        "everything before it quantized (cumulative)",
+    )
+    _common(p)
+    add_debug_args(p)
+    p = sub.add_parser(
+        "proxies",
+        help="sensitivity proxies (mse, output_sqnr, kl, fisher, hessian) ranked against the "
+        "measured single-layer drop",
+    )
+    _common(p)
+    add_proxies_args(p)
 
 
 def gui_parser() -> argparse.ArgumentParser:

@@ -58,7 +58,22 @@ def preflight(args: argparse.Namespace) -> Any:
     check_file(model, "--model", allow_dir=True)
     if args.data:
         check_file(args.data, "--data")
+    me = getattr(args, "export_model_explorer", None)
+    if me:
+        out = Path(me)
+        if out.is_dir():
+            raise UsageError(f"--export-model-explorer {out}: is a directory")
+        if not out.parent.is_dir():
+            raise UsageError(
+                f"--export-model-explorer {out}: directory {out.parent} does not exist"
+            )
     config = None
+    if getattr(args, "save_weights", None):
+        out = Path(args.save_weights)
+        if out.suffix.lower() != ".safetensors":
+            raise UsageError(f"--save-weights {out}: needs a .safetensors name")
+        if not out.parent.is_dir():
+            raise UsageError(f"--save-weights {out}: directory {out.parent} does not exist")
     if args.command == "export":
         check_file(args.config, "--config")
         _check_output(args)

@@ -55,6 +55,9 @@ class EvalData:
     x: torch.Tensor
     y: torch.Tensor | None
     calib_x: torch.Tensor
+    #: a training split (``sample:digits``; ``train_x`` / ``train_y`` in a file), for QAT only
+    train_x: torch.Tensor | None = None
+    train_y: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -119,6 +122,8 @@ def load_data(source: str | None, handle: ModelHandle | None = None) -> EvalData
             x=torch.from_numpy(d["x"][d["test_idx"]]),
             y=torch.from_numpy(d["y"][d["test_idx"]]),
             calib_x=torch.from_numpy(d["x"][d["calib_idx"]]),
+            train_x=torch.from_numpy(d["x"][d["train_idx"]]),
+            train_y=torch.from_numpy(d["y"][d["train_idx"]]),
         )
     else:
         data = _load_file(Path(source).expanduser())
@@ -153,7 +158,18 @@ def _load_file(path: Path) -> EvalData:
             _check_finite(path, "calib_x", calib)
     else:
         calib = x[:DEFAULT_CALIB_SIZE]
-    return EvalData(name=str(path), x=x, y=y, calib_x=calib)
+    train_x = train_y = None
+    if fields.get("train_x") is not None:
+        train_x = _as_tensor(path, "train_x", fields["train_x"])
+        _check_finite(path, "train_x", train_x)
+        if fields.get("train_y") is not None:
+            train_y = _as_tensor(path, "train_y", fields["train_y"])
+            if train_y.shape[:1] != train_x.shape[:1]:
+                raise DataError(
+                    f"{path}: train_y: {train_y.shape[0]} labels for {train_x.shape[0]} "
+                    "train_x samples"
+                )
+    return EvalData(name=str(path), x=x, y=y, calib_x=calib, train_x=train_x, train_y=train_y)
 
 
 def _read_arrays(path: Path) -> dict[str, Any]:
@@ -323,7 +339,10 @@ def validate(data: EvalData, handle: ModelHandle) -> EvalData:
     example = handle.example_input
     want_float = example.dtype.is_floating_point
     out: dict[str, torch.Tensor] = {}
-    for field, t in (("x", data.x), ("calib_x", data.calib_x)):
+    fields = [("x", data.x), ("calib_x", data.calib_x)]
+    if data.train_x is not None:
+        fields.append(("train_x", data.train_x))
+    for field, t in fields:
         if t.dim() < 1 or t.shape[0] == 0:
             raise DataError(f"{src}: {field}: empty (shape {tuple(t.shape)})")
         if tuple(t.shape[1:]) != tuple(example.shape[1:]):
@@ -368,7 +387,24 @@ def validate(data: EvalData, handle: ModelHandle) -> EvalData:
                     if n_cls is not None
                     else f"{src}: y: labels must be >= 0, got minimum {lo}"
                 )
-    return EvalData(name=data.name, x=out["x"], y=y, calib_x=out["calib_x"])
+    train_y = data.train_y
+    if train_y is not None:
+        if train_y.dtype.is_floating_point or train_y.dtype == torch.bool or train_y.dim() != 1:
+            raise DataError(f"{src}: train_y: must be 1-D integer labels, got {train_y.dtype}")
+        train_y = train_y.to(torch.int64)
+        n_cls = handle.num_classes or _output_classes(handle)
+        if train_y.numel() and (
+            int(train_y.min()) < 0 or (n_cls is not None and int(train_y.max()) >= n_cls)
+        ):
+            raise DataError(f"{src}: train_y: labels must be in 0..{(n_cls or 0) - 1}")
+    return EvalData(
+        name=data.name,
+        x=out["x"],
+        y=y,
+        calib_x=out["calib_x"],
+        train_x=out.get("train_x"),
+        train_y=train_y,
+    )
 
 
 def _output_classes(handle: ModelHandle) -> int | None:
@@ -413,7 +449,7 @@ def load_model_for_data(
     try:
         return load_model(source, input_shape=input_shape, **kwargs)
     except InputShapeRequired:
-        if input_shape is not None or not data or data.startswith(SAMPLE_PREFIX):
+        if input_shape is not None or not data:
             raise
-        x = _load_file(Path(data).expanduser()).x[:1]
+        x = load_data(data).x[:1]
     return load_model(source, input_shape=tuple(x.shape), input_dtype=x.dtype, **kwargs)

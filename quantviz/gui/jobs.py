@@ -72,6 +72,11 @@ class JobController(QObject):
         self.runner.start(job.label, job.factory)
         return True
 
+    def start_job(self, make: Callable[[], Job], what: str) -> bool:
+        """Start the job ``make()`` builds (replacing a running one); a ``ValueError``
+        from ``make`` is reported as "Could not start <what>"."""
+        return self._start(make, what)
+
     def evaluate(self, name: str | None = None) -> bool:
         """Evaluate configuration ``name`` (the current one when None) in the background;
         queued behind a running job. The current configuration stays current."""

@@ -275,11 +275,11 @@ def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[Laye
             continue
         if tied.get(fqn):  # used as an embedding and as a head: both uses cost
             uses = all_uses
-        axis = 0
+        axis = 1 if kind.startswith("conv_transpose") else 0  # [in, out/g, k...]
         if ckind is None and kind == "linear":
             axis = next((u.axis for u in uses if u.axis is not None), 0)
         shape = tuple(int(s) for s in p.shape)
-        if axis == 1:
+        if axis == 1 and len(shape) == 2:  # stored [in, out]: quantized as [out, in]
             shape = shape[::-1]
         groups = getattr(mod, "groups", None)
         if not isinstance(groups, int):

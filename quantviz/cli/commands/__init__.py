@@ -19,6 +19,9 @@ _MODULES = {
     "sweep": "quantviz.cli.commands.sweep_cmd",
     "sensitivity": "quantviz.cli.commands.sensitivity_cmd",
     "export": "quantviz.cli.commands.export_cmd",
+    "debug": "quantviz.cli.commands.debug_cmd",
+    "proxies": "quantviz.cli.commands.proxies_cmd",
+    "qat": "quantviz.cli.commands.qat_cmd",
 }
 
 
