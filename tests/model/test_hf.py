@@ -553,3 +553,35 @@ def test_data_that_does_not_fit(folders: dict[str, Path], tmp_path: Path) -> Non
         load_model_for_data(src, str(img))
     with pytest.raises(ModelLoadError, match=r"input_shape \[1, 3, 8\]"):
         load_model(src, input_shape=(1, 3, 8))
+
+
+@pytest.mark.parametrize("method", ["ste", "lsq", "pact"])
+def test_qat_quantizes_conv1d_per_output_feature(
+    folders: dict[str, Path], tmp_path: Path, method: str
+) -> None:
+    """QAT's fake-quant of a Conv1D weight (before any step) is the independent per-output-
+    feature fake-quant; a short fine-tune of the tied, Conv1D GPT-2 runs to its evaluation."""
+    from quantviz.data import load_data
+    from quantviz.eval import run
+    from quantviz.eval.qat import QatOptions, _Transposed, _weight_module, finetune
+
+    h = load_model(str(folders["gpt2"]))
+    fqn = "transformer.h.0.mlp.c_fc"
+    lay = h.layer(fqn)
+    w = h.weight(fqn).detach()  # [in, out]
+    fq = _Transposed(_weight_module(lay.to_quant(w), W8_CH, method, fqn))
+    with torch.no_grad():
+        got, want = fq(w), ref_fake_quant(w, 1, 8, None)
+    # lsq / pact compute round(w / s) where torch multiplies by 1 / s: a value on a rounding
+    # tie may land one step over; on the wrong axis nearly every value would differ
+    step = w.abs().amax(dim=0) / 127.5  # the per-output-feature scale
+    diff = (got - want).abs()
+    assert bool((diff <= step[None, :] * 1.001 + 1e-7).all())
+    assert float((diff > 1e-6).float().mean()) < (0.0 if method == "ste" else 0.01) + 1e-9
+    data = tmp_path / "t.npz"
+    np.savez(data, x=tokens(8, 16).numpy())
+    cfg = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_channel")))
+    res = run(
+        finetune(h, load_data(str(data), h), cfg, QatOptions(epochs=1, method=method, batch_size=4))
+    )
+    assert res.after.metric == "top1_agreement" and 0.0 <= res.after.value <= 1.0
