@@ -12,13 +12,25 @@ One function per model kind; ``main`` runs them and prints the ratios (wall cloc
   ``InferenceSession`` + one run of the same file. Then the steady-state forward pass of a
   batch of 8 against a plain session of the file (quantviz feeds the weights as inputs).
 
-    python benchmarks/bench_open.py [--kinds onnx] [--width 64] [--size 224] [--repeat 3]
+* ``huggingface``: a GPT-2-shaped checkpoint built from a config (random init, 6 layers of
+  n_embd 768, ~82M parameters; the full 124M shape with ``--full``) saved with
+  ``save_pretrained`` to a temporary folder. quantviz: the app's open-model job
+  (``load_model`` — the checkpoint read, one forward pass on 16 tokens to find the layers
+  and their MACs — and the session adopting the model): the layer table's rows; then its
+  SQNR column (every weight under the default W8 per-channel configuration, computed in a
+  worker while the app is usable), printed apart. Baseline:
+  ``AutoModelForCausalLM.from_pretrained`` + one forward of the same 16 tokens.
+  transformers is imported before either is timed; median of ``--repeat`` alternating runs.
+
+    python benchmarks/bench_open.py [--kinds onnx,huggingface] [--width 64] [--size 224]
+        [--repeat 3] [--full]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +42,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+TOKENS = 16
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:
@@ -114,7 +129,78 @@ def bench_onnx(args: argparse.Namespace) -> dict[str, float]:
     return {"onnx_base": base, "onnx_open": opened, "onnx_table": table, "onnx_forward": fwd}
 
 
-KINDS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {"onnx": bench_onnx}
+def hf_open(source: str) -> tuple[float, float, int]:
+    """quantviz's open: seconds to the layer table's rows (load, layer discovery, the
+    session adopting the model), then to its SQNR column (weight SQNR of every layer under
+    the default W8 per-channel configuration, computed in a worker in the app); rows."""
+    from quantviz.app import AppController, run_job
+    from quantviz.app.metrics import compute_sqnr
+
+    t0 = time.perf_counter()
+    ctl = AppController()
+    opened = run_job(ctl.open_model_job(source))
+    t1 = time.perf_counter()
+    s = ctl.session
+    todo = ctl.sqnr.missing(s.fqns, [s.config])
+    ctl.sqnr.record(compute_sqnr(s.weights, todo))
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, len(opened.handle.layers)
+
+
+def _bench_gpt2(n_layer: int, n_embd: int, repeats: int) -> float:
+    """GPT-2-shaped checkpoint: ratio of quantviz's open to from_pretrained + one forward."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_embd // 64)
+    model = tf.GPT2LMHeadModel(cfg).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "gpt2"
+        model.save_pretrained(str(folder))
+        del model
+        x = torch.arange(TOKENS)[None]
+
+        def reference() -> None:
+            m = tf.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+            m.eval()
+            with torch.no_grad():
+                m(x)
+
+        hf_open(str(folder))  # warm both (file cache, lazy imports)
+        reference()
+        ref_t: list[float] = []
+        rows_t: list[float] = []
+        sqnr_t: list[float] = []
+        for _ in range(repeats):
+            ref_t.append(best(reference, 1))
+            a, b, rows = hf_open(str(folder))
+            rows_t.append(a)
+            sqnr_t.append(b)
+    ref, ours, sq = (statistics.median(v) for v in (ref_t, rows_t, sqnr_t))
+    ratio = ours / ref
+    print(
+        f"huggingface gpt2 n_layer={n_layer} n_embd={n_embd} ({n_params / 1e6:.0f}M params, "
+        f"{rows} layers): from_pretrained + forward {ref:.2f} s; quantviz to the layer "
+        f"table's rows {ours:.2f} s: ratio {ratio:.2f}x; its SQNR column (W8 per-channel "
+        f"of every weight, in a worker) {sq:.2f} s more: {(ours + sq) / ref:.2f}x in all"
+    )
+    return ratio
+
+
+def bench_huggingface(args: argparse.Namespace) -> dict[str, float]:
+    import transformers  # noqa: F401  - imported once, outside both timings
+
+    out = {"hf_ratio": _bench_gpt2(6, 768, args.repeat)}
+    if args.full:
+        out["hf_ratio_124m"] = _bench_gpt2(12, 768, args.repeat)
+    return out
+
+
+KINDS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {
+    "onnx": bench_onnx,
+    "huggingface": bench_huggingface,
+}
 
 
 def main() -> None:
@@ -123,6 +209,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--full", action="store_true", help="huggingface: also the 124M GPT-2 shape")
     args = ap.parse_args()
     torch.set_num_threads(1)
     for kind in args.kinds.split(","):

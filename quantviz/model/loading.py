@@ -10,6 +10,8 @@ Sources (see :func:`load_model`):
   passed as ``arch=``);
 * a whole pickled ``nn.Module`` (``torch.save(model)``) - only with ``trust=True``, because
   unpickling runs arbitrary code. Everything else is read with ``weights_only=True``;
+* a Hugging Face checkpoint folder (``config.json`` + ``model.safetensors`` or a sharded
+  index), opened offline with ``transformers`` (:mod:`quantviz.model.hf`).
 * an ONNX file, run by onnxruntime (:mod:`quantviz.model.onnx_model`).
 
 A ``transformers`` causal LM (``sample:tiny_lm``, or a ``*ForCausalLM`` built by an
@@ -144,30 +146,24 @@ def _prepare(module: nn.Module) -> nn.Module:
 
 
 def _load_sample(name: str, source: str) -> ModelHandle:
-    from quantviz.model.samples import build_sample
+    from quantviz.model.samples import SAMPLES, build_sample, sample_dir
 
+    info0 = SAMPLES.get(name)
+    if info0 is not None and info0.hf_dir:  # a save_pretrained folder: the Hugging Face path
+        from quantviz.model.hf import load_hf
+        from quantviz.model.lm import mark_causal_lm
+
+        handle = load_hf(sample_dir(info0.hf_dir), source)
+        handle.module = _prepare(handle.module)
+        handle.name, handle.default_data = name, info0.default_data
+        handle.meta["description"] = info0.description
+        return mark_causal_lm(handle, handle.tokenizer_path) if handle.is_causal_lm else handle
     try:
         info, module = build_sample(name)
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
     except (ValueError, OSError) as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
-    if info.hf_dir:
-        from quantviz.model.lm import lm_example_input, mark_causal_lm
-        from quantviz.model.samples import sample_dir
-
-        handle = ModelHandle(
-            source=source,
-            name=name,
-            module=_prepare(module),
-            layers=[],
-            example_input=lm_example_input(module),
-            default_data=info.default_data,
-            flavour="nn",
-            meta={"description": info.description},
-        )
-        tok = sample_dir(info.hf_dir) / "tokenizer.json"
-        return mark_causal_lm(handle, tok if tok.is_file() else None)
     return ModelHandle(
         source=source,
         name=name,
@@ -193,7 +189,14 @@ def _load_file(
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
-        raise ModelLoadError(f"{path}: is a directory, not a model file")
+        from quantviz.model.hf import load_hf
+
+        if arch:
+            raise ModelLoadError(
+                f"{path}: a Hugging Face checkpoint folder names its own architecture in "
+                f"config.json; drop ::{arch} / arch="
+            )
+        return load_hf(path, source, trust=trust, input_shape=input_shape, input_dtype=input_dtype)
     if not path.is_file():  # a FIFO would block the first read forever
         raise ModelLoadError(f"{path}: not a regular file")
     try:

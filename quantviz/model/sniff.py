@@ -16,9 +16,18 @@ def detect_kind(path: Path) -> str:
 
     One of ``torchscript``, ``exported``, ``torch_save`` (zip written by ``torch.save``),
     ``pickle`` (legacy ``torch.save``), ``safetensors``, ``onnx`` (a protobuf ``ModelProto``
-    starting with its ``ir_version``). Raises :class:`ModelLoadError` for
-    anything else, including truncated archives.
+    starting with its ``ir_version``), or ``huggingface`` for a folder holding
+    ``config.json`` (a ``save_pretrained`` checkpoint). Raises :class:`ModelLoadError` for
+    anything else, including truncated archives and folders without ``config.json``.
     """
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "huggingface"
+        raise ModelLoadError(
+            f"{path}: is a directory without config.json, not a model file; a Hugging Face "
+            "checkpoint folder (what save_pretrained writes) holds config.json and "
+            "model.safetensors"
+        )
     with open(path, "rb") as fh:
         head = fh.read(16)
         fh.seek(0, 2)

@@ -18,9 +18,7 @@ def _lm_files(tmp_path):
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, tmp_path / "lm.safetensors")
     np.savez(tmp_path / "tokens.npz", input_ids=random_tokens(4, 16).numpy())
-    return f"{tmp_path / 'lm.safetensors'}::lm_models:tiny_llama", str(
-        tmp_path / "tokens.npz"
-    )
+    return f"{tmp_path / 'lm.safetensors'}::lm_models:tiny_llama", str(tmp_path / "tokens.npz")
 
 
 def test_perplexity_axis_label_float_line_and_front(window, qtbot, tmp_path):
