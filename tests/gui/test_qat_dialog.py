@@ -56,3 +56,34 @@ def test_cancelled_dialog_starts_nothing(qtbot, window):
     QTimer.singleShot(0, cancel)
     win.qatAction.trigger()
     assert not win.jobs.runner.running and win.session.tuned == {}
+
+
+def test_progress_bar_follows_the_training(qtbot, window):
+    """The status bar's bar is not full while the training steps are still running (it
+    was: the evaluation before the training already filled it, then 'qat 8/57 100%')."""
+    from PySide6.QtWidgets import QProgressBar
+
+    win = window
+    bar = win.findChild(QProgressBar, "progressBar")
+    seen: list[tuple[int, str]] = []
+    # connected after the status bar: sees the bar as the user sees it after each event
+    win.jobRunner.progress.connect(lambda *_: seen.append((bar.value(), bar.format())))
+
+    def fill() -> None:
+        dlg = win.qatDialog
+        dlg.epochsSpin.setValue(1)
+        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, fill)
+    with qtbot.waitSignal(win.jobDone, timeout=120_000):
+        win.qatAction.trigger()
+    steps = win.controller.qat_result.steps
+    training = [(v, f) for v, f in seen if f"/{steps} " in f and "qat " in f]
+    assert training, seen[-5:]
+    # half way through the training steps the bar is neither empty nor full
+    half = next(v for v, f in training if f"qat {steps // 2}/{steps} " in f)
+    assert 100 < half < 900
+    assert "100%" not in training[0][1]
+    values = [v for v, _ in seen]
+    assert values == sorted(values)  # never goes backwards
