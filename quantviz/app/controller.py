@@ -373,7 +373,8 @@ class AppController:
         def done(payload: Any) -> ResultEntry:
             base, res = payload
             self.baseline = base
-            self._record_result_sqnr(res)
+            if tuned is None:  # the SQNR cache is of the model's own weights, per spec
+                self._record_result_sqnr(res)
             if name not in s.configs:  # deleted while it ran: keep what was measured
                 s.add_config(name, config)
             return s.add_result(res, name=name, config=config)
