@@ -111,3 +111,29 @@ def test_onnx_file_with_a_fixed_batch_calibrates_and_evaluates(window, qtbot, tm
     assert blocker.args == ["evaluate"] and shown == []
     res = win.session.results[-1].result
     assert res.value > 0.9
+
+
+def test_rank_proxies_on_an_onnx_file(window, qtbot, onnx_files, capsys):
+    """Run > Rank sensitivity proxies on an ONNX file ranks the proxies onnxruntime can give
+    (it failed: 'element 0 of tensors does not require grad' from the Fisher proxy); the CLI
+    asked for a gradient proxy says which and what to rank instead."""
+    from quantviz.cli import main
+
+    win = window
+    path, _qdq = onnx_files
+    shown: list[str] = []
+    win.errors.errorShown.connect(lambda *a: shown.append(str(a)))
+    with qtbot.waitSignals([win.modelLoaded, win.statsReady], timeout=60_000):
+        win.open_model(str(path), "sample:digits")
+    with qtbot.waitSignal(win.jobDone, timeout=120_000) as blocker:
+        win.proxiesAction.trigger()
+    assert blocker.args == ["proxies"] and shown == []
+    t = win.debugView.proxyTable
+    heads = [t.horizontalHeaderItem(j).text().split("\n")[0] for j in range(t.columnCount())]
+    assert heads == ["layer", "scheme", "drop (pts)", "mse", "output_sqnr", "kl"]
+    assert t.rowCount() == 4
+    argv = ["proxies", "--model", str(path), "--data", "sample:digits", "--no-progress"]
+    assert main([*argv, "--proxy", "kl,fisher"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("quantviz: error: cnn: proxy fisher: needs")
+    assert "--proxy mse,output_sqnr,kl" in err[0]
