@@ -406,7 +406,8 @@ class AppController:
         def done(payload: Any) -> ResultEntry:
             base, res = payload
             self.baseline = base
-            self._record_result_sqnr(res)
+            if tuned is None:  # the SQNR cache is of the model's own weights, per spec
+                self._record_result_sqnr(res)
             if name not in s.configs:  # deleted while it ran: keep what was measured
                 s.add_config(name, config)
             return s.add_result(res, name=name, config=config)
@@ -634,11 +635,14 @@ class AppController:
         """Sensitivity proxies of every layer at the default weight scheme with ``bits``,
         ranked against the measured single-layer drop; the report goes to
         :attr:`proxy_report`."""
-        from quantviz.eval.proxies import PROXIES
+        from quantviz.eval.proxies import GRADIENT_PROXIES, PROXIES
 
         handle, data = self._need_data()
         spec = self.default_weight_spec().with_(bits=bits)
-        names = tuple(PROXIES if proxies is None else proxies)
+        if proxies is None:  # by default those the model can compute (no gradients in ONNX)
+            onnx = handle.flavour == "onnx"
+            proxies = [p for p in PROXIES if not (onnx and p in GRADIENT_PROXIES)]
+        names = tuple(proxies)
         cands = [(f, spec) for f in handle.fqns]
         cache, baseline = self.weight_cache, self.baseline
 

@@ -200,6 +200,8 @@ def calibrate(
     calib = data.calib_x
     if calib is None or int(calib.shape[0]) == 0:
         raise ValueError(f"{data_name(data)}: no calibration inputs (calib_x)")
+    if handle.meta.get("static_batch"):  # e.g. an ONNX file exported with a batch of 1
+        batch_size = 1
     spans = list(_batches(calib, batch_size))
     i = 0
     try:

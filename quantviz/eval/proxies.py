@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from quantviz.model.handle import ModelHandle
 
 __all__ = [
+    "GRADIENT_PROXIES",
     "PROXIES",
     "Candidate",
     "ProxyReport",
@@ -438,6 +439,9 @@ PROXIES: dict[str, Callable[..., ProxyGen]] = {
     "hessian": hessian,
 }
 
+#: the proxies that back-propagate through the model (eager PyTorch modules only)
+GRADIENT_PROXIES = ("fisher", "hessian")
+
 
 # ---------------------------------------------------------------------------------------
 # ranking against the truth
@@ -520,6 +524,13 @@ def rank_proxies(
     unknown = [p for p in proxies if p not in PROXIES]
     if unknown:
         raise ValueError(f"proxy: unknown {', '.join(unknown)} (choose from {', '.join(PROXIES)})")
+    grads = [p for p in proxies if p in GRADIENT_PROXIES]
+    if grads and handle.flavour == "onnx":
+        raise ValueError(
+            f"{handle.name}: proxy {', '.join(grads)}: needs gradients, which a model run by "
+            "onnxruntime does not give (rank the others: --proxy "
+            f"{','.join(p for p in PROXIES if p not in GRADIENT_PROXIES)})"
+        )
     cands = _check_candidates(handle, candidates)
     cache = cache if cache is not None else WeightCache()
     steps = 1 + len(proxies)

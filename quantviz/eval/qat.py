@@ -310,6 +310,25 @@ def swapped_weights(handle: ModelHandle, weights: dict[str, torch.Tensor]) -> It
             p.data = orig
 
 
+#: the progress phases of :func:`finetune`: evaluation before, training, evaluation after
+_PHASES = 3
+
+
+def _phase(gen: Generator[Any, None, Any], point: int) -> Generator[Any, None, Any]:
+    """Relay ``gen``, its progress events as phase ``point`` of :data:`_PHASES`."""
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(item, Progress):
+                item = Progress(item.done, item.total, item.stage, point, _PHASES)
+            yield item
+    finally:
+        gen.close()
+
+
 def finetune(
     handle: ModelHandle,
     data: EvalData,
@@ -339,9 +358,11 @@ def finetune(
         distilled, ty = True, None
 
     # 0. the configuration on the float weights; the float outputs are the reference for both
-    baseline = yield from compute_baseline(handle, data)
-    before = yield from evaluate(
-        handle, data, config, baseline=baseline, name=f"{name} (before qat)"
+    # progress in three phases (before, training, after): each phase's stages start from
+    # zero, so without the phase a progress bar would be full after the first evaluation
+    baseline = yield from _phase(compute_baseline(handle, data), 0)
+    before = yield from _phase(
+        evaluate(handle, data, config, baseline=baseline, name=f"{name} (before qat)"), 0
     )
 
     # 1. a trainable copy with fake-quant in the forward pass
@@ -401,7 +422,7 @@ def finetune(
                     opt.step()
                 losses.append(float(loss.detach()))
                 step += 1
-                yield Progress(step, total, "qat")
+                yield Progress(step, total, "qat", 1, _PHASES)
             history.append({"epoch": float(epoch + 1), "loss": sum(losses) / len(losses)})
     finally:
         for r in act_hooks:
@@ -424,13 +445,16 @@ def finetune(
 
     # 3. the configuration on the fine-tuned weights (fresh caches: new weights)
     with swapped_weights(handle, weights):
-        after = yield from evaluate(
-            handle,
-            data,
-            config,
-            cache=WeightCache(),
-            baseline=baseline,
-            name=f"{name} (qat {options.method})",
+        after = yield from _phase(
+            evaluate(
+                handle,
+                data,
+                config,
+                cache=WeightCache(),
+                baseline=baseline,
+                name=f"{name} (qat {options.method})",
+            ),
+            2,
         )
     return QatResult(before, after, weights, options, step, distilled, n, history)
 

@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, Qt, Signal
 from PySide6.QtGui import QAction, QFont
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -99,10 +99,13 @@ class DebugView(QTabWidget):
         self.legend.addItem(self.iso, "isolated (only this layer)")
         self.legend.addItem(self.cum, "cumulative (up to this layer)")
         self.legend.addItem(self.flags, "flagged: cumulative jump / isolated outlier")
-        self.hoverLabel = pg.TextItem("", anchor=(0, 1), color=th.foreground)
+        # on a filled box: the text is drawn over the bars
+        self.hoverLabel = pg.TextItem("", anchor=(0, 1))
+        self._style_hover(th)
         self.hoverLabel.setZValue(20)
         pi.addItem(self.hoverLabel, ignoreBounds=True)
         self.plot.scene().sigMouseMoved.connect(self._on_move)
+        self.plot.installEventFilter(self)  # the pointer leaving the plot hides the text
         self.plot.scene().sigMouseClicked.connect(self._on_click)
         lay.addWidget(self.plot, 1)
         self.addTab(page, "Error propagation")
@@ -135,6 +138,33 @@ class DebugView(QTabWidget):
         lay2.addWidget(self.proxyTable, 1)
         self.addTab(page2, "Proxies")
 
+    # -- theme -------------------------------------------------------------------------------
+    def _style_hover(self, th: Any) -> None:
+        self.hoverLabel.setColor(th.foreground)
+        self.hoverLabel.fill = pg.mkBrush(th.background + "e8")
+        self.hoverLabel.border = pg.mkPen(th.baseline)
+        self.hoverLabel.update()
+
+    def apply_theme(self) -> None:
+        """Re-colour the plot for the current plot theme (light/dark switch)."""
+        th = current_theme()
+        style_plot(self.plot, "layer (execution order)", "output SQNR (dB)")
+        self.iso.setOpts(brush=th.series[1])
+        self._style_hover(th)
+        if self.result is not None:
+            self.show_debug(self.result, switch=False)
+        else:
+            self.cum.setOpts(brush=th.series[0])
+
+    def eventFilter(self, obj: Any, ev: Any) -> bool:
+        if obj is self.plot and ev.type() == QEvent.Type.Leave:
+            self._hide_hover()
+        return False
+
+    def _hide_hover(self) -> None:
+        self.hover_text = ""
+        self.hoverLabel.setText("")
+
     # -- error propagation -------------------------------------------------------------------
     def clear(self, *_: Any) -> None:
         self.result = self.report = None
@@ -146,8 +176,8 @@ class DebugView(QTabWidget):
         self.proxyTable.setRowCount(0)
         self.summaryLabel.setText("Run > Debug error propagation: per-layer output error")
 
-    def show_debug(self, result: Any) -> None:
-        """Draw a :class:`quantviz.eval.debug.DebugResult`."""
+    def show_debug(self, result: Any, switch: bool = True) -> None:
+        """Draw a :class:`quantviz.eval.debug.DebugResult` (``switch``: show its tab)."""
         self.result = result
         layers = result.layers
         self.fqns = [lay.fqn for lay in layers]
@@ -184,7 +214,8 @@ class DebugView(QTabWidget):
             f"Flagged: {flagged} (cumulative SQNR drops > {result.jump_threshold_db:g} dB, "
             f"or isolated SQNR > {result.outlier_db:g} dB below the median)"
         )
-        self.setCurrentIndex(0)
+        if switch:
+            self.setCurrentIndex(0)
 
     def describe(self, i: int) -> str:
         """Hover text of layer ``i``."""
@@ -224,9 +255,7 @@ class DebugView(QTabWidget):
     def _on_move(self, pos: QPointF) -> None:
         i = self._index_at(pos)
         if i is None:
-            self.hover_text = ""
-            self.hoverLabel.setText("")
-            self.plot.setToolTip("")
+            self._hide_hover()
             return
         self.hover_text = self.describe(i)
         self.hoverLabel.setText(self.hover_text)
@@ -235,7 +264,6 @@ class DebugView(QTabWidget):
         (x0, x1), _ = vb.viewRange()
         self.hoverLabel.setAnchor((1, 1) if p.x() > (x0 + x1) / 2 else (0, 1))
         self.hoverLabel.setPos(p)
-        self.plot.setToolTip(self.hover_text)
 
     def _on_click(self, ev: Any) -> None:
         if ev.button() != Qt.MouseButton.LeftButton:

@@ -44,7 +44,7 @@ FORMAT_LABELS: dict[str, tuple[str, str]] = {
     "safetensors": (
         "safetensors (quantized weights)",
         "Integer codes (packed below 8 bits), scales, zero points and codebooks per layer, "
-        "plus a JSON manifest next to it.",
+        "with a JSON manifest in the file's own metadata (one file).",
     ),
     "onnx": (
         "ONNX (QuantizeLinear / DequantizeLinear)",

@@ -186,7 +186,8 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         from quantviz.gui.theme import apply_theme
 
         apply_theme(QApplication.instance(), dark)  # type: ignore[arg-type]
-        for view in (self.histogram, self.activations, self.tradeoff, self.compareView):
+        views = (self.histogram, self.activations, self.tradeoff, self.compareView)
+        for view in (*views, self.debugView):
             view.apply_theme()
         if self.darkAction.isChecked() != dark:
             with QSignalBlocker(self.darkAction):

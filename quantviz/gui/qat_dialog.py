@@ -94,7 +94,11 @@ def install_qat_action(win: Any) -> QAction:
         has_labels = getattr(s.data, "train_y", None) is not None
         dlg = QatDialog(s.current_name, has_labels, win)
         win.qatDialog = dlg
-        if dlg.exec() != QDialog.DialogCode.Accepted:
+        accepted = dlg.exec() == QDialog.DialogCode.Accepted
+        # the hidden dialog stayed the active window without a window manager that hands
+        # the focus back: Esc (cancel) and F5 did nothing until a click in the window
+        win.activateWindow()
+        if not accepted:
             return
         try:
             options = dlg.options()

@@ -95,3 +95,43 @@ def test_proxies_tab_shows_rankings_and_spearman(qtbot, window):
         t.viewport(), Qt.MouseButton.LeftButton, pos=t.visualItemRect(t.item(1, 0)).center()
     )
     assert win.session.selection == (t.item(1, 0).text(),)
+
+
+def test_dark_palette_recolours_the_strip_plot_and_hover_is_readable(qtbot, window):
+    """View > Dark palette also switches the error-propagation plot (it stayed white with
+    the light colours); the hover text sits on a filled box and goes when the pointer
+    leaves the plot."""
+    from quantviz.gui.plot_style import DARK, LIGHT
+
+    win = window
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        win.debugAction.trigger()
+    view = win.debugView
+    res = win.controller.debug_result
+    qtbot.waitExposed(view.plot)
+    assert view.plot.backgroundBrush().color().name() == LIGHT.background
+    qtbot.keyClick(
+        win, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    assert win.darkAction.isChecked()
+    assert view.plot.backgroundBrush().color().name() == DARK.background
+    assert view.iso.opts["brush"] == DARK.series[1]
+    colours = [b.color().name() for b in view.cum.opts["brushes"]]
+    assert colours == ["#e03131" if lay.flagged else DARK.series[0] for lay in res.layers]
+    axis = view.plot.getPlotItem().getAxis("left")
+    assert axis.textPen().color().name() == DARK.foreground
+    # hover: the layer's numbers in the dark foreground on a filled dark box
+    _hover(view, _view_pos(view, 1))
+    assert view.hover_text.startswith("conv2")
+    label = view.hoverLabel
+    assert label.textItem.toPlainText().startswith("conv2")
+    assert label.fill.color().name() == DARK.background and label.fill.color().alpha() > 200
+    assert label.textItem.defaultTextColor().name() == DARK.foreground
+    assert view.plot.toolTip() == ""  # not a second copy of the same text
+    # the pointer leaves the plot: the text goes
+    QApplication.sendEvent(view.plot, QEvent(QEvent.Type.Leave))
+    assert view.hover_text == "" and label.textItem.toPlainText() == ""
+    # and back to light
+    win.darkAction.trigger()
+    assert view.plot.backgroundBrush().color().name() == LIGHT.background
+    assert view.cum.opts["brushes"][0].color().name() in (LIGHT.series[0], "#e03131")

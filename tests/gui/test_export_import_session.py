@@ -222,3 +222,19 @@ def test_failed_session_open_leaves_state_and_prunes_recent(window, qtbot, tmp_p
     sa.rebuild_recent_menu()
     assert len(sa.recent_paths_in_menu()) == 7
     assert not any(p.endswith("s9.quantviz") for p in sa.recent_paths_in_menu())
+
+
+def test_safetensors_help_says_where_the_manifest_is(window, qtbot, tmp_path):
+    """The format help promised 'a JSON manifest next to it'; the file is written alone,
+    its manifest in the safetensors metadata."""
+    from quantviz.io.exporters.safetensors_fmt import read_manifest
+
+    win = window
+    win.exportAction.trigger()
+    dlg = win.exportDialog
+    dlg.formatCombo.setCurrentIndex(dlg.formatCombo.findData("safetensors"))
+    assert "next to it" not in dlg.formatHelp.text()
+    assert "metadata" in dlg.formatHelp.text()
+    res = _export(qtbot, dlg, "safetensors", tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == [tmp_path / "w.safetensors"] == list(res.paths)
+    assert set(read_manifest(res.paths[0])["layers"]) == {f"{f}.weight" for f in win.session.fqns}

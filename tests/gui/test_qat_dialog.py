@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QDialogButtonBox
+from PySide6.QtWidgets import QApplication, QDialogButtonBox
 
 
 def test_fine_tune_from_the_run_menu(qtbot, window):
@@ -56,3 +56,119 @@ def test_cancelled_dialog_starts_nothing(qtbot, window):
     QTimer.singleShot(0, cancel)
     win.qatAction.trigger()
     assert not win.jobs.runner.running and win.session.tuned == {}
+
+
+def test_progress_bar_follows_the_training(qtbot, window):
+    """The status bar's bar is not full while the training steps are still running (it
+    was: the evaluation before the training already filled it, then 'qat 8/57 100%')."""
+    from PySide6.QtWidgets import QProgressBar
+
+    win = window
+    bar = win.findChild(QProgressBar, "progressBar")
+    seen: list[tuple[int, str]] = []
+    # connected after the status bar: sees the bar as the user sees it after each event
+    win.jobRunner.progress.connect(lambda *_: seen.append((bar.value(), bar.format())))
+
+    def fill() -> None:
+        dlg = win.qatDialog
+        dlg.epochsSpin.setValue(1)
+        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, fill)
+    with qtbot.waitSignal(win.jobDone, timeout=120_000):
+        win.qatAction.trigger()
+    steps = win.controller.qat_result.steps
+    training = [(v, f) for v, f in seen if f"/{steps} " in f and "qat " in f]
+    assert training, seen[-5:]
+    # half way through the training steps the bar is neither empty nor full
+    half = next(v for v, f in training if f"qat {steps // 2}/{steps} " in f)
+    assert 100 < half < 900
+    assert "100%" not in training[0][1]
+    values = [v for v, _ in seen]
+    assert values == sorted(values)  # never goes backwards
+
+
+def _sqnr_column(win) -> list[str]:
+    from quantviz.gui.layer_table import C_SQNR
+
+    m = win.table.model
+    return [m.index(r, C_SQNR).data() for r in range(m.rowCount())]
+
+
+def _double_click_config(qtbot, win, name: str) -> None:
+    lst = win.configs.list
+    item = next(
+        lst.item(i)
+        for i in range(lst.count())
+        if lst.item(i).data(Qt.ItemDataRole.UserRole) == name
+    )
+    pos = lst.visualItemRect(item).center()
+    qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseDClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    assert win.session.current_name == name
+
+
+def test_evaluating_the_tuned_config_keeps_the_sqnr_column_of_the_others(qtbot, window):
+    """Evaluating '<name> qat-ste' (F5) put the fine-tuned weights' SQNR into the table's
+    cache for the same scheme, so the original configuration's SQNR column changed."""
+    win = window
+    s = win.session
+    win.controls.bitsSpin.lineEdit().selectAll()
+    qtbot.keyClicks(win.controls.bitsSpin.lineEdit(), "2")
+    qtbot.keyClick(win.controls.bitsSpin.lineEdit(), Qt.Key.Key_Return)
+    qtbot.mouseClick(win.controls.applyAllButton, Qt.MouseButton.LeftButton)
+    assert {s.config.resolve(f).weight.bits for f in s.fqns} == {2}
+    qtbot.waitUntil(lambda: "…" not in _sqnr_column(win), timeout=30_000)
+    name = s.current_name
+    before = _sqnr_column(win)
+    exact = [win.controller.layer_sqnr(f) for f in s.fqns]
+
+    def fill() -> None:
+        dlg = win.qatDialog
+        dlg.epochsSpin.setValue(1)
+        dlg.lrSpin.setValue(0.01)  # weights that move enough to change the SQNR
+        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, fill)
+    with qtbot.waitSignal(win.jobDone, timeout=120_000):
+        win.qatAction.trigger()
+    new = f"{name} qat-ste"
+    _double_click_config(qtbot, win, new)
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=5_000)
+    with qtbot.waitSignal(win.jobDone, timeout=60_000) as blocker:
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    assert blocker.args == ["evaluate"] and s.results[-1].name == new
+    # the evaluation measured other numbers on the fine-tuned weights ...
+    tuned_sqnr = [lay["weight_sqnr_db"] for lay in s.results[-1].result.layers]
+    assert any(abs(a - b) > 1e-3 for a, b in zip(tuned_sqnr, exact, strict=True))
+    # ... which do not replace the original weights' SQNR shown for the first configuration
+    _double_click_config(qtbot, win, name)
+    assert [win.controller.layer_sqnr(f) for f in s.fqns] == exact
+    assert _sqnr_column(win) == before
+
+
+def test_escape_right_after_the_dialog_cancels_the_fine_tuning(qtbot, window):
+    """Fine-tune pressed in the dialog, then Esc in the window: the training stops and no
+    configuration is added (the closed dialog stayed the active window, so Esc did nothing
+    until the user clicked into the main window)."""
+    win = window
+    s = win.session
+    names = set(s.configs)
+
+    def fill() -> None:
+        dlg = win.qatDialog
+        dlg.epochsSpin.setValue(50)  # long enough to be cancelled
+        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, fill)
+    win.qatAction.trigger()
+    assert win.jobs.runner.running
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=5_000)
+    with qtbot.waitSignal(win.jobRunner.cancelled, timeout=30_000):
+        qtbot.keyClick(QApplication.focusWidget() or win, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not win.jobs.runner.running, timeout=30_000)
+    assert set(s.configs) == names and s.tuned == {}
+    assert "qat cancelled" in win.statusBar().currentMessage()
