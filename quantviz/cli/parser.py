@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='also evaluate the chosen configuration on the data (adds "evaluation")',
     )
+    add_cluster_option(p)  # the kl proxy's evaluations as Ray tasks
     p = sub.add_parser("export", help="write a config for deployment tools")
     _common(p)
     p.add_argument("--config", "-c", required=True, metavar="C")

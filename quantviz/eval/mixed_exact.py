@@ -126,8 +126,13 @@ def kl_proxy(
     cache: WeightCache | None = None,
     baseline: Baseline | None = None,
     batch_size: int = 256,
+    executor: Any = None,
 ) -> Generator[Any, None, Costs]:
-    """The output KL(float || quantized) with that layer alone quantized (0 kept float)."""
+    """The output KL(float || quantized) with that layer alone quantized (0 kept float).
+
+    ``executor`` (a :class:`quantviz.eval.cluster.Cluster`) runs the evaluations as tasks;
+    one that fails is a ``ValueError`` naming its layer and scheme (no cost may be missing).
+    """
     from quantviz.eval.apply import WeightCache
     from quantviz.eval.evaluate import evaluate
     from quantviz.eval.sweep_common import FLOAT, _ensure_baseline
@@ -138,6 +143,24 @@ def kl_proxy(
     base = yield from _ensure_baseline(handle, data, baseline, batch_size)
     todo = [c for c in cands if c.spec is not None]
     out: Costs = {(c.fqn, c.label): 0.0 for c in cands if c.spec is None}
+    if executor is not None:
+        from quantviz.eval.points import PointFailed
+
+        points = [
+            (
+                f"{c.fqn} {c.label}",
+                ModelConfig(default=FLOAT, overrides=((c.fqn, LayerConfig(weight=c.spec)),)),
+            )
+            for c in todo
+        ]
+        outcomes = yield from executor.run(
+            handle, data, points, baseline=base, stats={}, batch_size=batch_size
+        )
+        for c, o in zip(todo, outcomes):
+            if isinstance(o, PointFailed):
+                raise ValueError(f"proxy kl: layer {c.fqn} under {c.label}: {o.error}")
+            out[(c.fqn, c.label)] = max(float(o.kl or 0.0), 0.0)
+        return out
     for i, c in enumerate(todo):
         cfg = ModelConfig(default=FLOAT, overrides=((c.fqn, LayerConfig(weight=c.spec)),))
         r = yield from evaluate(
@@ -358,12 +381,20 @@ def cost_table(
     cache: WeightCache | None = None,
     baseline: Baseline | None = None,
     batch_size: int = 256,
+    executor: Any = None,
 ) -> Generator[Any, None, CostTable]:
     """Measure ``proxy`` for every candidate of ``schemes`` on ``handle``; a generator that
-    yields the proxy's progress and returns a :class:`CostTable`. Closing it stops the work."""
+    yields the proxy's progress and returns a :class:`CostTable`. Closing it stops the work.
+    ``executor`` (a Ray cluster) runs the ``kl`` proxy's evaluations as tasks."""
     fn = proxy_function(proxy)
     cands = candidates(handle, schemes)
-    if proxy in _TAKES_CONTEXT:
+    if executor is not None and proxy != "kl":
+        raise ValueError(f"--cluster: runs the kl proxy's evaluations; {proxy} runs here")
+    if proxy == "kl" and executor is not None:
+        gen = kl_proxy(
+            handle, data, cands, baseline=baseline, batch_size=batch_size, executor=executor
+        )
+    elif proxy in _TAKES_CONTEXT:
         gen = fn(handle, data, cands, cache=cache, baseline=baseline, batch_size=batch_size)
     else:
         gen = fn(handle, data, cands)

@@ -68,6 +68,19 @@ def test_sweep_and_sensitivity_documents_equal_in_process(local_ray, capsys):
     assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2
 
 
+def test_mixed_kl_costs_on_the_cluster_equal_in_process(local_ray, capsys):
+    """``mixed --proxy kl --cluster local``: the single-layer evaluations behind the costs
+    run as tasks; the document (candidates, costs, optimum) equals the in-process one."""
+    argv = ["mixed", "--model", "sample:digits_cnn", "--proxy", "kl", "--budget", "4bpw"]
+    argv += ["--choices", "int2:pc,int4:pc,int8:pc,float"]
+    here = _cli(capsys, *argv)
+    there = _cli(capsys, *argv, "--cluster", "local")
+    assert _without_times(there) == _without_times(here)
+    assert len(here["candidates"]) == 4 * 4 and here["objective"] > 0
+    code = main(["mixed", "--model", "sample:digits_cnn", "--budget", "4bpw", "--cluster", "local"])
+    assert code == 2 and "--cluster: runs the kl proxy" in capsys.readouterr().err
+
+
 def test_invalid_config_is_an_error_point_while_the_others_finish(local_ray, model):
     handle, data = model
     base = run(compute_baseline(handle, data))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from quantviz.cli.commands.common import open_model, reporter
+from quantviz.cli.commands.common import cluster_of, open_model, reporter
 from quantviz.cli.errors import where
 from quantviz.cli.output import emit, pct, result_dict
 from quantviz.cli.progress import drive
@@ -28,8 +28,11 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
 
         with where(args.data or (handle.default_data and f"data {handle.default_data}")):
             data = load_data(args.data, handle)
-    gen = cost_table(handle, data, schemes, args.proxy, batch_size=args.batch_size)
-    table = drive(gen, reporter(args, f"proxy {args.proxy}"))
+    with cluster_of(args) as cluster:
+        gen = cost_table(
+            handle, data, schemes, args.proxy, batch_size=args.batch_size, executor=cluster
+        )
+        table = drive(gen, reporter(args, f"proxy {args.proxy}"))
     sol = table.solve(budget, args.solver)
     doc: dict[str, Any] = {"model": args.model, **table.to_dict(sol, args.solver)}
     if data is not None:
