@@ -245,6 +245,7 @@ def _debug_parsers(sub: argparse._SubParsersAction) -> None:
     )
     _common(p)
     add_debug_args(p)
+    add_cluster_option(p)  # the batches as Ray tasks, their error sums added here
     p = sub.add_parser(
         "proxies",
         help="sensitivity proxies (mse, output_sqnr, kl, fisher, hessian) ranked against the "

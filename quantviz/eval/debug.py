@@ -124,6 +124,14 @@ class ErrorSums:
         self.cos_sum += float(cos.clamp(-1.0, 1.0).sum())
         self.samples += b
 
+    def merge(self, other: ErrorSums) -> None:
+        """Add the sums of ``other`` (another share of the samples)."""
+        self.sq_err += other.sq_err
+        self.sq_ref += other.sq_ref
+        self.numel += other.numel
+        self.cos_sum += other.cos_sum
+        self.samples += other.samples
+
     def result(self) -> ErrorStats:
         if self.numel == 0:
             return ErrorStats(math.nan, math.nan, math.nan)
@@ -445,6 +453,12 @@ class _OutputSums:
         self.agree += int((q2.argmax(-1) == f2.argmax(-1)).sum())
         self.positions += int(q2.shape[0])
 
+    def merge(self, other: _OutputSums) -> None:
+        self.err.merge(other.err)
+        self.kl += other.kl
+        self.agree += other.agree
+        self.positions += other.positions
+
     def result(self) -> OutputError:
         e = self.err.result()
         p = max(self.positions, 1)
@@ -492,8 +506,13 @@ def debug(
     max_samples: int | None = None,
     jump_db: float = JUMP_DB,
     outlier_db: float = OUTLIER_DB,
+    executor: Any = None,
 ) -> Generator[Progress, None, DebugResult]:
     """Isolated and cumulative error of every layer under ``config`` over ``data.x``.
+
+    ``executor`` (a :class:`quantviz.eval.cluster.Cluster`) splits the batches over Ray
+    tasks; each returns its running sums and the sums are added here (the same numbers up
+    to float summation order).
 
     A generator yielding :class:`Progress` (``calibrate`` when static activation specs need
     statistics, then ``debug`` per batch); closing it at any yield removes the hooks and
@@ -521,27 +540,14 @@ def debug(
     except ValueError as exc:
         raise EvalError(handle.source, "quantize", str(exc)) from exc
     n, spans = _prepare(handle, data, batch_size, max_samples)
-    rec = _Recorder(handle, variants, keep=True)
-    outs = _OutputSums()
-    for i, (a, b) in enumerate(spans, start=1):
-        rec.new_batch()
-        rec.attach()
-        try:
-            rec.quantized_pass = False
-            with torch.no_grad():
-                ref = forward(handle, data, a, b, "debug (float model)", False)
-            rec.quantized_pass = True
-            try:
-                applying = apply_config(handle, config, stats=stats, cache=cache)
-            except ValueError as exc:
-                raise EvalError(handle.source, "quantize", str(exc)) from exc
-            with torch.no_grad(), applying:
-                out = forward(handle, data, a, b, "debug (quantized model)", True)
-        finally:
-            rec.detach()
-        outs.add(out, ref)
-        rec.new_batch()
-        yield Progress(i, len(spans), "debug")
+    if executor is not None:
+        rec, outs = yield from _debug_on(executor, handle, data, config, stats, spans)
+    else:
+        rec = _Recorder(handle, variants, keep=True)
+        outs = _OutputSums()
+        for i, (a, b) in enumerate(spans, start=1):
+            _debug_batch(handle, data, config, stats, cache, rec, outs, a, b)
+            yield Progress(i, len(spans), "debug")
     rows = []
     for fqn in rec.order:
         lay = handle.layer(fqn)
@@ -559,6 +565,82 @@ def debug(
         outlier_db,
         time.perf_counter() - t0,
     )
+
+
+def _debug_batch(
+    handle: ModelHandle,
+    data: EvalData,
+    config: ModelConfig,
+    stats: MutableMapping[str, LayerStats],
+    cache: WeightCache,
+    rec: _Recorder,
+    outs: _OutputSums,
+    a: int,
+    b: int,
+) -> None:
+    """One float and one quantized pass over samples ``a:b``, adding to ``rec`` and ``outs``."""
+    rec.new_batch()
+    rec.attach()
+    try:
+        rec.quantized_pass = False
+        with torch.no_grad():
+            ref = forward(handle, data, a, b, "debug (float model)", False)
+        rec.quantized_pass = True
+        try:
+            applying = apply_config(handle, config, stats=stats, cache=cache)
+        except ValueError as exc:
+            raise EvalError(handle.source, "quantize", str(exc)) from exc
+        with torch.no_grad(), applying:
+            out = forward(handle, data, a, b, "debug (quantized model)", True)
+    finally:
+        rec.detach()
+    outs.add(out, ref)
+    rec.new_batch()
+
+
+def _debug_task(shared: Any, item: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A Ray task (:meth:`quantviz.eval.cluster.Cluster.map`): the sums over some batches."""
+    config, stats, spans = item
+    handle, data, cache = shared.handle, shared.data, shared.cache
+    variants = _config_variants(handle, config, cache, stats)
+    rec = _Recorder(handle, variants, keep=True)
+    outs = _OutputSums()
+    for a, b in spans:
+        _debug_batch(handle, data, config, stats, cache, rec, outs, a, b)
+    return rec.order, rec.isolated, rec.cumulative, outs
+
+
+def _debug_on(
+    executor: Any,
+    handle: ModelHandle,
+    data: EvalData,
+    config: ModelConfig,
+    stats: MutableMapping[str, LayerStats],
+    spans: list[tuple[int, int]],
+) -> Generator[Any, None, tuple[_Recorder, _OutputSums]]:
+    """The batches as Ray tasks (about two per worker slot); their sums added in order."""
+    from quantviz.eval.points import PointFailed
+
+    k = max(1, min(len(spans), 2 * int(getattr(executor, "slots", 1) or 1)))
+    shares = [spans[i::k] for i in range(k)]
+    items = [(config, dict(stats), share) for share in shares]
+    names = [f"debug batches {i + 1}/{k}" for i in range(k)]
+    outcomes = yield from executor.map(_debug_task, items, handle, data, names=names)
+    rec = _Recorder(handle, {}, keep=False)
+    outs = _OutputSums()
+    for o in outcomes:
+        if isinstance(o, PointFailed):
+            raise EvalError(handle.source, "debug", f"{o.name}: {o.error}")
+        order, isolated, cumulative, out_sums = o
+        for f in order:
+            if f not in rec.order:
+                rec.order.append(f)
+        for key, sums in isolated.items():
+            rec.isolated.setdefault(key, ErrorSums()).merge(sums)
+        for f, sums in cumulative.items():
+            rec.cumulative.setdefault(f, ErrorSums()).merge(sums)
+        outs.merge(out_sums)
+    return rec, outs
 
 
 def weight_variants(

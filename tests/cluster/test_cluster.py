@@ -81,6 +81,33 @@ def test_mixed_kl_costs_on_the_cluster_equal_in_process(local_ray, capsys):
     assert code == 2 and "--cluster: runs the kl proxy" in capsys.readouterr().err
 
 
+def test_debug_on_the_cluster_equals_in_process(local_ray, capsys, tmp_path):
+    """``debug --cluster local``: the batches run as tasks; the per-layer isolated and
+    cumulative errors and the output's equal the in-process run (float summation order)."""
+    cfg = tmp_path / "w4.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "format": "quantviz-config",
+                "version": 2,
+                "default": {"weight": {"bits": 4, "granularity": "per_tensor"}},
+            }
+        )
+    )
+    argv = ["debug", "--model", MODEL, "-c", str(cfg), "--batch-size", "64"]
+    here = _cli(capsys, *argv)
+    there = _cli(capsys, *argv, "--cluster", "local")
+    assert [r["fqn"] for r in there["layers"]] == [r["fqn"] for r in here["layers"]]
+    for a, b in zip(here["layers"], there["layers"]):
+        for side in ("isolated", "cumulative"):
+            for k in ("mse", "sqnr_db", "cosine"):
+                assert b[side][k] == pytest.approx(a[side][k], rel=1e-9, abs=1e-12), (a, side)
+        assert (b["jump"], b["worst_isolated"]) == (a["jump"], a["worst_isolated"])
+    assert there["flagged"] == here["flagged"] and there["n_samples"] == here["n_samples"]
+    for k, v in here["output"].items():
+        assert there["output"][k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
 def test_invalid_config_is_an_error_point_while_the_others_finish(local_ray, model):
     handle, data = model
     base = run(compute_baseline(handle, data))

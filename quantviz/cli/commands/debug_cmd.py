@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Any
 
-from quantviz.cli.commands.common import load_model_and_data, reporter
+from quantviz.cli.commands.common import cluster_of, load_model_and_data, reporter
 from quantviz.cli.errors import where
 from quantviz.cli.output import emit
 from quantviz.cli.progress import drive
@@ -26,15 +26,17 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
         name = args.config
     with where(args.config or "the default config"):
         check_config(handle, config)
-    gen = debug(
-        handle,
-        data,
-        config,
-        batch_size=min(args.batch_size, 256),
-        max_samples=args.max_samples,
-        jump_db=args.jump_db,
-    )
-    res = drive(gen, reporter(args, "debug"))
+    with cluster_of(args) as cluster:
+        gen = debug(
+            handle,
+            data,
+            config,
+            batch_size=min(args.batch_size, 256),
+            max_samples=args.max_samples,
+            jump_db=args.jump_db,
+            executor=cluster,
+        )
+        res = drive(gen, reporter(args, "debug"))
     doc = {"model": args.model, "data": data.name, "config": name, **res.to_dict()}
     if args.export_model_explorer:
         from quantviz.io.model_explorer import node_ids, write_node_data
