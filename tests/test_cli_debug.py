@@ -63,3 +63,22 @@ def test_proxies_json(capsys):
     assert doc["scheme"] == "3 sym ch"
     assert main(["proxies", "--model", "sample:digits_cnn", "--proxy", "bogus"]) == 2
     assert "unknown proxy bogus" in capsys.readouterr()[1]
+
+
+def test_debug_on_an_onnx_file_says_why_not(capsys, tmp_path):
+    """An ONNX model runs as one onnxruntime graph: debug refuses it by name (exit 2)."""
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    import torch
+
+    from quantviz.model import load_model
+
+    h = load_model("sample:digits_cnn")
+    path = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(h.module, h.example_input, str(path), dynamo=False)
+    code = main(["debug", "--model", str(path), "--data", "sample:digits", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error propagation needs each layer's output" in err
