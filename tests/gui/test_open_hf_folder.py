@@ -66,5 +66,5 @@ def test_quantviz_dir_with_token_data(qtbot, tmp_path):
     with qtbot.waitSignal(win.jobDone, timeout=120_000):
         win.evaluateAction.trigger()
     res = win.session.results[-1].result
-    assert res.metric == "top1_agreement" and res.n_samples == 6
+    assert res.metric == "perplexity" and res.n_samples == 6 and res.n_tokens == 6 * 11
     assert win.shutdown(timeout=30)
