@@ -142,7 +142,7 @@ class QuantSpec:
     percentile: float = 99.99
     dynamic: bool = False
     rounding: str = "nearest"
-    adaround_iters: int = 500
+    adaround_iters: int = 200
     gptq_block_size: int = 128
     gptq_damping: float = 0.01
     gptq_act_order: bool = False

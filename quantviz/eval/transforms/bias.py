@@ -107,7 +107,7 @@ def bias_correction(
         else:
             old = state.extra_bias.get(f)
             base = torch.zeros_like(shift) if old is None else old.to(torch.float64)
-            state.extra_bias[f] = (base - shift).to(torch.float32)
+            state.extra_bias[f] = (base - shift).to(torch.float64)
         state.note(f, f"bias_correction: mean output shift {float(shift.abs().max()):.3g} removed")
 
 

@@ -55,7 +55,7 @@ def fold_bn(
         else:
             old = state.extra_bias.get(fqn)
             base = torch.zeros_like(mean) if old is None else old.to(torch.float64)
-            state.extra_bias[fqn] = ((base - mean) * inv + beta).to(torch.float32)
+            state.extra_bias[fqn] = ((base - mean) * inv + beta).to(torch.float64)
         state.identity.append(bn_fqn)
         state.inserted.append(f"fold_bn: {bn_fqn} folded into {fqn} (run as the identity)")
         state.note(fqn, f"fold_bn: BatchNorm {bn_fqn} folded in")
@@ -177,7 +177,7 @@ def cle(
             if bn is not None:
                 state.set(h, bn, bf)
             else:
-                state.extra_bias[f] = bf.to(torch.float32)
+                state.extra_bias[f] = bf.to(torch.float64)
     for ch, _, _ in pairs:
         s = total[ch.first]
         state.note(

@@ -89,6 +89,11 @@ def smoothquant(
             for r in removers:
                 r()
     groups = _norm_groups(ctx)
+    tied = _tied_layers(h)
+    for f in tied:
+        state.note(f, "smoothquant: skipped (its weight is shared with another layer)")
+    groups = {n: ms for n, ms in groups.items() if not tied & set(ms)}
+    lin = [f for f in lin if f not in tied]
     grouped = {m for ms in groups.values() for m in ms}
     units: list[tuple[str | None, list[str]]] = [(n, ms) for n, ms in groups.items()]
     units += [(None, [f]) for f in lin if f not in grouped]
@@ -130,6 +135,16 @@ def smoothquant(
                 f"{float(s.min()):.3g}..{float(s.max()):.3g} ({where})",
             )
     yield Progress(len(batches), len(batches), "smoothquant")
+
+
+def _tied_layers(h: Any) -> set[str]:
+    """Layers whose weight parameter also belongs to another module (tied embeddings)."""
+    owners: dict[int, int] = {}
+    for mod in h.module.modules():
+        for p in mod._parameters.values():
+            if p is not None:
+                owners[id(p)] = owners.get(id(p), 0) + 1
+    return {lay.fqn for lay in h.layers if owners.get(id(h.weight(lay.fqn)), 0) > 1}
 
 
 # -- Hadamard ------------------------------------------------------------------------------
@@ -208,6 +223,15 @@ def _hadamard_llama(
         if isinstance(getattr(mods[mod], "bias", None), nn.Parameter):
             state.set(h, f"{mod}.bias", q @ state.current(h, f"{mod}.bias").to(torch.float64))
 
+    hooked = {f for f, _ in state.pre_hooks}
+    clash = [x for b in m.blocks for x in (b.q, b.k, b.v, b.o, b.gate, b.up) if x in hooked]
+    if m.head is not None and m.head in hooked:
+        clash.append(m.head)
+    if clash:
+        raise ValueError(
+            f"hadamard: an earlier transform inserted an operation in front of {clash[0]}, "
+            "which the rotation cannot pass through; put hadamard before smoothquant"
+        )
     emb = w(m.embed)
     d = emb.shape[1]
     if not _pow2(d):

@@ -237,10 +237,10 @@ def adaround_layer(
     x: torch.Tensor,
     grid: Grid,
     *,
-    iterations: int = 500,
+    iterations: int = 200,
     reg_weight: float = 0.01,
     lr: float = 1e-2,
-    batch_rows: int = 512,
+    batch_rows: int = 256,
     seed: int = 0,
 ) -> Generator[int, None, torch.Tensor]:
     """AdaRound of one grouped GEMM weight ``w [G, O, K]`` on inputs ``x [G, n, K]``.
