@@ -127,6 +127,7 @@ def sensitivity(
     batch_size: int = 256,
     baseline: Baseline | None = None,
     previous: SensitivityResult | None = None,
+    transforms: Iterable[Any] = (),
 ) -> Generator[Event, None, SensitivityResult]:
     """Each layer's weights alone at ``spec`` with each of ``bits``, the rest float.
 
@@ -152,7 +153,11 @@ def sensitivity(
     todo = [(ls, b) for b in widths for ls in out if b not in ls.kl]
     for i, (ls, b) in enumerate(todo):
         s = spec.with_(bits=b)
-        cfg = ModelConfig(default=FLOAT, overrides=((ls.fqn, LayerConfig(weight=s)),))
+        cfg = ModelConfig(
+            default=FLOAT,
+            overrides=((ls.fqn, LayerConfig(weight=s)),),
+            transforms=tuple(transforms),
+        )
         r = yield from evaluate(
             handle,
             data,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+from quantviz.core.spec import transform_label
 from quantviz.eval.apply import WeightCache
 from quantviz.eval.evaluate import (
     evaluate,
@@ -69,10 +70,12 @@ def uniform_sweep(
     cache: WeightCache | None = None,
     batch_size: int = 256,
     baseline: Baseline | None = None,
+    transforms: Iterable[Any] = (),
 ) -> Generator[Event, None, SweepResult]:
     """Every layer's weights at ``base_spec`` with each of ``bits``; one point per width.
 
-    ``activation`` (optional) is the input-activation spec of every layer. Yields
+    ``activation`` (optional) is the input-activation spec of every layer; ``transforms``
+    (optional) the model transforms of every point (named in the points' names). Yields
     :class:`Progress` and a :class:`PointDone` per bit-width; returns a :class:`SweepResult`.
     """
     widths = parse_bits(bits)
@@ -80,9 +83,13 @@ def uniform_sweep(
     cache = cache if cache is not None else WeightCache()
     stats = stats if stats is not None else {}
     configs = [
-        ModelConfig(default=LayerConfig(weight=spec.with_(bits=b), activation=activation))
+        ModelConfig(
+            default=LayerConfig(weight=spec.with_(bits=b), activation=activation),
+            transforms=tuple(transforms),
+        )
         for b in widths
     ]
+    label = transform_label(configs[0].transforms) if configs else ""
     base = yield from _ensure_baseline(handle, data, baseline, batch_size)
     points: list[EvalResult] = []
     for i, (b, cfg) in enumerate(zip(widths, configs)):
@@ -95,7 +102,8 @@ def uniform_sweep(
             batch_size=batch_size,
             baseline=base,
             name=f"uniform W{spec.with_(bits=b).short()}"
-            + (f" A{activation.short()}" if activation else ""),
+            + (f" A{activation.short()}" if activation else "")
+            + (f" + {label}" if label else ""),
             progress_point=(i, len(widths)),
         )
         points.append(r)

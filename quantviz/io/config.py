@@ -44,19 +44,20 @@ Rules:
 - ``version`` newer than :data:`CONFIG_VERSION` is refused; older versions are upgraded by
   the functions in :data:`MIGRATIONS`, one version step at a time.
 
-- ``transforms`` (written only when there are some): model-level transforms applied in order before quantization (see
-  :mod:`quantviz.eval.transforms`): a transform's name, or a one-key mapping
-  ``{name: {parameter: value}}``; each transform at most once. Writers write the name
-  alone when every parameter is its default.
+- ``transforms`` (written only when there are some): model-level transforms applied in
+  order before quantization (see :mod:`quantviz.eval.transforms`): a transform's name, or
+  a one-key mapping ``{name: {parameter: value}}``; each transform at most once. Writers
+  write the name alone when every parameter is its default.
 - A weight spec may carry ``"rounding": "nearest" | "adaround" | "gptq"`` and the
   parameters ``adaround_iters``, ``gptq_block_size``, ``gptq_damping``, ``gptq_act_order``
   (inherited like any other field).
 
 Version 2 differs from version 3 only by having neither transforms nor rounding: the
-migration only sets the version (nothing to rewrite). Version 1 differs from version 2 only in a layer entry's specs: their omitted fields took
-the ``QuantSpec`` defaults, not the default's. The migration writes those fields explicitly
-wherever the default's spec differs, so an old file keeps its meaning. Version 0 (a
-pre-release layout) stored overrides as a list of ``[pattern, entry]`` pairs under
+migration only sets the version (nothing to rewrite). Version 1 differs from version 2 only
+in a layer entry's specs: their omitted fields took the ``QuantSpec`` defaults, not the
+default's. The migration writes those fields explicitly wherever the default's spec
+differs, so an old file keeps its meaning. Version 0 (a pre-release layout) stored
+overrides as a list of ``[pattern, entry]`` pairs under
 ``"overrides"`` instead of the ``"layers"`` mapping.
 """
 

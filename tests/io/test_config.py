@@ -259,7 +259,11 @@ BAD = [
         "must be 1..16, got -1",
     ),
     (doc(model=3), "model", "must be a string or null, got an integer"),
-    (doc(extra=1), "extra", "unknown field (known: format, version, model, transforms, default, layers)"),
+    (
+        doc(extra=1),
+        "extra",
+        "unknown field (known: format, version, model, transforms, default, layers)",
+    ),
     ({"version": 1}, "format", 'missing; a quantviz config has "format": "quantviz-config"'),
     (doc(format="onnx"), "format", "must be 'quantviz-config', got 'onnx'"),
     ({"format": "quantviz-config"}, "version", "missing; the current version is 3"),

@@ -24,7 +24,11 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
     if config is None:
         config, name = DEFAULT_CONFIG, DEFAULT_NAME
     else:
-        name = args.config
+        name = args.config or DEFAULT_NAME
+    if config.transforms:
+        from quantviz.core.spec import transform_label
+
+        name += f" + {transform_label(config.transforms)}"
     with where(args.config or "the default config"):
         check_config(handle, config)
     load_seconds = time.perf_counter() - started

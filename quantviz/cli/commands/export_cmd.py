@@ -23,6 +23,8 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
     handle = open_model(args)
     with where(args.config):
         config = import_config(args.config, handle)
+    if args.transforms is not None:
+        config = config.with_transforms(args.transforms)
     stats, results = _export_inputs(args, handle, config)
     if args.format in ("json", "yaml"):
         config = replace(config, model=args.model)

@@ -19,7 +19,14 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
     bits = parse_bits(args.bits, field_name="--bits")
     handle, data = load_model_and_data(args)
     done: list[Any] = []
-    gen = sensitivity(handle, data, bits, DEFAULT_SPEC, batch_size=args.batch_size)
+    gen = sensitivity(
+        handle,
+        data,
+        bits,
+        DEFAULT_SPEC,
+        batch_size=args.batch_size,
+        transforms=args.transforms or (),
+    )
     try:
         res = drive(gen, reporter(args, "sensitivity"), on_point=done.append)
     except KeyboardInterrupt:

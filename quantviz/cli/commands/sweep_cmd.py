@@ -21,6 +21,7 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
 
     bits = parse_bits(args.bits, field_name="--bits")
     spec, act = DEFAULT_SPEC, None
+    transforms = config.transforms if config is not None else ()
     if config is not None:
         if config.default.weight is None:
             raise UsageError(f"{args.config}: default.weight is null; a sweep needs a scheme")
@@ -32,10 +33,21 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
 
     with where(args.config or "--bits"):
         for b in bits:
-            cfg = ModelConfig(default=LayerConfig(weight=spec.with_(bits=b), activation=act))
+            cfg = ModelConfig(
+                default=LayerConfig(weight=spec.with_(bits=b), activation=act),
+                transforms=transforms,
+            )
             check_config(handle, cfg)
     done: list[Any] = []
-    gen = uniform_sweep(handle, data, bits, spec, activation=act, batch_size=args.batch_size)
+    gen = uniform_sweep(
+        handle,
+        data,
+        bits,
+        spec,
+        activation=act,
+        batch_size=args.batch_size,
+        transforms=transforms,
+    )
     try:
         res = drive(gen, reporter(args, "sweep"), on_point=lambda ev: done.append(ev.result))
     except KeyboardInterrupt:

@@ -128,10 +128,10 @@ def cle(
             state.note(ch.first, f"cle: pair with {ch.second} skipped (fold {ch.batchnorm} first)")
             continue
         c = int(state.weight(h, ch.first).shape[0])
-        kind = _pair_kind(ctx, ch, c)
-        if kind is None:
+        pk = _pair_kind(ctx, ch, c)
+        if pk is None:
             continue
-        pairs.append((ch, *kind))
+        pairs.append((ch, pk[0], pk[1]))
     if not pairs:
         raise ValueError(
             f"cle: no conv/linear pair with only ReLU-like operations between in {h.name}"

@@ -131,7 +131,7 @@ def model_graph(handle: ModelHandle) -> ModelGraph:
             continue
         if mod is not None and _is_norm(mod):
             readers = list(node.users)
-            names = []
+            names: list[str] = []
             for u in readers:
                 ul = by_module.get(str(u.target)) if u.op == "call_module" else None
                 if ul is None or ul.kind != "linear" or u.args[0] is not node:

@@ -3,7 +3,7 @@ al. 2023) and Hadamard rotations (QuaRot, Ashkboos et al. 2024)."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -117,12 +117,8 @@ def smoothquant(
             where = f"folded into {norm}"
         else:
             inv = (1.0 / s).to(torch.float32)
-            first = h.layer(members[0]).module_fqn
-            state.pre_hooks.append((first, lambda x, inv=inv: x * inv.to(x.dtype)))
-            for m in members[1:]:
-                state.pre_hooks.append(
-                    (h.layer(m).module_fqn, lambda x, inv=inv: x * inv.to(x.dtype))
-                )
+            for m in members:
+                state.pre_hooks.append((h.layer(m).module_fqn, _scale_hook(inv)))
             state.inserted.append(
                 f"smoothquant: an input scale inserted in front of {', '.join(members)}"
             )
@@ -135,6 +131,20 @@ def smoothquant(
                 f"{float(s.min()):.3g}..{float(s.max()):.3g} ({where})",
             )
     yield Progress(len(batches), len(batches), "smoothquant")
+
+
+def _scale_hook(inv: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def hook(x: torch.Tensor) -> torch.Tensor:
+        return x * inv.to(x.dtype)
+
+    return hook
+
+
+def _rotate_hook(hmat: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def hook(x: torch.Tensor) -> torch.Tensor:
+        return x @ hmat.to(x.dtype)
+
+    return hook
 
 
 def _tied_layers(h: Any) -> set[str]:
@@ -275,7 +285,7 @@ def _hadamard_llama(
             hi = hadamard_matrix(inter)
             wd = wd @ hi
             hi32 = hi.to(torch.float32)
-            state.pre_hooks.append((b.down, lambda x, hi=hi32: x @ hi.to(x.dtype)))
+            state.pre_hooks.append((b.down, _rotate_hook(hi32)))
             state.inserted.append(f"hadamard: an online rotation in front of {b.down}")
         elif b.down in by_mod:
             state.note(by_mod[b.down], f"hadamard: no online rotation (width {inter})")

@@ -96,7 +96,7 @@ class Transformed:
         got = self.params.get(param_name_of(handle.module, name))
         if got is not None:
             return got
-        t = owner._parameters.get(attr)
+        t: torch.Tensor | None = owner._parameters.get(attr)
         if t is None:
             t = owner._buffers.get(attr)
         if t is None:
