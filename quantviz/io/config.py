@@ -371,7 +371,13 @@ def _entry_from_obj(obj: object, path: str, default: LayerConfig | None) -> Laye
             specs[tensor] = _spec_from_obj(
                 obj[tensor], _join(path, tensor), inherited, f"default.{tensor}"
             )
-    return LayerConfig(weight=specs["weight"], activation=specs["activation"])
+    try:
+        return LayerConfig(weight=specs["weight"], activation=specs["activation"])
+    except ValueError as e:  # a rule between the two specs (rounding is for weights)
+        field, sep, detail = str(e).partition(": ")
+        raise ConfigError(
+            detail if sep else str(e), path=_join(path, field) if sep else path
+        ) from None
 
 
 def _transforms_from_obj(obj: object) -> tuple[Any, ...]:
