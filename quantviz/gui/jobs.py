@@ -101,6 +101,10 @@ class JobController(QObject):
         """Greedy mixed precision under ``budget`` bytes (0: a sweep of six budgets)."""
         return self._start(lambda: self.controller.mixed_precision_job(budget), "mixed precision")
 
+    def transforms(self, name: str | None = None) -> bool:
+        """Compute the transforms / roundings of configuration ``name`` (current when None)."""
+        return self._start(lambda: self.controller.transforms_job(name), "the transforms")
+
     def cancel(self) -> None:
         """Stop the running job at its next yield (queued evaluations are dropped)."""
         if self.runner.running:

@@ -28,7 +28,14 @@ from PySide6.QtWidgets import (
 
 from quantviz.app import AppController
 from quantviz.core.granularity import fitting_group_size, group_sizes
-from quantviz.core.spec import CALIBRATIONS, FIXED_WIDTH, GRANULARITIES, QUANTIZERS, QuantSpec
+from quantviz.core.spec import (
+    CALIBRATIONS,
+    FIXED_WIDTH,
+    GRANULARITIES,
+    QUANTIZERS,
+    ROUNDINGS,
+    QuantSpec,
+)
 
 __all__ = ["LayerControls"]
 
@@ -51,6 +58,10 @@ TIPS = {
     "granularity": "One scale for the whole tensor, one per output channel, or one per "
     "contiguous group of weights along a row.",
     "group": "Weights per group (per group only); must divide the layer's row length.",
+    "rounding": "Weights of the uniform quantizer: nearest level, AdaRound (each weight "
+    "rounded up or down as learned from the calibration data) or GPTQ (columns quantized in "
+    "order, each one's error spread over the rest through the inverse Hessian of the "
+    "layer's inputs). Same grid; computed when the configuration is evaluated.",
     "calibration": "How the clipping range is chosen: min/max of the values, a percentile, "
     "the range minimising the quantization MSE, or KL (TensorRT's entropy calibration). "
     "With min/max a few values can still clip, as in torch.ao: the symmetric scale is "
@@ -117,6 +128,9 @@ class LayerControls(QWidget):
         self.calibrationCombo = QComboBox(self)
         self.calibrationCombo.setObjectName("calibrationCombo")
         self.calibrationCombo.addItems(list(CALIBRATIONS))
+        self.roundingCombo = QComboBox(self)
+        self.roundingCombo.setObjectName("roundingCombo")
+        self.roundingCombo.addItems(list(ROUNDINGS))
         self.groupHint = QLabel("", self)
         self.groupHint.setObjectName("groupHint")
         self.groupHint.setWordWrap(True)
@@ -130,6 +144,7 @@ class LayerControls(QWidget):
             (self.granularityCombo, "granularity"),
             (self.groupSizeSpin, "group"),
             (self.calibrationCombo, "calibration"),
+            (self.roundingCombo, "rounding"),
         ):
             w.setToolTip(TIPS[key])
         self.weightRadio.setToolTip("Edit how the selected layers' weights are quantized")
@@ -164,6 +179,7 @@ class LayerControls(QWidget):
         form.addRow("Group size", self.groupSizeSpin)
         form.addRow(self.groupHint)
         form.addRow("Calibration", self.calibrationCombo)
+        form.addRow("Rounding", self.roundingCombo)
         btn_row = QHBoxLayout()
         btn_row.addWidget(self.applyAllButton)
         btn_row.addWidget(self.resetButton)
@@ -183,6 +199,7 @@ class LayerControls(QWidget):
         self.granularityCombo.currentIndexChanged.connect(self._edited)
         self.groupSizeSpin.valueChanged.connect(self._edited)
         self.calibrationCombo.currentIndexChanged.connect(self._edited)
+        self.roundingCombo.currentIndexChanged.connect(self._edited)
         self.applyAllButton.clicked.connect(
             lambda: self.applyAllRequested.emit(self.side, self.current_spec())
         )
@@ -222,6 +239,7 @@ class LayerControls(QWidget):
             self.granularityCombo,
             self.groupSizeSpin,
             self.calibrationCombo,
+            self.roundingCombo,
         ]
 
     def _row_lens(self) -> list[int]:
@@ -256,6 +274,9 @@ class LayerControls(QWidget):
         # the group size does not apply outside per_group: keep the default's, so switching
         # per_group -> 64 -> per_tensor leaves the spec equal to a plain per_tensor one
         group = self.groupSizeSpin.value() if gran == "per_group" else _DEFAULT_GROUP
+        rounding = self.roundingCombo.currentText()
+        if self.side != "weight" or q != "uniform":
+            rounding = "nearest"  # AdaRound / GPTQ round weights on a uniform grid
         return self._base.with_(
             bits=bits,
             quantizer=q,
@@ -264,6 +285,7 @@ class LayerControls(QWidget):
             granularity=gran,
             group_size=group,
             calibration=self.calibrationCombo.currentText(),
+            rounding=rounding,
         )
 
     def _edited(self, *_: Any) -> None:
@@ -335,6 +357,7 @@ class LayerControls(QWidget):
             self.granularityCombo.setCurrentIndex(GRANULARITIES.index(shown.granularity))
             self.groupSizeSpin.setValue(shown.group_size)
             self.calibrationCombo.setCurrentText(shown.calibration)
+            self.roundingCombo.setCurrentText(shown.rounding)
         finally:
             for b in blockers:
                 b.unblock()
@@ -351,6 +374,7 @@ class LayerControls(QWidget):
         self.restrictedRangeCheck.setEnabled(on and spec.quantizer == "uniform" and spec.symmetric)
         self.groupSizeSpin.setEnabled(on and spec.granularity == "per_group")
         self.calibrationCombo.setEnabled(on and spec.quantizer != "kmeans")
+        self.roundingCombo.setEnabled(on and self.side == "weight" and spec.quantizer == "uniform")
         self._update_group_hint(spec)
 
     def _update_group_hint(self, spec: QuantSpec | None) -> None:

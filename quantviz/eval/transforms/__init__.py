@@ -52,6 +52,7 @@ __all__ = [
     "needs_transforms",
     "prepare_transforms",
     "rounding_layers",
+    "state_key",
     "transformed",
 ]
 

@@ -353,7 +353,7 @@ def round_layers(
                     except StopIteration as stop:
                         q = stop.value
                         break
-                    yield Progress(it, spec.adaround_iters, f"adaround {fqn}")
+                    yield Progress(it, spec.adaround_iters, "adaround")
             out = q.reshape(w.shape).to(w.dtype)
             rtn = quantize(w.to(torch.float32), spec.with_(rounding="nearest")).dequantized
             state.rounded[(fqn, spec)] = out
