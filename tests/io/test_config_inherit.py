@@ -35,7 +35,7 @@ def v1(**kw):
 
 def test_current_version_is_3():
     assert CONFIG_VERSION == 3
-    assert config_to_dict(ModelConfig())["version"] == 2
+    assert config_to_dict(ModelConfig())["version"] == 3
 
 
 def test_omitted_fields_inherit_from_the_default_spec():
