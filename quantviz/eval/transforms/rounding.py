@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +55,12 @@ class Grid:
     qmin: int
     qmax: int
     anchor: torch.Tensor  # bool: elements that keep their nearest level
+    #: per element, the codes of its row's extremes: AdaRound / GPTQ stay within them, so
+    #: a quantizer re-fitting the grid to the written weight finds the same grid
+    lo: torch.Tensor | None = None
+    hi: torch.Tensor | None = None
+    #: per element, its nearest code as the quantizer computes it (float32 operations)
+    code: torch.Tensor | None = None
 
     def nearest(self, w: torch.Tensor) -> torch.Tensor:
         q = torch.clamp(torch.round(w * self.inv) + self.z, self.qmin, self.qmax)
@@ -67,7 +74,30 @@ class Grid:
             self.qmin,
             self.qmax,
             self.anchor.reshape(shape),
+            None if self.lo is None else self.lo.reshape(shape),
+            None if self.hi is None else self.hi.reshape(shape),
+            None if self.code is None else self.code.reshape(shape),
         )
+
+    def part(self, i: int) -> Grid:
+        """Group ``i`` of a grid reshaped to ``[G, ...]``."""
+        return Grid(
+            self.s[i],
+            self.inv[i],
+            self.z[i],
+            self.qmin,
+            self.qmax,
+            self.anchor[i],
+            None if self.lo is None else self.lo[i],
+            None if self.hi is None else self.hi[i],
+            None if self.code is None else self.code[i],
+        )
+
+    def bounds(self, anchors: bool = True) -> tuple[Any, Any]:
+        """The code bounds to clamp to: the row extremes' codes, or the full range."""
+        if anchors and self.lo is not None and self.hi is not None:
+            return self.lo, self.hi
+        return self.qmin, self.qmax
 
 
 def elementwise_grid(w: torch.Tensor, spec: QuantSpec) -> Grid:
@@ -91,7 +121,19 @@ def elementwise_grid(w: torch.Tensor, spec: QuantSpec) -> Grid:
     anchor[idx, xr.argmax(1)] = True
     anchor[idx, xr.argmin(1)] = True
     qmin, qmax = spec.qrange
-    return Grid(s, inv, z, qmin, qmax, rv.from_rows(anchor))
+    # the codes of each row's extremes, in the float32 operations of the quantizer
+    inv32 = torch.reciprocal(scale.to(torch.float32))
+    z32 = zp.to(torch.float32)
+
+    def code(v: torch.Tensor) -> torch.Tensor:
+        c = torch.clamp(torch.round(v * inv32) + z32, qmin, qmax).to(torch.float64)
+        return rv.from_rows(c[:, None].expand(rows, k))
+
+    lo, hi = code(xr.amin(1)), code(xr.amax(1))
+    near = torch.clamp(torch.round(xr * inv32[:, None]) + z32[:, None], qmin, qmax)
+    return Grid(
+        s, inv, z, qmin, qmax, rv.from_rows(anchor), lo, hi, rv.from_rows(near.to(torch.float64))
+    )
 
 
 # -- calibration inputs --------------------------------------------------------------------
@@ -193,15 +235,22 @@ def gptq_layer(
     k = W.shape[1]
     s, inv, z = grid.s.clone(), grid.inv.clone(), grid.z.clone()
     anc = grid.anchor.clone() if anchors else torch.zeros_like(grid.anchor)
-    w_orig = W.clone()
+    near = (grid.code if grid.code is not None else torch.zeros_like(W)).clone()
+    qlo, qhi = grid.bounds(anchors)
+    if isinstance(qlo, torch.Tensor):
+        qlo, qhi = qlo.clone(), qhi.clone()  # type: ignore[union-attr]
+    else:
+        qlo = torch.full_like(W, float(qlo))
+        qhi = torch.full_like(W, float(qhi))
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     perm = None
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
-        W, H, w_orig = W[:, perm], H[perm][:, perm], w_orig[:, perm]
+        W, H = W[:, perm], H[perm][:, perm]
         s, inv, z, anc = s[:, perm], inv[:, perm], z[:, perm], anc[:, perm]
+        qlo, qhi, near = qlo[:, perm], qhi[:, perm], near[:, perm]
     H += damping * torch.mean(torch.diag(H)) * torch.eye(k, dtype=torch.float64)
     L = torch.linalg.cholesky(H)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
@@ -214,8 +263,8 @@ def gptq_layer(
         for i in range(i2 - i1):
             j = i1 + i
             col = W1[:, i]
-            src = torch.where(anc[:, j], w_orig[:, j], col)
-            qc = torch.clamp(torch.round(src * inv[:, j]) + z[:, j], grid.qmin, grid.qmax)
+            qc = torch.clamp(torch.round(col * inv[:, j]) + z[:, j], qlo[:, j], qhi[:, j])
+            qc = torch.where(anc[:, j], near[:, j], qc)
             q = (qc - z[:, j]) * s[:, j]
             Q[:, j] = q
             e = (col - q) / Hb[i, i]
@@ -258,6 +307,9 @@ def adaround_layer(
     s = grid.s.to(torch.float32)
     inv = grid.inv.to(torch.float32)
     z = grid.z.to(torch.float32)
+    lo, hi = grid.bounds()
+    if isinstance(lo, torch.Tensor):
+        lo, hi = lo.to(torch.float32), hi.to(torch.float32)  # type: ignore[union-attr]
     base = torch.floor(w * inv)
     rest = (w * inv - base).clamp(1e-4, 1 - 1e-4)
     v0 = -torch.log((_ZETA - _GAMMA) / (rest - _GAMMA) - 1)
@@ -271,7 +323,7 @@ def adaround_layer(
         for it in range(iterations):
             idx = torch.randint(n, (min(batch_rows, n),), generator=gen)
             hv = _rect_sigmoid(v)
-            q = torch.clamp(base + hv + z, grid.qmin, grid.qmax)
+            q = torch.clamp(base + hv + z, lo, hi)
             wq = (q - z) * s
             xb = x[:, idx]
             loss = (torch.einsum("gnk,gok->gno", xb, wq) - y[:, idx]).pow(2).sum(-1).mean()
@@ -285,8 +337,11 @@ def adaround_layer(
             if (it + 1) % 25 == 0:
                 yield it + 1
     up = (_rect_sigmoid(v.detach()) >= 0.5).to(torch.float32)
-    q = torch.clamp(base + up + z, grid.qmin, grid.qmax)
-    near = torch.clamp(torch.round(w * inv) + z, grid.qmin, grid.qmax)
+    q = torch.clamp(base + up + z, lo, hi)
+    if grid.code is not None:
+        near = grid.code.to(torch.float32)
+    else:
+        near = torch.clamp(torch.round(w * inv) + z, lo, hi)
     q = torch.where(grid.anchor, near, q)
     return ((q - z) * s).to(torch.float64)
 
@@ -333,7 +388,7 @@ def round_layers(
             if spec.rounding == "gptq":
                 parts = []
                 for gi in range(g):
-                    sub = Grid(gg.s[gi], gg.inv[gi], gg.z[gi], gg.qmin, gg.qmax, gg.anchor[gi])
+                    sub = gg.part(gi)
                     parts.append(
                         gptq_layer(
                             wg[gi],
