@@ -62,7 +62,7 @@ def rounding_on_samples() -> None:
 def llama_objectives() -> None:
     import transformers
 
-    from tests.models import handle_of
+    from tests.models import handle_of  # run from the repository root
 
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(

@@ -185,11 +185,15 @@ class MetricsRow:
 
     @property
     def drop(self) -> float | None:
-        """Float metric minus this configuration's (positive: worse than float)."""
+        """How much worse than float (positive: worse; perplexity counts upward)."""
         if self.entry is None:
             return None
         r = self.entry.result
-        return float(r.baseline) - float(r.value)
+        from quantviz.eval.results import metric_drop
+
+        return metric_drop(
+            float(r.baseline), float(r.value), bool(getattr(r, "higher_is_better", True))
+        )
 
     @property
     def bops(self) -> float | None:

@@ -41,6 +41,8 @@ __all__ = [
 #: bit-widths of a uniform sweep and of the sensitivity analysis unless the user picks others
 SWEEP_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
 SENSITIVITY_BITS: tuple[int, ...] = (4,)
+#: the exact Pareto front of a mixed-precision cost table is traced up to this many points
+MIXED_FRONT_POINTS = 50_000
 
 
 #: transforms computed without calibration data (inline for the views on small models)
@@ -73,6 +75,8 @@ def _locked(lock: threading.Lock, gen: Generator[Any, Any, Any]) -> Generator[An
 #: weight SQNR of the layers still to do is computed on the caller's (GUI) thread when they
 #: hold fewer elements than this, else in a worker
 SQNR_INLINE_LIMIT = 2_000_000
+#: ... and at most this many layers (300 small layers inline would stall the GUI thread)
+SQNR_INLINE_LAYERS = 64
 
 
 class AppController:
@@ -88,15 +92,46 @@ class AppController:
         self.layer_views = LayerViewCache()
         self.baseline: Any = None
         self.sens: Any = None
+        #: the exact mixed-precision cost table and its exact front (mixed_cost_job)
+        self.mixed_table: Any = None
+        self.mixed_front: Any = None
+        #: the last error-propagation result and proxy report (quantviz.eval.debug / proxies)
+        self.debug_result: Any = None
+        #: the last quantization-aware fine-tuning (quantviz.eval.qat.QatResult)
+        self.qat_result: Any = None
+        self.proxy_report: Any = None
         self.model_lock = threading.Lock()
         #: True while a calibration job for the current model and data is under way
         self.collecting_stats = False
+        #: address -> quantviz.eval.cluster.Cluster that sweeps were sent to (kept connected)
+        self.clusters: dict[str, Any] = {}
 
     def _model_work(
         self, gen: Generator[Any, Any, Any], *, multi_point: bool = False
     ) -> Generator[Any, Any, Any]:
         """``gen`` run holding :attr:`model_lock`, its progress as the whole job's."""
         return overall_progress(_locked(self.model_lock, gen), multi_point=multi_point)
+
+    # ------------------------------------------------------------------------------------
+    # a Ray cluster for sweeps and sensitivity (quantviz.eval.cluster)
+    # ------------------------------------------------------------------------------------
+    def cluster(self, address: str) -> Any:
+        """The :class:`~quantviz.eval.cluster.Cluster` at ``address`` (``local``, ``auto``,
+        ``ray://HOST:PORT``; ``ValueError`` otherwise); it connects in the first job that
+        uses it and stays connected for the next ones until :meth:`close_clusters`."""
+        from quantviz.eval.cluster import Cluster, check_address
+
+        address = check_address(address)
+        c = self.clusters.get(address)
+        if c is None:
+            c = self.clusters[address] = Cluster(address)
+        return c
+
+    def close_clusters(self) -> None:
+        """Disconnect every cluster (a ``local`` Ray this process started shuts down)."""
+        clusters, self.clusters = list(self.clusters.values()), {}
+        for c in clusters:
+            c.close()
 
     # ------------------------------------------------------------------------------------
     # model and data
@@ -153,11 +188,18 @@ class AppController:
         self.layer_views = LayerViewCache()
         self.baseline = None
         self.sens = None
+        self.mixed_table = self.mixed_front = None
+        self.debug_result = self.proxy_report = self.qat_result = None
         self.collecting_stats = opened.data is not None and self.activations_supported(
             opened.handle
         )
         s = self.session
         s.set_model(opened.handle, opened.data_source, opened.data)
+        file_config = opened.handle.meta.get("file_config")
+        if file_config is not None:  # an ONNX file holding QDQ: shown as it was quantized
+            s.add_config("from file", file_config)
+            s.make_current("from file")
+            s.modified = False
         if opened.handle.layers:
             s.select([opened.handle.layers[0].fqn])
 
@@ -271,7 +313,9 @@ class AppController:
     def sqnr_inline(self, todo: list[tuple[str, QuantSpec]]) -> bool:
         """Whether ``todo`` is small enough to compute on the caller's thread."""
         h = self.session.handle
-        n = 0 if h is None else sum(h.layer(f).weight_numel for f, _ in todo)
+        if h is None or len(todo) > SQNR_INLINE_LAYERS:
+            return h is None
+        n = sum(h.layer(f).weight_numel for f, _ in todo)
         return n <= SQNR_INLINE_LIMIT
 
     def size_of(self, name: str | None = None) -> tuple[float, float]:
@@ -344,16 +388,23 @@ class AppController:
         stats = dict(s.activation_stats)
         cache, baseline = self.weight_cache, self.baseline
 
+        tuned = s.tuned.get(name)
+
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval import compute_baseline, evaluate
+            from quantviz.eval.qat import swapped_weights
 
             def work() -> Generator[Any, None, Any]:
                 base = baseline
                 if base is None or not base.matches(handle.module, data.x):
                     base = yield from compute_baseline(handle, data)
-                res = yield from evaluate(
-                    handle, data, config, stats=stats, cache=cache, baseline=base, name=name
-                )
+                if tuned is None:
+                    res = yield from evaluate(
+                        handle, data, config, stats=stats, cache=cache, baseline=base, name=name
+                    )
+                else:  # fine-tuned weights: their own statistics, the float model's outputs
+                    with swapped_weights(handle, tuned):
+                        res = yield from evaluate(handle, data, config, baseline=base, name=name)
                 return base, res
 
             return (yield from self._model_work(work()))
@@ -392,10 +443,18 @@ class AppController:
 
         return item
 
-    def sweep_job(self, bits: Iterable[int] = SWEEP_BITS, spec: QuantSpec | None = None) -> Job:
+    def sweep_job(
+        self,
+        bits: Iterable[int] = SWEEP_BITS,
+        spec: QuantSpec | None = None,
+        cluster: str | None = None,
+    ) -> Job:
         """Every layer at ``spec`` (default: the current default weight scheme) at each of
-        ``bits``; every run is its own named curve (series) on the trade-off plot."""
+        ``bits``; every run is its own named curve (series) on the trade-off plot.
+        ``cluster`` (an address, see :meth:`cluster`): the points are Ray tasks there."""
         from quantviz.eval.sweeps import parse_bits
+
+        executor = None if cluster is None else self.cluster(cluster)
 
         s = self.session
         handle, data = self._need_data()
@@ -415,6 +474,8 @@ class AppController:
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval import uniform_sweep
 
+            if executor is not None:
+                executor.connect()
             gen = uniform_sweep(
                 handle,
                 data,
@@ -425,21 +486,28 @@ class AppController:
                 cache=cache,
                 baseline=baseline,
                 transforms=transforms,
+                executor=executor,
             )
             return (yield from self._model_work(gen, multi_point=True))
 
+        where = "" if cluster is None else f" on {cluster}"
         return Job(
             "uniform sweep",
-            f"Uniform sweep {label} ({','.join(map(str, widths))} bits)",
+            f"Uniform sweep {label} ({','.join(map(str, widths))} bits){where}",
             recipe,
             lambda r: r,
             self._series_item("uniform sweep", series),
-            meta={"series": series},
+            meta={"series": series, "cluster": cluster},
         )
 
-    def sensitivity_job(self, bits: Iterable[int] = SENSITIVITY_BITS) -> Job:
-        """Each layer alone at ``bits`` (the default weight scheme), the rest float."""
+    def sensitivity_job(
+        self, bits: Iterable[int] = SENSITIVITY_BITS, cluster: str | None = None
+    ) -> Job:
+        """Each layer alone at ``bits`` (the default weight scheme), the rest float;
+        ``cluster`` (an address): the measurements are Ray tasks there."""
         from quantviz.eval.sweeps import parse_bits
+
+        executor = None if cluster is None else self.cluster(cluster)
 
         s = self.session
         handle, data = self._need_data()
@@ -450,8 +518,17 @@ class AppController:
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval import sensitivity
 
+            if executor is not None:
+                executor.connect()
             gen = sensitivity(
-                handle, data, widths, spec, cache=cache, baseline=baseline, previous=previous
+                handle,
+                data,
+                widths,
+                spec,
+                cache=cache,
+                baseline=baseline,
+                previous=previous,
+                executor=executor,
             )
             return (yield from self._model_work(gen, multi_point=True))
 
@@ -460,7 +537,9 @@ class AppController:
             s.set_sensitivity({ls.fqn: res.drop(ls.fqn, widths[0]) for ls in res.layers})
             return res
 
-        return Job("sensitivity", f"Sensitivity at {','.join(map(str, widths))} bits", recipe, done)
+        where = "" if cluster is None else f" on {cluster}"
+        label = f"Sensitivity at {','.join(map(str, widths))} bits{where}"
+        return Job("sensitivity", label, recipe, done, meta={"cluster": cluster})
 
     def mixed_precision_job(
         self, budget: float = 0.0, bits: Iterable[int] = (2, 3, 4, 6, 8)
@@ -502,6 +581,154 @@ class AppController:
             "mixed precision", series, skip=lambda r: not r.name.startswith("mixed")
         )
         return Job("mixed precision", "Mixed precision", recipe, done, item, {"series": series})
+
+    def debug_job(self, name: str | None = None) -> Job:
+        """Error propagation (isolated and cumulative error per layer) of configuration
+        ``name`` (the current one when None); the result goes to :attr:`debug_result`."""
+        from quantviz.eval import check_config
+
+        s = self.session
+        handle, data = self._need_data()
+        name = s.current_name if name is None else name
+        config = s.configs[name]
+        check_config(handle, config)
+        stats, cache = dict(s.activation_stats), self.weight_cache
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval.debug import debug
+
+            gen = debug(handle, data, config, stats=stats, cache=cache)
+            return (yield from self._model_work(gen))
+
+        def done(res: Any) -> Any:
+            self.debug_result = res
+            return res
+
+        return Job("debug", f"Error propagation of {name}", recipe, done, meta={"name": name})
+
+    def qat_job(self, name: str | None = None, options: Any = None) -> Job:
+        """Quantization-aware fine-tuning of configuration ``name`` (the current one when
+        None) with :class:`quantviz.eval.qat.QatOptions` ``options``. The fine-tuned weights
+        are kept as a new configuration ``<name> qat-<method>`` (:attr:`Session.tuned`),
+        evaluated and exported with them; both results go to the trade-off plot."""
+        from quantviz.eval import check_config
+        from quantviz.eval.qat import QatOptions
+
+        s = self.session
+        handle, data = self._need_data()
+        name = s.current_name if name is None else name
+        if name not in s.configs:
+            raise ValueError(f"config name: no configuration named {name!r}")
+        config = s.configs[name]
+        check_config(handle, config)
+        options = options if options is not None else QatOptions()
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval.qat import finetune
+
+            return (yield from self._model_work(finetune(handle, data, config, options, name=name)))
+
+        def done(res: Any) -> Any:
+            new = s.unique_name(f"{name} qat-{options.method}")
+            s.add_config(new, config)
+            s.tuned[new] = res.weights
+            s.add_result(res.before, name=name, config=config)
+            s.add_result(res.after, name=new, config=config)
+            self.qat_result = res
+            return res
+
+        what = f"Fine-tuning {name} ({options.method})"
+        return Job("qat", what, recipe, done, meta={"name": name})
+
+    def proxies_job(
+        self, bits: int = SENSITIVITY_BITS[0], proxies: Iterable[str] | None = None
+    ) -> Job:
+        """Sensitivity proxies of every layer at the default weight scheme with ``bits``,
+        ranked against the measured single-layer drop; the report goes to
+        :attr:`proxy_report`."""
+        from quantviz.eval.proxies import PROXIES
+
+        handle, data = self._need_data()
+        spec = self.default_weight_spec().with_(bits=bits)
+        names = tuple(PROXIES if proxies is None else proxies)
+        cands = [(f, spec) for f in handle.fqns]
+        cache, baseline = self.weight_cache, self.baseline
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval.proxies import rank_proxies
+
+            gen = rank_proxies(handle, data, cands, names, cache=cache, baseline=baseline)
+            return (yield from self._model_work(gen))
+
+        def done(rep: Any) -> Any:
+            self.proxy_report = rep
+            return rep
+
+        return Job("proxies", f"Sensitivity proxies at W{spec.short()}", recipe, done)
+
+    def mixed_cost_job(self, choices: str, proxy: str = "mse") -> Job:
+        """The exact mixed-precision cost table: ``proxy`` for every (layer, scheme) of the
+        menu ``choices`` (see :mod:`quantviz.core.mixed_spec`), with the exact Pareto front
+        of cost vs bytes where it is small enough (``meta["front"]`` after it ran). A
+        generator with progress; cancelling stops it at the next candidate."""
+        from quantviz.core.mixed_spec import parse_choices
+        from quantviz.eval.mixed_exact import proxy_function
+
+        schemes = parse_choices(choices)
+        proxy_function(proxy)  # an unavailable proxy fails before the job starts
+        handle = self._need_handle()
+        data = self.session.data
+        cache, baseline = self.weight_cache, self.baseline
+        meta: dict[str, Any] = {"choices": choices, "proxy": proxy}
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval.mixed_exact import cost_table
+
+            gen = cost_table(handle, data, schemes, proxy, cache=cache, baseline=baseline)
+            table = yield from self._model_work(gen, multi_point=proxy != "mse")
+            try:
+                front = table.front(max_points=MIXED_FRONT_POINTS)
+            except ValueError:  # too many non-dominated points: solve per budget instead
+                front = None
+            return table, front
+
+        def done(payload: Any) -> Any:
+            self.mixed_table, self.mixed_front = payload
+            return payload
+
+        return Job("mixed cost table", f"Mixed precision costs ({proxy})", recipe, done, meta=meta)
+
+    def mixed_point_job(self, config: ModelConfig, name: str, series: str = "exact mixed") -> Job:
+        """Evaluate one mixed-precision assignment ``config`` (not a named configuration);
+        the result joins the trade-off plot as a point of ``series`` under ``name``."""
+        from quantviz.eval import check_config
+
+        s = self.session
+        handle, data = self._need_data()
+        check_config(handle, config)
+        stats = dict(s.activation_stats)
+        cache, baseline = self.weight_cache, self.baseline
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval import compute_baseline, evaluate
+
+            def work() -> Generator[Any, None, Any]:
+                base = baseline
+                if base is None or not base.matches(handle.module, data.x):
+                    base = yield from compute_baseline(handle, data)
+                res = yield from evaluate(
+                    handle, data, config, stats=stats, cache=cache, baseline=base, name=name
+                )
+                return base, res
+
+            return (yield from self._model_work(work()))
+
+        def done(payload: Any) -> ResultEntry:
+            base, res = payload
+            self.baseline = base
+            return s.add_result(res, name=name, config=config, series=series)
+
+        return Job("mixed point", f"Evaluating {name}", recipe, done, meta={"name": name})
 
     # ------------------------------------------------------------------------------------
     # sessions and exports

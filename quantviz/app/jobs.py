@@ -69,6 +69,14 @@ def overall_progress(gen: Any, *, multi_point: bool = False) -> Generator[Any, A
                 item = next(gen)
             except StopIteration as stop:
                 return stop.value
+            if hasattr(item, "running") and hasattr(item, "completed"):
+                # points on a cluster (quantviz.eval.points.TasksStatus): pass it on, and
+                # the share of the points finished as the job's progress
+                yield item
+                n = item.total or 1
+                best = max(best, BASELINE_SHARE + (1 - BASELINE_SHARE) * item.completed / n)
+                yield JobProgress(min(best, 1.0), "cluster", item.completed, n, item.completed, n)
+                continue
             stage = getattr(item, "stage", None)
             done, total = getattr(item, "done", None), getattr(item, "total", None)
             if not (isinstance(stage, str) and isinstance(done, int) and isinstance(total, int)):

@@ -42,6 +42,12 @@ def result_text(r: Any, model: str) -> str:
             f"{r.metric:<12} {pct(r.metric, r.value)}  (float: {pct(r.metric, r.baseline)}, "
             f"drop {100 * r.drop:+.2f} pts)"
         )
+    elif r.metric == "perplexity":
+        rel = 100 * r.drop / r.baseline if r.baseline else float("nan")
+        metric = (
+            f"{'perplexity':<12} {r.value:.4f}  (float: {r.baseline:.4f}, {rel:+.2f}%; "
+            f"lower is better; {getattr(r, 'n_tokens', None) or 0} predicted tokens)"
+        )
     else:
         metric = f"{r.metric:<12} {r.value:.4g} (float {r.baseline:.4g})"
     cos = "-" if r.cosine is None else f"{r.cosine:.5f}"

@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
+from quantviz.core.mixed_spec import DEFAULT_CHOICES
 from quantviz.io.exporters import FORMATS as EXPORT_FORMATS
 
-__all__ = ["EXPORT_FORMATS", "PROG", "SUBCOMMANDS", "UsageError", "build_parser", "gui_parser"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "PROG",
+    "SUBCOMMANDS",
+    "UsageError",
+    "add_cluster_option",
+    "build_parser",
+    "gui_parser",
+]
 
-SUBCOMMANDS = ("eval", "sweep", "sensitivity", "export")
+SUBCOMMANDS = ("eval", "sweep", "sensitivity", "mixed", "export", "qat", "debug", "proxies")
 PROG = "quantviz"
 
 
@@ -67,6 +76,28 @@ def transforms_arg(text: str) -> tuple[object, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def cluster_address(text: str) -> str:
+    """``local``, ``auto`` or ``ray://HOST:PORT`` (checked without importing Ray)."""
+    import re
+
+    t = text.strip()
+    if t in ("local", "auto") or re.fullmatch(r"ray://[^\s/:]+:\d{1,5}/?", t):
+        return t
+    raise argparse.ArgumentTypeError(f"expected local, auto or ray://HOST:PORT, got {text!r}")
+
+
+def add_cluster_option(p: argparse.ArgumentParser) -> None:
+    """``--cluster``: every evaluation of the command is a Ray task (quantviz.eval.cluster)."""
+    p.add_argument(
+        "--cluster",
+        type=cluster_address,
+        metavar="ADDR",
+        help="evaluate the points as Ray tasks: local (a Ray instance on this machine's "
+        "cores, shut down afterwards), auto (the running cluster) or ray://HOST:PORT; "
+        'needs pip install "quantviz[cluster]"',
+    )
+
+
 def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     p.add_argument(
         "--model",
@@ -79,7 +110,16 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
         "--data",
         "-d",
         metavar="D",
-        help="evaluation data: sample:digits or a .npz/.pt with x (and y)",
+        help="evaluation data: sample:digits or a .npz/.pt with x (and y); for a causal "
+        "language model token ids (a .npz with input_ids [N, T], sample:tiny_lm) or a .txt "
+        "file tokenized with the model's tokenizer.json",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        metavar="T",
+        help="language models: tokens per sequence; a .txt is cut into windows of T tokens "
+        "(default 128, at most the model's positions), .npz rows into windows of T",
     )
     p.add_argument(
         "--trust",
@@ -130,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(
-        dest="command", metavar="{eval,sweep,sensitivity,export}", parser_class=_Parser
+        dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}", parser_class=_Parser
     )
     p = sub.add_parser("eval", help="evaluate one configuration")
     _common(p)
@@ -147,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", "-c", metavar="C", help="config whose default weight/activation scheme is swept"
     )
+    add_cluster_option(p)
     p = sub.add_parser(
         "sensitivity",
         help="per-layer sensitivity (each layer alone quantized); Ctrl-C prints the layers "
@@ -154,6 +195,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     p.add_argument("--bits", default="4", help="bit-width(s), e.g. 4 or 3,4")
+    add_cluster_option(p)
+    p = sub.add_parser(
+        "mixed",
+        help="exact mixed precision: the per-layer schemes of least proxy cost under a budget",
+    )
+    _common(p)
+    p.add_argument(
+        "--choices",
+        default=DEFAULT_CHOICES,
+        metavar="LIST",
+        help="the menu of schemes per layer, e.g. int4:g128,int8:pc,nf4,mxfp4,nvfp4,float "
+        f"(intN/uintN[:pt|pc|gN], nf4, fp8, fp4, mx*, nvfp4, float; default {DEFAULT_CHOICES})",
+    )
+    p.add_argument(
+        "--budget",
+        required=True,
+        metavar="B",
+        help="0.25 (fraction of the float model), 4.5bpw (bits per weight), 30kB / 3MB "
+        "(model size) or 2GBOPs (bit operations per sample)",
+    )
+    p.add_argument(
+        "--proxy",
+        default="mse",
+        choices=("kl", "hessian", "fisher", "mse"),
+        help="cost of each (layer, scheme): mse (weight squared error, no data needed), kl "
+        "(output KL with the layer alone quantized), hessian (Hutchinson trace x ||dW||^2), "
+        "fisher (empirical Fisher x dW^2)",
+    )
+    p.add_argument(
+        "--solver",
+        default="exact",
+        choices=("exact", "greedy"),
+        help="exact (ILP, HiGHS) or greedy (least cost per byte saved)",
+    )
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help='also evaluate the chosen configuration on the data (adds "evaluation")',
+    )
     p = sub.add_parser("export", help="write a config for deployment tools")
     _common(p)
     p.add_argument("--config", "-c", required=True, metavar="C")
@@ -165,7 +245,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail (exit 2, nothing written) if the format cannot express some layer's "
         "scheme; by default such layers are listed and written as the format allows",
     )
+    p = sub.add_parser(
+        "qat",
+        help="quantization-aware fine-tuning with the straight-through estimator "
+        "(--lsq / --pact learn the grid)",
+    )
+    _common(p)
+    p.add_argument("--config", "-c", metavar="C", help="config to fine-tune for (default: W8)")
+    p.add_argument("--epochs", type=int, default=3, metavar="N", help="epochs (default 3)")
+    method = p.add_mutually_exclusive_group()
+    method.add_argument("--lsq", action="store_true", help="learn the step size (LSQ)")
+    method.add_argument("--pact", action="store_true", help="learn the clipping value (PACT)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument(
+        "--train-batch-size", type=int, default=64, metavar="N", help="training batch size"
+    )
+    p.add_argument(
+        "--save-weights",
+        metavar="OUT.safetensors",
+        help="write the fine-tuned float weights (open them with OUT.safetensors::factory)",
+    )
+    _debug_parsers(sub)
     return parser
+
+
+def _debug_parsers(sub: argparse._SubParsersAction) -> None:
+    """``debug`` (error propagation) and ``proxies`` (sensitivity proxies vs the truth)."""
+    from quantviz.cli.debug_args import add_debug_args, add_proxies_args
+
+    p = sub.add_parser(
+        "debug",
+        help="error propagation: each layer's output error alone (isolated) and with "
+        "everything before it quantized (cumulative)",
+    )
+    _common(p)
+    add_debug_args(p)
+    p = sub.add_parser(
+        "proxies",
+        help="sensitivity proxies (mse, output_sqnr, kl, fisher, hessian) ranked against the "
+        "measured single-layer drop",
+    )
+    _common(p)
+    add_proxies_args(p)
 
 
 def gui_parser() -> argparse.ArgumentParser:

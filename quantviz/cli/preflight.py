@@ -58,7 +58,37 @@ def preflight(args: argparse.Namespace) -> Any:
     check_file(model, "--model", allow_dir=True)
     if args.data:
         check_file(args.data, "--data")
+    if getattr(args, "cluster", None):
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError(
+                '--cluster: Ray is not installed; install it with: pip install "quantviz[cluster]"'
+            )
+    me = getattr(args, "export_model_explorer", None)
+    if me:
+        out = Path(me)
+        if out.is_dir():
+            raise UsageError(f"--export-model-explorer {out}: is a directory")
+        if not out.parent.is_dir():
+            raise UsageError(
+                f"--export-model-explorer {out}: directory {out.parent} does not exist"
+            )
     config = None
+    if args.command == "mixed":  # the menu and the budget parse without torch
+        from quantviz.core.mixed_spec import parse_budget, parse_choices
+
+        try:
+            parse_choices(args.choices)
+            parse_budget(args.budget)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if getattr(args, "save_weights", None):
+        out = Path(args.save_weights)
+        if out.suffix.lower() != ".safetensors":
+            raise UsageError(f"--save-weights {out}: needs a .safetensors name")
+        if not out.parent.is_dir():
+            raise UsageError(f"--save-weights {out}: directory {out.parent} does not exist")
     if args.command == "export":
         check_file(args.config, "--config")
         _check_output(args)

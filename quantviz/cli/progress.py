@@ -61,17 +61,65 @@ class ProgressReporter:
         self._t_line = 0.0
         self._t_first_point: float | None = None
         self._bar: Any = None
+        self._announced = False  # a cluster's tasks were reported as submitted
 
     # -- events ---------------------------------------------------------------------------
     def __call__(self, ev: Any) -> None:
         if not self.enabled:
             return
+        from quantviz.eval.points import PointFailed, PointRetried, TasksStatus
         from quantviz.eval.results import PointDone, Progress
 
         if isinstance(ev, Progress):
             self._progress(ev)
         elif isinstance(ev, PointDone):
             self._point(ev)
+        elif isinstance(ev, TasksStatus):
+            self._status(ev)
+        elif isinstance(ev, PointFailed):
+            self._finish_bar()
+            self._say(f"{self.label}: {ev.completed}/{ev.total} failed ({ev.name}): {ev.error}")
+        elif isinstance(ev, PointRetried):
+            self._finish_bar()
+            self._say(
+                f"{self.label}: {ev.name}: its worker died; recomputed (attempt {ev.attempts})"
+            )
+
+    def _say(self, text: str) -> None:
+        if self.tty:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        else:
+            self._line(text)
+
+    def _status(self, ev: Any) -> None:
+        """Tasks on a cluster: a bar of finished points with running / waiting counts (a
+        line when they are submitted, then at most one every ``interval`` s, off a tty)."""
+        now = self.clock()
+        if self._t_first_point is None:
+            self._t_first_point = now
+        if self.tty:
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(
+                    total=ev.total,
+                    desc=f"{self.label} on the cluster",
+                    file=self.stream,
+                    leave=False,
+                    dynamic_ncols=True,
+                    mininterval=self.bar_interval,
+                    bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| [{elapsed}<{remaining}"
+                    "{postfix}]",
+                )
+            self._bar.update(ev.completed - self._bar.n)
+            self._bar.set_postfix_str(f"{ev.running} running, {ev.waiting} waiting")
+            return
+        if not self._announced:
+            self._announced = True
+            self._line(f"{self.label}: {ev.total} tasks submitted ({ev.text()})")
+        elif now - self._t_line >= self.interval and ev.completed < ev.total:
+            self._line(f"{self.label}: {ev.text()}")
 
     def _stage_name(self, ev: Any) -> str:
         if ev.points > 1:
@@ -116,7 +164,7 @@ class ProgressReporter:
         self._finish_bar()
         self._key = None
         start = self._t_first_point if self._t_first_point is not None else now
-        done = ev.index + 1
+        done = ev.count
         eta = (now - start) / done * (ev.total - done)
         name = getattr(ev.result, "name", "") or f"point {done}"
         line = f"{self.label}: {done}/{ev.total} done ({name})"

@@ -8,6 +8,7 @@ import torch
 
 from quantviz.core.dist import Distribution, lloyd_rows
 from quantviz.core.quantizers.base import Fitted
+from quantviz.core.quantizers.block import fit_block
 from quantviz.core.quantizers.codebook import (
     CodebookFitted,
     ScaledCodebookFitted,
@@ -15,7 +16,7 @@ from quantviz.core.quantizers.codebook import (
 )
 from quantviz.core.quantizers.uniform import UniformFitted, uniform_levels_np, uniform_qparams
 from quantviz.core.ranges import calibrate_row
-from quantviz.core.spec import QuantSpec
+from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
 __all__: list[str] = []
 
@@ -73,6 +74,8 @@ def _fit(
 ) -> Fitted:
     """Fit ``spec`` for rows with minima ``mn`` / maxima ``mx`` [R] (and sorted rows if needed)."""
     q = spec.quantizer
+    if q in BLOCK_FORMATS:  # the scale rule is the format's: no calibration
+        return fit_block(spec, mn, mx)
     if q == "kmeans":
         if dists is None:  # pragma: no cover - _needs_sorted() guarantees them
             raise ValueError("kmeans: the values' distribution is missing")

@@ -22,7 +22,7 @@ import torch
 from quantviz.core.metrics import histogram
 from quantviz.core.quantization import quantize
 from quantviz.core.quantizers.base import row_view
-from quantviz.core.spec import QuantSpec
+from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
 __all__ = [
     "HIST_BINS",
@@ -110,9 +110,20 @@ def comparison_spec(spec: QuantSpec, quantizer: str) -> QuantSpec:
     """``spec`` with another quantizer, keeping bits and granularity where they apply.
 
     The non-uniform grids are sign-symmetric and have no restricted range; log2 needs at
-    least 2 bits.
+    least 2 bits. A block format (MX, NVFP4) brings its own blocks and scale rule.
     """
     bits = max(spec.bits, 2) if quantizer == "log2" else spec.bits
+    if quantizer in BLOCK_FORMATS:  # the format's own blocks and scale rule
+        return spec.with_(
+            quantizer=quantizer,
+            granularity="per_group",
+            group_size=BLOCK_FORMATS[quantizer],
+            calibration="minmax",
+            restricted_range=False,
+            symmetric=True,
+        )
+    if spec.quantizer in BLOCK_FORMATS:  # back from a block format: keep its blocks
+        spec = spec.with_(quantizer="uniform")
     return spec.with_(
         quantizer=quantizer,
         bits=bits,

@@ -14,6 +14,11 @@ quantizer                     stored per element + per scale group
 ``fp8_e4m3``/``fp8_e5m2``     8-bit code; one float32 scale
 ``fp4_e2m1``                  4-bit code; one float32 scale
 ``nf4``                       4-bit code; one float32 absmax
+``mxfp8_e4m3``/``mxint8``     8-bit code; one 8-bit E8M0 scale per block of 32 (8.25 bits)
+``mxfp6_e3m2``/``mxfp6_e2m3`` 6-bit code; one E8M0 scale per block of 32 (6.25 bits)
+``mxfp4``                     4-bit code; one E8M0 scale per block of 32 (4.25 bits)
+``nvfp4``                     4-bit code; one 8-bit E4M3 scale per block of 16 (4.5 bits)
+                              plus one float32 scale per tensor (32 bits in all)
 ``None`` (kept float)         32 bits (or the tensor's own dtype width where given)
 ============================  ==========================================================
 
@@ -33,7 +38,7 @@ import math
 from collections.abc import Iterable
 from typing import Protocol
 
-from quantviz.core.spec import LayerConfig, ModelConfig, QuantSpec
+from quantviz.core.spec import BLOCK_FORMATS, LayerConfig, ModelConfig, QuantSpec
 
 __all__ = [
     "CODEBOOK_ENTRY_BITS",
@@ -56,6 +61,10 @@ FLOAT_BITS = 32
 SCALE_BITS = 32
 #: Width of one k-means codebook entry (float16).
 CODEBOOK_ENTRY_BITS = 16
+#: Width of a block format's per-block scale (E8M0 for MX, E4M3 for NVFP4).
+BLOCK_SCALE_BITS = 8
+#: Bits stored once per tensor besides the blocks (NVFP4's float32 tensor scale).
+PER_TENSOR_BITS = {"nvfp4": 32}
 
 
 class _Layer(Protocol):
@@ -126,6 +135,8 @@ def overhead_bits_per_group(spec: QuantSpec) -> int:
         return SCALE_BITS + (0 if spec.symmetric else spec.bits)
     if spec.quantizer == "kmeans":
         return CODEBOOK_ENTRY_BITS * 2**spec.bits
+    if spec.quantizer in BLOCK_FORMATS:
+        return BLOCK_SCALE_BITS
     # log2, fp8_e4m3, fp8_e5m2, fp4_e2m1: a scale; nf4: its absmax.
     return SCALE_BITS
 
@@ -143,7 +154,8 @@ def tensor_bits(
         return numel * float_bits
     if not isinstance(spec, QuantSpec):
         raise ValueError(f"spec: must be a QuantSpec or None, got {type(spec).__name__}")
-    return numel * spec.bits + num_scale_groups(spec, shape) * overhead_bits_per_group(spec)
+    once = PER_TENSOR_BITS.get(spec.quantizer, 0)
+    return numel * spec.bits + num_scale_groups(spec, shape) * overhead_bits_per_group(spec) + once
 
 
 def bits_per_value(spec: QuantSpec | None, shape: tuple[int, ...]) -> float:

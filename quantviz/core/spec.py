@@ -11,6 +11,8 @@ Every invalid value raises ``ValueError`` whose message names the field, e.g.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -19,17 +21,21 @@ if TYPE_CHECKING:
     from quantviz.core.granularity import Granularity
 
 __all__ = [
+    "BLOCK_FORMATS",
     "CALIBRATIONS",
     "FIXED_WIDTH",
     "GRANULARITIES",
     "QUANTIZERS",
+    "REGEX_PREFIX",
     "ROUNDINGS",
     "TRANSFORMS",
     "TRANSFORM_PARAMS",
     "LayerConfig",
     "ModelConfig",
     "QuantSpec",
+    "check_pattern",
     "check_transforms",
+    "is_pattern",
     "transform_label",
 ]
 
@@ -41,6 +47,12 @@ QUANTIZERS: tuple[str, ...] = (
     "fp8_e5m2",
     "fp4_e2m1",
     "nf4",
+    "mxfp8_e4m3",
+    "mxfp6_e3m2",
+    "mxfp6_e2m3",
+    "mxfp4",
+    "mxint8",
+    "nvfp4",
 )
 GRANULARITIES: tuple[str, ...] = ("per_tensor", "per_channel", "per_group")
 CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "mse", "kl")
@@ -49,7 +61,31 @@ CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "mse", "kl")
 ROUNDINGS: tuple[str, ...] = ("nearest", "adaround", "gptq")
 
 #: Quantizers whose code width is fixed by the format; ``QuantSpec.bits`` is set to it.
-FIXED_WIDTH: dict[str, int] = {"fp8_e4m3": 8, "fp8_e5m2": 8, "fp4_e2m1": 4, "nf4": 4}
+FIXED_WIDTH: dict[str, int] = {
+    "fp8_e4m3": 8,
+    "fp8_e5m2": 8,
+    "fp4_e2m1": 4,
+    "nf4": 4,
+    "mxfp8_e4m3": 8,
+    "mxfp6_e3m2": 6,
+    "mxfp6_e2m3": 6,
+    "mxfp4": 4,
+    "mxint8": 8,
+    "nvfp4": 4,
+}
+
+#: Block-scaled formats (OCP MX v1.0, NVIDIA NVFP4) and their block size: one scale per
+#: ``block`` contiguous values along the last axis of the ``[shape[0], numel / shape[0]]``
+#: view (the reduction axis of a linear / conv weight). Their granularity is fixed:
+#: ``per_group`` with ``group_size = block``.
+BLOCK_FORMATS: dict[str, int] = {
+    "mxfp8_e4m3": 32,
+    "mxfp6_e3m2": 32,
+    "mxfp6_e2m3": 32,
+    "mxfp4": 32,
+    "mxint8": 32,
+    "nvfp4": 16,
+}
 
 MIN_BITS, MAX_BITS = 1, 16
 
@@ -83,8 +119,13 @@ class QuantSpec:
     quantizer
         ``uniform`` (affine integer grid), ``log2`` (zero and signed powers of two),
         ``kmeans`` (a 2^bits codebook fitted by Lloyd's algorithm), ``fp8_e4m3``,
-        ``fp8_e5m2``, ``fp4_e2m1`` (OCP float formats, saturating) or ``nf4`` (QLoRA's
-        NormalFloat-4 levels).
+        ``fp8_e5m2``, ``fp4_e2m1`` (OCP float formats, saturating), ``nf4`` (QLoRA's
+        NormalFloat-4 levels), or a block format (:data:`BLOCK_FORMATS`): the OCP MX
+        ``mxfp8_e4m3``, ``mxfp6_e3m2``, ``mxfp6_e2m3``, ``mxfp4``, ``mxint8`` (blocks of 32
+        sharing a power-of-two E8M0 scale) or NVIDIA's ``nvfp4`` (blocks of 16 with an E4M3
+        scale, plus one FP32 scale per tensor). A block format's granularity is its own:
+        ``per_tensor`` (the default) becomes ``per_group`` with its block; another
+        granularity, group size or a calibration other than ``minmax`` is refused.
     symmetric
         ``uniform`` only: zero_point is 0 and the range is ``[-a, a]``. Asymmetric uses the
         full ``[min, max]`` range with an integer zero point (zero stays exactly
@@ -160,6 +201,8 @@ class QuantSpec:
         elif isinstance(g, PerTensor):
             object.__setattr__(self, "granularity", g.name)
         _check_choice("quantizer", self.quantizer, QUANTIZERS)
+        if self.quantizer in BLOCK_FORMATS:
+            self._fix_block_granularity()
         _check_int("bits", self.bits)
         if self.quantizer in FIXED_WIDTH:
             object.__setattr__(self, "bits", FIXED_WIDTH[self.quantizer])
@@ -203,6 +246,28 @@ class QuantSpec:
         object.__setattr__(self, "gptq_damping", float(self.gptq_damping))
         _check_bool("gptq_act_order", self.gptq_act_order)
 
+    def _fix_block_granularity(self) -> None:
+        """A block format's own granularity: ``per_tensor`` (the default) becomes
+        ``per_group`` with the format's block; any other choice is refused."""
+        q, block = self.quantizer, BLOCK_FORMATS[self.quantizer]
+        if self.granularity == "per_tensor":
+            object.__setattr__(self, "granularity", "per_group")
+            object.__setattr__(self, "group_size", block)
+        elif self.granularity != "per_group":
+            raise ValueError(
+                f"granularity: {q} has its own granularity (blocks of {block} along the last "
+                f"axis: per_group, group_size {block}), got {self.granularity!r}"
+            )
+        elif self.group_size != block:
+            raise ValueError(
+                f"group_size: {q} uses blocks of {block} values, got {self.group_size!r}"
+            )
+        if self.calibration != "minmax":
+            raise ValueError(
+                f"calibration: {q} sets each block's scale by the format's rule (from the "
+                f"block's absolute maximum); only minmax applies, got {self.calibration!r}"
+            )
+
     # -- conveniences -------------------------------------------------------------------
     @property
     def granularity_type(self) -> Granularity:
@@ -236,6 +301,8 @@ class QuantSpec:
         """Short form for tables, e.g. ``W4 kmeans ch`` without the ``W``: ``4b kmeans ch``."""
         gran = {"per_tensor": "t", "per_channel": "ch", "per_group": f"g{self.group_size}"}
         name = self.quantizer
+        if name in BLOCK_FORMATS:  # the block is part of the format's name
+            return " ".join([str(self.bits), name, *(["dyn"] if self.dynamic else [])])
         if self.quantizer == "uniform":
             name = "sym" if self.symmetric else "asym"
             if self.restricted_range:
@@ -259,6 +326,9 @@ class QuantSpec:
                 out[f.name] = v
         if not full and self.quantizer in FIXED_WIDTH:
             out.pop("bits", None)
+        if not full and self.quantizer in BLOCK_FORMATS:
+            out.pop("granularity", None)
+            out.pop("group_size", None)
         return out
 
     @classmethod
@@ -281,10 +351,45 @@ class QuantSpec:
             raise ValueError(
                 f"bits: {spec.quantizer} has a fixed width of {spec.bits} bits, got {given!r}"
             )
+        if spec.quantizer in BLOCK_FORMATS and data.get("granularity") == "per_tensor":
+            raise ValueError(
+                f"granularity: {spec.quantizer} has its own granularity (per_group, group_size "
+                f"{spec.group_size}), got 'per_tensor'"
+            )
         return spec
 
 
 _DEFAULT_SPEC = QuantSpec()
+
+#: an override key starting with this is a regular expression over the whole layer name
+REGEX_PREFIX = "re:"
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(expr: str) -> re.Pattern[str]:
+    return re.compile(expr)
+
+
+def is_pattern(key: str) -> bool:
+    """True for a glob (``*``, ``?``, ``[``) or ``re:`` override key, False for an exact name."""
+    return key.startswith(REGEX_PREFIX) or any(c in key for c in "*?[")
+
+
+def check_pattern(key: str, where: str = "pattern") -> str:
+    """``key`` if it is a usable override key; ``ValueError`` naming ``where`` otherwise
+    (empty, or a ``re:`` key whose expression does not compile)."""
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError(f"{where}: must be a layer name, a glob or re:<regex>, got {key!r}")
+    if key.startswith(REGEX_PREFIX):
+        expr = key[len(REGEX_PREFIX) :]
+        if not expr:
+            raise ValueError(f"{where}: 're:' needs a regular expression after it")
+        try:
+            _regex(expr)
+        except re.error as e:
+            pos = "" if e.pos is None else f" at position {e.pos}"
+            raise ValueError(f"{where}: invalid regular expression: {e.msg}{pos}") from None
+    return key
 
 
 @dataclass(frozen=True)
@@ -425,9 +530,11 @@ def transform_label(transforms: Iterable[TransformEntry]) -> str:
 class ModelConfig:
     """A default ``LayerConfig`` plus ordered per-layer overrides.
 
-    Override keys are a layer's fully-qualified name or an ``fnmatch`` glob pattern
-    (``features.*``); :meth:`resolve` applies them in order and the last match wins. An
-    override replaces the whole ``LayerConfig`` of the layers it matches.
+    Override keys are a layer's fully-qualified name, an ``fnmatch`` glob pattern
+    (``features.*``, ``*.mlp.*``) or a regular expression after ``re:``
+    (``re:layers\\.\\d+\\.self_attn\\.v_proj``, matched against the whole name);
+    :meth:`resolve` applies them in order and the last match wins. An override replaces the
+    whole ``LayerConfig`` of the layers it matches.
     """
 
     default: LayerConfig = field(default_factory=LayerConfig)
@@ -455,6 +562,7 @@ class ModelConfig:
                 raise ValueError(f"layers: override keys must be non-empty strings, got {key!r}")
             if key in seen:
                 raise ValueError(f"layers.{key}: appears twice")
+            check_pattern(key, f"layers.{key}")
             seen.add(key)
             if not isinstance(cfg, LayerConfig):
                 raise ValueError(f"layers.{key}: must be a LayerConfig, got {type(cfg).__name__}")
@@ -462,9 +570,16 @@ class ModelConfig:
             raise ValueError(f"model: must be a string, got {self.model!r}")
 
     @staticmethod
+    def is_pattern(key: str) -> bool:
+        """True for a glob (``*``, ``?``, ``[``) or ``re:`` key, False for an exact name."""
+        return is_pattern(key)
+
+    @staticmethod
     def _matches(pattern: str, fqn: str) -> bool:
         if pattern == fqn:
             return True
+        if pattern.startswith(REGEX_PREFIX):
+            return _regex(pattern[len(REGEX_PREFIX) :]).fullmatch(fqn) is not None
         return any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(fqn, pattern)
 
     def resolve(self, fqn: str) -> LayerConfig:

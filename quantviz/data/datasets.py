@@ -1,5 +1,8 @@
 """Evaluation data: the bundled digits splits or a user ``.npz`` / ``.pt`` file.
 
+A causal language model takes token data instead (``input_ids`` or a ``.txt`` file):
+:mod:`quantviz.data.tokens`, chosen by :func:`load_data` from the model.
+
 A user file holds ``x`` (float, ``[N, ...]`` matching the model's example input except the
 batch dimension), optionally ``y`` (int labels, length N) and ``calib_x`` (calibration inputs;
 default: the first 256 samples of ``x``). Everything is validated against the model before
@@ -11,14 +14,15 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from quantviz.data import tokens
+from quantviz.data.types import DataError, EvalData
 from quantviz.model.errors import weights_only_reason
 from quantviz.model.limits import claimed_bytes, format_bytes, load_limit, too_big
 
@@ -42,50 +46,6 @@ LOAD_FACTOR = 3
 float64 ``.npz`` peaks at 612 MiB to read and check, then the cast to the model's dtype)."""
 
 
-class DataError(ValueError):
-    """Evaluation data that cannot be used; the message names the file and the field."""
-
-
-@dataclass
-class EvalData:
-    """Evaluation inputs ``x`` [N, ...], labels ``y`` [N] int64 (or None), calibration inputs."""
-
-    name: str
-    x: torch.Tensor
-    y: torch.Tensor | None
-    calib_x: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def has_labels(self) -> bool:
-        return self.y is not None
-
-    def batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Consecutive ``(x, y)`` batches (``y`` None without labels); views, no copies."""
-        _check_batch_size(batch_size)
-        for i in range(0, len(self), batch_size):
-            yield self.x[i : i + batch_size], None if self.y is None else self.y[i : i + batch_size]
-
-    def calib_batches(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
-        """Consecutive batches of the calibration inputs."""
-        _check_batch_size(batch_size)
-        for i in range(0, int(self.calib_x.shape[0]), batch_size):
-            yield self.calib_x[i : i + batch_size]
-
-    def num_batches(self, batch_size: int = 256) -> int:
-        return -(-len(self) // batch_size)
-
-    def num_calib_batches(self, batch_size: int = 256) -> int:
-        return -(-int(self.calib_x.shape[0]) // batch_size)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
-
-
 def load_digits() -> dict[str, np.ndarray]:
     """The bundled ``digits.npz`` arrays: x, y, train_idx, calib_idx, test_idx."""
     from quantviz.model.samples import sample_path
@@ -94,19 +54,36 @@ def load_digits() -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def load_data(source: str | None, handle: ModelHandle | None = None) -> EvalData:
+def load_data(
+    source: str | None, handle: ModelHandle | None = None, *, seq_len: int | None = None
+) -> EvalData:
     """Open evaluation data and validate it against ``handle`` (if given).
 
     ``source``: ``sample:digits`` (test split for evaluation, calibration split for
-    calibration), a ``.npz`` / ``.pt`` file, or ``None`` for ``handle.default_data``.
+    calibration), a ``.npz`` / ``.pt`` file, or ``None`` for ``handle.default_data``. For a
+    causal language model (``handle.is_causal_lm``): token data, see
+    :mod:`quantviz.data.tokens` (``seq_len``: tokens per sequence).
     """
     if source is None:
         if handle is None or not handle.default_data:
             name = handle.name if handle is not None else "no model"
             raise DataError(f"data: {name} has no default data; give a .npz or .pt file")
         source = handle.default_data
+    if handle is not None and handle.is_causal_lm:
+        return _load_tokens(source, handle, seq_len)
+    if seq_len is not None:
+        name = handle.name if handle is not None else "no model"
+        raise DataError(
+            f"seq_len (--seq-len): tokens per sequence apply to a causal language model's "
+            f"token data; {name} is not one"
+        )
     if source.startswith(SAMPLE_PREFIX):
         name = source[len(SAMPLE_PREFIX) :]
+        if name == "tiny_lm":
+            raise DataError(
+                f"{source}: token data for a causal language model (sample:tiny_lm); "
+                f"{handle.name if handle is not None else 'no model'} is not one"
+            )
         if name not in BUNDLED:
             raise DataError(f"{source}: unknown bundled data; available: sample:digits")
         try:
@@ -118,6 +95,8 @@ def load_data(source: str | None, handle: ModelHandle | None = None) -> EvalData
             x=torch.from_numpy(d["x"][d["test_idx"]]),
             y=torch.from_numpy(d["y"][d["test_idx"]]),
             calib_x=torch.from_numpy(d["x"][d["calib_idx"]]),
+            train_x=torch.from_numpy(d["x"][d["train_idx"]]),
+            train_y=torch.from_numpy(d["y"][d["train_idx"]]),
         )
     else:
         data = _load_file(Path(source).expanduser())
@@ -126,7 +105,67 @@ def load_data(source: str | None, handle: ModelHandle | None = None) -> EvalData
     return data
 
 
-def _load_file(path: Path) -> EvalData:
+def _load_tokens(source: str, handle: ModelHandle, seq_len: int | None = None) -> EvalData:
+    """Token sequences for causal LM ``handle`` from ``source`` (see quantviz.data.tokens)."""
+    from quantviz.model.handle import CAUSAL_LM
+
+    tokens.check_seq_len(seq_len)
+    calib: torch.Tensor | None = None
+    calib_field = "calib_input_ids"
+    if source.startswith("sample:"):
+        name = source.removeprefix("sample:")
+        if name not in tokens.BUNDLED_TOKENS:
+            raise DataError(
+                f"{source}: not token data; bundled token data: "
+                + ", ".join(f"sample:{k}" for k in tokens.BUNDLED_TOKENS)
+            )
+        from quantviz.model.samples import sample_path
+
+        try:
+            path = sample_path(tokens.BUNDLED_TOKENS[name])
+        except FileNotFoundError as exc:
+            raise DataError(f"{source}: {exc}") from None
+        src = source
+    else:
+        path = Path(source).expanduser()
+        check_readable(path)
+        src = str(path)
+    if path.suffix.lower() in tokens.TEXT_SUFFIXES:
+        text_ids = tokens.tokenize_text(path, handle, seq_len)
+        ids = tokens.check_tokens(src, "text tokenized", text_ids, handle)
+    else:
+        fields = _read_arrays(path)
+        field = next((k for k in ("input_ids", "x") if fields.get(k) is not None), "")
+        if not field:
+            raise DataError(
+                f"{src}: no field 'input_ids' (token ids [N, T]) for the language model "
+                f"{handle.name} (found: {', '.join(sorted(fields)) or 'none'})"
+            )
+        ids = _as_tensor(path, field, fields[field])
+        if seq_len is not None and ids.dim() == 2:
+            if int(ids.shape[1]) < seq_len:
+                raise DataError(
+                    f"{src}: {field}: sequences of {int(ids.shape[1])} tokens are shorter than "
+                    f"--seq-len {seq_len}"
+                )
+            ids = tokens.windows(ids, seq_len)
+        ids = tokens.check_tokens(src, field, ids, handle)
+        if fields.get(calib_field) is not None:
+            calib = _as_tensor(path, calib_field, fields[calib_field])
+            if seq_len is not None and calib.dim() == 2 and int(calib.shape[1]) >= seq_len:
+                calib = tokens.windows(calib, seq_len)
+            calib = tokens.check_tokens(src, calib_field, calib, handle)
+    return EvalData(
+        name=src,
+        x=ids,
+        y=None,
+        calib_x=tokens.calibration(ids) if calib is None else calib,
+        task=CAUSAL_LM,
+    )
+
+
+def check_readable(path: Path) -> None:
+    """:class:`DataError` unless ``path`` is a regular file we may read."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a data file")
     if path.exists() and not path.is_file():  # a FIFO would block the first read forever
@@ -138,6 +177,15 @@ def _load_file(path: Path) -> EvalData:
             pass
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _load_file(path: Path) -> EvalData:
+    check_readable(path)
+    if path.suffix.lower() in tokens.TEXT_SUFFIXES:
+        raise DataError(
+            f"{path}: a text file is evaluation data for a causal language model (tokenized "
+            "with its tokenizer.json); this model is not one: give a .npz or .pt with x"
+        )
     fields = _read_arrays(path)
     if "x" not in fields:
         raise DataError(f"{path}: no field 'x' (found: {', '.join(sorted(fields)) or 'none'})")
@@ -152,7 +200,18 @@ def _load_file(path: Path) -> EvalData:
             _check_finite(path, "calib_x", calib)
     else:
         calib = x[:DEFAULT_CALIB_SIZE]
-    return EvalData(name=str(path), x=x, y=y, calib_x=calib)
+    train_x = train_y = None
+    if fields.get("train_x") is not None:
+        train_x = _as_tensor(path, "train_x", fields["train_x"])
+        _check_finite(path, "train_x", train_x)
+        if fields.get("train_y") is not None:
+            train_y = _as_tensor(path, "train_y", fields["train_y"])
+            if train_y.shape[:1] != train_x.shape[:1]:
+                raise DataError(
+                    f"{path}: train_y: {train_y.shape[0]} labels for {train_x.shape[0]} "
+                    "train_x samples"
+                )
+    return EvalData(name=str(path), x=x, y=y, calib_x=calib, train_x=train_x, train_y=train_y)
 
 
 def _read_arrays(path: Path) -> dict[str, Any]:
@@ -322,7 +381,10 @@ def validate(data: EvalData, handle: ModelHandle) -> EvalData:
     example = handle.example_input
     want_float = example.dtype.is_floating_point
     out: dict[str, torch.Tensor] = {}
-    for field, t in (("x", data.x), ("calib_x", data.calib_x)):
+    fields = [("x", data.x), ("calib_x", data.calib_x)]
+    if data.train_x is not None:
+        fields.append(("train_x", data.train_x))
+    for field, t in fields:
         if t.dim() < 1 or t.shape[0] == 0:
             raise DataError(f"{src}: {field}: empty (shape {tuple(t.shape)})")
         if tuple(t.shape[1:]) != tuple(example.shape[1:]):
@@ -359,7 +421,24 @@ def validate(data: EvalData, handle: ModelHandle) -> EvalData:
                     if n_cls is not None
                     else f"{src}: y: labels must be >= 0, got minimum {lo}"
                 )
-    return EvalData(name=data.name, x=out["x"], y=y, calib_x=out["calib_x"])
+    train_y = data.train_y
+    if train_y is not None:
+        if train_y.dtype.is_floating_point or train_y.dtype == torch.bool or train_y.dim() != 1:
+            raise DataError(f"{src}: train_y: must be 1-D integer labels, got {train_y.dtype}")
+        train_y = train_y.to(torch.int64)
+        n_cls = handle.num_classes or _output_classes(handle)
+        if train_y.numel() and (
+            int(train_y.min()) < 0 or (n_cls is not None and int(train_y.max()) >= n_cls)
+        ):
+            raise DataError(f"{src}: train_y: labels must be in 0..{(n_cls or 0) - 1}")
+    return EvalData(
+        name=data.name,
+        x=out["x"],
+        y=y,
+        calib_x=out["calib_x"],
+        train_x=out.get("train_x"),
+        train_y=train_y,
+    )
 
 
 def _output_classes(handle: ModelHandle) -> int | None:
@@ -389,7 +468,7 @@ def load_model_for_data(
     try:
         return load_model(source, input_shape=input_shape, **kwargs)
     except InputShapeRequired:
-        if input_shape is not None or not data or data.startswith(SAMPLE_PREFIX):
+        if input_shape is not None or not data:
             raise
-        x = _load_file(Path(data).expanduser()).x[:1]
+        x = load_data(data).x[:1]
     return load_model(source, input_shape=tuple(x.shape), input_dtype=x.dtype, **kwargs)

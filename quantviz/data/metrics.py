@@ -4,15 +4,36 @@
 labels its result's ``metric`` is ``"accuracy"`` (plus ``top5`` where there are more than
 5 classes); without, ``"top1_agreement"`` with ``cosine`` and ``kl`` alongside. Logits are
 ``[N, C]``; outputs with more dimensions use dim 1 as the class dimension.
+
+A causal language model is measured by :class:`PerplexityAccumulator` instead (metric
+``"perplexity"``, lower is better): :func:`make_accumulator` picks one from the task.
+:func:`higher_is_better` tells a metric's direction.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-__all__ = ["MetricAccumulator", "fidelity", "topk_accuracy"]
+__all__ = [
+    "LOWER_IS_BETTER",
+    "MetricAccumulator",
+    "PerplexityAccumulator",
+    "fidelity",
+    "higher_is_better",
+    "make_accumulator",
+    "topk_accuracy",
+]
+
+#: metrics where a smaller value is better (everything else: larger is better)
+LOWER_IS_BETTER = frozenset({"perplexity", "nll", "kl", "loss"})
+
+
+def higher_is_better(metric: str | None) -> bool:
+    """The direction of ``metric``: False for perplexity (and losses), True otherwise."""
+    return metric not in LOWER_IS_BETTER
 
 
 def _as_2d(logits: torch.Tensor) -> torch.Tensor:
@@ -143,3 +164,96 @@ class MetricAccumulator:
         else:
             out["metric"], out["value"] = "top1_agreement", out["top1_agreement"]
         return out
+
+
+class PerplexityAccumulator:
+    """Streaming next-token metrics of a causal LM: ``update(logits, ids, ref_logits)``.
+
+    ``logits`` are ``[B, T, V]`` for token ids ``ids`` ``[B, T]``; position ``t`` predicts
+    token ``t + 1``, so every sequence has ``T - 1`` predicted positions (the labels are the
+    ids, as ``transformers`` computes the loss with ``labels = input_ids``). The result:
+    ``perplexity`` = exp(mean cross-entropy over all predicted positions), ``nll`` (that mean,
+    nats), ``n_tokens`` (predicted positions); with the float model's ``ref_logits``, over
+    the same positions: ``kl`` = mean KL(float || this) of the next-token distributions
+    (nats) and ``top1_agreement`` = fraction of positions whose most likely next token is
+    the float model's. Sums are float64; batches are processed in chunks of sequences.
+    """
+
+    def __init__(self, chunk_positions: int = 1 << 14) -> None:
+        self.chunk_positions = chunk_positions
+        self.n = 0
+        self.n_tokens = 0
+        self.nll_sum = 0.0
+        self.kl_sum = 0.0
+        self.agree = 0
+        self.referenced = 0
+
+    def update(
+        self,
+        logits: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        ref_logits: torch.Tensor | None = None,
+    ) -> None:
+        """Add one batch (``ids`` are required: the next tokens are the labels)."""
+        if ids is None:
+            raise ValueError("update: a causal LM needs the token ids (its labels)")
+        if logits.dim() != 3 or ids.dim() != 2 or tuple(logits.shape[:2]) != tuple(ids.shape):
+            raise ValueError(
+                f"logits: a causal LM's output must be [batch, tokens, vocabulary] for ids "
+                f"{list(ids.shape)}, got {list(logits.shape)}"
+            )
+        if ref_logits is not None:
+            _check_pair(logits, ref_logits)
+        b, t, v = logits.shape
+        if t < 2:
+            raise ValueError(f"ids: sequences of {t} token predict nothing")
+        ids = ids.to(logits.device)
+        per = max(1, self.chunk_positions // (t - 1))
+        for i in range(0, b, per):
+            lq = torch.log_softmax(logits[i : i + per, :-1].double(), dim=-1)
+            tgt = ids[i : i + per, 1:]
+            if int(tgt.min()) < 0 or int(tgt.max()) >= v:
+                raise ValueError(
+                    f"ids: token ids span {int(tgt.min())}..{int(tgt.max())}, outside the "
+                    f"model's {v} output logits"
+                )
+            self.nll_sum -= float(lq.gather(-1, tgt[..., None]).sum())
+            if ref_logits is not None:
+                lp = torch.log_softmax(ref_logits[i : i + per, :-1].double(), dim=-1)
+                kl = (lp.exp() * (lp - lq)).sum(-1).clamp_min(0)
+                self.kl_sum += float(kl.sum())
+                self.agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
+                self.referenced += int(tgt.numel())
+        self.n += int(b)
+        self.n_tokens += int(b) * (t - 1)
+
+    def result(self) -> dict[str, Any]:
+        """``metric`` = ``"perplexity"``, ``value``, ``perplexity``, ``nll``, ``n``,
+        ``n_tokens`` and, with references, ``kl`` and ``top1_agreement``."""
+        if self.n_tokens == 0:
+            raise ValueError("no batches were evaluated")
+        nll = self.nll_sum / self.n_tokens
+        ppl = math.exp(nll) if nll < 700 else math.inf
+        out: dict[str, Any] = {
+            "n": self.n,
+            "n_tokens": self.n_tokens,
+            "nll": nll,
+            "perplexity": ppl,
+            "metric": "perplexity",
+            "value": ppl,
+            "higher_is_better": False,
+        }
+        if self.referenced:
+            out["kl"] = self.kl_sum / self.referenced
+            out["top1_agreement"] = self.agree / self.referenced
+        return out
+
+
+def make_accumulator(
+    task: str = "", num_classes: int | None = None
+) -> MetricAccumulator | PerplexityAccumulator:
+    """The accumulator of a model's task: perplexity for ``"causal_lm"``, else accuracy /
+    agreement (:class:`MetricAccumulator`)."""
+    if task == "causal_lm":
+        return PerplexityAccumulator()
+    return MetricAccumulator(num_classes)

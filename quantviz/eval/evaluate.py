@@ -12,6 +12,11 @@ output without a class dimension, NaN/inf outputs (with the layer where they fir
 found by re-running the failing batch with forward hooks). A model that refuses batches
 larger than one (a ``.pt2`` exported with a static batch of 1, say) is evaluated one sample
 at a time, with a warning on the ``quantviz`` logger.
+
+A causal language model (``handle.is_causal_lm``) is measured on token data by perplexity
+(lower is better; :class:`~quantviz.data.PerplexityAccumulator`), with the KL divergence and
+top-1 agreement of its next-token distributions to the float model's; its batches are
+capped so that one batch's logits stay under :data:`LM_LOGITS_BYTES`.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ if TYPE_CHECKING:
     from quantviz.model.handle import ModelHandle
 
 __all__ = [
+    "LM_LOGITS_BYTES",
+    "batch_size_for",
     "calibrate",
     "check_device",
     "compute_baseline",
@@ -60,6 +67,18 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: largest float32 logits of one batch of a causal LM ([B, T, V]); the batch shrinks to fit
+LM_LOGITS_BYTES = 256 << 20
+
+
+def batch_size_for(handle: ModelHandle, data: EvalData, batch_size: int) -> int:
+    """``batch_size``, capped for a causal LM so one batch's logits fit :data:`LM_LOGITS_BYTES`."""
+    if not getattr(handle, "is_causal_lm", False) or data.x.dim() != 2:
+        return batch_size
+    vocab = int(handle.meta.get("vocab_size") or 1)
+    per_seq = 4 * vocab * int(data.x.shape[1])
+    return max(1, min(batch_size, LM_LOGITS_BYTES // max(per_seq, 1)))
 
 
 def run(gen: Generator[Any, Any, T], on_event: Callable[[Any], None] | None = None) -> T:
@@ -126,15 +145,16 @@ def compute_baseline(
     NaN/inf values (naming the layer where they first appear). A model that refuses
     batches larger than one is run one sample at a time (``Baseline.batch_limit`` is 1).
     """
-    from quantviz.data import MetricAccumulator
+    from quantviz.data import make_accumulator
 
     _check_batch_size(batch_size)
     check_data(data)
+    batch_size = batch_size_for(handle, data, batch_size)
     t0 = time.perf_counter()
     stage = "baseline (float model)"
     with torch.no_grad():
         bs, ready = first_batch(handle, data, batch_size, stage)
-    acc = MetricAccumulator(handle.num_classes)
+    acc = make_accumulator(handle.task, handle.num_classes)
     outs: list[torch.Tensor] = []
     spans = list(_batches(data.x, bs))
     with torch.no_grad():
@@ -153,6 +173,8 @@ def compute_baseline(
         time.perf_counter() - t0,
         res.get("top5"),
         batch_limit=bs if bs < batch_size else None,
+        higher_is_better=bool(res.get("higher_is_better", True)),
+        n_tokens=res.get("n_tokens"),
     )
 
 
@@ -278,6 +300,7 @@ def evaluate(
         )
         clock.lap("baseline")
     assert baseline is not None
+    batch_size = batch_size_for(handle, data, batch_size)
     bs = min(batch_size, baseline.batch_limit or batch_size)
 
     # 2. transforms and AdaRound / GPTQ rounding (cached per transform list and data)
@@ -312,9 +335,9 @@ def evaluate(
     clock.lap("quantize")
 
     # 5. the quantized forward pass
-    from quantviz.data import MetricAccumulator
+    from quantviz.data import make_accumulator
 
-    acc = MetricAccumulator(handle.num_classes)
+    acc = make_accumulator(handle.task, handle.num_classes)
     spans = list(_batches(data.x, bs))
     ref = baseline.outputs
     stage = "forward (quantized model)"
@@ -374,4 +397,6 @@ def evaluate(
         n_samples=int(res["n"]),
         device=str(model_device(handle)),
         batch_size=bs,
+        higher_is_better=bool(res.get("higher_is_better", True)),
+        n_tokens=res.get("n_tokens"),
     )

@@ -222,6 +222,8 @@ def locate_non_finite(handle: ModelHandle, xb: torch.Tensor) -> str | None:
     found: list[str] = []
     if handle.flavour == "torchscript":
         return None
+    if handle.flavour == "onnx":  # every node output observed in onnxruntime
+        return mod.locate_non_finite(x)  # type: ignore[operator]
     subs = [(n, m) for n, m in mod.named_modules() if n]
     if subs:
         removers = []
@@ -356,7 +358,9 @@ def update_metrics(
     handle: ModelHandle,
     stage: str,
 ) -> None:
+    # a causal LM's labels are its input ids (the next token at every position)
+    labels = data.x[a:b] if handle.is_causal_lm else (None if data.y is None else data.y[a:b])
     try:
-        acc.update(out, None if data.y is None else data.y[a:b], ref)
+        acc.update(out, labels, ref)
     except (ValueError, RuntimeError, IndexError) as exc:
         raise EvalError(handle.source, f"{stage} ({_where(data, a, b)})", one_line(exc)) from exc

@@ -108,10 +108,12 @@ class MixedPrecisionResult:
     allocations: list[dict[str, int]]
     infeasible: list[float]
     sensitivity: SensitivityResult
+    #: the metric's direction (False for perplexity: the front keeps the lowest)
+    higher_is_better: bool = True
 
     @property
     def front(self) -> list[EvalResult]:
-        return pareto(self.points)
+        return pareto(self.points, self.higher_is_better)
 
     def to_dict(self) -> dict[str, Any]:
         front = {id(p) for p in self.front}
@@ -119,6 +121,7 @@ class MixedPrecisionResult:
             {
                 "kind": "mixed_precision",
                 "metric": self.metric,
+                "higher_is_better": self.higher_is_better,
                 "baseline": self.baseline,
                 "float_bytes": self.float_bytes,
                 "candidate_bits": list(self.candidate_bits),
@@ -249,4 +252,5 @@ def mixed_precision(
         allocations,
         infeasible,
         sens,
+        higher_is_better=base.higher_is_better,
     )

@@ -1,4 +1,7 @@
-"""The Pareto front of evaluated configurations: highest metric for the fewest bytes."""
+"""The Pareto front of evaluated configurations: the best metric for the fewest bytes.
+
+"Best" follows the metric's direction: the highest accuracy, the lowest perplexity.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,17 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["pareto"]
+__all__ = ["direction_of", "pareto"]
 
 R = TypeVar("R")
 
 
+def _get(r: Any, key: str) -> Any:
+    return r.get(key) if isinstance(r, Mapping) else getattr(r, key, None)
+
+
 def _coords(r: Any) -> tuple[float, float]:
-    if isinstance(r, Mapping):
-        value, size = r.get("value"), r.get("model_bytes")
-    else:
-        value, size = getattr(r, "value", None), getattr(r, "model_bytes", None)
+    value, size = _get(r, "value"), _get(r, "model_bytes")
     if not isinstance(value, (int, float)) or not isinstance(size, (int, float)):
         raise ValueError(
             f"pareto: each result needs numeric 'value' and 'model_bytes', got {r!r:.80}"
@@ -25,17 +29,40 @@ def _coords(r: Any) -> tuple[float, float]:
     return float(value), float(size)
 
 
-def pareto(results: Iterable[R]) -> list[R]:
-    """The non-dominated results (maximise ``value``, minimise ``model_bytes``).
+def direction_of(r: Any) -> bool:
+    """A result's direction: its ``higher_is_better`` (an ``EvalResult`` or a dict), else
+    from its ``metric`` name (perplexity: lower is better), else higher is better."""
+    flag = _get(r, "higher_is_better")
+    if isinstance(flag, bool):
+        return flag
+    from quantviz.data.metrics import higher_is_better
 
-    A result is dominated when another is at least as good in both and strictly better in
-    one. Results are :class:`~quantviz.eval.EvalResult` objects or dicts with ``value`` and
-    ``model_bytes``. Returned in order of increasing size; of exact duplicates the first is
-    kept.
+    metric = _get(r, "metric")
+    return higher_is_better(metric) if isinstance(metric, str) else True
+
+
+def pareto(results: Iterable[R], higher_is_better: bool | None = None) -> list[R]:
+    """The non-dominated results (best ``value``, minimise ``model_bytes``).
+
+    Best is the largest ``value`` when ``higher_is_better`` (accuracy), the smallest when
+    not (perplexity); ``None`` takes the direction from the results (:func:`direction_of`),
+    which must agree. A result is dominated when another is at least as good in both and
+    strictly better in one. Results are :class:`~quantviz.eval.EvalResult` objects or dicts
+    with ``value`` and ``model_bytes``. Returned in order of increasing size; of exact
+    duplicates the first is kept.
     """
     items = list(results)
+    if higher_is_better is None:
+        dirs = {direction_of(r) for r in items}
+        if len(dirs) > 1:
+            raise ValueError(
+                "pareto: the results mix metrics where higher is better and lower is better"
+            )
+        higher_is_better = dirs.pop() if dirs else True
+    sign = 1.0 if higher_is_better else -1.0
     keyed = sorted(
-        ((*_coords(r), i) for i, r in enumerate(items)), key=lambda t: (t[1], -t[0], t[2])
+        ((sign * v, s, i) for i, (v, s) in ((i, _coords(r)) for i, r in enumerate(items))),
+        key=lambda t: (t[1], -t[0], t[2]),
     )
     front: list[R] = []
     best = -math.inf

@@ -29,6 +29,7 @@ __all__ = [
     "PointDone",
     "Progress",
     "json_safe",
+    "metric_drop",
 ]
 
 #: the stages of an evaluation, in order, as named in ``Progress.stage`` and ``timings``
@@ -71,11 +72,26 @@ class Progress:
 
 @dataclass(frozen=True)
 class PointDone:
-    """A sweep finished one point: ``result`` is the :class:`EvalResult` of point ``index``."""
+    """A sweep finished one point: ``result`` is the :class:`EvalResult` of point ``index``.
+
+    ``completed`` counts the points finished so far when they finish out of order (on a
+    cluster); 0 when they finish in order (then it is ``index + 1``).
+    """
 
     result: EvalResult
     index: int
     total: int
+    completed: int = 0
+
+    @property
+    def count(self) -> int:
+        """How many points have finished, this one included."""
+        return self.completed or self.index + 1
+
+
+def metric_drop(baseline: float, value: float, higher_is_better: bool = True) -> float:
+    """The loss of ``value`` against ``baseline``, positive when worse (either direction)."""
+    return baseline - value if higher_is_better else value - baseline
 
 
 def json_safe(obj: Any) -> Any:
@@ -93,19 +109,23 @@ def json_safe(obj: Any) -> Any:
 class EvalResult:
     """One evaluated configuration.
 
-    ``metric`` is ``accuracy`` (the data has labels) or ``top1_agreement`` (agreement of the
-    top-1 class with the float model); ``value`` is that metric and ``baseline`` the float
-    model's value on the same data. ``cosine`` (mean cosine similarity of outputs to the
-    float outputs), ``kl`` (mean KL(float || quantized) of the softmax outputs, nats) and
-    ``top1_agreement`` are always measured. Sizes are bytes; ``compression`` is
-    ``float_bytes / model_bytes``; ``bops`` are bit operations per sample. ``layers`` holds one
-    dict per quantizable layer: ``fqn``, ``bytes``, ``weight_sqnr_db`` (None when kept float
-    or exact), ``bits_per_value``, ``scheme``. ``seconds`` is the wall time and ``timings``
-    splits it into the :data:`STAGES` (``check`` — validation —, ``baseline``, ``calibrate``,
-    ``quantize``, ``forward``, ``metrics`` — sizes and the layer table): the timings add up
-    to ``seconds``. ``config`` is the evaluated configuration (a ``ModelConfig``; not part of
-    :meth:`to_dict`, see :func:`quantviz.io.config_to_dict`). ``batch_size`` is the batch
-    size the evaluation ran with (1 when the model refused larger batches).
+    ``metric`` is ``accuracy`` (the data has labels), ``top1_agreement`` (agreement of the
+    top-1 class with the float model) or ``perplexity`` (a causal LM on token data; lower is
+    better: ``higher_is_better`` False, ``n_tokens`` the predicted positions, ``kl`` and
+    ``top1_agreement`` over the next-token distributions); ``value`` is that metric and
+    ``baseline`` the float model's value on the same data; ``drop`` is positive when worse.
+    ``cosine`` (mean cosine similarity of outputs to the float outputs), ``kl`` (mean
+    KL(float || quantized) of the softmax outputs, nats) and ``top1_agreement`` are always
+    measured (``cosine`` not for a causal LM). Sizes are bytes; ``compression`` is
+    ``float_bytes / model_bytes``; ``bops`` are bit operations per sample. ``layers`` holds
+    one dict per quantizable layer: ``fqn``, ``bytes``, ``weight_sqnr_db`` (None when kept
+    float or exact), ``bits_per_value``, ``scheme``. ``seconds`` is the wall time and
+    ``timings`` splits it into the :data:`STAGES` (``check`` — validation —, ``baseline``,
+    ``calibrate``, ``quantize``, ``forward``, ``metrics`` — sizes and the layer table): the
+    timings add up to ``seconds``. ``config`` is the evaluated configuration (a
+    ``ModelConfig``; not part of :meth:`to_dict`, see :func:`quantviz.io.config_to_dict`).
+    ``batch_size`` is the batch size the evaluation ran with (1 when the model refused
+    larger batches).
     """
 
     metric: str
@@ -128,6 +148,10 @@ class EvalResult:
     n_samples: int = 0
     device: str = "cpu"
     batch_size: int | None = None
+    #: the metric's direction: False for perplexity (lower is better)
+    higher_is_better: bool = True
+    #: predicted token positions of a causal LM's evaluation (None for other models)
+    n_tokens: int | None = None
 
     def __post_init__(self) -> None:
         from quantviz.core import ModelConfig
@@ -139,8 +163,9 @@ class EvalResult:
 
     @property
     def drop(self) -> float:
-        """``baseline - value``: how much the metric lost to quantization."""
-        return self.baseline - self.value
+        """How much the metric lost to quantization, positive when worse than float:
+        ``baseline - value`` (higher is better) or ``value - baseline`` (perplexity)."""
+        return metric_drop(self.baseline, self.value, self.higher_is_better)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (no inf / NaN; optional metrics that were not measured omitted).
@@ -150,7 +175,7 @@ class EvalResult:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"}
         d["layers"] = [dict(lay) for lay in self.layers]
         d["timings"] = dict(self.timings)
-        for k in ("top5", "batch_size"):
+        for k in ("top5", "batch_size", "n_tokens"):
             if d[k] is None:
                 del d[k]
         d["drop"] = self.drop
@@ -163,7 +188,8 @@ class Baseline:
 
     ``outputs`` are the float model's outputs for every sample of ``data.x`` (on CPU), the
     reference for ``top1_agreement`` / ``cosine`` / ``kl``. :meth:`matches` tells whether it
-    belongs to a given model and data (same objects).
+    belongs to a given model and data (same objects). ``higher_is_better`` is the metric's
+    direction (False for perplexity).
     """
 
     metric: str
@@ -175,6 +201,8 @@ class Baseline:
     _x_ref: Any = None
     #: the largest batch the model accepted (1 for a model that refused batches > 1)
     batch_limit: int | None = None
+    higher_is_better: bool = True
+    n_tokens: int | None = None
 
     @classmethod
     def build(
@@ -187,6 +215,8 @@ class Baseline:
         seconds: float,
         top5: float | None = None,
         batch_limit: int | None = None,
+        higher_is_better: bool = True,
+        n_tokens: int | None = None,
     ) -> Baseline:
         return cls(
             metric,
@@ -197,6 +227,8 @@ class Baseline:
             weakref.ref(module),
             weakref.ref(x),
             batch_limit,
+            higher_is_better,
+            n_tokens,
         )
 
     def matches(self, module: torch.nn.Module, x: torch.Tensor) -> bool:

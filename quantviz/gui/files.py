@@ -34,7 +34,7 @@ class FileActions:
             self,
             "Open model",
             str(self._settings().value("lastDir", "")),
-            "Models (*.pt *.pth *.pt2 *.ts *.safetensors *.bin);;All files (*)",
+            "Models (*.pt *.pth *.pt2 *.ts *.safetensors *.bin *.onnx);;All files (*)",
         )
         if path:
             self._settings().setValue("lastDir", path.rsplit("/", 1)[0])

@@ -46,6 +46,9 @@ class JobController(QObject):
         self.queue: list[str] = []
         self.sweep_bits: tuple[int, ...] = SWEEP_BITS
         self.sensitivity_bits: tuple[int, ...] = SENSITIVITY_BITS
+        #: where sweeps and sensitivity run: "" in this process, else a Ray cluster address
+        #: (local, auto, ray://HOST:PORT; see quantviz.gui.cluster_menu)
+        self.cluster_address = ""
         self.runner.yielded.connect(self._on_item)
         self.runner.finished.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
@@ -72,6 +75,11 @@ class JobController(QObject):
         self.runner.start(job.label, job.factory)
         return True
 
+    def start_job(self, make: Callable[[], Job], what: str) -> bool:
+        """Start the job ``make()`` builds (replacing a running one); a ``ValueError``
+        from ``make`` is reported as "Could not start <what>"."""
+        return self._start(make, what)
+
     def evaluate(self, name: str | None = None) -> bool:
         """Evaluate configuration ``name`` (the current one when None) in the background;
         queued behind a running job. The current configuration stays current."""
@@ -88,13 +96,16 @@ class JobController(QObject):
     def uniform_sweep(self, bits: Iterable[int] | None = None) -> bool:
         """Every layer at the default weight scheme with each of ``bits``: a new curve."""
         widths = tuple(bits) if bits is not None else self.sweep_bits
-        return self._start(lambda: self.controller.sweep_job(widths), "the sweep")
+        cluster = self.cluster_address or None
+        return self._start(lambda: self.controller.sweep_job(widths, cluster=cluster), "the sweep")
 
     def run_sensitivity(self, bits: Iterable[int] | None = None) -> bool:
         """Each layer alone at ``bits``: fills the table's sensitivity column."""
         widths = tuple(bits) if bits is not None else self.sensitivity_bits
+        cluster = self.cluster_address or None
         return self._start(
-            lambda: self.controller.sensitivity_job(widths), "the sensitivity analysis"
+            lambda: self.controller.sensitivity_job(widths, cluster=cluster),
+            "the sensitivity analysis",
         )
 
     def mixed_precision(self, budget: float = 0.0) -> bool:
@@ -105,6 +116,18 @@ class JobController(QObject):
         """Compute the transforms / roundings of configuration ``name`` (current when None)."""
         return self._start(lambda: self.controller.transforms_job(name), "the transforms")
 
+    def mixed_cost_table(self, choices: str, proxy: str = "mse") -> bool:
+        """The exact mixed-precision cost table of the menu ``choices`` under ``proxy``."""
+        return self._start(
+            lambda: self.controller.mixed_cost_job(choices, proxy), "the mixed-precision costs"
+        )
+
+    def mixed_point(self, config: Any, name: str) -> bool:
+        """Evaluate a mixed-precision assignment; queued as a new point of its curve."""
+        return self._start(
+            lambda: self.controller.mixed_point_job(config, name), "the mixed-precision point"
+        )
+
     def cancel(self) -> None:
         """Stop the running job at its next yield (queued evaluations are dropped)."""
         if self.runner.running:
@@ -114,6 +137,17 @@ class JobController(QObject):
 
     # -- results -------------------------------------------------------------------------------
     def _on_item(self, item: Any) -> None:
+        from quantviz.eval.points import PointFailed, PointRetried, TasksStatus
+
+        if isinstance(item, TasksStatus):  # points on a cluster: how many run and wait
+            where = (self.job.meta.get("cluster") if self.job is not None else None) or ""
+            self.statusMessage.emit(f"{self.kind} on {where}: {item.text()}", 0)
+        elif isinstance(item, PointFailed):
+            self.statusMessage.emit(f"{item.name} failed: {item.error}", 8000)
+        elif isinstance(item, PointRetried):
+            self.statusMessage.emit(
+                f"{item.name}: its worker died; recomputed (attempt {item.attempts})", 8000
+            )
         if self.job is not None:
             try:
                 self.job.on_item(item)
@@ -147,6 +181,12 @@ class JobController(QObject):
                 "budget too small for any allocation: "
                 + ", ".join(human_bytes(b) for b in payload.infeasible),
                 8000,
+            )
+        elif getattr(payload, "errors", None):
+            self.statusMessage.emit(
+                f"{kind} finished; {len(payload.errors)} point(s) failed: "
+                + "; ".join(f"{e['name']}: {e['error']}" for e in payload.errors[:3]),
+                15000,
             )
         elif kind:
             self.statusMessage.emit(f"{kind} finished", 4000)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from quantviz.app import AppController
 from quantviz.core.granularity import fitting_group_size, group_sizes
 from quantviz.core.spec import (
+    BLOCK_FORMATS,
     CALIBRATIONS,
     FIXED_WIDTH,
     GRANULARITIES,
@@ -50,7 +51,9 @@ TIPS = {
     "their own width.",
     "quantizer": "uniform: an affine integer grid; log2: zero and signed powers of two; "
     "kmeans: 2^bits levels fitted to the values (Lloyd); fp8_e4m3 / fp8_e5m2 / fp4_e2m1: OCP "
-    "float formats; nf4: QLoRA's NormalFloat-4 levels.",
+    "float formats; nf4: QLoRA's NormalFloat-4 levels; mxfp8_e4m3 / mxfp6_* / mxfp4 / mxint8: OCP "
+    "MX block formats (32 values share a power-of-two scale); nvfp4: NVIDIA's FP4 with an "
+    "E4M3 scale per 16 values and one per tensor.",
     "symmetric": "Uniform only. Symmetric: zero point 0, range [-a, a]. Asymmetric: the range "
     "[min, max] with an integer zero point (zero stays exactly representable).",
     "restricted": "Symmetric uniform only: codes [-(2^(b-1)-1), 2^(b-1)-1], dropping the "
@@ -274,6 +277,9 @@ class LayerControls(QWidget):
         # the group size does not apply outside per_group: keep the default's, so switching
         # per_group -> 64 -> per_tensor leaves the spec equal to a plain per_tensor one
         group = self.groupSizeSpin.value() if gran == "per_group" else _DEFAULT_GROUP
+        calibration = self.calibrationCombo.currentText()
+        if q in BLOCK_FORMATS:  # the format fixes its blocks and its scale rule
+            gran, group, calibration = "per_group", BLOCK_FORMATS[q], "minmax"
         rounding = self.roundingCombo.currentText()
         if self.side != "weight" or q != "uniform":
             rounding = "nearest"  # AdaRound / GPTQ round weights on a uniform grid
@@ -284,7 +290,7 @@ class LayerControls(QWidget):
             restricted_range=restricted,
             granularity=gran,
             group_size=group,
-            calibration=self.calibrationCombo.currentText(),
+            calibration=calibration,
             rounding=rounding,
         )
 
@@ -372,8 +378,10 @@ class LayerControls(QWidget):
         self.bitsSpin.setEnabled(on and spec.quantizer not in FIXED_WIDTH)
         self.symmetricCheck.setEnabled(on and spec.quantizer == "uniform")
         self.restrictedRangeCheck.setEnabled(on and spec.quantizer == "uniform" and spec.symmetric)
-        self.groupSizeSpin.setEnabled(on and spec.granularity == "per_group")
-        self.calibrationCombo.setEnabled(on and spec.quantizer != "kmeans")
+        block = spec.quantizer in BLOCK_FORMATS
+        self.granularityCombo.setEnabled(on and not block)
+        self.groupSizeSpin.setEnabled(on and spec.granularity == "per_group" and not block)
+        self.calibrationCombo.setEnabled(on and spec.quantizer != "kmeans" and not block)
         self.roundingCombo.setEnabled(on and self.side == "weight" and spec.quantizer == "uniform")
         self._update_group_hint(spec)
 

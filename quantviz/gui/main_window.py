@@ -25,9 +25,12 @@ from quantviz.app import AppController, Job
 from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.gui.actions import build_actions
 from quantviz.gui.activation_view import ActivationView
+from quantviz.gui.budget_panel import install_budget_dock
+from quantviz.gui.cluster_menu import ClusterMenu
 from quantviz.gui.commands import SetConfigCommand
 from quantviz.gui.compare import CompareView
 from quantviz.gui.config_list import ConfigList
+from quantviz.gui.debug_view import install_debug_view
 from quantviz.gui.dialogs import ask_architecture, ask_unsaved
 from quantviz.gui.errors import ErrorReporter, guarded
 from quantviz.gui.files import FileActions
@@ -35,6 +38,8 @@ from quantviz.gui.histogram_view import HistogramView
 from quantviz.gui.jobs import JobController
 from quantviz.gui.layer_controls import LayerControls
 from quantviz.gui.layer_table import LayerTableWidget
+from quantviz.gui.override_editor import OverrideEditor
+from quantviz.gui.qat_dialog import install_qat_action
 from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
@@ -90,9 +95,11 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.histogram.failed.connect(lambda m: self.errors.report("Histogram", m))
 
         left = QSplitter(Qt.Orientation.Vertical)
+        self.overrides = OverrideEditor(ctl, self.push_config, self)
         left.addWidget(self.table)
+        left.addWidget(self.overrides)
         left.addWidget(self.configs)
-        left.setSizes([620, 200])
+        left.setSizes([560, 200, 160])
         centre = QSplitter(Qt.Orientation.Vertical)
         centre.addWidget(self.histogram)
         centre.addWidget(self.tradeoff)
@@ -147,7 +154,11 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.sqnrRunner.failed.connect(lambda e: self.errors.report("Layer SQNR", e))
 
         self.sessionActions = SessionActions(self)
+        self.budgetPanel = install_budget_dock(self)
         build_actions(self)
+        install_debug_view(self)  # error propagation + proxies dock, Run menu actions
+        install_qat_action(self)  # Run > Fine-tune (QAT)…
+        self.clusterMenu = ClusterMenu(self, self.jobs, self.runMenu)
         self.status = StatusBar(self, ctl)
         self.progressBar = self.status.progressBar
         self.cancelButton = self.status.cancelButton
@@ -414,6 +425,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
             ok = r.shutdown(timeout) and ok
         if self.exportDialog is not None:
             ok = self.exportDialog.shutdown(timeout) and ok
+        self.controller.close_clusters()
         return ok
 
     def closeEvent(self, event: QCloseEvent) -> None:

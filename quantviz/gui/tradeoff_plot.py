@@ -1,13 +1,17 @@
 """The accuracy-vs-memory plot: every evaluated configuration as a point.
 
-x: model size (MB; the top axis shows the compression vs float), y: the metric. The float
-baseline is a horizontal line, the Pareto front a line through the non-dominated points,
-sweeps are curves that grow point by point. Hover shows a point's name and numbers;
+x: model size (MB; the top axis shows the compression vs float), y: the metric, labelled
+with its name (accuracy, top-1 agreement, perplexity). The float baseline is a horizontal
+line, the Pareto front a line through the non-dominated points in the metric's direction
+(the lowest perplexity, the highest accuracy), sweeps are curves that grow point by point.
+Perplexity is drawn on a log axis (points are placed at log10 of the value; the axis ticks
+read the value itself). Hover shows a point's name and numbers;
 clicking one emits :attr:`TradeoffPlot.entryClicked` (the main window makes it current).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -43,12 +47,28 @@ class CompressionAxis(pg.AxisItem):
         return [f"{r:.{digits}f}×" if r is not None else "" for r in ratios]
 
 
+#: metrics drawn on a log y axis (they span orders of magnitude as bits shrink)
+LOG_METRICS = ("perplexity",)
+
+
+def _higher_is_better(r: Any) -> bool:
+    flag = getattr(r, "higher_is_better", None)
+    if isinstance(flag, bool):
+        return flag
+    from quantviz.data.metrics import higher_is_better
+
+    return higher_is_better(getattr(r, "metric", None))
+
+
 def describe_entry(e: ResultEntry) -> str:
     """Tooltip text of one point."""
     r = e.result
+    hib = _higher_is_better(r)
+    worse = r.baseline - r.value if hib else r.value - r.baseline
+    direction = "" if hib else ", lower is better"
     lines = [
         f"{e.name}  ({e.series})",
-        f"{r.metric}: {r.value:.4f}  (float {r.baseline:.4f}, drop {r.baseline - r.value:+.4f})",
+        f"{r.metric}: {r.value:.4f}  (float {r.baseline:.4f}, worse by {worse:+.4f}{direction})",
         f"size: {human_bytes(r.model_bytes)}  ({r.compression:.2f}× smaller than float)",
     ]
     bops = getattr(r, "bops", None)
@@ -72,6 +92,8 @@ class TradeoffPlot(QWidget):
         self.top_axis = CompressionAxis("top")
         self.top_axis.enableAutoSIPrefix(False)
         self.unit, self.div = "MB", 1e6
+        #: y is log10(metric) (perplexity); the left axis then ticks the metric itself
+        self.log_y = False
         self.plot = pg.PlotWidget(self, axisItems={"top": self.top_axis})
         self.plot.setObjectName("tradeoffPlot")
         style_plot(self.plot, "model size", "metric", x_units=None)
@@ -178,11 +200,25 @@ class TradeoffPlot(QWidget):
             self.curves[name] = curve
         return curve
 
+    def _y(self, v: float) -> float:
+        """Plot coordinate of metric value ``v`` (log10 on a log axis)."""
+        return math.log10(v) if self.log_y else v
+
     def refresh(self, *_: Any) -> None:
         """Redraw from ``session.results`` (items updated with setData, never rebuilt)."""
         entries = [e for e in self.session.results if _plottable(e)]
         self.entries = entries
         pi = self.plot.getPlotItem()
+        last = entries[-1].result if entries else None
+        metric = str(getattr(last, "metric", "") or "")
+        hib = _higher_is_better(last) if last is not None else True
+        base = self.session.baseline
+        self.log_y = (
+            metric in LOG_METRICS
+            and all(e.value > 0 for e in entries)
+            and (base is None or base > 0)
+        )
+        pi.getAxis("left").setLogMode(False, self.log_y)
         h = self.session.handle
         ref = h.float_bytes if h is not None else max((e.model_bytes for e in entries), default=1e6)
         self.unit, self.div = ("kB", 1e3) if ref < 1e6 else ("MB", 1e6)
@@ -192,7 +228,7 @@ class TradeoffPlot(QWidget):
             c = self._series_colour(e.series)
             spots.append(
                 {
-                    "pos": (e.model_bytes / self.div, e.value),
+                    "pos": (e.model_bytes / self.div, self._y(e.value)),
                     "data": i,
                     "brush": pg.mkBrush(c),
                     "pen": pg.mkPen(c),
@@ -208,7 +244,7 @@ class TradeoffPlot(QWidget):
         for name, items in by_series.items():
             items = sorted(items, key=lambda e: e.model_bytes)
             x = np.array([e.model_bytes / self.div for e in items])
-            y = np.array([e.value for e in items])
+            y = np.array([self._y(e.value) for e in items])
             self._curve(name).setData(x, y)
         for name in [n for n in self.curves if n not in by_series]:
             curve = self.curves.pop(name)  # a removed curve leaves the plot and its legend
@@ -218,15 +254,16 @@ class TradeoffPlot(QWidget):
         if len(entries) >= 2:
             from quantviz.eval import pareto
 
-            front = pareto(entries)
-            self.front.setData([e.model_bytes / self.div for e in front], [e.value for e in front])
+            front = pareto(entries, hib)
+            self.front.setData(
+                [e.model_bytes / self.div for e in front], [self._y(e.value) for e in front]
+            )
         else:
             self.front.setData([], [])
-        base = self.session.baseline
         self._fit_ranges(entries, base)
         # baseline and compression axis
         if base is not None:
-            self.baseline.setValue(base)
+            self.baseline.setValue(self._y(base))
             self.baseline.label.setFormat(f"float model {base:.4f}")
             self.baseline.setVisible(True)
         else:
@@ -241,8 +278,10 @@ class TradeoffPlot(QWidget):
         self.top_axis.picture = None
         self.top_axis.update()
         if entries:
-            metric = entries[-1].result.metric
-            pi.setLabel("left", metric.replace("_", " "))
+            label = metric.replace("_", " ")
+            if not hib:
+                label += " (lower is better" + (", log scale)" if self.log_y else ")")
+            pi.setLabel("left", label)
             pi.setTitle(
                 f"{metric.replace('_', ' ')} vs model size — {len(entries)} point"
                 + ("s" if len(entries) != 1 else ""),
@@ -264,7 +303,7 @@ class TradeoffPlot(QWidget):
             fb = (h.float_bytes / self.div) if h is not None else 1.0
             vb.setRange(xRange=(0.0, fb * 1.05), yRange=(0.0, 1.05), padding=0)
             return
-        ys = [e.value for e in entries] + ([base] if base is not None else [])
+        ys = [self._y(e.value) for e in entries] + ([self._y(base)] if base is not None else [])
         xs = [e.model_bytes / self.div for e in entries]
         lo, hi = min(ys), max(ys)
         pad = max(0.08 * (hi - lo), 0.01 * max(abs(hi), abs(lo)), 1e-3)
@@ -277,7 +316,7 @@ class TradeoffPlot(QWidget):
         cur = [e for e in self.entries if e.name == self.session.current_name]
         if cur:
             e = cur[-1]
-            self.current.setData([e.model_bytes / self.div], [e.value])
+            self.current.setData([e.model_bytes / self.div], [self._y(e.value)])
         else:
             self.current.setData([], [])
 
@@ -299,7 +338,7 @@ class TradeoffPlot(QWidget):
             if not mine:
                 continue
             e = mine[-1]
-            x, y = e.model_bytes / self.div, e.value
+            x, y = e.model_bytes / self.div, self._y(e.value)
             xs.append(x)
             ys.append(y)
             label = pg.TextItem(name, color=th.compare, anchor=(0, 1))
@@ -320,7 +359,7 @@ class TradeoffPlot(QWidget):
     def _tip(self, x: float, y: float, data: Any) -> str:
         if isinstance(data, int | np.integer) and 0 <= int(data) < len(self.entries):
             return describe_entry(self.entries[int(data)])
-        return f"{x:.4g} {self.unit}, {y:.4f}"
+        return f"{x:.4g} {self.unit}, {10**y if self.log_y else y:.4f}"
 
     def _on_click(self, _item: Any, points: Any, *_: Any) -> None:
         if points is None or len(points) == 0:

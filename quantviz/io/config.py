@@ -21,15 +21,19 @@ Rules:
   per-tensor min/max).
 - ``default``: an omitted ``weight`` is ``QuantSpec()`` and an omitted ``activation`` is
   ``null`` (the ``LayerConfig`` defaults). Writers always write both.
-- ``layers``: keys are a layer's fully-qualified name or an ``fnmatch`` glob, applied in file
-  order (the last matching key wins). **A layer entry reads as "the default, except ..."**:
-  an omitted ``weight`` / ``activation`` key is the default's value for that tensor, and in
-  a given spec every omitted field is the default's field for that tensor (``{"weight":
-  {"bits": 4}}`` under a per-channel default is 4-bit per-channel; ``{"weight": {}}`` is the
-  default's weight spec). Where the default keeps that tensor float (``null``), omitted
+- ``layers``: keys are a layer's fully-qualified name, an ``fnmatch`` glob or ``re:<regex>``
+  (matched against the whole name), applied in file order (the last matching key wins).
+  **A layer entry reads as "the default, except ..."**: an omitted ``weight`` /
+  ``activation`` key is the default's value for that tensor, and in a given spec every
+  omitted field is the default's field for that tensor (``{"weight": {"bits": 4}}`` under
+  a per-channel default is 4-bit per-channel; ``{"weight": {}}`` is the default's weight
+  spec). Where the default keeps that tensor float (``null``), omitted
   fields take the ``QuantSpec`` defaults. ``bits`` is never inherited by a fixed-width
-  format (``fp8_*``, ``fp4_e2m1``, ``nf4``: their width). An entry that is ``null`` keeps
-  the layer float (weight and activation ``null``).
+  format (``fp8_*``, ``fp4_e2m1``, ``nf4``, the block formats: their width), nor are
+  ``granularity``, ``group_size`` and ``calibration`` by a block format (``mxfp8_e4m3``,
+  ``mxfp6_e3m2``, ``mxfp6_e2m3``, ``mxfp4``, ``mxint8``, ``nvfp4``: per_group with the
+  format's block, min/max; writers omit them, other values are refused). An entry that
+  is ``null`` keeps the layer float (weight and activation ``null``).
 - Writers write the minimal entry: a key is omitted where it equals the default's value,
   and a spec holds only the fields that differ from the default's spec, so a round trip is
   exact.
@@ -73,6 +77,7 @@ from typing import Any
 import yaml
 
 from quantviz.core.spec import (
+    BLOCK_FORMATS,
     CALIBRATIONS,
     FIXED_WIDTH,
     GRANULARITIES,
@@ -198,6 +203,9 @@ def _spec_to_obj(spec: QuantSpec | None, base: QuantSpec | None = None) -> dict[
     out = {f: getattr(spec, f) for f in _SPEC_FIELDS if getattr(spec, f) != getattr(ref, f)}
     if spec.quantizer in FIXED_WIDTH:
         out.pop("bits", None)
+    if spec.quantizer in BLOCK_FORMATS:  # the reader sets the format's own block
+        for f in ("granularity", "group_size", "calibration"):
+            out.pop(f, None)
     return out
 
 
@@ -315,6 +323,14 @@ def _spec_from_obj(
     quantizer = merged.get("quantizer", _QUANTSPEC_DEFAULT.quantizer)
     if "bits" not in obj and isinstance(quantizer, str) and quantizer in FIXED_WIDTH:
         merged["bits"] = FIXED_WIDTH[quantizer]  # a fixed width is never inherited
+    if isinstance(quantizer, str) and quantizer in BLOCK_FORMATS:
+        # a block format's granularity is its own: never inherited from a base spec
+        if "granularity" not in obj:
+            merged["granularity"] = "per_group"
+        if "group_size" not in obj:
+            merged["group_size"] = BLOCK_FORMATS[quantizer]
+        if "calibration" not in obj:
+            merged["calibration"] = "minmax"
     try:
         spec = QuantSpec.from_dict(merged)
     except (ValueError, TypeError) as e:

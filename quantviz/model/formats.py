@@ -57,10 +57,7 @@ def load_exported(path: Path, *, trust: bool) -> tuple[nn.Module, torch.Tensor |
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module = torch.export.unflatten(ep)
-        # run the re-assembled submodules as compiled GraphModules, not the slow fx.Interpreter
-        for sub in module.modules():
-            if hasattr(sub, "_run_with_interpreter"):
-                setattr(sub, "_run_with_interpreter", False)  # noqa: B010
+        _compile_unflattened(module)
     except Exception:  # fall back to the flat graph module (no per-layer hooks)
         try:
             module = ep.module()
@@ -70,6 +67,32 @@ def load_exported(path: Path, *, trust: bool) -> tuple[nn.Module, torch.Tensor |
                 f"({type(exc).__name__}: {exc})"
             ) from None
     return module, example
+
+
+def _compile_unflattened(module: nn.Module) -> None:
+    """Run re-assembled submodules as compiled GraphModules, not the slow fx.Interpreter.
+
+    A module called more than once in one parent (EfficientNet's ``_swish``) is unflattened
+    into call sites that the generated code names ``_swish@1`` and only the interpreter
+    resolves; a submodule whose graph calls one target twice keeps the interpreter (its
+    children are still compiled).
+    """
+    for sub in module.modules():
+        if not hasattr(sub, "_run_with_interpreter"):
+            continue
+        graph = getattr(sub, "graph", None)
+        targets = [str(n.target) for n in graph.nodes if n.op == "call_module"] if graph else []
+        if len(set(targets)) == len(targets) and all(_resolves(sub, t) for t in targets):
+            setattr(sub, "_run_with_interpreter", False)  # noqa: B010
+
+
+def _resolves(module: nn.Module, target: str) -> bool:
+    obj: Any = module
+    for part in target.split("."):
+        if not part.isidentifier() or not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
 
 
 def _torch_load(path: Path, weights_only: bool) -> Any:

@@ -9,7 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LayerInfo", "ModelHandle", "add_hooks", "get_weight"]
+__all__ = ["CAUSAL_LM", "LayerInfo", "ModelHandle", "add_hooks", "get_weight"]
+
+#: ``ModelHandle.task`` of a causal language model (evaluated by perplexity on token data)
+CAUSAL_LM = "causal_lm"
 
 #: Layer kinds quantviz recognises (by what a layer is, not by its class name).
 KINDS = (
@@ -43,6 +46,8 @@ class LayerInfo:
     class_name: str = ""
     #: qualified name of the weight parameter; "" means ``f"{fqn}.weight"``
     param: str = ""
+    #: the weight's output-channel axis (1 for a ConvTranspose kernel ``[in, out/g, k...]``)
+    channel_axis: int = 0
 
     @property
     def param_name(self) -> str:
@@ -80,9 +85,18 @@ class ModelHandle:
     default_data: str | None = None
     #: number of classes of a classifier, if known
     num_classes: int | None = None
-    #: "nn", "torchscript" or "exported"
+    #: "nn", "torchscript", "exported" or "onnx" (an onnxruntime graph)
     flavour: str = "nn"
     meta: dict[str, Any] = field(default_factory=dict)
+    #: what the model does: "" (a classifier or anything else) or ``CAUSAL_LM``
+    #: ("causal_lm": metric perplexity on token data; see quantviz.model.lm)
+    task: str = ""
+    #: the model's ``tokenizer.json`` (tokenizes ``.txt`` evaluation data), if it has one
+    tokenizer_path: str | None = None
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.task == CAUSAL_LM
 
     # -- lookups ------------------------------------------------------------------------
     def layer(self, fqn: str) -> LayerInfo:
@@ -167,6 +181,8 @@ def add_hooks(
     hooks after scripting) and for exported programs that could not be unflattened.
     """
     lay = handle.layer(fqn)
+    if handle.flavour == "onnx":  # the graph runs in onnxruntime: see model/onnx_model.py
+        return handle.module.add_hooks(fqn, pre, post)  # type: ignore[operator]
     if handle.flavour == "torchscript":
         raise ValueError(
             f"{handle.name}: layer {fqn!r}: activation hooks are not possible on a TorchScript "

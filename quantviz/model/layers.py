@@ -233,6 +233,7 @@ def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[Laye
                 bias=bias is not None and qual.endswith("weight"),
                 class_name=_class_name(mod, qual.rpartition(".")[0]),
                 param=qual,
+                channel_axis=1 if kind.startswith("conv_transpose") else 0,
             )
         )
     return layers

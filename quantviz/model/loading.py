@@ -9,7 +9,12 @@ Sources (see :func:`load_model`):
   ``package.module:factory``, written ``weights.safetensors::package.module:factory`` (or
   passed as ``arch=``);
 * a whole pickled ``nn.Module`` (``torch.save(model)``) - only with ``trust=True``, because
-  unpickling runs arbitrary code. Everything else is read with ``weights_only=True``.
+  unpickling runs arbitrary code. Everything else is read with ``weights_only=True``;
+* an ONNX file, run by onnxruntime (:mod:`quantviz.model.onnx_model`).
+
+A ``transformers`` causal LM (``sample:tiny_lm``, or a ``*ForCausalLM`` built by an
+architecture factory) is marked ``task = "causal_lm"`` (:mod:`quantviz.model.lm`): its example
+input is 8 token ids, its ``tokenizer_path`` the ``tokenizer.json`` beside the weights.
 
 The kind of a file is recognised by its content, not its extension
 (:mod:`quantviz.model.sniff`); each kind is read by :mod:`quantviz.model.formats`
@@ -31,6 +36,7 @@ from quantviz.model.errors import ModelLoadError, TrustRequired
 from quantviz.model.formats import load_exported, load_torchscript, load_weights_file
 from quantviz.model.handle import ModelHandle
 from quantviz.model.inputs import example_input, read_sidecar
+from quantviz.model.lm import is_causal_lm, lm_example_input, mark_causal_lm
 from quantviz.model.sniff import detect_kind
 
 __all__ = ["ModelLoadError", "TrustRequired", "detect_kind", "load_model"]
@@ -80,7 +86,8 @@ def load_model(
         handle.module.to(dev)
         handle.example_input = handle.example_input.to(dev)
     handle.meta["device"] = str(dev)
-    _discover(handle)
+    if handle.flavour != "onnx":  # an ONNX graph's layers are read from the graph
+        _discover(handle)
     if handle.flavour == "exported":
         handle.meta["static_batch"] = not _runs_with_batch(handle, 2)
     return handle
@@ -143,8 +150,24 @@ def _load_sample(name: str, source: str) -> ModelHandle:
         info, module = build_sample(name)
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
+    if info.hf_dir:
+        from quantviz.model.lm import lm_example_input, mark_causal_lm
+        from quantviz.model.samples import sample_dir
+
+        handle = ModelHandle(
+            source=source,
+            name=name,
+            module=_prepare(module),
+            layers=[],
+            example_input=lm_example_input(module),
+            default_data=info.default_data,
+            flavour="nn",
+            meta={"description": info.description},
+        )
+        tok = sample_dir(info.hf_dir) / "tokenizer.json"
+        return mark_causal_lm(handle, tok if tok.is_file() else None)
     return ModelHandle(
         source=source,
         name=name,
@@ -180,6 +203,16 @@ def _load_file(
         raise ModelLoadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     kind = detect_kind(path)
     sidecar = read_sidecar(path)
+    if kind == "onnx":
+        if arch:
+            raise ModelLoadError(
+                f"{path}: an ONNX file carries its own graph; drop ::{arch} / arch="
+            )
+        from quantviz.model.onnx_model import load_onnx
+
+        return load_onnx(
+            path, source, sidecar=sidecar, input_shape=input_shape, input_dtype=input_dtype
+        )
     example: torch.Tensor | None = None
     meta: dict[str, Any] = {"file_kind": kind}
     if kind == "torchscript":
@@ -193,12 +226,14 @@ def _load_file(
         ex = getattr(module, "example_input", None)
         if isinstance(ex, torch.Tensor):
             example = ex
+        elif is_causal_lm(module) and input_shape is None and "input_shape" not in sidecar:
+            example = lm_example_input(module)
     if arch and kind in ("torchscript", "exported"):
         raise ModelLoadError(
             f"{path}: a {kind} file carries its own architecture; drop ::{arch} / arch="
         )
     example = example_input(path, source, example, sidecar, input_shape, input_dtype)
-    return ModelHandle(
+    handle = ModelHandle(
         source=source,
         name=path.stem,
         module=_prepare(module),
@@ -209,3 +244,7 @@ def _load_file(
         flavour=flavour,
         meta=meta,
     )
+    if is_causal_lm(module):  # a transformers *ForCausalLM built by an architecture factory
+        tok = path.parent / "tokenizer.json"
+        mark_causal_lm(handle, tok if tok.is_file() else None)
+    return handle

@@ -1,7 +1,10 @@
 """The bundled sample models (architectures + where their weights live).
 
 Weights are ``safetensors`` files in ``sample_data/`` (made by ``scripts/train_samples.py``);
-the architectures are defined here, so loading a sample never unpickles anything.
+the digits architectures are defined here, so loading a sample never unpickles anything.
+``tiny_lm`` is a Hugging Face ``save_pretrained`` folder (``sample_data/tiny_lm/``: a small
+Llama-style decoder, its ``config.json``, ``model.safetensors`` and ``tokenizer.json``),
+opened by :func:`load_pretrained_lm` (``transformers``, the ``hf`` extra, strictly offline).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ __all__ = [
     "DigitsMobileNet",
     "SampleInfo",
     "list_samples",
+    "load_pretrained_lm",
     "sample_data_dir",
+    "sample_dir",
     "sample_path",
 ]
 
@@ -54,6 +59,43 @@ def sample_path(filename: str) -> Path:
             "scripts/train_samples.py to regenerate it)"
         )
     return path
+
+
+def sample_dir(dirname: str) -> Path:
+    """Path of one bundled folder; ``FileNotFoundError`` naming the directory if missing."""
+    path = sample_data_dir() / dirname
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"bundled sample folder {dirname!r} (with config.json) not found in {path.parent} "
+            f"(set {SAMPLE_DATA_ENV} to the sample_data directory, or run "
+            "scripts/train_samples.py --target tiny_lm to regenerate it)"
+        )
+    return path
+
+
+def load_pretrained_lm(folder: Path) -> nn.Module:
+    """A ``save_pretrained`` causal-LM folder opened with ``transformers`` (offline, float32).
+
+    One small function on purpose: the Hugging Face folder loader replaces it.
+    """
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError as exc:
+        raise ValueError(
+            f"{folder}: opening a Hugging Face model needs transformers "
+            f"(pip install 'quantviz[hf]'): {exc}"
+        ) from None
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
+    try:
+        return AutoModelForCausalLM.from_pretrained(  # type: ignore[no-any-return]
+            str(folder), local_files_only=True, dtype=torch.float32
+        )
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 class DigitsCNN(nn.Module):
@@ -107,15 +149,18 @@ class DigitsMobileNet(nn.Module):
 
 @dataclass(frozen=True)
 class SampleInfo:
-    """One bundled sample: architecture factory, weights file, input shape, data."""
+    """One bundled sample: architecture factory and weights file (or a Hugging Face folder,
+    ``hf_dir``), input shape, data."""
 
     name: str
-    factory: type[nn.Module]
+    factory: type[nn.Module] | None
     weights: str
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_classes: int | None
     default_data: str
     description: str
+    #: a ``save_pretrained`` folder in sample_data/ (a causal LM), instead of factory+weights
+    hf_dir: str = ""
 
 
 SAMPLES: dict[str, SampleInfo] = {
@@ -137,6 +182,17 @@ SAMPLES: dict[str, SampleInfo] = {
         "sample:digits",
         "depthwise-separable (MobileNet-style, BatchNorm folded) net on the 8x8 digits",
     ),
+    "tiny_lm": SampleInfo(
+        "tiny_lm",
+        None,
+        "",
+        (1, 8),
+        None,
+        "sample:tiny_lm",
+        "Llama-style decoder (4 blocks, hidden 256, 4.7M parameters) trained on Python's "
+        "documentation; perplexity on held-out topics",
+        hf_dir="tiny_lm",
+    ),
 }
 
 
@@ -155,6 +211,9 @@ def build_sample(name: str) -> tuple[SampleInfo, nn.Module]:
         raise ValueError(
             f"unknown sample {name!r}; available: {', '.join(list_samples())}"
         ) from None
+    if info.hf_dir:
+        return info, load_pretrained_lm(sample_dir(info.hf_dir)).eval()
+    assert info.factory is not None
     module = info.factory(info.num_classes)
     state = load_file(str(sample_path(info.weights)))
     module.load_state_dict(state)

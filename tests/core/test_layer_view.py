@@ -65,3 +65,32 @@ def test_cache_reuses_float_parts_and_forgets_freed_tensors():
     w2 = _w()  # may reuse the freed id: must not hit
     cache.get(w2, ("a",), lambda: calls.append(1))
     assert len(calls) == 3
+
+
+def test_block_formats_show_one_block_and_its_grid():
+    """A block's grid is its E2M1 elements times the block's power-of-two scale, computed
+    here from the OCP MX rule; the comparison brings its own blocks (NVFP4: 16)."""
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(16, 64, generator=g)
+    d = layer_view(
+        "fc",
+        w,
+        QuantSpec(bits=8, granularity="per_channel").with_(
+            quantizer="mxfp4", granularity="per_group", group_size=32
+        ),
+        "nvfp4",
+        3,
+    )
+    assert (d.channel, d.rows, d.row_kind) == (3, 32, "group")
+    block = w.reshape(-1, 32)[3]
+    x = 2.0 ** (np.floor(np.log2(float(block.abs().max()))) - 2)
+    e2m1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6])
+    want = np.unique(np.concatenate([-e2m1, e2m1])) * x
+    assert np.array_equal(d.main.levels, want)
+    assert d.main.bits_per_value == 4.25
+    assert d.compare is not None and d.compare.spec == QuantSpec(quantizer="nvfp4")
+    assert d.compare.rows == 64 and d.compare.levels.size == 15
+    # from a per-channel int spec to mxint8 and back to uniform
+    s = comparison_spec(QuantSpec(bits=4, granularity="per_channel", calibration="mse"), "mxint8")
+    assert s == QuantSpec(quantizer="mxint8")
+    assert comparison_spec(s, "uniform").granularity == "per_group"

@@ -61,3 +61,40 @@ def test_front_is_exactly_the_non_dominated_set(raw):
     }
     sizes = [p["model_bytes"] for p in front]
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+
+
+def L(value, size):
+    """A perplexity point: lower is better."""
+    return {"value": value, "model_bytes": size, "metric": "perplexity", "higher_is_better": False}
+
+
+def test_lower_is_better_front():
+    pts = [L(30.0, 100), L(45.0, 50), L(35.0, 120), L(28.0, 200), L(60.0, 60), L(28.0, 300)]
+    assert pareto(pts) == [L(45.0, 50), L(30.0, 100), L(28.0, 200)]
+    # the same numbers read as accuracy keep a different front
+    assert pareto(pts, higher_is_better=True) == [L(45.0, 50), L(60.0, 60)]
+    # the direction also comes from the metric name alone
+    named = [{"value": v, "model_bytes": s, "metric": "perplexity"} for v, s in [(9, 2), (5, 3)]]
+    assert pareto(named) == named
+    with pytest.raises(ValueError, match="mix"):
+        pareto([P(0.9, 1), L(20.0, 2)])
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(1, 20)), max_size=30))
+def test_lower_is_better_front_is_the_non_dominated_set(raw):
+    pts = [L(1 + v, s) for v, s in raw]
+    front = pareto(pts)
+
+    def dominated(p):
+        return any(
+            q["value"] <= p["value"]
+            and q["model_bytes"] <= p["model_bytes"]
+            and (q["value"] < p["value"] or q["model_bytes"] < p["model_bytes"])
+            for q in pts
+        )
+
+    assert {(p["value"], p["model_bytes"]) for p in pts if not dominated(p)} == {
+        (p["value"], p["model_bytes"]) for p in front
+    }
+    values = [p["value"] for p in front]
+    assert values == sorted(values, reverse=True)  # bigger models, lower perplexity

@@ -13,13 +13,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from models import efficientnet_lite_small, handle_of
 from torch import nn
 
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec
 from quantviz.eval import evaluate, run
 from quantviz.eval.transforms import model_graph, prepare_transforms, transformed
 from quantviz.eval.transforms.rounding import adaround_layer, elementwise_grid, gptq_layer
-from tests.models import efficientnet_lite_small, handle_of
 
 REL_TOL = 1e-5
 

@@ -43,7 +43,7 @@ def test_redo_with_ctrl_shift_z_and_ctrl_y(window, qtbot):
 def test_open_sample_from_the_file_menu(window, qtbot):
     win = window
     acts = {a.data(): a for a in win.samplesMenu.actions()}
-    assert set(acts) == {"sample:digits_cnn", "sample:digits_mobilenet"}
+    assert set(acts) == {"sample:digits_cnn", "sample:digits_mobilenet", "sample:tiny_lm"}
     with qtbot.waitSignal(win.modelLoaded, timeout=60_000):
         acts["sample:digits_mobilenet"].trigger()
     assert win.session.handle.name == "digits_mobilenet"

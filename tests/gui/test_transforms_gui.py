@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import torch
 from PySide6.QtCore import QPoint, Qt
-
-from tests.gui.test_main_window import click_row
+from test_main_window import click_row
 
 
 def tick(qtbot, box):

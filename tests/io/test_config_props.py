@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantviz.core.spec import (
+    BLOCK_FORMATS,
     CALIBRATIONS,
     FIXED_WIDTH,
     GRANULARITIES,
@@ -25,6 +26,8 @@ def quant_specs(draw: st.DrawFn) -> QuantSpec:
     restricted = symmetric and draw(st.booleans())
     min_bits = 2 if quantizer == "log2" or (quantizer == "uniform" and restricted) else 1
     bits = FIXED_WIDTH.get(quantizer) or draw(st.integers(min_bits, 16))
+    if quantizer in BLOCK_FORMATS:  # their own granularity and scale rule
+        return QuantSpec(quantizer=quantizer, symmetric=symmetric, dynamic=draw(st.booleans()))
     return QuantSpec(
         bits=bits,
         quantizer=quantizer,
@@ -184,10 +187,19 @@ def test_a_layer_entry_is_the_default_except_its_fields(default, given_fields):
     bad_bits = width is not None and given_fields.get("bits", width) != width
     if width is not None:
         fields["bits"] = width
+    if fields["quantizer"] in BLOCK_FORMATS:  # granularity and calibration: the format's
+        if "granularity" not in given_fields:
+            fields["granularity"] = "per_group"
+        if "group_size" not in given_fields:
+            fields["group_size"] = BLOCK_FORMATS[fields["quantizer"]]
+        if "calibration" not in given_fields:
+            fields["calibration"] = "minmax"
     try:
         expected = QuantSpec(**fields)
     except ValueError:
         expected = None
+    if fields["quantizer"] in BLOCK_FORMATS and given_fields.get("granularity") == "per_tensor":
+        expected = None  # a file naming another granularity for a block format is refused
     if expected is None or bad_bits:
         with pytest.raises(ConfigError) as info:
             config_from_dict(_doc(default, given_fields))

@@ -234,3 +234,75 @@ def test_bad_input_shape_and_device(tmp_path, cnn):
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="CUDA is not available"):
             load_model("sample:digits_cnn", device="cuda")
+
+
+class _Swish(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+class _SharedSwishBlock(nn.Module):
+    """Calls one activation module twice, as EfficientNet's MBConv calls ``self._swish``."""
+
+    def __init__(self, swish: nn.Module) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(4, 8, 1)
+        self.project = nn.Conv2d(8, 4, 1)
+        self._swish = swish
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._swish(self.project(self._swish(self.expand(x))))
+
+
+class _SharedSwishNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self._swish = _Swish()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.blocks = nn.ModuleList([_SharedSwishBlock(self._swish) for _ in range(2)])
+        self.head = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._swish(self.stem(x))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.flatten(1))
+
+
+def test_exported_program_with_a_module_called_twice(tmp_path):
+    """A .pt2 whose blocks reuse one module opens, runs, and quantizes (issue 10)."""
+    from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+    from quantviz.eval.apply import apply_config
+
+    torch.manual_seed(0)
+    ref = _SharedSwishNet().eval()
+    path = tmp_path / "shared.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(ref, (X[:1],)), str(path))
+    h = load_model(str(path))
+    assert h.fqns == [
+        "stem",
+        "blocks.0.expand",
+        "blocks.0.project",
+        "blocks.1.expand",
+        "blocks.1.project",
+        "head",
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(h.module(X[:1]), ref(X[:1]))
+    # W4 per-tensor symmetric restricted-range weights (scale amax/7), done here in plain torch
+    spec = QuantSpec(bits=4, granularity="per_tensor", symmetric=True, restricted_range=True)
+    config = ModelConfig(default=LayerConfig(weight=spec))
+    expected = _SharedSwishNet().eval()
+    expected.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        for mod in expected.modules():
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                w = mod.weight
+                scale = w.abs().max() / 7
+                w.copy_(torch.clamp(torch.round(w / scale), -8, 7) * scale)
+        with apply_config(h, config):
+            got = h.module(X[:1])
+        torch.testing.assert_close(got, expected(X[:1]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(h.module(X[:1]), ref(X[:1]))  # restored exactly

@@ -11,7 +11,7 @@ from quantviz.model.samples import SAMPLE_DATA_ENV, sample_data_dir
 
 
 def test_list_samples():
-    assert list_samples() == ["digits_cnn", "digits_mobilenet"]
+    assert list_samples() == ["digits_cnn", "digits_mobilenet", "tiny_lm"]
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_mobilenet"])

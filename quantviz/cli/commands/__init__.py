@@ -18,7 +18,11 @@ _MODULES = {
     "eval": "quantviz.cli.commands.eval_cmd",
     "sweep": "quantviz.cli.commands.sweep_cmd",
     "sensitivity": "quantviz.cli.commands.sensitivity_cmd",
+    "mixed": "quantviz.cli.commands.mixed_cmd",
     "export": "quantviz.cli.commands.export_cmd",
+    "debug": "quantviz.cli.commands.debug_cmd",
+    "proxies": "quantviz.cli.commands.proxies_cmd",
+    "qat": "quantviz.cli.commands.qat_cmd",
 }
 
 

@@ -82,7 +82,7 @@ def _export_inputs(
     from quantviz.data import load_data
 
     with where(args.data or (handle.default_data and f"data {handle.default_data}")):
-        data = load_data(args.data, handle)
+        data = load_data(args.data, handle, seq_len=getattr(args, "seq_len", None))
     stats: dict[str, Any] = {}
     if fmt != "html":
         with transformed(handle, state):  # the ranges of the transformed model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from quantviz.cli.commands.common import load_model_and_data, reporter
+from quantviz.cli.commands.common import cluster_of, load_model_and_data, reporter
 from quantviz.cli.output import emit, pct
 from quantviz.cli.progress import drive
 
@@ -13,6 +13,11 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, config: Any, started: float) -> int:
+    with cluster_of(args) as cluster:
+        return _run(args, cluster)
+
+
+def _run(args: argparse.Namespace, cluster: Any) -> int:
     from quantviz.eval import sensitivity
     from quantviz.eval.sweeps import DEFAULT_SPEC, parse_bits
 
@@ -26,6 +31,7 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
         DEFAULT_SPEC,
         batch_size=args.batch_size,
         transforms=args.transforms or (),
+        executor=cluster,
     )
     try:
         res = drive(gen, reporter(args, "sensitivity"), on_point=done.append)
@@ -42,8 +48,13 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
         head = f"interrupted: {len(done)} of {doc['total']} measurements finished"
         emit(args, doc, head + ("\n" + _table(args, res) if res is not None else ""))
         raise
+    if res.errors and not res.layers:
+        raise ValueError(f"every measurement failed; the first: {res.errors[0]['error']}")
     doc = {"model": args.model, "data": data.name, **res.to_dict()}
-    emit(args, doc, _table(args, res))
+    text = _table(args, res)
+    for e in res.errors:
+        text += f"\n{e['name']}: failed: {e['error']}"
+    emit(args, doc, text)
     return 0
 
 
@@ -71,21 +82,27 @@ def _partial_result(handle: Any, bits: tuple[int, ...], spec: Any, done: list[An
     layers = [by_fqn[f] for f in fqns if f in by_fqn and bits[0] in by_fqn[f].kl]
     widths = tuple(b for b in bits if all(b in ls.kl for ls in layers))
     first = done[0].result
-    return SensitivityResult(first.metric, first.baseline, widths, spec, layers)
+    return SensitivityResult(
+        first.metric, first.baseline, widths, spec, layers, higher_is_better=first.higher_is_better
+    )
 
 
 def _table(args: argparse.Namespace, res: Any) -> str:
     b = res.bits[0]
+    # accuracy drops in percentage points; perplexity rises as they are ("worse by")
+    in_pts = res.metric in ("accuracy", "top1_agreement")
+    drop_head = "drop pts" if in_pts else "worse by"
     lines = [
         f"per-layer sensitivity of {args.model}, each layer alone at "
         f"W{res.spec.with_(bits=b).short()} (float {pct(res.metric, res.baseline)})",
-        f"{'rank':>4} {'layer':<24} {res.metric:>14} {'drop pts':>9} {'KL':>10} {'KL rank':>7}",
+        f"{'rank':>4} {'layer':<24} {res.metric:>14} {drop_head:>9} {'KL':>10} {'KL rank':>7}",
     ]
     kl_rank = {f: i + 1 for i, f in enumerate(res.by_kl())}
     for i, f in enumerate(res.by_drop(), start=1):
         ls = res.layer(f)
+        drop = f"{100 * res.drop(f):>9.2f}" if in_pts else f"{res.drop(f):>+9.4g}"
         lines.append(
             f"{i:>4} {f:<24} {pct(res.metric, ls.value[b]):>14} "
-            f"{100 * res.drop(f):>9.2f} {ls.kl[b]:>10.3g} {kl_rank[f]:>7}"
+            f"{drop} {ls.kl[b]:>10.3g} {kl_rank[f]:>7}"
         )
     return "\n".join(lines)

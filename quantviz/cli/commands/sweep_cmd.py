@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from quantviz.cli.commands.common import load_model_and_data, reporter
+from quantviz.cli.commands.common import cluster_of, load_model_and_data, reporter
 from quantviz.cli.errors import where
 from quantviz.cli.output import emit, pct, result_dict
 from quantviz.cli.parser import UsageError
@@ -16,6 +16,11 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, config: Any, started: float) -> int:
+    with cluster_of(args) as cluster:
+        return _run(args, config, cluster)
+
+
+def _run(args: argparse.Namespace, config: Any, cluster: Any) -> int:
     from quantviz.eval import uniform_sweep
     from quantviz.eval.sweeps import DEFAULT_SPEC, parse_bits
 
@@ -47,12 +52,15 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
         activation=act,
         batch_size=args.batch_size,
         transforms=transforms,
+        executor=cluster,
     )
     try:
         res = drive(gen, reporter(args, "sweep"), on_point=lambda ev: done.append(ev.result))
     except KeyboardInterrupt:
         _partial(args, data, done, len(bits))
         raise
+    if res.errors and not res.points:
+        raise ValueError(f"every point failed; the first: {res.errors[0]['error']}")
     doc = {"model": args.model, "data": data.name, **res.to_dict()}
     doc["points"] = [result_dict(p) for p in res.points]
     front = {id(p) for p in res.front}
@@ -66,6 +74,8 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
             f"{p.name:<32} {pct(p.metric, p.value):>14} {human_bytes(p.model_bytes):>10} "
             f"{p.compression:>9.2f} {kl:>9}  {'*' if id(p) in front else ''}"
         )
+    for e in res.errors:
+        lines.append(f"{e['name']:<32} failed: {e['error']}")
     emit(args, doc, "\n".join(lines))
     return 0
 

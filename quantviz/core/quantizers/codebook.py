@@ -26,9 +26,15 @@ import numpy as np
 import torch
 
 from quantviz.core.quantizers.base import CHUNK, Fitted, chunks
-from quantviz.core.spec import QuantSpec
+from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
-__all__ = ["CodebookFitted", "ScaledCodebookFitted", "base_levels"]
+__all__ = [
+    "ELEMENT_FORMATS",
+    "CodebookFitted",
+    "ScaledCodebookFitted",
+    "base_levels",
+    "block_element_levels",
+]
 
 #: QLoRA's NormalFloat-4 levels (Dettmers et al. 2023, bitsandbytes ``create_normal_map``)
 NF4_LEVELS = (
@@ -58,6 +64,36 @@ FLOAT_FORMATS = {
 }
 
 
+#: element float format of each block format: (exponent bits, mantissa bits, bias, max normal)
+ELEMENT_FORMATS: dict[str, tuple[int, int, int, float]] = {
+    "mxfp8_e4m3": FLOAT_FORMATS["fp8_e4m3"],
+    "mxfp6_e3m2": (3, 2, 3, 28.0),
+    "mxfp6_e2m3": (2, 3, 1, 7.5),
+    "mxfp4": FLOAT_FORMATS["fp4_e2m1"],
+    "nvfp4": FLOAT_FORMATS["fp4_e2m1"],
+}
+
+#: MXINT8 codes are -127..127 (saturating at the largest normal, 127/64)
+MXINT8_MAX_CODE = 127
+
+
+def block_element_levels(quantizer: str) -> tuple[float, ...]:
+    """The element values a block format produces (before its scale), sorted ascending."""
+    if quantizer == "mxint8":
+        return tuple(
+            (np.arange(-MXINT8_MAX_CODE, MXINT8_MAX_CODE + 1, dtype=np.float64) / 64).tolist()
+        )
+    e_bits, m_bits, bias, fmax = ELEMENT_FORMATS[quantizer]
+    vals = {0.0}
+    for e in range(2**e_bits):
+        for m in range(2**m_bits):
+            v = (m / 2**m_bits if e == 0 else 1 + m / 2**m_bits) * 2.0 ** (max(e, 1) - bias)
+            if v <= fmax:
+                vals.add(v)
+    pos = np.array(sorted(vals))
+    return tuple(np.concatenate([-pos[:0:-1], pos]).tolist())
+
+
 def _float_format_values(e_bits: int, m_bits: int, bias: int, fmax: float) -> np.ndarray:
     """All finite non-negative values of a float format up to ``fmax``."""
     vals = {0.0}
@@ -76,6 +112,8 @@ def _float_format_values(e_bits: int, m_bits: int, bias: int, fmax: float) -> np
 def _base_levels_cached(quantizer: str, bits: int) -> tuple[float, ...]:
     if quantizer == "nf4":
         return NF4_LEVELS
+    if quantizer in BLOCK_FORMATS:
+        return block_element_levels(quantizer)
     if quantizer in FLOAT_FORMATS:
         pos = _float_format_values(*FLOAT_FORMATS[quantizer])
         return tuple(np.concatenate([-pos[:0:-1], pos]).tolist())

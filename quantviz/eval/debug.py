@@ -1,0 +1,573 @@
+"""Error propagation: where in the network quantization error enters and where it grows.
+
+For a configuration, at every quantizable layer's output (in execution order):
+
+- **isolated** error: only that layer quantized. Inside the *float* pass, a forward hook on
+  the layer runs the layer again on the float input it just received — through its input
+  (activation) quantizer and with its fake-quantized weight — and compares that output with
+  the float output. No extra pass of the model is needed.
+- **cumulative** error: everything up to and including the layer quantized. A second pass of
+  the whole model under :func:`~quantviz.eval.apply.apply_config` compares, in a hook, the
+  layer's output with the float pass's output of the same layer on the same batch.
+
+Each is summarised by MSE, SQNR (dB, ``10 log10(sum f^2 / sum (q - f)^2)``) and the mean
+per-sample cosine similarity; the model output also gets the KL divergence
+``KL(softmax(float) || softmax(quantized))`` over its last dimension (mean over every other
+position) and the top-1 agreement. Data runs in batches: per batch one float pass (which
+keeps that batch's layer outputs) then one quantized pass; only running sums are kept, so
+the memory is one batch's activations whatever the data size.
+
+**Flags** (:attr:`LayerError.flagged`): a layer is flagged when
+
+- ``jump``: its cumulative SQNR is more than ``jump_db`` (3 dB: the relative noise power
+  doubles) below the cumulative SQNR of the previous layer in execution order (the first
+  layer, or one after float-exact layers, has no finite previous value and never jumps), or
+- ``worst_isolated``: its isolated SQNR is more than ``outlier_db`` (10 dB) below the median
+  isolated SQNR of the quantized layers (a layer that is broken on its own, wherever it is).
+
+:func:`isolated_errors` (the float-pass half alone, for any number of candidate weight
+schemes per layer at once) also serves the ``output_sqnr`` sensitivity proxy.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Generator, Hashable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from quantviz.core import ModelConfig, QuantSpec
+from quantviz.eval.apply import (
+    WeightCache,
+    _dynamic_hook,
+    _static_hook,
+    apply_config,
+    check_config,
+    needs_calibration,
+)
+from quantviz.eval.forward import check_data, first_batch, forward
+from quantviz.eval.results import EvalError, Progress, json_safe
+
+if TYPE_CHECKING:
+    from quantviz.data import EvalData
+    from quantviz.model.capture import LayerStats
+    from quantviz.model.handle import ModelHandle
+
+__all__ = [
+    "JUMP_DB",
+    "OUTLIER_DB",
+    "DebugResult",
+    "ErrorStats",
+    "ErrorSums",
+    "LayerError",
+    "OutputError",
+    "debug",
+    "flag_layers",
+    "isolated_errors",
+    "weight_variants",
+]
+
+#: cumulative SQNR drop (dB) vs the previous layer that flags a jump (noise power x2)
+JUMP_DB = 3.0
+#: isolated SQNR this far (dB) below the median of the quantized layers flags an outlier
+OUTLIER_DB = 10.0
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """``mse``, ``sqnr_db`` (inf when exact) and mean per-sample ``cosine``."""
+
+    mse: float
+    sqnr_db: float
+    cosine: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({"mse": self.mse, "sqnr_db": self.sqnr_db, "cosine": self.cosine})
+
+
+@dataclass
+class ErrorSums:
+    """Running sums of a quantized tensor ``q`` vs its reference ``f`` over batches."""
+
+    sq_err: float = 0.0
+    sq_ref: float = 0.0
+    numel: int = 0
+    cos_sum: float = 0.0
+    samples: int = 0
+
+    def add(self, q: torch.Tensor, f: torch.Tensor) -> None:
+        """Add one batch (the first dimension is the sample; a 0-d/1-d tensor is one).
+
+        Per-sample sums in float32 (or the tensors' wider dtype), accumulated across
+        samples and batches in float64.
+        """
+        if q.shape != f.shape:
+            raise ValueError(f"shapes differ: {tuple(q.shape)} vs {tuple(f.shape)}")
+        dt = torch.float64 if torch.float64 in (q.dtype, f.dtype) else torch.float32
+        b = int(f.shape[0]) if f.dim() >= 2 else 1
+        qf = q.detach().reshape(b, -1).to(dt)
+        ff = f.detach().reshape(b, -1).to(dt)
+        d = qf - ff
+        err = torch.linalg.vecdot(d, d).double()
+        ref = torch.linalg.vecdot(ff, ff).double()
+        qq = torch.linalg.vecdot(qf, qf).double()
+        dot = torch.linalg.vecdot(qf, ff).double()
+        self.sq_err += float(err.sum())
+        self.sq_ref += float(ref.sum())
+        self.numel += f.numel()
+        denom = (qq * ref).sqrt()
+        both_zero = (qq == 0) & (ref == 0)
+        cos = torch.where(denom > 0, dot / denom.clamp_min(1e-300), both_zero.double())
+        self.cos_sum += float(cos.clamp(-1.0, 1.0).sum())
+        self.samples += b
+
+    def result(self) -> ErrorStats:
+        if self.numel == 0:
+            return ErrorStats(math.nan, math.nan, math.nan)
+        if self.sq_err == 0.0:
+            sqnr = math.inf
+        elif self.sq_ref == 0.0:
+            sqnr = -math.inf
+        else:
+            sqnr = 10.0 * math.log10(self.sq_ref / self.sq_err)
+        return ErrorStats(self.sq_err / self.numel, sqnr, self.cos_sum / self.samples)
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """One layer's isolated and cumulative output error and its flags."""
+
+    fqn: str
+    kind: str
+    scheme: str
+    quantized: bool
+    isolated: ErrorStats
+    cumulative: ErrorStats
+    #: previous layer's cumulative SQNR minus this one's (None without a finite previous)
+    jump_db: float | None
+    jump: bool
+    worst_isolated: bool
+
+    @property
+    def flagged(self) -> bool:
+        return self.jump or self.worst_isolated
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "fqn": self.fqn,
+                "kind": self.kind,
+                "scheme": self.scheme,
+                "quantized": self.quantized,
+                "isolated": self.isolated.to_dict(),
+                "cumulative": self.cumulative.to_dict(),
+                "jump_db": self.jump_db,
+                "jump": self.jump,
+                "worst_isolated": self.worst_isolated,
+                "flagged": self.flagged,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class OutputError:
+    """The model output of the quantized model vs the float model."""
+
+    kl: float
+    mse: float
+    sqnr_db: float
+    cosine: float
+    top1_agreement: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "kl": self.kl,
+                "mse": self.mse,
+                "sqnr_db": self.sqnr_db,
+                "cosine": self.cosine,
+                "top1_agreement": self.top1_agreement,
+            }
+        )
+
+
+@dataclass
+class DebugResult:
+    """Per-layer isolated / cumulative errors in execution order, and the output error."""
+
+    layers: list[LayerError]
+    output: OutputError
+    n_samples: int
+    config: ModelConfig | None = None
+    jump_threshold_db: float = JUMP_DB
+    outlier_db: float = OUTLIER_DB
+    seconds: float = 0.0
+
+    @property
+    def flagged(self) -> list[str]:
+        return [lay.fqn for lay in self.layers if lay.flagged]
+
+    def layer(self, fqn: str) -> LayerError:
+        for lay in self.layers:
+            if lay.fqn == fqn:
+                return lay
+        raise KeyError(f"no layer {fqn!r} in the debug result")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "n_samples": self.n_samples,
+                "jump_threshold_db": self.jump_threshold_db,
+                "outlier_db": self.outlier_db,
+                "layers": [lay.to_dict() for lay in self.layers],
+                "output": self.output.to_dict(),
+                "flagged": self.flagged,
+                "seconds": self.seconds,
+            }
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# hooks
+# ---------------------------------------------------------------------------------------
+#: a variant of one layer: fake-quantized weight (None: float) and input quantizer (None)
+Variant = tuple[torch.Tensor | None, Callable[[torch.Tensor], torch.Tensor] | None]
+
+
+def _module_of(handle: ModelHandle, fqn: str) -> torch.nn.Module:
+    from quantviz.model.handle import _submodule
+
+    try:  # ValueError naming the model when its layers cannot be hooked (TorchScript)
+        handle.add_hooks(fqn, pre=lambda x: None)()
+    except ValueError as exc:
+        raise ValueError(f"error propagation needs layer hooks: {exc}") from None
+    return _submodule(handle.module, handle.layer(fqn).module_fqn)
+
+
+def _run_variant(
+    mod: torch.nn.Module,
+    p: torch.Tensor,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    variant: Variant,
+) -> torch.Tensor:
+    """``mod`` re-run on its float inputs ``args`` with the variant's weight and input
+    quantizer (hooks of ``mod`` are not re-entered)."""
+    wq, act = variant
+    if act is not None and args and isinstance(args[0], torch.Tensor):
+        args = (act(args[0]), *args[1:])
+    if wq is None:
+        return mod.forward(*args, **kwargs)
+    old = p.data
+    p.data = wq
+    try:
+        return mod.forward(*args, **kwargs)
+    finally:
+        p.data = old
+
+
+class _Recorder:
+    """Forward hooks on every layer for the float pass (and, optionally, the quantized one).
+
+    Float pass: records the execution order, keeps each layer's float outputs of the current
+    batch (one per call) when ``keep`` is set, and adds each variant's isolated error.
+    Quantized pass: adds each layer's output vs the kept float output to ``cumulative``.
+    """
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        variants: Mapping[str, Sequence[tuple[Hashable, Variant]]],
+        *,
+        keep: bool,
+    ) -> None:
+        self.handle = handle
+        self.variants = variants
+        self.keep = keep
+        self.order: list[str] = []
+        self.isolated: dict[Hashable, ErrorSums] = {}
+        self.cumulative: dict[str, ErrorSums] = {}
+        self.float_out: dict[str, list[torch.Tensor]] = {}
+        self.calls: dict[str, int] = {}
+        self.quantized_pass = False
+        self._mods = {f: _module_of(handle, f) for f in handle.fqns}
+        self._removers: list[Any] = []
+
+    def attach(self) -> None:
+        by_mod: dict[int, list[str]] = {}
+        for fqn, mod in self._mods.items():
+            by_mod.setdefault(id(mod), []).append(fqn)
+        for fqn, mod in self._mods.items():
+            if by_mod[id(mod)][0] != fqn:
+                continue  # one hook per module: several layers of one module share it
+            names = by_mod[id(mod)]
+            self._removers.append(
+                mod.register_forward_hook(self._hook(names, mod), with_kwargs=True)
+            )
+
+    def detach(self) -> None:
+        for r in self._removers:
+            r.remove()
+        self._removers.clear()
+
+    def new_batch(self) -> None:
+        self.float_out.clear()
+        self.calls.clear()
+
+    def _hook(self, names: list[str], mod: torch.nn.Module):
+        def hook(_m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+                return
+            for fqn in names:
+                if self.quantized_pass:
+                    self._cumulative(fqn, out)
+                else:
+                    self._float(fqn, mod, args, kwargs, out)
+
+        return hook
+
+    def _float(
+        self,
+        fqn: str,
+        mod: torch.nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        out: torch.Tensor,
+    ) -> None:
+        if fqn not in self.order:
+            self.order.append(fqn)
+        ref = out.detach()
+        if self.keep:  # a clone: an in-place op after the layer must not change it
+            self.float_out.setdefault(fqn, []).append(ref.clone())
+        variants = self.variants.get(fqn, ())
+        if not variants:
+            return
+        p = self.handle.weight(fqn)
+        with torch.no_grad():
+            for key, var in variants:
+                q = _run_variant(mod, p, args, kwargs, var)
+                self.isolated.setdefault(key, ErrorSums()).add(q, ref)
+
+    def _cumulative(self, fqn: str, out: torch.Tensor) -> None:
+        i = self.calls.get(fqn, 0)
+        self.calls[fqn] = i + 1
+        refs = self.float_out.get(fqn, [])
+        if i < len(refs) and refs[i].shape == out.shape:
+            self.cumulative.setdefault(fqn, ErrorSums()).add(out, refs[i])
+
+
+def _spans(n: int, bs: int) -> list[tuple[int, int]]:
+    return [(a, min(a + bs, n)) for a in range(0, n, bs)]
+
+
+def _prepare(
+    handle: ModelHandle, data: EvalData, batch_size: int, max_samples: int | None
+) -> tuple[int, list[tuple[int, int]]]:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
+        raise ValueError(f"max_samples: must be a positive integer, got {max_samples!r}")
+    check_data(data)
+    n = int(data.x.shape[0]) if max_samples is None else min(max_samples, int(data.x.shape[0]))
+    with torch.no_grad():
+        bs, _ = first_batch(handle, data, min(batch_size, n), "debug (float model)")
+    return n, _spans(n, bs)
+
+
+def isolated_errors(
+    handle: ModelHandle,
+    data: EvalData,
+    variants: Mapping[str, Sequence[tuple[Hashable, Variant]]],
+    *,
+    batch_size: int = 64,
+    max_samples: int | None = None,
+    stage: str = "isolated",
+) -> Generator[Progress, None, tuple[list[str], dict[Hashable, ErrorStats]]]:
+    """The isolated output error of every variant (key -> (weight, input quantizer)) of
+    every layer, from float passes alone; yields per batch; returns (execution order of
+    the layers, key -> :class:`ErrorStats`)."""
+    _n, spans = _prepare(handle, data, batch_size, max_samples)
+    rec = _Recorder(handle, variants, keep=False)
+    rec.attach()
+    try:
+        for i, (a, b) in enumerate(spans, start=1):
+            with torch.no_grad():
+                forward(handle, data, a, b, f"{stage} (float model)", False)
+            yield Progress(i, len(spans), stage)
+    finally:
+        rec.detach()
+    return rec.order, {k: s.result() for k, s in rec.isolated.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# the debugger
+# ---------------------------------------------------------------------------------------
+def _config_variants(
+    handle: ModelHandle,
+    config: ModelConfig,
+    cache: WeightCache,
+    stats: Mapping[str, LayerStats],
+) -> dict[str, list[tuple[Hashable, Variant]]]:
+    out: dict[str, list[tuple[Hashable, Variant]]] = {}
+    for fqn in handle.fqns:
+        lc = config.resolve(fqn)
+        wq = None
+        if lc.weight is not None:
+            wq = cache.get(fqn, lc.weight, handle.weight(fqn)).dequantized
+        act: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if lc.activation is not None:
+            if lc.activation.dynamic:
+                act = _dynamic_hook(fqn, lc.activation)
+            else:
+                act = _static_hook(cache.activation(fqn, lc.activation, stats[fqn]))
+        if wq is not None or act is not None:
+            out[fqn] = [(fqn, (wq, act))]
+    return out
+
+
+class _OutputSums:
+    def __init__(self) -> None:
+        self.err = ErrorSums()
+        self.kl = 0.0
+        self.agree = 0
+        self.positions = 0
+
+    def add(self, q: torch.Tensor, f: torch.Tensor) -> None:
+        self.err.add(q, f)
+        q2 = q.double().reshape(-1, q.shape[-1]) if q.dim() else q.double().reshape(1, 1)
+        f2 = f.double().reshape(-1, f.shape[-1]) if f.dim() else f.double().reshape(1, 1)
+        lp, lq = torch.log_softmax(f2, dim=-1), torch.log_softmax(q2, dim=-1)
+        self.kl += float((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0).sum())
+        self.agree += int((q2.argmax(-1) == f2.argmax(-1)).sum())
+        self.positions += int(q2.shape[0])
+
+    def result(self) -> OutputError:
+        e = self.err.result()
+        p = max(self.positions, 1)
+        return OutputError(self.kl / p, e.mse, e.sqnr_db, e.cosine, self.agree / p)
+
+
+def flag_layers(
+    rows: list[tuple[str, str, str, bool, ErrorStats, ErrorStats]],
+    jump_db: float = JUMP_DB,
+    outlier_db: float = OUTLIER_DB,
+) -> list[LayerError]:
+    """:class:`LayerError` rows with the flags of the module docstring."""
+    iso = [r[4].sqnr_db for r in rows if r[3] and math.isfinite(r[4].sqnr_db)]
+    median = statistics.median(iso) if iso else math.nan
+    out: list[LayerError] = []
+    prev = math.nan
+    for fqn, kind, scheme, quantized, isolated, cumulative in rows:
+        cum = cumulative.sqnr_db
+        drop: float | None = None
+        if math.isfinite(prev) and not math.isnan(cum):
+            drop = prev - cum
+        jump = drop is not None and drop > jump_db
+        worst = (
+            quantized
+            and math.isfinite(median)
+            and not math.isnan(isolated.sqnr_db)
+            and isolated.sqnr_db < median - outlier_db
+        )
+        out.append(
+            LayerError(fqn, kind, scheme, quantized, isolated, cumulative, drop, jump, worst)
+        )
+        if not math.isnan(cum):
+            prev = cum
+    return out
+
+
+def debug(
+    handle: ModelHandle,
+    data: EvalData,
+    config: ModelConfig,
+    *,
+    stats: MutableMapping[str, LayerStats] | None = None,
+    cache: WeightCache | None = None,
+    batch_size: int = 128,
+    max_samples: int | None = None,
+    jump_db: float = JUMP_DB,
+    outlier_db: float = OUTLIER_DB,
+) -> Generator[Progress, None, DebugResult]:
+    """Isolated and cumulative error of every layer under ``config`` over ``data.x``.
+
+    A generator yielding :class:`Progress` (``calibrate`` when static activation specs need
+    statistics, then ``debug`` per batch); closing it at any yield removes the hooks and
+    restores the float model. Returns a :class:`DebugResult` (layers in execution order;
+    layers the data never reaches are left out). ``ValueError`` before any work for a
+    config that does not apply or a model whose layers cannot be hooked; :class:`EvalError`
+    when the model fails on the data.
+    """
+    import time
+
+    from quantviz.eval.evaluate import calibrate
+
+    t0 = time.perf_counter()
+    check_config(handle, config)
+    cache = cache if cache is not None else WeightCache()
+    stats = stats if stats is not None else {}
+    for f in handle.fqns:  # hookable? (ValueError naming the model)
+        _module_of(handle, f)
+        break
+    static = needs_calibration(handle, config)
+    if static:
+        yield from calibrate(handle, data, static, stats, batch_size=batch_size)
+    try:
+        variants = _config_variants(handle, config, cache, stats)
+    except ValueError as exc:
+        raise EvalError(handle.source, "quantize", str(exc)) from exc
+    n, spans = _prepare(handle, data, batch_size, max_samples)
+    rec = _Recorder(handle, variants, keep=True)
+    outs = _OutputSums()
+    for i, (a, b) in enumerate(spans, start=1):
+        rec.new_batch()
+        rec.attach()
+        try:
+            rec.quantized_pass = False
+            with torch.no_grad():
+                ref = forward(handle, data, a, b, "debug (float model)", False)
+            rec.quantized_pass = True
+            try:
+                applying = apply_config(handle, config, stats=stats, cache=cache)
+            except ValueError as exc:
+                raise EvalError(handle.source, "quantize", str(exc)) from exc
+            with torch.no_grad(), applying:
+                out = forward(handle, data, a, b, "debug (quantized model)", True)
+        finally:
+            rec.detach()
+        outs.add(out, ref)
+        rec.new_batch()
+        yield Progress(i, len(spans), "debug")
+    rows = []
+    for fqn in rec.order:
+        lay = handle.layer(fqn)
+        lc = config.resolve(fqn)
+        quantized = fqn in variants
+        iso = rec.isolated[fqn].result() if fqn in rec.isolated else ErrorStats(0.0, math.inf, 1.0)
+        cum = rec.cumulative[fqn].result() if fqn in rec.cumulative else ErrorStats(*[math.nan] * 3)
+        rows.append((fqn, lay.kind, lc.short(), quantized, iso, cum))
+    return DebugResult(
+        flag_layers(rows, jump_db, outlier_db),
+        outs.result(),
+        n,
+        config,
+        jump_db,
+        outlier_db,
+        time.perf_counter() - t0,
+    )
+
+
+def weight_variants(
+    handle: ModelHandle,
+    candidates: Sequence[tuple[str, QuantSpec]],
+    cache: WeightCache,
+) -> dict[str, list[tuple[Hashable, Variant]]]:
+    """Per layer, one weight-only variant per candidate ``(fqn, spec)`` (key: the pair)."""
+    out: dict[str, list[tuple[Hashable, Variant]]] = {}
+    for fqn, spec in candidates:
+        wq = cache.get(fqn, spec, handle.weight(fqn)).dequantized
+        out.setdefault(fqn, []).append(((fqn, spec), (wq, None)))
+    return out
