@@ -65,7 +65,11 @@ def smoothquant(
 
     h = ctx.handle
     alpha = float(params.get("alpha", 0.5))
-    lin = [lay.fqn for lay in h.layers if lay.kind == "linear"]
+    lin = [  # nn.Linear only: a GPT-2 Conv1D stores its weight transposed
+        lay.fqn
+        for lay in h.layers
+        if lay.kind == "linear" and isinstance(get_module(h.module, lay.module_fqn), nn.Linear)
+    ]
     if not lin:
         raise ValueError(f"smoothquant: {h.name} has no linear layer")
     amax: dict[str, torch.Tensor] = {}
