@@ -237,6 +237,7 @@ def test_eval_timings_add_up_to_seconds(tmp_path, capsys):
         "load",
         "check",
         "baseline",
+        "transform",
         "calibrate",
         "quantize",
         "forward",

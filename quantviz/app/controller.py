@@ -45,6 +45,12 @@ SENSITIVITY_BITS: tuple[int, ...] = (4,)
 MIXED_FRONT_POINTS = 50_000
 
 
+#: transforms computed without calibration data (inline for the views on small models)
+DATA_FREE_TRANSFORMS = frozenset({"fold_bn", "cle", "hadamard"})
+#: models up to this many parameters get their data-free transforms computed inline
+INLINE_TRANSFORM_PARAMS = 5_000_000
+
+
 @dataclass
 class Opened:
     """A model (and its data) loaded by :meth:`AppController.open_model_job`."""
@@ -459,6 +465,11 @@ class AppController:
         stats = dict(s.activation_stats)
         cache, baseline = self.weight_cache, self.baseline
         label = f"uniform W{','.join(map(str, widths))} {spec.short().split(' ', 1)[1]}"
+        transforms = s.config.transforms
+        if transforms:  # with and without transforms are different curves
+            from quantviz.core.spec import transform_label
+
+            label += f" + {transform_label(transforms)}"
         series = s.unique_series(label)
 
         def recipe() -> Generator[Any, None, Any]:
@@ -475,6 +486,7 @@ class AppController:
                 stats=stats,
                 cache=cache,
                 baseline=baseline,
+                transforms=transforms,
                 executor=executor,
             )
             return (yield from self._model_work(gen, multi_point=True))
@@ -778,6 +790,101 @@ class AppController:
         job.kind = "open session"
         job.meta.update(path=path, session=data)
         return job
+
+    # ------------------------------------------------------------------------------------
+    # transforms (quantviz.eval.transforms)
+    # ------------------------------------------------------------------------------------
+    def transform_state(self, name: str | None = None, *, compute: bool = True) -> Any:
+        """The transformed state of configuration ``name`` (current when None), or None.
+
+        Taken from the states the last evaluations / transform jobs computed; a config
+        whose transforms need no data (``fold_bn``, ``cle``, ``hadamard``) on a model of at
+        most :data:`INLINE_TRANSFORM_PARAMS` parameters is computed here when ``compute``.
+        """
+        from quantviz.eval import run
+        from quantviz.eval.transforms import (
+            needs_transforms,
+            prepare_transforms,
+            rounding_layers,
+            state_key,
+        )
+
+        s = self.session
+        handle = s.handle
+        cfg = s.config if name is None else s.configs[name]
+        if handle is None or not needs_transforms(handle, cfg):
+            return None
+        calib = s.data.calib_x if s.data is not None else None
+        store = self.weight_cache.transforms
+        st = store.get(state_key(handle, cfg, calib))
+        free = set(cfg.transform_names) <= DATA_FREE_TRANSFORMS
+        if (
+            st is None
+            and compute
+            and free
+            and not rounding_layers(handle, cfg)
+            and handle.total_params <= INLINE_TRANSFORM_PARAMS
+        ):
+            if not self.model_lock.acquire(blocking=False):
+                return None  # a job is using the model: the views ask again when it ends
+            try:
+                st = run(prepare_transforms(handle, cfg, calib, store=store))
+            finally:
+                self.model_lock.release()
+        return st
+
+    def after_view(self, fqn: str, channel: int = 0, spec: Any = ...) -> Any:
+        """The histogram data of layer ``fqn``'s weight after the current configuration's
+        transforms (or, for an AdaRound / GPTQ layer, its rounded weight), with its grid;
+        None when nothing changed that layer (or the state is not computed yet). Its
+        ``extra`` holds ``label`` and the layer's ``notes``."""
+        from quantviz.core.layer_view import layer_view
+
+        s = self.session
+        if spec is ...:
+            spec = s.config.resolve(fqn).weight
+        try:
+            st = self.transform_state()
+        except ValueError:
+            return None
+        if st is None or s.handle is None:
+            return None
+        w = st.weight(s.handle, fqn)
+        label = "after transforms"
+        if spec is not None and (fqn, spec) in st.rounded:
+            w, label = st.rounded[(fqn, spec)], f"after {spec.rounding}"
+        else:
+            from quantviz.eval.transforms.state import param_name_of
+
+            h = s.handle
+            if param_name_of(h.module, h.layer(fqn).param_name) not in st.params:
+                return None
+        d = layer_view(f"{fqn}", w, spec, None, channel, None)
+        d.extra["label"] = label
+        d.extra["notes"] = list(st.notes.get(fqn, []))
+        return d
+
+    def transforms_job(self, name: str | None = None) -> Job:
+        """Compute the transforms and AdaRound / GPTQ roundings of configuration ``name``
+        (current when None) on the calibration data, for the views (histogram overlay,
+        notes); an evaluation reuses them."""
+        from quantviz.eval.transforms import needs_transforms, prepare_transforms
+
+        s = self.session
+        handle = self._need_handle()
+        name = s.current_name if name is None else name
+        cfg = s.configs[name]
+        if not needs_transforms(handle, cfg):
+            raise ValueError(f"{name}: has no transforms and no AdaRound / GPTQ rounding")
+        calib = s.data.calib_x if s.data is not None else None
+        store = self.weight_cache.transforms
+
+        def recipe() -> Generator[Any, None, Any]:
+            gen = prepare_transforms(handle, cfg, calib, store=store)
+            return (yield from self._model_work(gen))
+
+        label = f"Transforms of {name}"
+        return Job("transforms", label, recipe, lambda st: st, meta={"name": name})
 
     def config_for_export(self, name: str | None = None) -> ModelConfig:
         from dataclasses import replace

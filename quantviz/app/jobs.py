@@ -23,6 +23,20 @@ STAGE_SPAN: dict[str, tuple[float, float]] = {
     "load data": (0.6, 1.0),
     "check": (0.0, 0.02),
     "baseline": (0.02, 0.4),
+    # transforms and rounding (quantviz.eval.transforms), each stage over this span
+    **dict.fromkeys(
+        (
+            "fold_bn",
+            "cle",
+            "bias_correction",
+            "smoothquant",
+            "hadamard",
+            "capture",
+            "gptq",
+            "adaround",
+        ),
+        (0.4, 0.45),
+    ),
     "calibrate": (0.4, 0.5),
     "quantize": (0.5, 0.6),
     "forward": (0.6, 1.0),

@@ -46,6 +46,36 @@ def input_shape_arg(text: str) -> tuple[int, ...]:
     return shape
 
 
+def transforms_arg(text: str) -> tuple[object, ...]:
+    """``cle,bias_correction`` or ``smoothquant:alpha=0.8,hadamard`` (``none``: no
+    transforms) -> validated ``(name, params)`` entries; argparse reports errors as usage."""
+    from quantviz.core.spec import check_transforms
+
+    if text.strip().lower() == "none":
+        return ()
+    items: list[object] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            raise argparse.ArgumentTypeError(f"empty transform name in {text!r}")
+        name, _, rest = part.partition(":")
+        params: dict[str, float] = {}
+        for kv in filter(None, rest.split(":")):
+            k, eq, v = kv.partition("=")
+            try:
+                params[k] = int(v) if v.strip().lstrip("-").isdigit() else float(v)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{name}: parameter {kv!r} must be NAME=NUMBER"
+                ) from None
+            if not eq:
+                raise argparse.ArgumentTypeError(f"{name}: parameter {kv!r} must be NAME=NUMBER")
+        items.append({name: params} if params else name)
+    try:
+        return check_transforms(items)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cluster_address(text: str) -> str:
     """``local``, ``auto`` or ``ray://HOST:PORT`` (checked without importing Ray)."""
     import re
@@ -104,6 +134,14 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
         metavar="1,C,H,W",
         help="the model's input shape with the batch dimension, e.g. 1,3,224,224 (default: "
         "from the model file, its .json sidecar, or one sample of --data)",
+    )
+    p.add_argument(
+        "--transforms",
+        type=transforms_arg,
+        metavar="T,...",
+        help="model transforms applied in order before quantization, replacing the "
+        "config's: fold_bn, cle, bias_correction, smoothquant, hadamard; parameters as "
+        "smoothquant:alpha=0.8 (none: no transforms)",
     )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument(

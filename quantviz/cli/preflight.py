@@ -96,4 +96,11 @@ def preflight(args: argparse.Namespace) -> Any:
         from quantviz.io.config import load_config
 
         config = load_config(args.config)
+    transforms = getattr(args, "transforms", None)
+    if transforms is not None and args.command in ("eval", "sweep"):
+        if config is None:
+            from quantviz.core.defaults import DEFAULT_CONFIG
+
+            config = DEFAULT_CONFIG
+        config = config.with_transforms(transforms)
     return config

@@ -27,11 +27,16 @@ __all__ = [
     "GRANULARITIES",
     "QUANTIZERS",
     "REGEX_PREFIX",
+    "ROUNDINGS",
+    "TRANSFORMS",
+    "TRANSFORM_PARAMS",
     "LayerConfig",
     "ModelConfig",
     "QuantSpec",
     "check_pattern",
+    "check_transforms",
     "is_pattern",
+    "transform_label",
 ]
 
 QUANTIZERS: tuple[str, ...] = (
@@ -51,6 +56,9 @@ QUANTIZERS: tuple[str, ...] = (
 )
 GRANULARITIES: tuple[str, ...] = ("per_tensor", "per_channel", "per_group")
 CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "mse", "kl")
+#: How a weight is rounded onto its grid: to the nearest level, by AdaRound's learned
+#: up/down decision, or by GPTQ's second-order updates (both from calibration inputs).
+ROUNDINGS: tuple[str, ...] = ("nearest", "adaround", "gptq")
 
 #: Quantizers whose code width is fixed by the format; ``QuantSpec.bits`` is set to it.
 FIXED_WIDTH: dict[str, int] = {
@@ -146,6 +154,22 @@ class QuantSpec:
         For ``percentile`` calibration, in (50, 100].
     dynamic
         Activations only: ranges measured per batch at run time instead of calibrated once.
+    rounding
+        Weights of the ``uniform`` quantizer only: ``nearest`` (round to the nearest level),
+        ``adaround`` (Nagel et al. 2020: each weight rounded up or down as learned from
+        calibration inputs with the rectified-sigmoid soft quantizer and an annealed
+        regulariser) or ``gptq`` (Frantar et al. 2022: columns quantized in order, the error
+        of each spread over the columns not yet quantized through the inverse Hessian
+        ``2 X X^T`` of the layer's calibration inputs). The grid (scale, zero point) is the
+        one ``calibration`` fits to the float weight; only the rounding changes.
+    adaround_iters
+        AdaRound's optimisation steps per layer, 1..100000.
+    gptq_block_size
+        GPTQ's columns per lazily-updated block, 1..8192.
+    gptq_damping
+        GPTQ's damping, a fraction of the Hessian's mean diagonal added to it, in (0, 1].
+    gptq_act_order
+        GPTQ quantizes the columns in decreasing Hessian-diagonal order.
     """
 
     bits: int = 8
@@ -158,6 +182,11 @@ class QuantSpec:
     calibration: str = "minmax"
     percentile: float = 99.99
     dynamic: bool = False
+    rounding: str = "nearest"
+    adaround_iters: int = 200
+    gptq_block_size: int = 128
+    gptq_damping: float = 0.01
+    gptq_act_order: bool = False
 
     def __post_init__(self) -> None:
         from quantviz.core.granularity import PerAxis, PerGroup, PerTensor
@@ -199,6 +228,23 @@ class QuantSpec:
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ValueError(f"percentile: must be in (50, 100], got {self.percentile}")
         object.__setattr__(self, "percentile", float(self.percentile))
+        _check_choice("rounding", self.rounding, ROUNDINGS)
+        if self.rounding != "nearest" and self.quantizer != "uniform":
+            raise ValueError(
+                f"rounding: {self.rounding} needs the uniform quantizer, got {self.quantizer}"
+            )
+        _check_int("adaround_iters", self.adaround_iters)
+        if not 1 <= self.adaround_iters <= 100_000:
+            raise ValueError(f"adaround_iters: must be 1..100000, got {self.adaround_iters}")
+        _check_int("gptq_block_size", self.gptq_block_size)
+        if not 1 <= self.gptq_block_size <= 8192:
+            raise ValueError(f"gptq_block_size: must be 1..8192, got {self.gptq_block_size}")
+        if isinstance(self.gptq_damping, bool) or not isinstance(self.gptq_damping, int | float):
+            raise ValueError(f"gptq_damping: must be a number, got {self.gptq_damping!r}")
+        if not 0.0 < float(self.gptq_damping) <= 1.0:
+            raise ValueError(f"gptq_damping: must be in (0, 1], got {self.gptq_damping}")
+        object.__setattr__(self, "gptq_damping", float(self.gptq_damping))
+        _check_bool("gptq_act_order", self.gptq_act_order)
 
     def _fix_block_granularity(self) -> None:
         """A block format's own granularity: ``per_tensor`` (the default) becomes
@@ -266,6 +312,8 @@ class QuantSpec:
             parts.append(self.calibration)
         if self.dynamic:
             parts.append("dyn")
+        if self.rounding != "nearest":
+            parts.append(self.rounding)
         return " ".join(parts)
 
     def to_dict(self, *, full: bool = False) -> dict[str, Any]:
@@ -356,6 +404,11 @@ class LayerConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, QuantSpec):
                 raise ValueError(f"{name}: must be a QuantSpec or None, got {type(v).__name__}")
+        if self.activation is not None and self.activation.rounding != "nearest":
+            raise ValueError(
+                "activation.rounding: adaround and gptq round weights; an activation is "
+                f"rounded to nearest, got {self.activation.rounding}"
+            )
 
     @property
     def is_float(self) -> bool:
@@ -368,6 +421,109 @@ class LayerConfig:
 
 
 FLOAT = LayerConfig(weight=None, activation=None)
+
+#: Model-level transforms, applied in the config's order before quantization (see
+#: ``quantviz.eval.transforms``): ``fold_bn`` (BatchNorm folded into the conv / linear
+#: before it), ``cle`` (cross-layer equalization, DFQ), ``bias_correction`` (empirical, from
+#: calibration data), ``smoothquant`` (activation outliers migrated into the weights),
+#: ``hadamard`` (orthogonal rotations fused into the weights).
+TRANSFORMS: tuple[str, ...] = ("fold_bn", "cle", "bias_correction", "smoothquant", "hadamard")
+
+#: transform -> parameter -> ``(kind, default, low, high)`` (bounds inclusive).
+TRANSFORM_PARAMS: dict[str, dict[str, tuple[type, Any, Any, Any]]] = {
+    "fold_bn": {},
+    "cle": {"iterations": (int, 100, 1, 10_000), "tolerance": (float, 1e-4, 0.0, 1.0)},
+    "bias_correction": {},
+    "smoothquant": {"alpha": (float, 0.5, 0.0, 1.0)},
+    "hadamard": {},
+}
+
+TransformEntry = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+def _transform_entry(i: int, item: Any) -> TransformEntry:
+    where = f"transforms[{i}]"
+    params: Any = {}
+    if isinstance(item, str):
+        name = item
+    elif isinstance(item, Mapping):
+        if len(item) != 1:
+            raise ValueError(
+                f"{where}: a mapping entry has exactly one key, the transform's name "
+                f'(e.g. {{"smoothquant": {{"alpha": 0.5}}}}), got {len(item)} keys'
+            )
+        ((name, params),) = item.items()
+    elif isinstance(item, tuple | list) and len(item) == 2:
+        name, params = item
+    else:
+        raise ValueError(
+            f"{where}: must be a transform name or {{name: {{parameters}}}}, "
+            f"got {type(item).__name__}"
+        )
+    if not isinstance(name, str) or name not in TRANSFORMS:
+        raise ValueError(f"{where}: must be one of {', '.join(TRANSFORMS)}; got {name!r}")
+    where = f"transforms.{name}"
+    if params is None:
+        params = {}
+    if isinstance(params, tuple | list):
+        try:
+            params = dict(params)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: parameters must be a mapping") from None
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{where}: parameters must be a mapping, got {type(params).__name__}")
+    table = TRANSFORM_PARAMS[name]
+    out: list[tuple[str, Any]] = []
+    for k in params:
+        if k not in table:
+            known = ", ".join(table) or "none"
+            raise ValueError(f"{where}.{k}: unknown parameter (known: {known})")
+    for k, (kind, default, lo, hi) in table.items():
+        v = params.get(k, default)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or (kind is int and not isinstance(v, int))
+        ):
+            what = "an integer" if kind is int else "a number"
+            raise ValueError(f"{where}.{k}: must be {what}, got {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"{where}.{k}: must be in [{lo}, {hi}], got {v!r}")
+        out.append((k, kind(v)))
+    return name, tuple(out)
+
+
+def check_transforms(items: Any) -> tuple[TransformEntry, ...]:
+    """Validate and normalise transform entries: names, or ``{name: {params}}`` mappings, or
+    ``(name, params)`` pairs; every parameter filled in (defaults for the omitted ones).
+
+    ``ValueError`` names the entry: ``transforms[1]: must be one of ...``,
+    ``transforms.smoothquant.alpha: must be in [0.0, 1.0], got 2``."""
+    if isinstance(items, str | Mapping) or not isinstance(items, Iterable):
+        raise ValueError(f"transforms: must be a list of transforms, got {type(items).__name__}")
+    items = list(items)
+    if len(items) > len(TRANSFORMS):
+        raise ValueError(
+            f"transforms: at most {len(TRANSFORMS)} entries (each transform once), got {len(items)}"
+        )
+    out: list[TransformEntry] = []
+    for i, item in enumerate(items):
+        entry = _transform_entry(i, item)
+        if any(e[0] == entry[0] for e in out):
+            raise ValueError(f"transforms[{i}]: {entry[0]} appears twice")
+        out.append(entry)
+    return tuple(out)
+
+
+def transform_label(transforms: Iterable[TransformEntry]) -> str:
+    """``cle+bias_correction``; non-default parameters in brackets (``smoothquant(alpha=0.8)``);
+    ``""`` for none."""
+    parts = []
+    for name, params in transforms:
+        table = TRANSFORM_PARAMS[name]
+        extra = [f"{k}={v:g}" for k, v in params if v != table[k][1]]
+        parts.append(name + (f"({', '.join(extra)})" if extra else ""))
+    return "+".join(parts)
 
 
 @dataclass(frozen=True)
@@ -384,8 +540,13 @@ class ModelConfig:
     default: LayerConfig = field(default_factory=LayerConfig)
     overrides: tuple[tuple[str, LayerConfig], ...] = ()
     model: str | None = None
+    #: model-level transforms applied in order before quantization: ``(name, params)``
+    #: with every parameter of :data:`TRANSFORM_PARAMS` filled in (see
+    #: :func:`check_transforms`, which also accepts names and ``{name: params}``).
+    transforms: tuple[TransformEntry, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "transforms", check_transforms(self.transforms))
         if not isinstance(self.default, LayerConfig):
             raise ValueError(f"default: must be a LayerConfig, got {type(self.default).__name__}")
         if isinstance(self.overrides, Mapping):
@@ -449,6 +610,21 @@ class ModelConfig:
 
     def with_default(self, cfg: LayerConfig) -> ModelConfig:
         return replace(self, default=cfg)
+
+    def with_transforms(self, transforms: Iterable[Any]) -> ModelConfig:
+        """A copy with ``transforms`` (validated; names or ``(name, params)``)."""
+        return replace(self, transforms=check_transforms(transforms))
+
+    @property
+    def transform_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.transforms)
+
+    def transform_params(self, name: str) -> dict[str, Any]:
+        """The parameters of transform ``name`` (``KeyError`` if not in this config)."""
+        for n, params in self.transforms:
+            if n == name:
+                return dict(params)
+        raise KeyError(name)
 
     def unknown_keys(self, fqns: Iterable[str]) -> list[str]:
         """Override keys that match none of ``fqns`` (typos in a config file)."""

@@ -36,6 +36,13 @@ import torch
 
 from quantviz.core import FittedQuantizer, ModelConfig, QuantSpec, fit_quantizer, quantize
 from quantviz.eval.results import Progress
+from quantviz.eval.transforms import (
+    Transformed,
+    TransformStore,
+    needs_transforms,
+    rounding_layers,
+    transformed,
+)
 
 if TYPE_CHECKING:
     from quantviz.model.capture import LayerStats
@@ -76,7 +83,9 @@ class WeightCache:
     An entry remembers which tensor it was computed from (storage address, version counter,
     shape, dtype, device) and is recomputed if the weight changed. ``max_bytes`` bounds the
     memory held by the dequantized tensors. The cache also keeps the fitted static activation
-    quantizers, keyed by ``(fqn, spec)`` and the statistics object they were fitted on.
+    quantizers, keyed by ``(fqn, spec)`` and the statistics object they were fitted on, and
+    the last few transformed states (:class:`~quantviz.eval.transforms.TransformStore`). A
+    weight under transforms is keyed by the transformed state's key too (``tag``).
     """
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
@@ -87,6 +96,8 @@ class WeightCache:
             OrderedDict()
         )
         self._act: dict[tuple[str, QuantSpec], tuple[Any, int, FittedQuantizer]] = {}
+        #: the last few transformed states (:mod:`quantviz.eval.transforms`)
+        self.transforms = TransformStore()
         self.hits = 0
         self.misses = 0
 
@@ -103,14 +114,17 @@ class WeightCache:
     def __contains__(self, key: tuple[str, QuantSpec]) -> bool:
         return key in self._w
 
-    def peek(self, fqn: str, spec: QuantSpec) -> WeightEntry | None:
+    def peek(self, fqn: str, spec: QuantSpec, tag: Any = None) -> WeightEntry | None:
         """The cached entry without checking the source or counting a hit."""
-        hit = self._w.get((fqn, spec))
+        hit = self._w.get((fqn, spec) if tag is None else (fqn, spec, tag))  # type: ignore[arg-type]
         return None if hit is None else hit[1]
 
-    def get(self, fqn: str, spec: QuantSpec, weight: torch.Tensor) -> WeightEntry:
-        """The entry for ``weight`` (layer ``fqn``) under ``spec``, computing it if needed."""
-        key = (fqn, spec)
+    def get(self, fqn: str, spec: QuantSpec, weight: torch.Tensor, tag: Any = None) -> WeightEntry:
+        """The entry for ``weight`` (layer ``fqn``) under ``spec``, computing it if needed.
+
+        ``tag`` (hashable) tells apart weights of the same layer under different transforms.
+        """
+        key: Any = (fqn, spec) if tag is None else (fqn, spec, tag)
         src = _source_key(weight)
         hit = self._w.get(key)
         if hit is not None and hit[0] == src:
@@ -161,6 +175,7 @@ class WeightCache:
     def clear(self) -> None:
         self._w.clear()
         self._act.clear()
+        self.transforms.clear()
         self.hits = self.misses = 0
 
 
@@ -262,16 +277,69 @@ def needs_calibration(handle: ModelHandle, config: ModelConfig) -> list[str]:
 
 
 def prepare_weights(
-    handle: ModelHandle, config: ModelConfig, cache: WeightCache
+    handle: ModelHandle,
+    config: ModelConfig,
+    cache: WeightCache,
+    state: Transformed | None = None,
 ) -> Generator[Progress, None, dict[str, WeightEntry]]:
-    """Quantize (or fetch from ``cache``) every quantized layer's weight; yields per layer."""
+    """Quantize (or fetch from ``cache``) every quantized layer's weight; yields per layer.
+
+    With ``state`` (from :func:`quantviz.eval.transforms.prepare_transforms`) the weights are
+    the transformed ones and AdaRound / GPTQ layers take their rounded weights from it.
+    """
+    _check_state(handle, config, state)
     todo = [(f, config.resolve(f).weight) for f in handle.fqns]
     todo = [(f, s) for f, s in todo if s is not None]
     out: dict[str, WeightEntry] = {}
+    tag = None if state is None or state.empty else state.key
     for i, (fqn, spec) in enumerate(todo, start=1):
-        out[fqn] = cache.get(fqn, spec, handle.quant_weight(fqn))
+        lay = handle.layer(fqn)  # quantization reads output channels on axis 0 (Conv1D: .t())
+        w = handle.quant_weight(fqn) if state is None else lay.to_quant(state.weight(handle, fqn))
+        if spec.rounding == "nearest":
+            out[fqn] = cache.get(fqn, spec, w, tag)
+        else:
+            assert state is not None
+            dq = lay.to_quant(state.rounded[(fqn, spec)])
+            out[fqn] = _rounded_entry(fqn, spec, w, dq, cache, tag)
         yield Progress(i, len(todo), "quantize")
     return out
+
+
+def _rounded_entry(
+    fqn: str, spec: QuantSpec, w: torch.Tensor, dq: torch.Tensor, cache: WeightCache, tag: Any
+) -> WeightEntry:
+    """A :class:`WeightEntry` for an AdaRound / GPTQ weight (same grid as nearest)."""
+    near = cache.get(fqn, spec.with_(rounding="nearest"), w, tag)
+    t0 = time.perf_counter()
+    wf = w.detach().to(torch.float64)
+    err = float((wf - dq.to(torch.float64)).pow(2).mean())
+    sig = float(wf.pow(2).mean())
+    sqnr = float("inf") if err == 0 else 10.0 * float(torch.log10(torch.tensor(sig / err)))
+    return WeightEntry(
+        dequantized=dq.to(w.device) if dq.device != w.device else dq,
+        sqnr_db=sqnr,
+        mse=err,
+        bits_per_value=near.bits_per_value,
+        clipped_fraction=near.clipped_fraction,
+        seconds=near.seconds + time.perf_counter() - t0,
+    )
+
+
+def _check_state(handle: ModelHandle, config: ModelConfig, state: Transformed | None) -> None:
+    if state is None:
+        if needs_transforms(handle, config):
+            what = ", ".join(config.transform_names) or "rounding"
+            raise ValueError(
+                f"config: {what} must be prepared first "
+                "(quantviz.eval.transforms.prepare_transforms, or use evaluate())"
+            )
+        return
+    for fqn, spec in rounding_layers(handle, config):
+        if (fqn, spec) not in state.rounded:
+            raise ValueError(
+                f"layer {fqn}: rounding {spec.rounding} has not been computed for this spec "
+                "(prepare_transforms with this config)"
+            )
 
 
 @dataclass
@@ -327,14 +395,17 @@ def apply_config(
     *,
     stats: Mapping[str, LayerStats] | None = None,
     cache: WeightCache | None = None,
+    state: Transformed | None = None,
 ) -> Iterator[AppliedConfig]:
     """Fake-quantize ``handle``'s model under ``config`` inside a ``with`` block.
 
     ``stats`` (fqn -> :class:`quantviz.model.capture.LayerStats`, e.g. from
     :func:`quantviz.model.capture.capture_stats` on calibration data) is required for the
     layers with a static activation spec. ``cache`` reuses fake-quantized weights across
-    calls. On exit — normal or by an exception — every parameter gets its original tensor
-    back and every hook is removed: the float model is exactly as before.
+    calls. ``state`` (from :func:`quantviz.eval.transforms.prepare_transforms`; required when
+    ``config`` has transforms or AdaRound / GPTQ rounding) puts the transformed weights and
+    inserted operations in first. On exit — normal or by an exception — every parameter gets
+    its original tensor back and every hook is removed: the float model is exactly as before.
 
     Raises ``ValueError`` for override keys matching no layer, a static activation spec
     without statistics for its layer, or a config applied while another one is active.
@@ -346,7 +417,7 @@ def apply_config(
     t0 = time.perf_counter()
     # everything that can fail is computed before the model is touched
     entries: dict[str, WeightEntry] = {}
-    gen = prepare_weights(handle, config, cache)
+    gen = prepare_weights(handle, config, cache, state)
     while True:
         try:
             next(gen)
@@ -374,7 +445,9 @@ def apply_config(
     swapped: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     removers: list[Callable[[], None]] = []
     handle.meta[_APPLIED_FLAG] = True
+    outer = transformed(handle, state)
     try:
+        outer.__enter__()
         for fqn, entry in entries.items():
             lay = handle.layer(fqn)
             stored = lay.to_stored(entry.dequantized)  # a view: [in, out] for a Conv1D
@@ -389,4 +462,7 @@ def apply_config(
             r()
         for p, orig in reversed(swapped):
             p.data = orig
-        handle.meta.pop(_APPLIED_FLAG, None)
+        try:
+            outer.__exit__(None, None, None)
+        finally:
+            handle.meta.pop(_APPLIED_FLAG, None)

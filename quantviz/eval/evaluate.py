@@ -48,6 +48,7 @@ from quantviz.eval.forward import (
     update_metrics,
 )
 from quantviz.eval.results import STAGES, Baseline, EvalError, EvalResult, Progress
+from quantviz.eval.transforms import needs_transforms, prepare_transforms, transformed
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -304,20 +305,38 @@ def evaluate(
     batch_size = batch_size_for(handle, data, batch_size)
     bs = min(batch_size, baseline.batch_limit or batch_size)
 
-    # 2. calibration statistics, only for static activation specs
+    # 2. transforms and AdaRound / GPTQ rounding (cached per transform list and data)
+    state = None
+    if needs_transforms(handle, config):
+        try:
+            state = yield from _tagged(
+                prepare_transforms(
+                    handle, config, data.calib_x, batch_size=bs, store=cache.transforms
+                ),
+                point,
+                points,
+            )
+        except ValueError as exc:
+            raise EvalError(handle.source, "transform", str(exc)) from exc
+        clock.lap("transform")
+        if state is not None and not state.empty:
+            stats = state.stats  # activation ranges of the transformed model
+
+    # 3. calibration statistics, only for static activation specs
     static = needs_calibration(handle, config)
     if static:
-        yield from _tagged(calibrate(handle, data, static, stats, batch_size=bs), point, points)
+        with transformed(handle, state):
+            yield from _tagged(calibrate(handle, data, static, stats, batch_size=bs), point, points)
         clock.lap("calibrate")
 
-    # 3. weights (cached per layer and spec)
+    # 4. weights (cached per layer and spec)
     try:
-        entries = yield from _tagged(prepare_weights(handle, config, cache), point, points)
+        entries = yield from _tagged(prepare_weights(handle, config, cache, state), point, points)
     except ValueError as exc:
         raise EvalError(handle.source, "quantize", str(exc)) from exc
     clock.lap("quantize")
 
-    # 4. the quantized forward pass
+    # 5. the quantized forward pass
     from quantviz.data import make_accumulator
 
     acc = make_accumulator(handle.task, handle.num_classes)
@@ -325,7 +344,7 @@ def evaluate(
     ref = baseline.outputs
     stage = "forward (quantized model)"
     try:
-        applying = apply_config(handle, config, stats=stats, cache=cache)
+        applying = apply_config(handle, config, stats=stats, cache=cache, state=state)
     except ValueError as exc:
         raise EvalError(handle.source, "quantize", str(exc)) from exc
     with torch.no_grad(), applying:
@@ -352,6 +371,10 @@ def evaluate(
                 "scheme": lc.short(),
             }
         )
+        if state is not None:
+            layers[-1]["notes"] = list(state.notes.get(lay.fqn, []))
+            if lay.fqn in state.rounding_info:
+                layers[-1]["rounding"] = dict(state.rounding_info[lay.fqn])
     bops = int(count_bops(handle.layers, config))
     float_bops = int(count_bops(handle.layers, FLOAT_CONFIG))
     clock.lap("metrics")

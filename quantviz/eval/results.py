@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: the stages of an evaluation, in order, as named in ``Progress.stage`` and ``timings``
-STAGES = ("check", "baseline", "calibrate", "quantize", "forward", "metrics")
+STAGES = ("check", "baseline", "transform", "calibrate", "quantize", "forward", "metrics")
 
 
 class EvalError(ValueError):

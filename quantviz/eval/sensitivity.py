@@ -138,6 +138,7 @@ def sensitivity(
     batch_size: int = 256,
     baseline: Baseline | None = None,
     previous: SensitivityResult | None = None,
+    transforms: Iterable[Any] = (),
     executor: PointExecutor | None = None,
 ) -> Generator[Event, None, SensitivityResult]:
     """Each layer's weights alone at ``spec`` with each of ``bits``, the rest float.
@@ -175,7 +176,11 @@ def sensitivity(
 
     def point(ls: LayerSensitivity, b: int) -> tuple[str, ModelConfig]:
         s = spec.with_(bits=b)
-        cfg = ModelConfig(default=FLOAT, overrides=((ls.fqn, LayerConfig(weight=s)),))
+        cfg = ModelConfig(
+            default=FLOAT,
+            overrides=((ls.fqn, LayerConfig(weight=s)),),
+            transforms=tuple(transforms),
+        )
         return f"{ls.fqn} W{s.short()}", cfg
 
     errors: list[dict[str, Any]] = []

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+from quantviz.core.spec import transform_label
 from quantviz.eval.apply import WeightCache, needs_calibration
 from quantviz.eval.evaluate import (
     evaluate,
@@ -80,11 +81,13 @@ def uniform_sweep(
     cache: WeightCache | None = None,
     batch_size: int = 256,
     baseline: Baseline | None = None,
+    transforms: Iterable[Any] = (),
     executor: PointExecutor | None = None,
 ) -> Generator[Event, None, SweepResult]:
     """Every layer's weights at ``base_spec`` with each of ``bits``; one point per width.
 
-    ``activation`` (optional) is the input-activation spec of every layer. Yields
+    ``activation`` (optional) is the input-activation spec of every layer; ``transforms``
+    (optional) the model transforms of every point (named in the points' names). Yields
     :class:`Progress` and a :class:`PointDone` per bit-width; returns a :class:`SweepResult`.
     Without ``stats``, calibration statistics come from (and go to)
     :data:`~quantviz.eval.stats_cache.STATS_CACHE`, so a repeated sweep skips calibration.
@@ -96,11 +99,17 @@ def uniform_sweep(
     spec = _check_spec(base_spec)
     cache = cache if cache is not None else WeightCache()
     configs = [
-        ModelConfig(default=LayerConfig(weight=spec.with_(bits=b), activation=activation))
+        ModelConfig(
+            default=LayerConfig(weight=spec.with_(bits=b), activation=activation),
+            transforms=tuple(transforms),
+        )
         for b in widths
     ]
+    label = transform_label(configs[0].transforms) if configs else ""
     names = [
-        f"uniform W{spec.with_(bits=b).short()}" + (f" A{activation.short()}" if activation else "")
+        f"uniform W{spec.with_(bits=b).short()}"
+        + (f" A{activation.short()}" if activation else "")
+        + (f" + {label}" if label else "")
         for b in widths
     ]
     base = yield from _ensure_baseline(handle, data, baseline, batch_size)

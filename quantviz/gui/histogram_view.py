@@ -116,14 +116,30 @@ class HistogramView(QWidget):
             pen=pg.mkPen(th.compare, width=1, style=Qt.PenStyle.DashLine),
             name="compare",
         )
+        # the weights after the configuration's transforms / rounding, and their grid
+        self.after_item = pg.PlotDataItem(
+            [], [], stepMode="center", pen=pg.mkPen(th.accent, width=1.5), name="after"
+        )
+        self.after_grid_item = pg.PlotDataItem(
+            [],
+            [],
+            connect="pairs",
+            pen=pg.mkPen(th.accent, width=1, style=Qt.PenStyle.DotLine),
+            name="grid after",
+        )
         for it in (self.clip_left, self.clip_right):
             it.setZValue(-10)
             pi.addItem(it)
         pi.addItem(self.hist_item)
         pi.addItem(self.grid_item)
         pi.addItem(self.compare_item)
+        pi.addItem(self.after_item)
+        pi.addItem(self.after_grid_item)
         self.legend.removeItem(self.compare_item)
+        self.legend.removeItem(self.after_item)
+        self.legend.removeItem(self.after_grid_item)
         self._compare_in_legend = False
+        self._after_in_legend = False
 
         self.statsLabel = QLabel(self)
         self.statsLabel.setObjectName("weightStatsLabel")
@@ -197,6 +213,7 @@ class HistogramView(QWidget):
         if self.data is not None:
             self.hist_item.setData(self.data.edges, self._hist_y(self.data))
             self._draw_grids(self.data)
+            self._draw_after(self.data)
             self._fit_view(self.data)
 
     def current_fqn(self) -> str | None:
@@ -220,7 +237,9 @@ class HistogramView(QWidget):
 
         def job() -> Any:
             with torch_threads(1):  # leave a core to the GUI thread
-                return ctl.layer_view(fqn, compare, channel, spec)
+                d = ctl.layer_view(fqn, compare, channel, spec)
+                d.extra["after"] = ctl.after_view(fqn, channel, spec)
+                return d
             yield  # a generator: the runner can drop it at once when stale
 
         if n > INLINE_LIMIT:
@@ -237,6 +256,8 @@ class HistogramView(QWidget):
         self.hist_item.setData([0.0, 1.0], [0.0])
         self.grid_item.setData([], [])
         self.compare_item.setData([], [])
+        self.after_item.setData([], [])
+        self.after_grid_item.setData([], [])
         self.clip_left.setVisible(False)
         self.clip_right.setVisible(False)
         self.plot.getPlotItem().setTitle("Select a layer", size="10pt")
@@ -251,12 +272,24 @@ class HistogramView(QWidget):
         x = self.compare_item.xData
         return 0 if x is None else len(x) // 2
 
+    def after_data(self) -> HistData | None:
+        """The "after transforms" overlay shown (None when there is none)."""
+        return None if self.data is None else self.data.extra.get("after")
+
+    def after_level_count(self) -> int:
+        x = self.after_grid_item.xData
+        return 0 if x is None else len(x) // 2
+
     def _fit_view(self, d: HistData) -> None:
         """Data and grid fill the lower part; the top quarter stays free for the legend, so
         the legend never covers a bar."""
         vb = self.plot.getPlotItem().getViewBox()
         top = float(d.counts.max()) if d.counts.size else 1.0
         x0, x1 = float(d.edges[0]), float(d.edges[-1])
+        after = d.extra.get("after")
+        if after is not None:
+            top = max(top, float(after.counts.max()) if after.counts.size else 0.0)
+            x0, x1 = min(x0, float(after.edges[0])), max(x1, float(after.edges[-1]))
         pad = 0.02 * (x1 - x0 if x1 > x0 else 1.0)
         vb.setXRange(x0 - pad, x1 + pad, padding=0)
         if self.logYCheck.isChecked():
@@ -274,6 +307,37 @@ class HistogramView(QWidget):
         if self.logYCheck.isChecked():
             return LOG_FLOOR, max(top, 1.0) * 1.6, max(top, 1.0) * 0.6
         return 0.0, top * 1.04, top * 0.7
+
+    def _draw_after(self, d: HistData) -> None:
+        """The overlay: the transformed (or rounded) weights and their grid."""
+        a = d.extra.get("after")
+        if a is None:
+            self.after_item.setData([], [])
+            self.after_grid_item.setData([], [])
+            if self._after_in_legend:
+                self.legend.removeItem(self.after_item)
+                self.legend.removeItem(self.after_grid_item)
+                self._after_in_legend = False
+            return
+        self.after_item.setData(a.edges, self._hist_y(a))
+        q = a.main
+        if q is None or (a.channel < 0 and q.rows > 1):
+            self.after_grid_item.setData([], [])
+        else:
+            lo, _, mid = self._grid_y(d)
+            x = np.repeat(q.levels, 2)
+            y = np.empty_like(x)
+            y[0::2] = lo
+            y[1::2] = mid * 0.8
+            self.after_grid_item.setData(x, y)
+        if not self._after_in_legend:
+            self.legend.addItem(self.after_item, "after")
+            self.legend.addItem(self.after_grid_item, "grid after")
+            self._after_in_legend = True
+        label = a.extra.get("label", "after transforms")
+        self.legend.getLabel(self.after_item).setText(label)
+        n = 0 if q is None else len(q.levels)
+        self.legend.getLabel(self.after_grid_item).setText(f"grid {label} ({n} levels)")
 
     def _hist_y(self, d: HistData) -> np.ndarray:
         if self.logYCheck.isChecked():
@@ -308,6 +372,7 @@ class HistogramView(QWidget):
         pi = self.plot.getPlotItem()
         self.hist_item.setData(d.edges, self._hist_y(d))
         self._draw_grids(d)
+        self._draw_after(d)
         self._fit_view(d)
         # channel selector
         with QSignalBlocker(self.channelSpin):
@@ -380,6 +445,12 @@ class HistogramView(QWidget):
             )
         elif d.compare_error:
             rows.append(f"compare: {d.compare_error}")
+        a = d.extra.get("after")
+        if a is not None and a.main is not None:
+            rows.append(
+                f"<span style='color:{th.accent}'>■</span> <b>{a.extra.get('label')}</b>: "
+                f"{_fmt_q(a.main)}"
+            )
         scope = "whole layer" if d.main.rows == 1 else f"whole layer, {d.main.rows} scales"
         return "<br>".join(rows) + f"<br><small>errors over the {scope}</small>"
 

@@ -112,6 +112,10 @@ class JobController(QObject):
         """Greedy mixed precision under ``budget`` bytes (0: a sweep of six budgets)."""
         return self._start(lambda: self.controller.mixed_precision_job(budget), "mixed precision")
 
+    def transforms(self, name: str | None = None) -> bool:
+        """Compute the transforms / roundings of configuration ``name`` (current when None)."""
+        return self._start(lambda: self.controller.transforms_job(name), "the transforms")
+
     def mixed_cost_table(self, choices: str, proxy: str = "mse") -> bool:
         """The exact mixed-precision cost table of the menu ``choices`` under ``proxy``."""
         return self._start(

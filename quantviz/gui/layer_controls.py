@@ -34,6 +34,7 @@ from quantviz.core.spec import (
     FIXED_WIDTH,
     GRANULARITIES,
     QUANTIZERS,
+    ROUNDINGS,
     QuantSpec,
 )
 
@@ -60,6 +61,10 @@ TIPS = {
     "granularity": "One scale for the whole tensor, one per output channel, or one per "
     "contiguous group of weights along a row.",
     "group": "Weights per group (per group only); must divide the layer's row length.",
+    "rounding": "Weights of the uniform quantizer: nearest level, AdaRound (each weight "
+    "rounded up or down as learned from the calibration data) or GPTQ (columns quantized in "
+    "order, each one's error spread over the rest through the inverse Hessian of the "
+    "layer's inputs). Same grid; computed when the configuration is evaluated.",
     "calibration": "How the clipping range is chosen: min/max of the values, a percentile, "
     "the range minimising the quantization MSE, or KL (TensorRT's entropy calibration). "
     "With min/max a few values can still clip, as in torch.ao: the symmetric scale is "
@@ -126,6 +131,9 @@ class LayerControls(QWidget):
         self.calibrationCombo = QComboBox(self)
         self.calibrationCombo.setObjectName("calibrationCombo")
         self.calibrationCombo.addItems(list(CALIBRATIONS))
+        self.roundingCombo = QComboBox(self)
+        self.roundingCombo.setObjectName("roundingCombo")
+        self.roundingCombo.addItems(list(ROUNDINGS))
         self.groupHint = QLabel("", self)
         self.groupHint.setObjectName("groupHint")
         self.groupHint.setWordWrap(True)
@@ -139,6 +147,7 @@ class LayerControls(QWidget):
             (self.granularityCombo, "granularity"),
             (self.groupSizeSpin, "group"),
             (self.calibrationCombo, "calibration"),
+            (self.roundingCombo, "rounding"),
         ):
             w.setToolTip(TIPS[key])
         self.weightRadio.setToolTip("Edit how the selected layers' weights are quantized")
@@ -173,6 +182,7 @@ class LayerControls(QWidget):
         form.addRow("Group size", self.groupSizeSpin)
         form.addRow(self.groupHint)
         form.addRow("Calibration", self.calibrationCombo)
+        form.addRow("Rounding", self.roundingCombo)
         btn_row = QHBoxLayout()
         btn_row.addWidget(self.applyAllButton)
         btn_row.addWidget(self.resetButton)
@@ -192,6 +202,7 @@ class LayerControls(QWidget):
         self.granularityCombo.currentIndexChanged.connect(self._edited)
         self.groupSizeSpin.valueChanged.connect(self._edited)
         self.calibrationCombo.currentIndexChanged.connect(self._edited)
+        self.roundingCombo.currentIndexChanged.connect(self._edited)
         self.applyAllButton.clicked.connect(
             lambda: self.applyAllRequested.emit(self.side, self.current_spec())
         )
@@ -231,6 +242,7 @@ class LayerControls(QWidget):
             self.granularityCombo,
             self.groupSizeSpin,
             self.calibrationCombo,
+            self.roundingCombo,
         ]
 
     def _row_lens(self) -> list[int]:
@@ -268,6 +280,9 @@ class LayerControls(QWidget):
         calibration = self.calibrationCombo.currentText()
         if q in BLOCK_FORMATS:  # the format fixes its blocks and its scale rule
             gran, group, calibration = "per_group", BLOCK_FORMATS[q], "minmax"
+        rounding = self.roundingCombo.currentText()
+        if self.side != "weight" or q != "uniform":
+            rounding = "nearest"  # AdaRound / GPTQ round weights on a uniform grid
         return self._base.with_(
             bits=bits,
             quantizer=q,
@@ -276,6 +291,7 @@ class LayerControls(QWidget):
             granularity=gran,
             group_size=group,
             calibration=calibration,
+            rounding=rounding,
         )
 
     def _edited(self, *_: Any) -> None:
@@ -347,6 +363,7 @@ class LayerControls(QWidget):
             self.granularityCombo.setCurrentIndex(GRANULARITIES.index(shown.granularity))
             self.groupSizeSpin.setValue(shown.group_size)
             self.calibrationCombo.setCurrentText(shown.calibration)
+            self.roundingCombo.setCurrentText(shown.rounding)
         finally:
             for b in blockers:
                 b.unblock()
@@ -365,6 +382,7 @@ class LayerControls(QWidget):
         self.granularityCombo.setEnabled(on and not block)
         self.groupSizeSpin.setEnabled(on and spec.granularity == "per_group" and not block)
         self.calibrationCombo.setEnabled(on and spec.quantizer != "kmeans" and not block)
+        self.roundingCombo.setEnabled(on and self.side == "weight" and spec.quantizer == "uniform")
         self._update_group_hint(spec)
 
     def _update_group_hint(self, spec: QuantSpec | None) -> None:

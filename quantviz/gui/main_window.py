@@ -43,6 +43,7 @@ from quantviz.gui.qat_dialog import install_qat_action
 from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
+from quantviz.gui.transforms_panel import TransformsPanel
 from quantviz.gui.view_actions import ViewActions
 from quantviz.gui.workers import Runner
 from quantviz.session import ResultEntry, apply_to_all, reset_layers, set_layer_spec
@@ -88,6 +89,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.histogram = HistogramView(ctl, self)
         self.activations = ActivationView(ctl, self)
         self.controls = LayerControls(ctl, self)
+        self.transformsPanel = TransformsPanel(ctl, self)
         self.tradeoff = TradeoffPlot(s, self)
         self.configs.errorRaised.connect(self.errors.report)
         self.histogram.failed.connect(lambda m: self.errors.report("Histogram", m))
@@ -104,9 +106,10 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         centre.setSizes([480, 360])
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.controls)
+        right.addWidget(self.transformsPanel)
         right.addWidget(self.activations)
         right.addWidget(self.histogram.rangePlot)
-        right.setSizes([360, 260, 200])
+        right.setSizes([360, 120, 260, 200])
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(centre)
@@ -172,6 +175,12 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.controls.specEdited.connect(self._on_spec_edited)
         self.controls.applyAllRequested.connect(self._on_apply_all)
         self.controls.resetRequested.connect(self._on_reset)
+        tp = self.transformsPanel
+        tp.transformsEdited.connect(
+            lambda t: self.push_config(self.session.config.with_transforms(t), "Transforms")
+        )
+        tp.computeRequested.connect(lambda: self.jobs.transforms())
+        self.jobs.jobDone.connect(lambda *_: (self.histogram.request_update(), tp.update_notes()))
         self.tradeoff.entryClicked.connect(self._on_entry_clicked)
         s.model_changed.connect(self._on_model_changed)
         s.config_changed.connect(self._on_config_changed)

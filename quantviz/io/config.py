@@ -1,10 +1,11 @@
 """Reading and writing ``ModelConfig`` as JSON or YAML (same content, versioned).
 
-The layout (version 2)::
+The layout (version 3)::
 
     {
-      "format": "quantviz-config", "version": 2,
+      "format": "quantviz-config", "version": 3,
       "model": "sample:digits_cnn",                      # optional, informational
+      "transforms": ["cle", {"smoothquant": {"alpha": 0.5}}],  # optional, in order
       "default": {"weight": {"bits": 8, "granularity": "per_channel"}, "activation": null},
       "layers": {                                        # ordered: the last match wins
         "conv1": {"weight": {"bits": 4}},                # 4-bit, per_channel (inherited)
@@ -47,10 +48,20 @@ Rules:
 - ``version`` newer than :data:`CONFIG_VERSION` is refused; older versions are upgraded by
   the functions in :data:`MIGRATIONS`, one version step at a time.
 
-Version 1 differs from version 2 only in a layer entry's specs: their omitted fields took
-the ``QuantSpec`` defaults, not the default's. The migration writes those fields explicitly
-wherever the default's spec differs, so an old file keeps its meaning. Version 0 (a
-pre-release layout) stored overrides as a list of ``[pattern, entry]`` pairs under
+- ``transforms`` (written only when there are some): model-level transforms applied in
+  order before quantization (see :mod:`quantviz.eval.transforms`): a transform's name, or
+  a one-key mapping ``{name: {parameter: value}}``; each transform at most once. Writers
+  write the name alone when every parameter is its default.
+- A weight spec may carry ``"rounding": "nearest" | "adaround" | "gptq"`` and the
+  parameters ``adaround_iters``, ``gptq_block_size``, ``gptq_damping``, ``gptq_act_order``
+  (inherited like any other field).
+
+Version 2 differs from version 3 only by having neither transforms nor rounding: the
+migration only sets the version (nothing to rewrite). Version 1 differs from version 2 only
+in a layer entry's specs: their omitted fields took the ``QuantSpec`` defaults, not the
+default's. The migration writes those fields explicitly wherever the default's spec
+differs, so an old file keeps its meaning. Version 0 (a pre-release layout) stored
+overrides as a list of ``[pattern, entry]`` pairs under
 ``"overrides"`` instead of the ``"layers"`` mapping.
 """
 
@@ -71,6 +82,8 @@ from quantviz.core.spec import (
     FIXED_WIDTH,
     GRANULARITIES,
     QUANTIZERS,
+    ROUNDINGS,
+    TRANSFORM_PARAMS,
     LayerConfig,
     ModelConfig,
     QuantSpec,
@@ -97,7 +110,7 @@ __all__ = [
 ]
 
 CONFIG_FORMAT = "quantviz-config"
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 #: Config and session files larger than this are refused before they are read.
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -106,7 +119,7 @@ MAX_DEPTH = 100
 #: Most nodes a YAML document may expand to once its aliases are followed.
 MAX_NODES = 1_000_000
 
-_TOP_KEYS = ("format", "version", "model", "default", "layers")
+_TOP_KEYS = ("format", "version", "model", "transforms", "default", "layers")
 _ENTRY_KEYS = ("weight", "activation")
 _SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
@@ -201,8 +214,18 @@ def _writable_model(model: str | None) -> str | None:
     return model if model is not None and model.strip() else None
 
 
+def _transforms_to_obj(cfg: ModelConfig) -> list[Any]:
+    """Each transform as its name, or ``{name: {non-default parameters}}``."""
+    out: list[Any] = []
+    for name, params in cfg.transforms:
+        table = TRANSFORM_PARAMS[name]
+        extra = {k: v for k, v in params if v != table[k][1]}
+        out.append({name: extra} if extra else name)
+    return out
+
+
 def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
-    """The version-2 document of ``cfg`` (plain dicts/lists/scalars, ready for JSON/YAML).
+    """The version-3 document of ``cfg`` (plain dicts/lists/scalars, ready for JSON/YAML).
 
     The default's specs are written with their fields that differ from the QuantSpec
     defaults; a layer entry omits ``weight``/``activation`` where it equals the default's
@@ -220,16 +243,19 @@ def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
         if lc.activation != default.activation:
             entry["activation"] = _spec_to_obj(lc.activation, default.activation)
         layers[key] = entry
-    return {
+    doc: dict[str, Any] = {
         "format": CONFIG_FORMAT,
         "version": CONFIG_VERSION,
         "model": _writable_model(cfg.model),
-        "default": {
-            "weight": _spec_to_obj(default.weight),
-            "activation": _spec_to_obj(default.activation),
-        },
-        "layers": layers,
     }
+    if cfg.transforms:  # written only when there are some
+        doc["transforms"] = _transforms_to_obj(cfg)
+    doc["default"] = {
+        "weight": _spec_to_obj(default.weight),
+        "activation": _spec_to_obj(default.activation),
+    }
+    doc["layers"] = layers
+    return doc
 
 
 # -- from dict -------------------------------------------------------------------------------
@@ -252,6 +278,11 @@ _FIELD_KINDS = {
     "calibration": f"one of {', '.join(CALIBRATIONS)}",
     "percentile": "a number",
     "dynamic": "true or false",
+    "rounding": f"one of {', '.join(ROUNDINGS)}",
+    "adaround_iters": "an integer",
+    "gptq_block_size": "an integer",
+    "gptq_damping": "a number",
+    "gptq_act_order": "true or false",
 }
 
 
@@ -283,7 +314,7 @@ def _spec_from_obj(
             raise ConfigError(
                 f"must be {_FIELD_KINDS[k]}, got {_type_name(v)}", path=_join(path, k)
             )
-        if v == "" and k in ("quantizer", "granularity", "calibration"):
+        if v == "" and k in ("quantizer", "granularity", "calibration", "rounding"):
             raise ConfigError(f"must not be empty; must be {_FIELD_KINDS[k]}", path=_join(path, k))
     merged: dict[str, Any] = {}
     if base is not None:
@@ -356,7 +387,52 @@ def _entry_from_obj(obj: object, path: str, default: LayerConfig | None) -> Laye
             specs[tensor] = _spec_from_obj(
                 obj[tensor], _join(path, tensor), inherited, f"default.{tensor}"
             )
-    return LayerConfig(weight=specs["weight"], activation=specs["activation"])
+    try:
+        return LayerConfig(weight=specs["weight"], activation=specs["activation"])
+    except ValueError as e:  # a rule between the two specs (rounding is for weights)
+        field, sep, detail = str(e).partition(": ")
+        raise ConfigError(
+            detail if sep else str(e), path=_join(path, field) if sep else path
+        ) from None
+
+
+def _transforms_from_obj(obj: object) -> tuple[Any, ...]:
+    """The ``transforms`` list, validated (at most one entry per transform)."""
+    from quantviz.core.spec import check_transforms
+
+    if obj is None:
+        return ()
+    if not isinstance(obj, list):
+        raise ConfigError(
+            f"must be a list of transform names or {{name: {{parameters}}}}, got {_type_name(obj)}",
+            path="transforms",
+        )
+    for i, item in enumerate(obj):
+        if isinstance(item, Mapping):
+            for params in item.values():
+                if params is not None and not isinstance(params, Mapping):
+                    raise ConfigError(
+                        f"parameters must be a mapping, got {_type_name(params)}",
+                        path=f"transforms[{i}]",
+                    )
+                for v in (params or {}).values():
+                    if isinstance(v, Mapping | list):
+                        raise ConfigError(
+                            f"a parameter must be a number, got {_type_name(v)}",
+                            path=f"transforms[{i}]",
+                        )
+        elif not isinstance(item, str):
+            raise ConfigError(
+                f"must be a transform name or {{name: {{parameters}}}}, got {_type_name(item)}",
+                path=f"transforms[{i}]",
+            )
+    try:
+        return check_transforms(obj)
+    except ValueError as e:
+        path, sep, detail = str(e).partition(": ")
+        raise ConfigError(
+            _clip(detail if sep else str(e)), path=path if sep else "transforms"
+        ) from None
 
 
 def _check_version(doc: Mapping[Any, Any]) -> int:
@@ -462,10 +538,22 @@ def _explicit_v1_spec(spec: Mapping[Any, Any], base: QuantSpec) -> dict[Any, Any
     return out
 
 
+def _migrate_2_to_3(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 had no transforms and no rounding: the same content, version 3."""
+    if "transforms" in doc:
+        raise ConfigError(
+            "unknown field in version 2 (transforms need version 3)", path="transforms"
+        )
+    out = dict(doc)
+    out["version"] = 3
+    return out
+
+
 #: ``MIGRATIONS[v]`` turns a version-``v`` document into a version-``v + 1`` document.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     0: _migrate_0_to_1,
     1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
 }
 
 
@@ -498,6 +586,7 @@ def config_from_dict(d: Mapping[str, Any], *, source: str | None = "<dict>") -> 
                 f"must not be empty (got {model!r}); omit it or use null for no model",
                 path="model",
             )
+        transforms = _transforms_from_obj(doc.get("transforms", []))
         default = _entry_from_obj(doc.get("default", {}), "default", None)
         layers = doc.get("layers", {})
         if not isinstance(layers, Mapping):
@@ -515,7 +604,9 @@ def config_from_dict(d: Mapping[str, Any], *, source: str | None = "<dict>") -> 
                 )
             overrides.append((key, _entry_from_obj(entry, _join("layers", key), default)))
         try:
-            return ModelConfig(default=default, overrides=tuple(overrides), model=model)
+            return ModelConfig(
+                default=default, overrides=tuple(overrides), model=model, transforms=transforms
+            )
         except ValueError as e:  # pragma: no cover - everything is checked above
             raise ConfigError(str(e)) from None
     except ConfigError as e:

@@ -41,7 +41,7 @@ DESIGN_DOC = {
 
 
 def doc(**changes):
-    d = {"format": "quantviz-config", "version": 2}
+    d = {"format": "quantviz-config", "version": 3}
     d.update(changes)
     return d
 
@@ -55,7 +55,7 @@ def test_to_dict_writes_only_non_default_fields():
     # conv1 is per-tensor while the default is per-channel: written, since it differs.
     assert config_to_dict(EXAMPLE) == {
         "format": "quantviz-config",
-        "version": 2,
+        "version": 3,
         "model": "sample:digits_cnn",
         "default": {"weight": {"granularity": "per_channel"}, "activation": None},
         "layers": {
@@ -259,14 +259,18 @@ BAD = [
         "must be 1..16, got -1",
     ),
     (doc(model=3), "model", "must be a string or null, got an integer"),
-    (doc(extra=1), "extra", "unknown field (known: format, version, model, default, layers)"),
+    (
+        doc(extra=1),
+        "extra",
+        "unknown field (known: format, version, model, transforms, default, layers)",
+    ),
     ({"version": 1}, "format", 'missing; a quantviz config has "format": "quantviz-config"'),
     (doc(format="onnx"), "format", "must be 'quantviz-config', got 'onnx'"),
-    ({"format": "quantviz-config"}, "version", "missing; the current version is 2"),
+    ({"format": "quantviz-config"}, "version", "missing; the current version is 3"),
     (doc(version="1"), "version", "must be an integer, got '1'"),
     (doc(version=True), "version", "must be an integer, got True"),
     (doc(version=-1), "version", "-1 is not a known quantviz-config version"),
-    (doc(version=3), "version", "written by a newer quantviz (version 3); this one reads up to 2"),
+    (doc(version=4), "version", "written by a newer quantviz (version 4); this one reads up to 3"),
     (doc(version=0, layers={}), "layers", 'unknown field in version 0 (it uses "overrides")'),
     (
         doc(version=0, overrides={"a": {}}),
@@ -310,9 +314,9 @@ def test_exact_message_from_a_file(tmp_path):
 
 def test_newer_version_message(tmp_path):
     p = tmp_path / "new.json"
-    p.write_text(json.dumps(doc(version=3, layers={"x": {"future": 1}})))
+    p.write_text(json.dumps(doc(version=4, layers={"x": {"future": 1}})))
     with pytest.raises(
-        ConfigError, match=r"written by a newer quantviz \(version 3\); this one reads up to 2"
+        ConfigError, match=r"written by a newer quantviz \(version 4\); this one reads up to 3"
     ):
         load_config(p)
 
@@ -489,7 +493,7 @@ def test_version_0_is_migrated(tmp_path):
     assert load_config(p) == EXAMPLE
     # Saving writes the current version.
     save_config(load_config(p), p)
-    assert yaml.safe_load(p.read_text())["version"] == 2
+    assert yaml.safe_load(p.read_text())["version"] == 3
     assert "overrides" not in yaml.safe_load(p.read_text())
 
 

@@ -33,9 +33,9 @@ def v1(**kw):
     return {"format": "quantviz-config", "version": 1, **kw}
 
 
-def test_current_version_is_2():
-    assert CONFIG_VERSION == 2
-    assert config_to_dict(ModelConfig())["version"] == 2
+def test_current_version_is_3():
+    assert CONFIG_VERSION == 3
+    assert config_to_dict(ModelConfig())["version"] == 3
 
 
 def test_omitted_fields_inherit_from_the_default_spec():
@@ -174,7 +174,7 @@ def test_version_1_entry_fields_meant_quantspec_defaults():
     assert cfg.resolve("all") == cfg.default
     # saved again, it is a version-2 file with the same meaning
     d = config_to_dict(cfg)
-    assert d["version"] == 2
+    assert d["version"] == 3
     assert d["layers"]["conv1"] == {"weight": {"bits": 4, "granularity": "per_tensor"}}
     assert config_from_dict(d) == cfg
 
@@ -189,7 +189,7 @@ def test_version_1_file_on_disk(tmp_path):
     cfg = load_config(p)
     assert cfg.resolve("conv1").weight == QuantSpec(bits=4)  # per-tensor, as it always meant
     save_config(cfg, p)
-    assert yaml.safe_load(p.read_text())["version"] == 2
+    assert yaml.safe_load(p.read_text())["version"] == 3
     assert load_config(p) == cfg
 
 

@@ -28,6 +28,10 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
         config, name = DEFAULT_CONFIG, DEFAULT_NAME
     else:
         name = args.config
+    if config.transforms:
+        from quantviz.core.spec import transform_label
+
+        name = f"{name} + {transform_label(config.transforms)}"
     with where(args.config or name):
         check_config(handle, config)
     load_seconds = time.perf_counter() - started

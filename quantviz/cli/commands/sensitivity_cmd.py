@@ -25,7 +25,13 @@ def _run(args: argparse.Namespace, cluster: Any) -> int:
     handle, data = load_model_and_data(args)
     done: list[Any] = []
     gen = sensitivity(
-        handle, data, bits, DEFAULT_SPEC, batch_size=args.batch_size, executor=cluster
+        handle,
+        data,
+        bits,
+        DEFAULT_SPEC,
+        batch_size=args.batch_size,
+        transforms=args.transforms or (),
+        executor=cluster,
     )
     try:
         res = drive(gen, reporter(args, "sensitivity"), on_point=done.append)

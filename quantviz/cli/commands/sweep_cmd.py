@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace, config: Any, cluster: Any) -> int:
 
     bits = parse_bits(args.bits, field_name="--bits")
     spec, act = DEFAULT_SPEC, None
+    transforms = config.transforms if config is not None else ()
     if config is not None:
         if config.default.weight is None:
             raise UsageError(f"{args.config}: default.weight is null; a sweep needs a scheme")
@@ -37,11 +38,21 @@ def _run(args: argparse.Namespace, config: Any, cluster: Any) -> int:
 
     with where(args.config or "--bits"):
         for b in bits:
-            cfg = ModelConfig(default=LayerConfig(weight=spec.with_(bits=b), activation=act))
+            cfg = ModelConfig(
+                default=LayerConfig(weight=spec.with_(bits=b), activation=act),
+                transforms=transforms,
+            )
             check_config(handle, cfg)
     done: list[Any] = []
     gen = uniform_sweep(
-        handle, data, bits, spec, activation=act, batch_size=args.batch_size, executor=cluster
+        handle,
+        data,
+        bits,
+        spec,
+        activation=act,
+        batch_size=args.batch_size,
+        transforms=transforms,
+        executor=cluster,
     )
     try:
         res = drive(gen, reporter(args, "sweep"), on_point=lambda ev: done.append(ev.result))

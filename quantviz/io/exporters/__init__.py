@@ -30,6 +30,7 @@ from quantviz.core.spec import ModelConfig
 
 if TYPE_CHECKING:
     from quantviz.eval.results import EvalResult
+    from quantviz.eval.transforms import Transformed
     from quantviz.model.capture import LayerStats
     from quantviz.model.handle import ModelHandle
 
@@ -102,8 +103,18 @@ def export(
     results: Sequence[EvalResult] | None = None,
     images: Mapping[str, bytes] | None = None,
     strict: bool = False,
+    state: Transformed | None = None,
 ) -> ExportResult:
     """Write ``config`` applied to ``handle``'s model as ``fmt`` to ``path`` (atomically).
+
+    A config with transforms or AdaRound / GPTQ rounding needs ``state`` (from
+    :func:`quantviz.eval.transforms.prepare_transforms`) for the weight formats
+    (safetensors, onnx, aimet): they are written from the transformed (and rounded) weights.
+    What a format cannot carry is listed in ``unsupported`` by name — safetensors and AIMET
+    hold weights only, so an operation a transform inserted (smoothquant's input scale in
+    front of a layer without a norm, hadamard's online rotation, a folded BatchNorm run as
+    the identity, a bias added to a layer that has none) is named there; ONNX carries them
+    as graph operations. json / yaml write the transforms into the config.
 
     ``stats`` (fqn -> calibration statistics) is needed for static activation specs in the
     onnx and aimet formats; ``results`` (EvalResults, the chosen one first or named like the
@@ -121,12 +132,105 @@ def export(
     path = Path(path)
     _check_suffix(fmt, path)
     check_config(handle, config)
+    if fmt in ("safetensors", "onnx", "aimet"):
+        from quantviz.eval.transforms import needs_transforms
+
+        if needs_transforms(handle, config):
+            if state is None:
+                what = ", ".join(config.transform_names) or "AdaRound / GPTQ rounding"
+                raise ValueError(
+                    f"{fmt} export: the config has {what}: compute them first "
+                    "(quantviz.eval.transforms.prepare_transforms, or give --data to the CLI)"
+                )
+            return _export_transformed(
+                handle, config, fmt, path, stats, results, images, strict, state
+            )
     try:
         return _dispatch(handle, config, fmt, path, stats, results, images, strict)
     except OSError as exc:
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise
         raise ValueError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _not_carried(handle: ModelHandle, fmt: str, state: Transformed) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if fmt == "onnx":
+        return out
+    for item in state.inserted:
+        name, _, what = item.partition(": ")
+        out.append((name, f"{what}: a {fmt} file holds weights only, not this operation"))
+    for fqn in state.extra_bias:
+        out.append((fqn, f"a bias added by the transforms: the layer has no bias in a {fmt} file"))
+    return out
+
+
+def _export_transformed(
+    handle: ModelHandle,
+    config: ModelConfig,
+    fmt: str,
+    path: Path,
+    stats: Mapping[str, LayerStats] | None,
+    results: Sequence[EvalResult] | None,
+    images: Mapping[str, bytes] | None,
+    strict: bool,
+    state: Transformed,
+) -> ExportResult:
+    """The weight formats written with the transformed (and rounded) weights swapped in."""
+    import torch
+
+    from quantviz.core import quantize
+    from quantviz.core.quantizers.base import row_view
+    from quantviz.eval.transforms import transformed
+    from quantviz.eval.transforms.rounding import elementwise_grid
+
+    missing = _not_carried(handle, fmt, state)
+    # a rounded weight is written as itself with each row's extremes (the elements that
+    # fix a min/max grid, which AdaRound / GPTQ leave at their nearest level) at their float
+    # values: the format's quantizer then fits the same grid and finds the same codes
+    carried: dict[str, torch.Tensor] = {}
+    for (fqn, spec), dq in state.rounded.items():
+        if config.resolve(fqn).weight != spec:
+            continue
+        w = state.weight(handle, fqn)
+        near = spec.with_(rounding="nearest")
+        rv = row_view(tuple(w.shape), spec)
+        xr = rv.to_rows(w.detach())
+        lo = rv.from_rows(xr.amin(1, keepdim=True).expand_as(xr)).to(dq.dtype)
+        hi = rv.from_rows(xr.amax(1, keepdim=True).expand_as(xr)).to(dq.dtype)
+        inside = torch.minimum(torch.maximum(dq, lo), hi)  # a level past the row's extremes
+        w_out = torch.where(elementwise_grid(w, spec).anchor, w, inside)
+        again = quantize(w_out, near).dequantized
+        err = float((again.to(torch.float64) - dq.to(torch.float64)).abs().max())
+        if err > 0:
+            missing.append(
+                (
+                    fqn,
+                    f"rounding {spec.rounding}: the {fmt} file re-fits the grid to the "
+                    f"weight ({spec.calibration} calibration); the written weight moves by "
+                    f"{err:.3g}",
+                )
+            )
+        carried[fqn] = w_out
+    check_strict(fmt, missing, strict)
+    swap: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    with transformed(handle, state):
+        try:
+            for fqn, w_out in carried.items():
+                p = handle.weight(fqn)
+                swap.append((p, p.data))  # type: ignore[arg-type]
+                p.data = w_out
+            res = _dispatch(handle, config, fmt, path, stats, results, images, strict)
+        except OSError as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+                raise
+            raise ValueError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+        finally:
+            for p, orig in reversed(swap):
+                p.data = orig
+    res.unsupported.extend(missing)
+    res.details["transforms"] = list(config.transform_names)
+    return res
 
 
 def _dispatch(
