@@ -295,10 +295,10 @@ def prepare_weights(
     for i, (fqn, spec) in enumerate(todo, start=1):
         lay = handle.layer(fqn)  # quantization reads output channels on axis 0 (Conv1D: .t())
         w = handle.quant_weight(fqn) if state is None else lay.to_quant(state.weight(handle, fqn))
-        if spec.rounding == "nearest":
-            out[fqn] = cache.get(fqn, spec, w, tag)
+        if spec.rounding == "nearest" or state is None or (fqn, spec) not in state.rounded:
+            # nearest, or a layer AdaRound / GPTQ cannot learn (rounding_layers)
+            out[fqn] = cache.get(fqn, spec.with_(rounding="nearest"), w, tag)
         else:
-            assert state is not None
             dq = lay.to_quant(state.rounded[(fqn, spec)])
             out[fqn] = _rounded_entry(fqn, spec, w, dq, cache, tag)
         yield Progress(i, len(todo), "quantize")

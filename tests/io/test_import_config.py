@@ -62,7 +62,8 @@ def test_all_problems_listed_together(tmp_path, handle):
     assert err.problems == [
         "default.weight.bits: must be 1..16, got 0",
         "layers.fc1.weight.quantizer: must be one of uniform, log2, kmeans, fp8_e4m3, "
-        "fp8_e5m2, fp4_e2m1, nf4; got 'foo'",
+        "fp8_e5m2, fp4_e2m1, nf4, mxfp8_e4m3, mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint8, nvfp4; "
+        "got 'foo'",
         "layers.conv2.bogus: unknown field (known: weight, activation)",
         "layers.convX: matches no layer of digits_cnn (layers: conv1, conv2, fc1, fc2)",
         "layers.nothing*: matches no layer of digits_cnn (layers: conv1, conv2, fc1, fc2)",

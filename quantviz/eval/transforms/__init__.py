@@ -48,6 +48,7 @@ __all__ = [
     "TransformStore",
     "Transformed",
     "hadamard_matrix",
+    "learns_rounding",
     "model_graph",
     "needs_transforms",
     "prepare_transforms",
@@ -70,13 +71,24 @@ TRANSFORM_FUNCTIONS: dict[str, TransformFn] = {
 
 
 def rounding_layers(handle: ModelHandle, config: ModelConfig) -> list[tuple[str, QuantSpec]]:
-    """``(fqn, weight spec)`` of the layers whose spec asks for AdaRound or GPTQ."""
+    """``(fqn, weight spec)`` of the layers whose spec asks for AdaRound or GPTQ and that can
+    learn it (``nn.Linear``, ``nn.Conv2d``). Other layers a default spec reaches (an
+    embedding, GPT-2's ``Conv1D``) keep nearest rounding (:func:`learns_rounding`)."""
     out = []
     for fqn in handle.fqns:
         spec = config.resolve(fqn).weight
-        if spec is not None and spec.rounding != "nearest":
+        if spec is not None and spec.rounding != "nearest" and learns_rounding(handle, fqn):
             out.append((fqn, spec))
     return out
+
+
+def learns_rounding(handle: ModelHandle, fqn: str) -> bool:
+    """True when layer ``fqn`` is a ``nn.Linear`` or ``nn.Conv2d`` (AdaRound / GPTQ apply)."""
+    try:
+        mod = handle.module.get_submodule(handle.layer(fqn).module_fqn)
+    except (AttributeError, KeyError):
+        return False
+    return isinstance(mod, torch.nn.Linear | torch.nn.Conv2d)
 
 
 def needs_transforms(handle: ModelHandle, config: ModelConfig) -> bool:
