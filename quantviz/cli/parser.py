@@ -43,7 +43,8 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
         "-m",
         required=model_required,
         metavar="M",
-        help="model source: sample:NAME, a TorchScript / .pt2 / state_dict file",
+        help="model source: sample:NAME, a TorchScript / .pt2 / state_dict file, or a Hugging "
+        "Face checkpoint folder",
     )
     p.add_argument(
         "--data",
@@ -54,7 +55,8 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     p.add_argument(
         "--trust",
         action="store_true",
-        help="allow unpickling a whole nn.Module (runs code from the file)",
+        help="allow unpickling a whole nn.Module (runs code from the file) or a Hugging Face "
+        "checkpoint's own code (config.json auto_map)",
     )
     p.add_argument(
         "--input-shape",

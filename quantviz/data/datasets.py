@@ -1,8 +1,9 @@
 """Evaluation data: the bundled digits splits or a user ``.npz`` / ``.pt`` file.
 
 A user file holds ``x`` (float, ``[N, ...]`` matching the model's example input except the
-batch dimension), optionally ``y`` (int labels, length N) and ``calib_x`` (calibration inputs;
-default: the first 256 samples of ``x``). Everything is validated against the model before
+batch dimension; integer token ids ``[N, T]`` for a language model), optionally ``y`` (int
+labels, length N) and ``calib_x`` (calibration inputs; default: the first 256 samples of
+``x``). Everything is validated against the model before
 any work starts; each problem is a ``ValueError`` naming the file and the field.
 """
 
@@ -354,6 +355,14 @@ def validate(data: EvalData, handle: ModelHandle) -> EvalData:
             raise DataError(f"{src}: {field}: must be floating point, got {t.dtype}")
         if not want_float and (t.dtype.is_floating_point or t.dtype == torch.bool):
             raise DataError(f"{src}: {field}: the model takes {example.dtype} input, got {t.dtype}")
+        vocab = handle.meta.get("vocab_size")
+        if not want_float and isinstance(vocab, int) and t.numel():
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= vocab:
+                raise DataError(
+                    f"{src}: {field}: token ids {lo}..{hi} do not fit {handle.name}: its "
+                    f"vocabulary is 0..{vocab - 1}"
+                )
         if t.dtype.is_floating_point and not torch.isfinite(t).all():
             raise DataError(f"{src}: {field}: contains NaN or infinite values")
         out[field] = t.to(example.dtype)
@@ -402,6 +411,8 @@ def _output_classes(handle: ModelHandle) -> int | None:
     """Classes of a classifier from one forward pass on the example input ([1, C] output)."""
     with torch.no_grad():
         out = handle.module(handle.example_input)
+    if isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
+        out = out["logits"]  # a transformers ModelOutput
     if isinstance(out, torch.Tensor) and out.dim() == 2:
         return int(out.shape[1])
     return None
@@ -422,6 +433,19 @@ def load_model_for_data(
     """
     from quantviz.model import InputShapeRequired, load_model
 
+    path = Path(source.partition("::")[0]).expanduser()
+    if input_shape is None and data and not data.startswith(SAMPLE_PREFIX) and path.is_dir():
+        # a Hugging Face checkpoint: its example input is one sample of the data (token ids)
+        from quantviz.model.errors import ModelLoadError
+        from quantviz.model.hf import check_sample, read_config
+
+        cfg = read_config(path)
+        x = _load_file(Path(data).expanduser()).x[:1]
+        try:
+            check_sample(source, cfg, x, f"{data}: x")
+        except ModelLoadError as exc:
+            raise DataError(str(exc)) from None
+        return load_model(source, input_shape=tuple(x.shape), input_dtype=x.dtype, **kwargs)
     try:
         return load_model(source, input_shape=input_shape, **kwargs)
     except InputShapeRequired:

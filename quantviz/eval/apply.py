@@ -263,7 +263,7 @@ def prepare_weights(
     todo = [(f, s) for f, s in todo if s is not None]
     out: dict[str, WeightEntry] = {}
     for i, (fqn, spec) in enumerate(todo, start=1):
-        out[fqn] = cache.get(fqn, spec, handle.weight(fqn))
+        out[fqn] = cache.get(fqn, spec, handle.quant_weight(fqn))
         yield Progress(i, len(todo), "quantize")
     return out
 
@@ -296,6 +296,20 @@ def _static_hook(fq: FittedQuantizer) -> Callable[[torch.Tensor], torch.Tensor]:
         return fq(x) if x.is_floating_point() else x
 
     return hook
+
+
+def _parameters(handle: ModelHandle, fqn: str) -> list[torch.nn.Parameter]:
+    """Layer ``fqn``'s weight parameter and every tied one that is a separate object."""
+    from quantviz.model.handle import _direct_params, _submodule
+
+    main = handle.weight(fqn)
+    out = [main]
+    for qual in handle.layer(fqn).tied:
+        mod_fqn, _, pname = qual.rpartition(".")
+        p = _direct_params(_submodule(handle.module, mod_fqn)).get(pname)
+        if isinstance(p, torch.nn.Parameter) and all(p is not q for q in out):
+            out.append(p)
+    return out
 
 
 @contextmanager
@@ -354,9 +368,11 @@ def apply_config(
     handle.meta[_APPLIED_FLAG] = True
     try:
         for fqn, entry in entries.items():
-            p = handle.weight(fqn)
-            swapped.append((p, p.data))
-            p.data = entry.dequantized
+            lay = handle.layer(fqn)
+            stored = lay.to_stored(entry.dequantized)  # a view: [in, out] for a Conv1D
+            for p in _parameters(handle, fqn):
+                swapped.append((p, p.data))
+                p.data = stored
         for fqn, hook in hooks.items():
             removers.append(handle.add_hooks(fqn, pre=hook))
         yield AppliedConfig(entries, kinds, q_seconds)

@@ -31,6 +31,7 @@ __all__ = [
     "forward",
     "locate_non_finite",
     "model_device",
+    "model_output",
     "one_line",
     "update_metrics",
 ]
@@ -112,10 +113,14 @@ class OutputError(ValueError):
 
 
 def _output(out: Any) -> torch.Tensor:
-    """The tensor output of a forward pass (first tensor of a tuple / dict)."""
+    """The tensor output of a forward pass: a ``ModelOutput``'s (or dict's) ``logits``, else
+    the first tensor of a tuple / dict."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, dict):
+        logits = out.get("logits")
+        if isinstance(logits, torch.Tensor):
+            return logits
         out = list(out.values())
     if isinstance(out, (tuple, list)):
         for o in out:
@@ -143,9 +148,20 @@ def _check_output(out: torch.Tensor, n: int) -> None:
         raise OutputError("model output: complex values are not supported")
 
 
+def model_output(handle: ModelHandle, raw: Any) -> torch.Tensor:
+    """What the metrics read of ``handle``'s output ``raw``: its logits tensor with the class
+    dimension on dim 1 (a language model's ``[batch, tokens, vocab]`` logits become
+    ``[batch, vocab, tokens]``: one prediction per token)."""
+    out = _output(raw)
+    class_dim = handle.meta.get("class_dim")
+    if isinstance(class_dim, int) and class_dim not in (1, -out.dim() + 1) and out.dim() > 2:
+        out = out.movedim(class_dim, 1)
+    return out
+
+
 def _raw_forward(handle: ModelHandle, xb: torch.Tensor) -> torch.Tensor:
     dev = model_device(handle)
-    out = _output(handle.module(xb.to(dev, non_blocking=True)))
+    out = model_output(handle, handle.module(xb.to(dev, non_blocking=True)))
     _check_output(out, int(xb.shape[0]))
     return out.detach().float().cpu()
 

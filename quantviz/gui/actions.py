@@ -63,7 +63,15 @@ def build_actions(win: Any) -> None:
         "Open model…",
         win.ask_open_model,
         QKeySequence.StandardKey.Open,
-        "Open a model file (TorchScript, .pt2, safetensors/state_dict + architecture)",
+        "Open a model file (TorchScript, .pt2, safetensors/state_dict + architecture) or a "
+        "Hugging Face checkpoint's config.json",
+    )
+    win.openFolderAction = act(
+        "openFolderAction",
+        "Open model folder…",
+        win.ask_open_model_folder,
+        None,
+        "Open a Hugging Face checkpoint folder (config.json + model.safetensors)",
     )
     win.openSourceAction = act(
         "openSourceAction",
@@ -201,6 +209,7 @@ def build_actions(win: Any) -> None:
     mb = win.menuBar()
     f = mb.addMenu("&File")
     f.addAction(win.openModelAction)
+    f.addAction(win.openFolderAction)
     win.samplesMenu = QMenu("Open &sample", win)
     win.samplesMenu.setObjectName("samplesMenu")
     from quantviz.model.samples import SAMPLES

@@ -3,6 +3,7 @@ configurations, About and the quick guide (a mixin of :class:`MainWindow`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt
@@ -11,7 +12,14 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 from quantviz.gui.dialogs import about_text, help_text
 from quantviz.gui.errors import guarded
 
-__all__ = ["FileActions"]
+__all__ = ["FileActions", "model_source_of"]
+
+
+def model_source_of(path: str) -> str:
+    """The model source of a file picked in the open dialog: a Hugging Face checkpoint's
+    ``config.json`` stands for its folder."""
+    p = Path(path)
+    return str(p.parent) if p.name == "config.json" else path
 
 
 class FileActions:
@@ -34,10 +42,19 @@ class FileActions:
             self,
             "Open model",
             str(self._settings().value("lastDir", "")),
-            "Models (*.pt *.pth *.pt2 *.ts *.safetensors *.bin);;All files (*)",
+            "Models (*.pt *.pth *.pt2 *.ts *.safetensors *.bin config.json);;All files (*)",
         )
         if path:
             self._settings().setValue("lastDir", path.rsplit("/", 1)[0])
+            self.open_model(model_source_of(path))
+
+    def ask_open_model_folder(self) -> None:
+        """File > Open model folder…: a Hugging Face checkpoint folder."""
+        path = QFileDialog.getExistingDirectory(
+            self, "Open model folder", str(self._settings().value("lastDir", ""))
+        )
+        if path:
+            self._settings().setValue("lastDir", path)
             self.open_model(path)
 
     def ask_open_source(self) -> None:

@@ -7,6 +7,7 @@ architecture builds (:mod:`quantviz.model.arch`); whole pickled modules only wit
 
 from __future__ import annotations
 
+import logging
 import pickle
 import warnings
 import zipfile
@@ -29,6 +30,8 @@ from quantviz.model.pt2 import load_exported_program
 from quantviz.model.sniff import detect_kind
 
 __all__ = ["load_exported", "load_torchscript", "load_weights_file"]
+
+log = logging.getLogger("quantviz.model")
 
 
 def load_torchscript(path: Path) -> nn.Module:
@@ -185,9 +188,32 @@ def _state_dict_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
 
 
 def _load_state(path: Path, module: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
+    """Fill ``module`` with ``state``. Missing, unexpected or mis-shaped weights are an error
+    naming them; entries that are buffers, not weights - a buffer ``arch`` registers as
+    non-persistent (``embeddings.position_ids`` in checkpoints saved by older transformers)
+    or any integer tensor the module does not hold - are skipped with a warning listing
+    them (``quantviz.model`` logger), as transformers does."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
+    params = dict(module.named_parameters())
+    buffers = dict(module.named_buffers())
+    ignored = [
+        k
+        for k in unexpected
+        if k not in params
+        and (k in buffers or not (state[k].is_floating_point() or state[k].is_complex()))
+    ]
+    if ignored:
+        log.warning(
+            "%s: ignored %d buffer(s) of the file that %s does not keep in its state_dict: %s",
+            path,
+            len(ignored),
+            arch,
+            ", ".join(ignored[:8]) + (", ..." if len(ignored) > 8 else ""),
+        )
+        state = {k: v for k, v in state.items() if k not in ignored}
+        unexpected = [k for k in unexpected if k not in ignored]
     if missing or unexpected:
         parts = []
         if missing:

@@ -31,6 +31,17 @@ class LayerInfo:
     ``fqn`` is the module's fully-qualified name (``features.0``); ``param`` the qualified
     name of its weight parameter (``features.0.weight``); ``macs`` multiply-accumulates per
     sample, measured by a forward pass on the example input (0 for embeddings).
+
+    ``weight_shape`` is the weight *as quantized*: output channels on axis 0, the layout of
+    ``nn.Linear`` and ``nn.Conv*``. ``channel_axis`` is the axis of the *stored* parameter
+    that holds the output channels: 1 for GPT-2's ``Conv1D`` (``transformers``), whose
+    weight is stored ``[in, out]``; then ``weight_shape`` is the stored shape transposed and
+    :meth:`to_quant` / :meth:`to_stored` turn one layout into the other (a transposed view).
+    Every quantizer, granularity, SQNR, histogram and export reads the weight as quantized
+    (:meth:`ModelHandle.quant_weight`), so per-channel means per output feature and groups
+    run along the input features, as for ``nn.Linear``. ``tied`` names the other parameters
+    that are this very weight (an ``lm_head`` tied to the token embedding): the layer is
+    listed once, counted once, and quantizing it quantizes them.
     """
 
     fqn: str
@@ -43,6 +54,25 @@ class LayerInfo:
     class_name: str = ""
     #: qualified name of the weight parameter; "" means ``f"{fqn}.weight"``
     param: str = ""
+    #: axis of the stored weight holding the output channels (1: stored ``[in, out]``)
+    channel_axis: int = 0
+    #: qualified names of other parameters sharing this weight (tied weights)
+    tied: tuple[str, ...] = ()
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """Shape of the parameter as the module stores it."""
+        if self.channel_axis == 1 and len(self.weight_shape) == 2:
+            return (self.weight_shape[1], self.weight_shape[0])
+        return self.weight_shape
+
+    def to_quant(self, w: torch.Tensor) -> torch.Tensor:
+        """The stored weight ``w`` in the layout quantization reads (a view, no copy)."""
+        return w.t() if self.channel_axis == 1 and w.dim() == 2 else w
+
+    def to_stored(self, w: torch.Tensor) -> torch.Tensor:
+        """A weight in the quantized layout back in the stored layout (a view, no copy)."""
+        return w.t() if self.channel_axis == 1 and w.dim() == 2 else w
 
     @property
     def param_name(self) -> str:
@@ -83,6 +113,17 @@ class ModelHandle:
     #: "nn", "torchscript" or "exported"
     flavour: str = "nn"
     meta: dict[str, Any] = field(default_factory=dict)
+    #: what the output is: "" (unknown: a classifier or anything else), or for Hugging Face
+    #: models "causal_lm", "masked_lm", "sequence_classification", "token_classification",
+    #: "question_answering", "seq2seq_lm" or "base" (hidden states)
+    task: str = ""
+    #: the ``tokenizer.json`` next to a Hugging Face checkpoint, if there is one
+    tokenizer_path: str | None = None
+
+    @property
+    def is_causal_lm(self) -> bool:
+        """A language model predicting the next token (logits ``[batch, tokens, vocab]``)."""
+        return self.task == "causal_lm"
 
     # -- lookups ------------------------------------------------------------------------
     def layer(self, fqn: str) -> LayerInfo:
@@ -98,6 +139,12 @@ class ModelHandle:
     def weight(self, fqn: str) -> torch.Tensor:
         """The live weight tensor of layer ``fqn`` (no copy; do not modify in place)."""
         return get_weight(self, fqn)
+
+    def quant_weight(self, fqn: str) -> torch.Tensor:
+        """Layer ``fqn``'s live weight as quantization reads it: output channels on axis 0
+        (a transposed view of a ``Conv1D`` weight stored ``[in, out]``; see
+        :class:`LayerInfo`). Its shape is ``layer(fqn).weight_shape``."""
+        return self.layer(fqn).to_quant(get_weight(self, fqn))
 
     def add_hooks(
         self,

@@ -60,6 +60,25 @@ class _Use:
     kind: str
     macs: int
     groups: int = 1
+    #: axis of the stored weight holding the output features (None: not known from the op)
+    axis: int | None = None
+
+
+def _out_axis(operand: torch.Tensor, param: torch.Tensor, right: bool) -> int | None:
+    """Which axis of the 2-D ``param`` holds the output features of a matrix product in
+    which ``operand`` (``param`` itself or its transpose) is the right (``x @ W``, output
+    features = its last axis) or left (``W @ x``: its first axis) factor."""
+    if param.dim() != 2 or operand.dim() != 2:
+        return None
+    op_axis = 1 if right else 0
+    if tuple(operand.shape) == tuple(param.shape) and operand.stride() == param.stride():
+        return op_axis
+    if (
+        tuple(operand.shape) == tuple(param.shape)[::-1]
+        and operand.stride() == param.stride()[::-1]
+    ):
+        return 1 - op_axis
+    return None
 
 
 def _class_kind(mod: nn.Module) -> str | None:
@@ -108,10 +127,13 @@ def _per_sample(numel: int, batch: int) -> int:
 class _Recorder(TorchDispatchMode):
     """Record conv / matmul / embedding ops whose weight is one of the watched parameters."""
 
-    def __init__(self, watched: dict[int, list[str]], batch: int) -> None:
+    def __init__(
+        self, watched: dict[int, list[str]], batch: int, params: dict[int, torch.Tensor]
+    ) -> None:
         super().__init__()
         self.watched = watched
         self.batch = batch
+        self.params = params  # storage key -> the parameter (its shape and strides)
         self.uses: dict[str, list[_Use]] = {}
 
     def _match(self, t: Any) -> list[str]:
@@ -162,10 +184,15 @@ class _Recorder(TorchDispatchMode):
             if len(operands) < 2:
                 return
             inner = int(operands[0].shape[-1])  # the contracted dimension
-            for t in operands:
+            for i, t in enumerate(operands):
                 owners = self._match(t)
                 if owners:
-                    self._add(owners, _Use("linear", _per_sample(out.numel(), self.batch) * inner))
+                    if name == "linear":  # F.linear's weight is [out, in]
+                        axis: int | None = 0
+                    else:
+                        axis = _out_axis(t, self.params[_storage_key(t) or 0], right=i == 1)
+                    macs = _per_sample(out.numel(), self.batch) * inner
+                    self._add(owners, _Use("linear", macs, axis=axis))
                     return
         elif name in _EMB_OPS:
             owners = self._match(args[0])
@@ -184,6 +211,7 @@ def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[Laye
     """
     candidates: list[tuple[str, str, nn.Module, torch.Tensor, str | None]] = []
     watched: dict[int, list[str]] = {}
+    params: dict[int, torch.Tensor] = {}
     for mod_fqn, mod in iter_submodules(module):
         ckind = _class_kind(mod)
         for pname, p in _direct_params(mod).items():
@@ -195,15 +223,35 @@ def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[Laye
             key = _storage_key(p)
             if key is not None:
                 watched.setdefault(key, []).append(fqn)
+                params.setdefault(key, p)
 
     batch = int(example_input.shape[0]) if example_input.dim() else 1
-    rec = _Recorder(watched, batch)
+    rec = _Recorder(watched, batch, params)
     with torch.no_grad(), rec:
         module(example_input)
 
+    # tied weights (an lm_head sharing the token embedding): one layer, the first in module
+    # order; the others are listed in its ``tied``
+    tied: dict[str, list[str]] = {}
+    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...], int], str] = {}
+    for fqn, qual, _mod, p, _ck in candidates:
+        key = _storage_key(p)
+        if key is None:
+            continue
+        ident = (key, tuple(p.shape), tuple(p.stride()), int(p.storage_offset()))
+        if ident in seen:
+            tied.setdefault(seen[ident], []).append(qual)
+        else:
+            seen[ident] = fqn
+            tied.setdefault(fqn, [])
+    aliases = {q for qs in tied.values() for q in qs}
+
     layers: list[LayerInfo] = []
     for fqn, qual, mod, p, ckind in candidates:
+        if qual in aliases:
+            continue
         uses = rec.uses.get(fqn, [])
+        all_uses = uses
         if ckind is not None:
             family = ckind.split("_")[0].rstrip("123d")  # conv / linear / embedding
             same = [u for u in uses if u.kind.startswith(family)]
@@ -214,6 +262,14 @@ def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[Laye
             uses = [u for u in uses if u.kind == kind]
         else:
             continue
+        if tied.get(fqn):  # used as an embedding and as a head: both uses cost
+            uses = all_uses
+        axis = 0
+        if ckind is None and kind == "linear":
+            axis = next((u.axis for u in uses if u.axis is not None), 0)
+        shape = tuple(int(s) for s in p.shape)
+        if axis == 1:
+            shape = shape[::-1]
         groups = getattr(mod, "groups", None)
         if not isinstance(groups, int):
             groups = uses[0].groups if uses else 1
@@ -226,13 +282,15 @@ def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[Laye
             LayerInfo(
                 fqn=fqn,
                 kind=kind,
-                weight_shape=tuple(int(s) for s in p.shape),
+                weight_shape=shape,
                 params=int(n_params),
                 depthwise=bool(depthwise),
                 macs=int(sum(u.macs for u in uses)),
                 bias=bias is not None and qual.endswith("weight"),
                 class_name=_class_name(mod, qual.rpartition(".")[0]),
                 param=qual,
+                channel_axis=axis,
+                tied=tuple(tied.get(fqn, ())),
             )
         )
     return layers

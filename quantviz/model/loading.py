@@ -9,7 +9,9 @@ Sources (see :func:`load_model`):
   ``package.module:factory``, written ``weights.safetensors::package.module:factory`` (or
   passed as ``arch=``);
 * a whole pickled ``nn.Module`` (``torch.save(model)``) - only with ``trust=True``, because
-  unpickling runs arbitrary code. Everything else is read with ``weights_only=True``.
+  unpickling runs arbitrary code. Everything else is read with ``weights_only=True``;
+* a Hugging Face checkpoint folder (``config.json`` + ``model.safetensors`` or a sharded
+  index), opened offline with ``transformers`` (:mod:`quantviz.model.hf`).
 
 The kind of a file is recognised by its content, not its extension
 (:mod:`quantviz.model.sniff`); each kind is read by :mod:`quantviz.model.formats`
@@ -170,7 +172,14 @@ def _load_file(
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
-        raise ModelLoadError(f"{path}: is a directory, not a model file")
+        from quantviz.model.hf import load_hf
+
+        if arch:
+            raise ModelLoadError(
+                f"{path}: a Hugging Face checkpoint folder names its own architecture in "
+                f"config.json; drop ::{arch} / arch="
+            )
+        return load_hf(path, source, trust=trust, input_shape=input_shape, input_dtype=input_dtype)
     if not path.is_file():  # a FIFO would block the first read forever
         raise ModelLoadError(f"{path}: not a regular file")
     try:

@@ -15,9 +15,19 @@ def detect_kind(path: Path) -> str:
     """What a model file holds, from its content.
 
     One of ``torchscript``, ``exported``, ``torch_save`` (zip written by ``torch.save``),
-    ``pickle`` (legacy ``torch.save``), ``safetensors``. Raises :class:`ModelLoadError` for
-    anything else, including truncated archives.
+    ``pickle`` (legacy ``torch.save``), ``safetensors``, or ``huggingface`` for a folder
+    holding ``config.json`` (a ``save_pretrained`` checkpoint). Raises
+    :class:`ModelLoadError` for anything else, including truncated archives and folders
+    without ``config.json``.
     """
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "huggingface"
+        raise ModelLoadError(
+            f"{path}: is a directory without config.json, not a model file; a Hugging Face "
+            "checkpoint folder (what save_pretrained writes) holds config.json and "
+            "model.safetensors"
+        )
     with open(path, "rb") as fh:
         head = fh.read(16)
         fh.seek(0, 2)

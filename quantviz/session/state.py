@@ -97,7 +97,7 @@ class Session:
         self.weights = (
             {}
             if handle is None
-            else {lay.fqn: handle.weight(lay.fqn).detach() for lay in handle.layers}
+            else {lay.fqn: handle.quant_weight(lay.fqn).detach() for lay in handle.layers}
         )
         self.data_source = data_source or getattr(handle, "default_data", None)
         self.data = data
@@ -134,7 +134,8 @@ class Session:
 
     def weight(self, fqn: str) -> Any:
         """The float weight tensor of layer ``fqn`` as loaded (even while an evaluation
-        has the module's parameters swapped for quantized ones)."""
+        has the module's parameters swapped for quantized ones), in the layout quantization
+        reads (output channels on axis 0: ``ModelHandle.quant_weight``)."""
         try:
             return self.weights[fqn]
         except KeyError:

@@ -191,7 +191,7 @@ def export_aimet(
                 unsupported.append((lay.fqn, f"weight {spec.short()}: {why}; not written"))
             else:
                 try:
-                    r = quantize(handle.weight(lay.fqn).detach().cpu(), spec)
+                    r = quantize(handle.quant_weight(lay.fqn).detach().cpu(), spec)
                 except ValueError as exc:
                     raise ValueError(f"layer {lay.fqn}: weight: {exc}") from None
                 params[lay.param_name] = encoding_entries(r.fitted.scale, r.fitted.zero_point, spec)

@@ -114,7 +114,11 @@ def export_float_onnx(handle: ModelHandle, *, constant_folding: bool = False) ->
 
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), _traceable(handle.module) as symbolic:
+        with (
+            warnings.catch_warnings(),
+            _traceable(handle.module) as symbolic,
+            _tensor_forward(handle),
+        ):
             warnings.simplefilter("ignore")
             static = bool(handle.meta.get("static_batch")) or symbolic
             dynamic = None if static else {"input": {0: "batch"}, "output": {0: "batch"}}
@@ -140,6 +144,30 @@ def export_float_onnx(handle: ModelHandle, *, constant_folding: bool = False) ->
     _constants_to_initializers(model.graph)
     _name_nodes(model.graph)
     return model
+
+
+@contextlib.contextmanager
+def _tensor_forward(handle: ModelHandle) -> Iterator[None]:
+    """A Hugging Face model traced as ``input_ids -> logits`` (its first output), with an
+    explicit all-ones attention mask (transformers' mask inference is not traceable) and no
+    key/value cache; the parameters keep their names. Other models are left as they are."""
+    module = handle.module
+    if not handle.task or "forward" in vars(module):
+        yield
+        return
+    orig = module.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        out = orig(
+            input_ids=x, attention_mask=torch.ones_like(x), use_cache=False, return_dict=False
+        )
+        return out[0]  # type: ignore[no-any-return]
+
+    module.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del module.forward
 
 
 @contextlib.contextmanager
@@ -317,7 +345,7 @@ def match_weights(
     missing: dict[str, str] = {}
     weights: dict[str, np.ndarray] = {}
     for lay in handle.layers:
-        w = handle.weight(lay.fqn).detach().cpu()
+        w = handle.quant_weight(lay.fqn).detach().cpu()
         wa = w.numpy() if w.dtype != torch.bfloat16 else w.float().numpy()
         weights[lay.fqn] = wa
         ops = _CONSUMERS.get(_kind_group(lay.kind), ())
@@ -621,7 +649,7 @@ def quantize_graph(
         uses = found[lay.fqn]
         spec = lc.weight
         if spec is not None:
-            w = handle.weight(lay.fqn)
+            w = handle.quant_weight(lay.fqn)
             for init in dict.fromkeys(u.init for u in uses):
                 perm = next(u.perm for u in uses if u.init == init)
                 try:

@@ -67,7 +67,7 @@ def layer_rows(handle: ModelHandle, config: ModelConfig) -> list[dict[str, Any]]
     rows = []
     for lay in handle.layers:
         lc = config.resolve(lay.fqn)
-        w = handle.weight(lay.fqn)
+        w = handle.quant_weight(lay.fqn)
         sqnr = None
         if lc.weight is not None:
             try:

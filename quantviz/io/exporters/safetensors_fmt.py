@@ -11,7 +11,10 @@ For every quantized layer with weight parameter ``P`` the file holds
 * ``P:levels`` — the codebook: float32 [R, L] for k-means, the base levels [L] for the
   scaled codebooks (a row's levels are ``base * scale``);
 
-and every other parameter / buffer as a float tensor under its own name. A JSON manifest
+and every other parameter / buffer as a float tensor under its own name. A weight stored
+``[in, out]`` (GPT-2's ``Conv1D``) is encoded as quantized, ``[out, in]``, with
+``stored_transposed``; a weight tied to others (an ``lm_head`` sharing the embedding) is
+written once and lists them under ``tied``. A JSON manifest
 (format tag, version, the config and per layer: spec, shape, dtype, granularity, axis,
 group size, rows, packing) is stored in the safetensors metadata under ``manifest``
 (:func:`read_manifest`; any safetensors reader shows it). :func:`load_quantized` decodes
@@ -171,11 +174,15 @@ def export_safetensors(
         if spec is None:
             continue
         pname = lay.param_name
-        w = handle.weight(lay.fqn).detach().cpu()
+        w = handle.quant_weight(lay.fqn).detach().cpu()
         try:
             entry, tensors = encode_layer(lay.fqn, w, spec)
         except ValueError as exc:
             raise ValueError(f"layer {lay.fqn}: {exc}") from None
+        if lay.channel_axis == 1:  # stored [in, out] (GPT-2's Conv1D): codes are [out, in]
+            entry["stored_transposed"] = True
+        if lay.tied:
+            entry["tied"] = list(lay.tied)
         entry["tensors"] = {}
         for part, t in tensors.items():
             name = f"{pname}:{part}"
@@ -183,6 +190,8 @@ def export_safetensors(
             entry["tensors"][part] = name
         layers[pname] = entry
         state.pop(pname, None)
+        for alias in lay.tied:  # the same weight under another name: written once
+            state.pop(alias, None)
     floats = []
     for name, t in state.items():
         out[name] = t.clone().contiguous()
@@ -276,7 +285,12 @@ def load_quantized(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     for pname, entry in manifest["layers"].items():
         try:
             parts = {part: raw[name] for part, name in entry["tensors"].items()}
-            out[pname] = decode_layer(entry, parts)
+            w = decode_layer(entry, parts)
+            if entry.get("stored_transposed"):
+                w = w.t().contiguous()
+            out[pname] = w
+            for alias in entry.get("tied", []):
+                out[str(alias)] = w
         except (KeyError, RuntimeError) as exc:
             raise ValueError(f"{path}: layers.{pname}: cannot decode ({exc})") from None
     for name in manifest.get("float_tensors", []):
