@@ -256,14 +256,19 @@ def needs_calibration(handle: ModelHandle, config: ModelConfig) -> list[str]:
 
 
 def prepare_weights(
-    handle: ModelHandle, config: ModelConfig, cache: WeightCache
+    handle: ModelHandle,
+    config: ModelConfig,
+    cache: WeightCache,
+    prepared: Mapping[str, WeightEntry] | None = None,
 ) -> Generator[Progress, None, dict[str, WeightEntry]]:
-    """Quantize (or fetch from ``cache``) every quantized layer's weight; yields per layer."""
+    """Quantize (or fetch from ``prepared`` or ``cache``) every quantized layer's weight;
+    yields per layer."""
     todo = [(f, config.resolve(f).weight) for f in handle.fqns]
     todo = [(f, s) for f, s in todo if s is not None]
     out: dict[str, WeightEntry] = {}
     for i, (fqn, spec) in enumerate(todo, start=1):
-        out[fqn] = cache.get(fqn, spec, handle.quant_weight(fqn))
+        done = None if prepared is None else prepared.get(fqn)
+        out[fqn] = done if done is not None else cache.get(fqn, spec, handle.quant_weight(fqn))
         yield Progress(i, len(todo), "quantize")
     return out
 
@@ -319,14 +324,17 @@ def apply_config(
     *,
     stats: Mapping[str, LayerStats] | None = None,
     cache: WeightCache | None = None,
+    prepared: Mapping[str, WeightEntry] | None = None,
 ) -> Iterator[AppliedConfig]:
     """Fake-quantize ``handle``'s model under ``config`` inside a ``with`` block.
 
     ``stats`` (fqn -> :class:`quantviz.model.capture.LayerStats`, e.g. from
     :func:`quantviz.model.capture.capture_stats` on calibration data) is required for the
     layers with a static activation spec. ``cache`` reuses fake-quantized weights across
-    calls. On exit — normal or by an exception — every parameter gets its original tensor
-    back and every hook is removed: the float model is exactly as before.
+    calls. ``prepared`` (what :func:`prepare_weights` returned for this ``config``) is used
+    as is: a model larger than the cache is then not quantized twice. On exit — normal or
+    by an exception — every parameter gets its original tensor back and every hook is
+    removed: the float model is exactly as before.
 
     Raises ``ValueError`` for override keys matching no layer, a static activation spec
     without statistics for its layer, or a config applied while another one is active.
@@ -338,7 +346,7 @@ def apply_config(
     t0 = time.perf_counter()
     # everything that can fail is computed before the model is touched
     entries: dict[str, WeightEntry] = {}
-    gen = prepare_weights(handle, config, cache)
+    gen = prepare_weights(handle, config, cache, prepared)
     while True:
         try:
             next(gen)

@@ -300,7 +300,7 @@ def evaluate(
     ref = baseline.outputs
     stage = "forward (quantized model)"
     try:
-        applying = apply_config(handle, config, stats=stats, cache=cache)
+        applying = apply_config(handle, config, stats=stats, cache=cache, prepared=entries)
     except ValueError as exc:
         raise EvalError(handle.source, "quantize", str(exc)) from exc
     with torch.no_grad(), applying:
