@@ -33,6 +33,7 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -59,10 +60,8 @@ def _status(key: str) -> int:
 
 def reset_peak() -> None:
     """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5)."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak() -> int:
@@ -194,6 +193,16 @@ def _config(model: str):
 
 
 def stage_build(model: str, path: str) -> dict:
+    if (Path(path) / "config.json").is_file():  # a kept checkpoint from an earlier run
+        import safetensors
+
+        n = 0
+        for f in Path(path).glob("*.safetensors"):
+            with safetensors.safe_open(str(f), "pt") as sf:
+                for k in sf.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    n += _numel(sf, k)
+        ckpt = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+        return {"params": n, "ckpt_bytes": ckpt}
     cfg, cls, dtype = _config(model)
     torch.manual_seed(0)
     torch.set_default_dtype(dtype)  # initialise in the checkpoint's dtype: half the memory
@@ -203,6 +212,13 @@ def stage_build(model: str, path: str) -> dict:
     n = sum(p.numel() for p in m.parameters())
     ckpt = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
     return {"params": n, "ckpt_bytes": ckpt}
+
+
+def _numel(sf, key: str) -> int:
+    n = 1
+    for d in sf.get_slice(key).get_shape():
+        n *= int(d)
+    return n
 
 
 def _tokens(vocab: int) -> torch.Tensor:
@@ -301,27 +317,42 @@ def model_rows(model: str, keep: str | None) -> None:
         path = keep or str(Path(tmp) / model)
         t0 = time.perf_counter()
         b = _run_stage("build", model, path)
-        print(f"\n{model}: {b['params'] / 1e6:.0f}M parameters, checkpoint "
-              f"{b['ckpt_bytes'] / GB:.2f} GB (built in {time.perf_counter() - t0:.0f} s), "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"\n{model}: {b['params'] / 1e6:.0f}M parameters, checkpoint "
+            f"{b['ckpt_bytes'] / GB:.2f} GB (built in {time.perf_counter() - t0:.0f} s), "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         r = _run_stage("reference", model, path)
         q = _run_stage("quantviz", model, path)
         ck = b["ckpt_bytes"]
-        print(f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
-              f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)")
-        print(f"  open -> {q['layers']} layers found      {q['open_s']:8.1f} s   "
-              f"{q['open_s'] / r['ref_open_s']:.2f}x ref   peak {q['open_peak'] / GB:5.2f} GB "
-              f"({q['open_peak'] / ck:.2f}x ckpt)")
-        print(f"  SQNR of every layer, W4 g128   {q['sqnr_s']:8.1f} s   peak "
-              f"{q['sqnr_peak'] / GB:5.2f} GB ({q['sqnr_peak'] / ck:.2f}x ckpt)")
-        print(f"  select {q['big_layer']} ({q['big_numel'] / 1e6:.1f}M) {q['select_big_s']:6.2f} s"
-              f"   bits 8 -> 4 g128: {q['bits_change_s']:.2f} s   peak "
-              f"{q['view_peak'] / GB:5.2f} GB ({q['view_peak'] / ck:.2f}x ckpt)")
-        print(f"  float forward 4x128            {q['float_fwd_s']:8.2f} s   CE "
-              f"{q['ce_float']:.4f}")
-        print(f"  W4 g128 forward (incl. quant.) {q['w4_fwd_s']:8.2f} s   "
-              f"{q['w4_fwd_s'] / q['float_fwd_s']:.2f}x float   CE {q['ce_w4']:.4f}   peak "
-              f"{q['w4_peak'] / GB:5.2f} GB ({q['w4_peak'] / ck:.2f}x ckpt)", flush=True)
+        print(
+            f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
+            f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)"
+        )
+        print(
+            f"  open -> {q['layers']} layers found      {q['open_s']:8.1f} s   "
+            f"{q['open_s'] / r['ref_open_s']:.2f}x ref   peak {q['open_peak'] / GB:5.2f} GB "
+            f"({q['open_peak'] / ck:.2f}x ckpt)"
+        )
+        print(
+            f"  SQNR of every layer, W4 g128   {q['sqnr_s']:8.1f} s   peak "
+            f"{q['sqnr_peak'] / GB:5.2f} GB ({q['sqnr_peak'] / ck:.2f}x ckpt)"
+        )
+        print(
+            f"  select {q['big_layer']} ({q['big_numel'] / 1e6:.1f}M) {q['select_big_s']:6.2f} s"
+            f"   bits 8 -> 4 g128: {q['bits_change_s']:.2f} s   peak "
+            f"{q['view_peak'] / GB:5.2f} GB ({q['view_peak'] / ck:.2f}x ckpt)"
+        )
+        print(
+            f"  float forward 4x128            {q['float_fwd_s']:8.2f} s   CE {q['ce_float']:.4f}"
+        )
+        print(
+            f"  W4 g128 forward (incl. quant.) {q['w4_fwd_s']:8.2f} s   "
+            f"{q['w4_fwd_s'] / q['float_fwd_s']:.2f}x float   CE {q['ce_w4']:.4f}   peak "
+            f"{q['w4_peak'] / GB:5.2f} GB ({q['w4_peak'] / ck:.2f}x ckpt)",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -336,8 +367,10 @@ def main() -> None:
         fn = {"build": stage_build, "reference": stage_reference, "quantviz": stage_quantviz}
         print(json.dumps(fn[args.stage](args.models, args.keep)))
         return
-    print(f"torch {torch.__version__}, default {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"torch {torch.__version__}, default {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} cores"
+    )
     if not args.skip_layers:
         layer_rows(args.repeat)
     for m in filter(None, args.models.split(",")):

@@ -97,12 +97,15 @@ class QuantResult:
 
     def _compute_metrics(self) -> tuple[float, float, float]:
         rv = self.row_view
-        xr = self._xr
-        if self.dequantized.dtype == torch.float32:
+        xr = self._xr  # the input's rows in float32
+        dq = self.dequantized
+        convert = dq.dtype != torch.float32  # measure what the caller gets: its own dtype
+        if not convert:
             dr = self._out_rows
-        else:  # measure what the caller gets: the output in its own dtype
-            dr = rv.to_rows(self.dequantized)
-            xr = rv.to_rows(self._x)
+        elif rv.granularity == "per_channel" and rv.axis != 0:
+            dr, convert = rv.to_rows(dq), False
+        else:  # converted a chunk at a time: no float32 copy of the whole output
+            dr = dq.reshape(rv.rows, rv.row_len)
         # a hair of tolerance: a scale computed as max/levels can put the max value one ulp
         # beyond the top level; that is rounding, not clipping
         lo, hi = (b.to(torch.float32) for b in self._bounds)
@@ -123,7 +126,11 @@ class QuantResult:
         for r0, r1, c0, c1 in chunks(rows, k, target):
             xs = xr[r0:r1, c0:c1]
             e = tmp[: xs.numel()].view(xs.shape)
-            torch.sub(dr[r0:r1, c0:c1], xs, out=e)
+            if convert:
+                e.copy_(dr[r0:r1, c0:c1])
+                e.sub_(xs)
+            else:
+                torch.sub(dr[r0:r1, c0:c1], xs, out=e)
             ef = e.reshape(-1)
             sse += float(torch.dot(ef, ef))
             xf = xs.reshape(-1) if xs.is_contiguous() else xs.contiguous().reshape(-1)
