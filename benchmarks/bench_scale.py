@@ -25,7 +25,8 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
 * a bits change 8 -> 4 g128 on the largest layer (the embedding): histogram + grid data
   (``core.layer_view``, what the GUI's worker computes);
 * a weight-only W4 g128 forward on 4 x 128 tokens (``eval.apply_config``, quantization
-  included) vs the float forward, next-token cross-entropy of both.
+  included) vs the float forward, next-token cross-entropy of both; then the same with
+  ``stream=True`` and no weight cache (one layer's quantized weight at a time).
 
     python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
 """
@@ -251,7 +252,7 @@ def stage_quantviz(model: str, path: str) -> dict:
     from quantviz.app.metrics import compute_sqnr
     from quantviz.core import LayerConfig, ModelConfig, QuantSpec
     from quantviz.core.layer_view import LayerViewCache, layer_view
-    from quantviz.eval import apply_config
+    from quantviz.eval import WeightCache, apply_config
     from quantviz.model import load_model
 
     out: dict = {}
@@ -299,7 +300,14 @@ def stage_quantviz(model: str, path: str) -> dict:
         with apply_config(h, cfg):
             ce_q = _ce(mod(ids).logits, ids)
         out["w4_fwd_s"] = time.perf_counter() - t0
-    out["w4_peak"] = peak()
+        out["w4_peak"] = peak()
+        reset_peak()
+        t0 = time.perf_counter()
+        with apply_config(h, cfg, cache=WeightCache(max_bytes=0), stream=True):
+            ce_s = _ce(mod(ids).logits, ids)
+        out["w4s_fwd_s"] = time.perf_counter() - t0
+        out["w4s_peak"] = peak()
+        out["ce_w4s"] = ce_s
     out["ce_float"], out["ce_w4"] = ce_f, ce_q
     return out
 
