@@ -13,7 +13,8 @@ Per layer (float32, printed at 1 thread and at torch's default thread count):
 
 ``ratio`` = quantviz / reference (< 1: quantviz faster); "bit-identical" is checked.
 
-Whole models, each stage in a fresh subprocess (so every peak RSS is its own): a GPT-2
+Whole models, each stage in a fresh subprocess that opens the checkpoint (so every peak RSS
+is that of the open plus the stage, nothing inherited): a GPT-2
 124M-shaped model and a TinyLlama 1.1B-shaped one (``LlamaConfig`` hidden 2048, 22 layers,
 intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
 ``save_pretrained`` to a temp dir (GPT-2 float32, TinyLlama bfloat16 safetensors), then:
@@ -29,6 +30,8 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
   ``stream=True`` and no weight cache (one layer's quantized weight at a time).
 
     python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
+
+``--keep DIR`` writes the checkpoints to ``DIR/<model>`` and reuses them on the next run.
 """
 
 from __future__ import annotations
@@ -248,7 +251,12 @@ def stage_reference(model: str, path: str) -> dict:
     return {"ref_open_s": t, "ref_load_s": t_load, "ref_peak": peak()}
 
 
-def stage_quantviz(model: str, path: str) -> dict:
+PARTS = ("open", "sqnr", "view", "w4", "w4s")
+
+
+def stage_quantviz(model: str, path: str, part: str) -> dict:
+    """Open the checkpoint with quantviz and do one ``part``; peaks are the process's own
+    (VmHWM since start: the open plus the part), so no stage inherits another's garbage."""
     from quantviz.app.metrics import compute_sqnr
     from quantviz.core import LayerConfig, ModelConfig, QuantSpec
     from quantviz.core.layer_view import LayerViewCache, layer_view
@@ -256,59 +264,45 @@ def stage_quantviz(model: str, path: str) -> dict:
     from quantviz.model import load_model
 
     out: dict = {}
-    reset_peak()
     t0 = time.perf_counter()
     h = load_model(path)
     out["open_s"] = time.perf_counter() - t0
     out["layers"] = len(h.layers)
     out["open_peak"] = peak()
-    out["rss_open"] = rss()
-
     w4 = QuantSpec(bits=4, granularity="per_group", group_size=128)
     w8 = QuantSpec(bits=8, granularity="per_group", group_size=128)
     weights = {f: h.quant_weight(f) for f in h.fqns}
-    reset_peak()
-    t0 = time.perf_counter()
-    sq = list(compute_sqnr(weights, [(f, w4) for f in h.fqns]))
-    out["sqnr_s"] = time.perf_counter() - t0
-    out["sqnr_peak"] = peak()
-    out["sqnr_min_db"] = min(s for _, _, s in sq)
-
-    big = max(h.fqns, key=lambda f: h.layer(f).weight_numel)
-    out["big_layer"] = big
-    out["big_numel"] = h.layer(big).weight_numel
-    cache = LayerViewCache()
-    reset_peak()
-    t0 = time.perf_counter()
-    layer_view(big, weights[big], w8, None, 0, cache)
-    out["select_big_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    layer_view(big, weights[big], w4, None, 0, cache)
-    out["bits_change_s"] = time.perf_counter() - t0
-    out["view_peak"] = peak()
-    del cache
-
-    ids = _tokens(int(h.meta.get("vocab_size") or 32000))
-    mod = h.module
-    with torch.no_grad():
+    if part == "sqnr":
         t0 = time.perf_counter()
-        ce_f = _ce(mod(ids).logits, ids)
-        out["float_fwd_s"] = time.perf_counter() - t0
-        reset_peak()
+        sq = list(compute_sqnr(weights, [(f, w4) for f in h.fqns]))
+        out["sqnr_s"] = time.perf_counter() - t0
+        out["sqnr_min_db"] = min(s for _, _, s in sq)
+    elif part == "view":
+        big = max(h.fqns, key=lambda f: h.layer(f).weight_numel)
+        out["big_layer"] = big
+        out["big_numel"] = h.layer(big).weight_numel
+        cache = LayerViewCache()
+        t0 = time.perf_counter()
+        layer_view(big, weights[big], w8, None, 0, cache)
+        out["select_big_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        layer_view(big, weights[big], w4, None, 0, cache)
+        out["bits_change_s"] = time.perf_counter() - t0
+    elif part in ("w4", "w4s"):
+        ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+        mod = h.module
         cfg = ModelConfig(default=LayerConfig(weight=w4))
-        t0 = time.perf_counter()
-        with apply_config(h, cfg):
-            ce_q = _ce(mod(ids).logits, ids)
-        out["w4_fwd_s"] = time.perf_counter() - t0
-        out["w4_peak"] = peak()
-        reset_peak()
-        t0 = time.perf_counter()
-        with apply_config(h, cfg, cache=WeightCache(max_bytes=0), stream=True):
-            ce_s = _ce(mod(ids).logits, ids)
-        out["w4s_fwd_s"] = time.perf_counter() - t0
-        out["w4s_peak"] = peak()
-        out["ce_w4s"] = ce_s
-    out["ce_float"], out["ce_w4"] = ce_f, ce_q
+        with torch.no_grad():
+            mod(ids[:1, :8])  # warm-up
+            t0 = time.perf_counter()
+            out["ce_float"] = _ce(mod(ids).logits, ids)
+            out["float_fwd_s"] = time.perf_counter() - t0
+            kw = {"cache": WeightCache(max_bytes=0), "stream": True} if part == "w4s" else {}
+            t0 = time.perf_counter()
+            with apply_config(h, cfg, **kw):  # type: ignore[arg-type]
+                out["ce_w4"] = _ce(mod(ids).logits, ids)
+            out["w4_fwd_s"] = time.perf_counter() - t0
+    out["peak"] = peak()
     return out
 
 
@@ -322,7 +316,7 @@ def _run_stage(stage: str, model: str, path: str) -> dict:
 
 def model_rows(model: str, keep: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path = keep or str(Path(tmp) / model)
+        path = str(Path(keep or tmp) / model)
         t0 = time.perf_counter()
         b = _run_stage("build", model, path)
         print(
@@ -332,35 +326,36 @@ def model_rows(model: str, keep: str | None) -> None:
             flush=True,
         )
         r = _run_stage("reference", model, path)
-        q = _run_stage("quantviz", model, path)
         ck = b["ckpt_bytes"]
         print(
             f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
-            f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)"
-        )
-        print(
-            f"  open -> {q['layers']} layers found      {q['open_s']:8.1f} s   "
-            f"{q['open_s'] / r['ref_open_s']:.2f}x ref   peak {q['open_peak'] / GB:5.2f} GB "
-            f"({q['open_peak'] / ck:.2f}x ckpt)"
-        )
-        print(
-            f"  SQNR of every layer, W4 g128   {q['sqnr_s']:8.1f} s   peak "
-            f"{q['sqnr_peak'] / GB:5.2f} GB ({q['sqnr_peak'] / ck:.2f}x ckpt)"
-        )
-        print(
-            f"  select {q['big_layer']} ({q['big_numel'] / 1e6:.1f}M) {q['select_big_s']:6.2f} s"
-            f"   bits 8 -> 4 g128: {q['bits_change_s']:.2f} s   peak "
-            f"{q['view_peak'] / GB:5.2f} GB ({q['view_peak'] / ck:.2f}x ckpt)"
-        )
-        print(
-            f"  float forward 4x128            {q['float_fwd_s']:8.2f} s   CE {q['ce_float']:.4f}"
-        )
-        print(
-            f"  W4 g128 forward (incl. quant.) {q['w4_fwd_s']:8.2f} s   "
-            f"{q['w4_fwd_s'] / q['float_fwd_s']:.2f}x float   CE {q['ce_w4']:.4f}   peak "
-            f"{q['w4_peak'] / GB:5.2f} GB ({q['w4_peak'] / ck:.2f}x ckpt)",
+            f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
             flush=True,
         )
+        q = {p: _run_stage("quantviz:" + p, model, path) for p in PARTS}
+
+        def pk(p: str) -> str:
+            v = q[p]["peak"]
+            return f"peak {v / GB:5.2f} GB ({v / ck:.2f}x ckpt)"
+
+        o, s, v = q["open"], q["sqnr"], q["view"]
+        print(
+            f"  open -> {o['layers']} layers found      {o['open_s']:8.1f} s   "
+            f"{o['open_s'] / r['ref_open_s']:.2f}x ref   {pk('open')}"
+        )
+        print(f"  SQNR of every layer, W4 g128   {s['sqnr_s']:8.1f} s   {pk('sqnr')}")
+        print(
+            f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) {v['select_big_s']:6.2f} s"
+            f"   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   {pk('view')}"
+        )
+        for p, name in (("w4", "W4 g128 forward (incl. quant.)"), ("w4s", "same, stream=True")):
+            w = q[p]
+            print(
+                f"  {name:<30} {w['w4_fwd_s']:8.2f} s   {w['w4_fwd_s'] / w['float_fwd_s']:.2f}x "
+                f"float ({w['float_fwd_s']:.2f} s)   CE {w['ce_w4']:.4f} (float "
+                f"{w['ce_float']:.4f})   {pk(p)}",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -368,12 +363,18 @@ def main() -> None:
     ap.add_argument("--models", default="gpt2,tinyllama")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-layers", action="store_true")
-    ap.add_argument("--keep", default=None, help="checkpoint folder to write and keep")
+    ap.add_argument(
+        "--keep", default=None, help="folder to keep the checkpoints in (reused when present)"
+    )
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:
-        fn = {"build": stage_build, "reference": stage_reference, "quantviz": stage_quantviz}
-        print(json.dumps(fn[args.stage](args.models, args.keep)))
+        if args.stage.startswith("quantviz:"):
+            res = stage_quantviz(args.models, args.keep, args.stage.partition(":")[2])
+        else:
+            fn = {"build": stage_build, "reference": stage_reference}
+            res = fn[args.stage](args.models, args.keep)
+        print(json.dumps(res))
         return
     print(
         f"torch {torch.__version__}, default {torch.get_num_threads()} threads, "

@@ -173,8 +173,10 @@ def layer_view(
     w = w.detach()
 
     def whole() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        w2 = (w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)).float()
-        mn, mx = torch.amin(w2, dim=1), torch.amax(w2, dim=1)  # aminmax(dim) is ~10x slower
+        w2 = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
+        # in the tensor's own dtype (exact; no float32 copy of a 16-bit layer);
+        # aminmax(dim) is ~10x slower
+        mn, mx = torch.amin(w2, dim=1).float(), torch.amax(w2, dim=1).float()
         return (*_np_hist(w, HIST_BINS), mn.numpy(), mx.numpy())
 
     counts, edges, cmin, cmax = cache.get(w, (fqn,), whole)
