@@ -257,6 +257,8 @@ PARTS = ("open", "sqnr", "view", "w4", "w4s")
 def stage_quantviz(model: str, path: str, part: str) -> dict:
     """Open the checkpoint with quantviz and do one ``part``; peaks are the process's own
     (VmHWM since start: the open plus the part), so no stage inherits another's garbage."""
+    import transformers  # noqa: F401 - imported before the clock, as the reference does
+
     from quantviz.app.metrics import compute_sqnr
     from quantviz.core import LayerConfig, ModelConfig, QuantSpec
     from quantviz.core.layer_view import LayerViewCache, layer_view

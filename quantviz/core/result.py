@@ -76,6 +76,12 @@ class QuantResult:
         lv = self.fitted.levels().to(self.dequantized.dtype)
         return lv[0] if self.row_view.granularity == "per_tensor" else lv
 
+    def row_levels(self, row: int) -> torch.Tensor:
+        """``levels[row]`` (``levels`` per tensor) without building the whole table."""
+        if self.row_view.granularity == "per_tensor":
+            return self.levels
+        return self.fitted.row_levels(row).to(self.dequantized.dtype)
+
     @cached_property
     def _bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = self.fitted.bounds()

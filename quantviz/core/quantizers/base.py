@@ -170,6 +170,11 @@ class Fitted:
         """The representable values, float32 [R, L], sorted ascending per row."""
         raise NotImplementedError
 
+    def row_levels(self, row: int) -> torch.Tensor:
+        """The levels of one row, float32 [L] (what ``levels()[row]`` holds, without the
+        [R, L] table: 8-bit grids of a million groups are gigabytes)."""
+        return self.levels()[row]
+
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Lowest and highest level per row, float32 [R] each."""
         lv = self.levels()

@@ -246,6 +246,9 @@ class ScaledCodebookFitted(Fitted):
     def levels(self) -> torch.Tensor:
         return self._base[None, :] * self._s[:, None]
 
+    def row_levels(self, row: int) -> torch.Tensor:
+        return self._base * self._s[row]
+
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._base[0] * self._s, self._base[-1] * self._s
 
