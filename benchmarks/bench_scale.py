@@ -236,6 +236,7 @@ def _ce(logits: torch.Tensor, ids: torch.Tensor) -> float:
 
 
 def stage_reference(model: str, path: str) -> dict:
+    os.environ["HF_HUB_OFFLINE"] = "1"  # as quantviz opens it: no network look-ups
     import transformers as tf
 
     _, cls, _ = _config(model)
