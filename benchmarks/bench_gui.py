@@ -7,7 +7,11 @@
    and the longest GUI-thread stall while it runs is reported too);
 2. the longest GUI-thread stall while an evaluation sweep runs (timer probe; <= 50 ms);
 3. start-up to the first painted main window vs the floor: import torch + pyqtgraph and
-   show an empty plot (target <= 1.5x).
+   show an empty plot (target <= 1.5x);
+4. a synthetic 320-layer decoder-shaped model (53 blocks of q/k/v/o + up/down projections,
+   plus embed and lm_head): time to a filled, painted layer table (blocks collapsed and all
+   expanded), then the SQNR of every layer computed in the worker: how long, how many
+   repaint batches, and the longest GUI-thread stall while the column fills (timer probe).
 """
 
 from __future__ import annotations
@@ -131,6 +135,101 @@ def bench_bits_change(sizes: list[int], reps: int) -> list[tuple[str, float, flo
     return out
 
 
+def synthetic_blocks(n_blocks: int = 53, dim: int = 128, hidden: int = 256):
+    """A ModelHandle of ``embed``, ``layers.{i}.self_attn.{q,k,v,o}_proj``,
+    ``layers.{i}.mlp.{up,down}_proj`` and ``lm_head`` Linear layers (random weights)."""
+    import torch
+
+    from quantviz.model.handle import LayerInfo, ModelHandle
+
+    torch.manual_seed(0)
+    mod = torch.nn.Module()
+    layers = []
+
+    def add(name: str, out_f: int, in_f: int) -> None:
+        lin = torch.nn.Linear(in_f, out_f, bias=False)
+        parent = mod
+        *path, leaf = name.split(".")
+        for part in path:
+            if not hasattr(parent, part):
+                parent.add_module(part, torch.nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(leaf, lin)
+        layers.append(LayerInfo(name, "linear", (out_f, in_f), out_f * in_f, class_name="Linear"))
+
+    add("embed", dim, dim)
+    for i in range(n_blocks):
+        for p in ("q", "k", "v", "o"):
+            add(f"layers.{i}.self_attn.{p}_proj", dim, dim)
+        add(f"layers.{i}.mlp.up_proj", hidden, dim)
+        add(f"layers.{i}.mlp.down_proj", dim, hidden)
+    add("lm_head", dim, dim)
+    return ModelHandle("bench", "blocks", mod, layers, torch.zeros(1, dim))
+
+
+def bench_table_scale() -> dict[str, float]:
+    from PySide6.QtWidgets import QApplication
+
+    from quantviz.app import AppController
+    from quantviz.gui.layer_table import LayerTableWidget
+    from quantviz.gui.workers import Runner
+    from quantviz.session import Session
+
+    app = QApplication.instance()
+    handle = synthetic_blocks()
+    s = Session()
+    ctl = AppController(s)
+    table = LayerTableWidget(ctl)
+    table.resize(640, 900)
+    table.show()
+    app.processEvents()
+    out: dict[str, float] = {"layers": len(handle.layers)}
+    probe = StallProbe()
+    t0 = time.perf_counter()
+    s.set_model(handle)
+    app.processEvents()
+    table.view.viewport().repaint()
+    out["fill_ms"] = 1000 * (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    table.view.expandAll()
+    app.processEvents()
+    table.view.viewport().repaint()
+    out["expand_ms"] = 1000 * (time.perf_counter() - t0)
+    batches: list[int] = []
+    table.model.dataChanged.connect(lambda *_: batches.append(1))
+    runner = Runner("sqnr")
+    runner.yielded.connect(lambda item: ctl.sqnr.record([item]))
+    todo = ctl.sqnr_todo()
+    job = ctl.sqnr_job(todo)
+    probe.start()
+    t0 = time.perf_counter()
+    runner.start(job.label, job.factory)
+    wait_signal(runner.finished, 600)
+    while table.model._pending or table.model._flush.isActive():
+        app.processEvents()
+    out["sqnr_s"] = time.perf_counter() - t0
+    out["sqnr_stall_ms"] = 1000 * probe.stop()
+    out["values"] = len(todo)
+    out["batches"] = len(batches)
+    # the GUI-thread cost of one arriving value (record + the table's bookkeeping)
+    import math
+
+    items = [(f, spec, 10.0 + (i % 7)) for i, (f, spec) in enumerate(todo)]
+    ctl.sqnr.clear()
+    t0 = time.perf_counter()
+    for it in items:
+        ctl.sqnr.record([it])
+    out["per_value_us"] = 1e6 * (time.perf_counter() - t0) / len(items)
+    t0 = time.perf_counter()
+    table.model.flush_metrics()
+    table.view.viewport().repaint()
+    out["flush_ms"] = 1000 * (time.perf_counter() - t0)
+    assert not math.isnan(out["flush_ms"])
+    runner.shutdown()
+    table.close()
+    return out
+
+
 def bench_eval_stall(model: str) -> tuple[float, float, int]:
     from quantviz.gui.app import create_main_window
 
@@ -205,11 +304,16 @@ def bench_startup(reps: int) -> tuple[float, float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--table", action="store_true", help="only the 320-layer table benchmark")
     args = ap.parse_args()
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     reps = 5 if args.quick else 15
+    if args.table:
+        sc = bench_table_scale()
+        print("  ".join(f"{k}={v:.1f}" for k, v in sc.items()))
+        return 0
     rows = bench_bits_change([100_000, 1_000_000, 10_000_000], reps)
     targets = {"100k": 30, "1M": 60, "10M": 300}
     print("bits change -> repainted histogram + grid + numbers + table row")
@@ -220,6 +324,19 @@ def main() -> int:
     print(
         f"\nuniform sweep (6 evaluations, {n} points, {secs:.2f} s): longest GUI-thread "
         f"stall {stall:.1f} ms (target <= 50)"
+    )
+    sc = bench_table_scale()
+    print(
+        f"\nlayer table, synthetic {sc['layers']:.0f}-layer model (53 blocks): filled and "
+        f"painted in {sc['fill_ms']:.0f} ms (blocks collapsed), expand all + paint "
+        f"{sc['expand_ms']:.0f} ms"
+    )
+    print(
+        f"SQNR of {sc['values']:.0f} layers in the worker: {sc['sqnr_s']:.2f} s, "
+        f"{sc['batches']:.0f} repaint batches, longest GUI-thread stall "
+        f"{sc['sqnr_stall_ms']:.1f} ms (target <= 50); per arriving value "
+        f"{sc['per_value_us']:.0f} us on the GUI thread, one flush of all rows + paint "
+        f"{sc['flush_ms']:.1f} ms"
     )
     floor, first, loaded = bench_startup(3 if args.quick else 5)
     print(

@@ -67,6 +67,8 @@ def _locked(lock: threading.Lock, gen: Generator[Any, Any, Any]) -> Generator[An
 #: weight SQNR of the layers still to do is computed on the caller's (GUI) thread when they
 #: hold fewer elements than this, else in a worker
 SQNR_INLINE_LIMIT = 2_000_000
+#: ... and at most this many layers (300 small layers inline would stall the GUI thread)
+SQNR_INLINE_LAYERS = 64
 
 
 class AppController:
@@ -84,6 +86,8 @@ class AppController:
         self.sens: Any = None
         #: the last error-propagation result and proxy report (quantviz.eval.debug / proxies)
         self.debug_result: Any = None
+        #: the last quantization-aware fine-tuning (quantviz.eval.qat.QatResult)
+        self.qat_result: Any = None
         self.proxy_report: Any = None
         self.model_lock = threading.Lock()
         #: True while a calibration job for the current model and data is under way
@@ -150,12 +154,17 @@ class AppController:
         self.layer_views = LayerViewCache()
         self.baseline = None
         self.sens = None
-        self.debug_result = self.proxy_report = None
+        self.debug_result = self.proxy_report = self.qat_result = None
         self.collecting_stats = opened.data is not None and self.activations_supported(
             opened.handle
         )
         s = self.session
         s.set_model(opened.handle, opened.data_source, opened.data)
+        file_config = opened.handle.meta.get("file_config")
+        if file_config is not None:  # an ONNX file holding QDQ: shown as it was quantized
+            s.add_config("from file", file_config)
+            s.make_current("from file")
+            s.modified = False
         if opened.handle.layers:
             s.select([opened.handle.layers[0].fqn])
 
@@ -269,7 +278,9 @@ class AppController:
     def sqnr_inline(self, todo: list[tuple[str, QuantSpec]]) -> bool:
         """Whether ``todo`` is small enough to compute on the caller's thread."""
         h = self.session.handle
-        n = 0 if h is None else sum(h.layer(f).weight_numel for f, _ in todo)
+        if h is None or len(todo) > SQNR_INLINE_LAYERS:
+            return h is None
+        n = sum(h.layer(f).weight_numel for f, _ in todo)
         return n <= SQNR_INLINE_LIMIT
 
     def size_of(self, name: str | None = None) -> tuple[float, float]:
@@ -342,16 +353,23 @@ class AppController:
         stats = dict(s.activation_stats)
         cache, baseline = self.weight_cache, self.baseline
 
+        tuned = s.tuned.get(name)
+
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval import compute_baseline, evaluate
+            from quantviz.eval.qat import swapped_weights
 
             def work() -> Generator[Any, None, Any]:
                 base = baseline
                 if base is None or not base.matches(handle.module, data.x):
                     base = yield from compute_baseline(handle, data)
-                res = yield from evaluate(
-                    handle, data, config, stats=stats, cache=cache, baseline=base, name=name
-                )
+                if tuned is None:
+                    res = yield from evaluate(
+                        handle, data, config, stats=stats, cache=cache, baseline=base, name=name
+                    )
+                else:  # fine-tuned weights: their own statistics, the float model's outputs
+                    with swapped_weights(handle, tuned):
+                        res = yield from evaluate(handle, data, config, baseline=base, name=name)
                 return base, res
 
             return (yield from self._model_work(work()))
@@ -518,6 +536,40 @@ class AppController:
             return res
 
         return Job("debug", f"Error propagation of {name}", recipe, done, meta={"name": name})
+
+    def qat_job(self, name: str | None = None, options: Any = None) -> Job:
+        """Quantization-aware fine-tuning of configuration ``name`` (the current one when
+        None) with :class:`quantviz.eval.qat.QatOptions` ``options``. The fine-tuned weights
+        are kept as a new configuration ``<name> qat-<method>`` (:attr:`Session.tuned`),
+        evaluated and exported with them; both results go to the trade-off plot."""
+        from quantviz.eval import check_config
+        from quantviz.eval.qat import QatOptions
+
+        s = self.session
+        handle, data = self._need_data()
+        name = s.current_name if name is None else name
+        if name not in s.configs:
+            raise ValueError(f"config name: no configuration named {name!r}")
+        config = s.configs[name]
+        check_config(handle, config)
+        options = options if options is not None else QatOptions()
+
+        def recipe() -> Generator[Any, None, Any]:
+            from quantviz.eval.qat import finetune
+
+            return (yield from self._model_work(finetune(handle, data, config, options, name=name)))
+
+        def done(res: Any) -> Any:
+            new = s.unique_name(f"{name} qat-{options.method}")
+            s.add_config(new, config)
+            s.tuned[new] = res.weights
+            s.add_result(res.before, name=name, config=config)
+            s.add_result(res.after, name=new, config=config)
+            self.qat_result = res
+            return res
+
+        what = f"Fine-tuning {name} ({options.method})"
+        return Job("qat", what, recipe, done, meta={"name": name})
 
     def proxies_job(
         self, bits: int = SENSITIVITY_BITS[0], proxies: Iterable[str] | None = None

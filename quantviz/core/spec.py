@@ -11,6 +11,8 @@ Every invalid value raises ``ValueError`` whose message names the field, e.g.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -23,9 +25,12 @@ __all__ = [
     "FIXED_WIDTH",
     "GRANULARITIES",
     "QUANTIZERS",
+    "REGEX_PREFIX",
     "LayerConfig",
     "ModelConfig",
     "QuantSpec",
+    "check_pattern",
+    "is_pattern",
 ]
 
 QUANTIZERS: tuple[str, ...] = (
@@ -238,6 +243,36 @@ class QuantSpec:
 
 _DEFAULT_SPEC = QuantSpec()
 
+#: an override key starting with this is a regular expression over the whole layer name
+REGEX_PREFIX = "re:"
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(expr: str) -> re.Pattern[str]:
+    return re.compile(expr)
+
+
+def is_pattern(key: str) -> bool:
+    """True for a glob (``*``, ``?``, ``[``) or ``re:`` override key, False for an exact name."""
+    return key.startswith(REGEX_PREFIX) or any(c in key for c in "*?[")
+
+
+def check_pattern(key: str, where: str = "pattern") -> str:
+    """``key`` if it is a usable override key; ``ValueError`` naming ``where`` otherwise
+    (empty, or a ``re:`` key whose expression does not compile)."""
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError(f"{where}: must be a layer name, a glob or re:<regex>, got {key!r}")
+    if key.startswith(REGEX_PREFIX):
+        expr = key[len(REGEX_PREFIX) :]
+        if not expr:
+            raise ValueError(f"{where}: 're:' needs a regular expression after it")
+        try:
+            _regex(expr)
+        except re.error as e:
+            pos = "" if e.pos is None else f" at position {e.pos}"
+            raise ValueError(f"{where}: invalid regular expression: {e.msg}{pos}") from None
+    return key
+
 
 @dataclass(frozen=True)
 class LayerConfig:
@@ -269,9 +304,11 @@ FLOAT = LayerConfig(weight=None, activation=None)
 class ModelConfig:
     """A default ``LayerConfig`` plus ordered per-layer overrides.
 
-    Override keys are a layer's fully-qualified name or an ``fnmatch`` glob pattern
-    (``features.*``); :meth:`resolve` applies them in order and the last match wins. An
-    override replaces the whole ``LayerConfig`` of the layers it matches.
+    Override keys are a layer's fully-qualified name, an ``fnmatch`` glob pattern
+    (``features.*``, ``*.mlp.*``) or a regular expression after ``re:``
+    (``re:layers\\.\\d+\\.self_attn\\.v_proj``, matched against the whole name);
+    :meth:`resolve` applies them in order and the last match wins. An override replaces the
+    whole ``LayerConfig`` of the layers it matches.
     """
 
     default: LayerConfig = field(default_factory=LayerConfig)
@@ -294,6 +331,7 @@ class ModelConfig:
                 raise ValueError(f"layers: override keys must be non-empty strings, got {key!r}")
             if key in seen:
                 raise ValueError(f"layers.{key}: appears twice")
+            check_pattern(key, f"layers.{key}")
             seen.add(key)
             if not isinstance(cfg, LayerConfig):
                 raise ValueError(f"layers.{key}: must be a LayerConfig, got {type(cfg).__name__}")
@@ -301,9 +339,16 @@ class ModelConfig:
             raise ValueError(f"model: must be a string, got {self.model!r}")
 
     @staticmethod
+    def is_pattern(key: str) -> bool:
+        """True for a glob (``*``, ``?``, ``[``) or ``re:`` key, False for an exact name."""
+        return is_pattern(key)
+
+    @staticmethod
     def _matches(pattern: str, fqn: str) -> bool:
         if pattern == fqn:
             return True
+        if pattern.startswith(REGEX_PREFIX):
+            return _regex(pattern[len(REGEX_PREFIX) :]).fullmatch(fqn) is not None
         return any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(fqn, pattern)
 
     def resolve(self, fqn: str) -> LayerConfig:

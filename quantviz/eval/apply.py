@@ -225,6 +225,12 @@ def check_config(handle: ModelHandle, config: ModelConfig) -> None:
                 f"(granularity per_tensor), got {act.granularity}; use dynamic: true for "
                 "per-channel activation ranges"
             )
+        if act is not None and handle.flavour == "onnx":  # QDQ in the graph: see onnx_model
+            from quantviz.model.onnx_model import activation_refusal
+
+            why = activation_refusal(act)
+            if why:
+                problems.append(f"layer {lay.fqn}: activation: {why}")
         if act is not None and not hooks_checked:
             _check_hooks(handle, lay.fqn, problems)
             hooks_checked = True
@@ -293,6 +299,7 @@ def _dynamic_hook(fqn: str, spec: QuantSpec) -> Callable[[torch.Tensor], torch.T
         except ValueError as exc:
             raise ValueError(f"layer {fqn}: activation: {exc}") from None
 
+    hook.dynamic_spec = spec  # type: ignore[attr-defined]  # what an ONNX model refuses
     return hook
 
 
@@ -300,6 +307,7 @@ def _static_hook(fq: FittedQuantizer) -> Callable[[torch.Tensor], torch.Tensor]:
     def hook(x: torch.Tensor) -> torch.Tensor:
         return fq(x) if x.is_floating_point() else x
 
+    hook.quantizer = fq  # type: ignore[attr-defined]  # an ONNX model inserts Q/DQ from it
     return hook
 
 

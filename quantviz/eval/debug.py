@@ -416,7 +416,8 @@ def _config_variants(
         lc = config.resolve(fqn)
         wq = None
         if lc.weight is not None:
-            wq = cache.get(fqn, lc.weight, handle.weight(fqn)).dequantized
+            lay = handle.layer(fqn)  # quantized as [out, in]; swapped in as stored
+            wq = lay.to_stored(cache.get(fqn, lc.weight, handle.quant_weight(fqn)).dequantized)
         act: Callable[[torch.Tensor], torch.Tensor] | None = None
         if lc.activation is not None:
             if lc.activation.dynamic:
@@ -568,6 +569,7 @@ def weight_variants(
     """Per layer, one weight-only variant per candidate ``(fqn, spec)`` (key: the pair)."""
     out: dict[str, list[tuple[Hashable, Variant]]] = {}
     for fqn, spec in candidates:
-        wq = cache.get(fqn, spec, handle.weight(fqn)).dequantized
+        entry = cache.get(fqn, spec, handle.quant_weight(fqn))
+        wq = handle.layer(fqn).to_stored(entry.dequantized)
         out.setdefault(fqn, []).append(((fqn, spec), (wq, None)))
     return out

@@ -238,6 +238,8 @@ def locate_non_finite(handle: ModelHandle, xb: torch.Tensor) -> str | None:
     found: list[str] = []
     if handle.flavour == "torchscript":
         return None
+    if handle.flavour == "onnx":  # every node output observed in onnxruntime
+        return mod.locate_non_finite(x)  # type: ignore[operator]
     subs = [(n, m) for n, m in mod.named_modules() if n]
     if subs:
         removers = []

@@ -94,7 +94,7 @@ def _entries(
 ) -> Iterator[tuple[int, Candidate, Any]]:
     for i, (fqn, spec) in enumerate(candidates, start=1):
         try:
-            e = cache.get(fqn, spec, handle.weight(fqn))
+            e = cache.get(fqn, spec, handle.quant_weight(fqn))
         except ValueError as exc:
             raise ValueError(f"candidates: {exc} (scheme {spec.short()})") from None
         yield i, (fqn, spec), e
@@ -313,7 +313,7 @@ def fisher(
     out: dict[Candidate, float] = {}
     for _i, key, e in _entries(handle, cands, cache):
         w = handle.weight(key[0]).detach().double()
-        d2 = (e.dequantized.double() - w) ** 2
+        d2 = (handle.layer(key[0]).to_stored(e.dequantized).double() - w) ** 2
         out[key] = float((fd[key[0]] * d2).sum())
     return out
 
@@ -424,7 +424,7 @@ def hessian(
     for _i, key, e in _entries(handle, cands, cache):
         t = tr[key[0]]
         w = handle.weight(key[0]).detach().double()
-        dw2 = float(((e.dequantized.double() - w) ** 2).sum())
+        dw2 = float(((handle.layer(key[0]).to_stored(e.dequantized).double() - w) ** 2).sum())
         out[key] = max(t.trace, 0.0) / t.n * dw2
     return out
 

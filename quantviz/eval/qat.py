@@ -223,6 +223,21 @@ class _PactWeight(nn.Module):
         return self.from_rows(q * s).to(w.dtype)
 
 
+class _Transposed(nn.Module):
+    """A weight stored ``[in, out]`` (GPT-2's Conv1D) fake-quantized as ``[out, in]``."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def keep(self, w: torch.Tensor) -> torch.Tensor:
+        keep = getattr(self.inner, "keep", None)
+        return w.clone() if keep is None else keep(w.t()).t()  # type: ignore[no-any-return]
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.inner(w.t()).t()  # type: ignore[no-any-return]
+
+
 def _weight_module(w: torch.Tensor, spec: QuantSpec, method: str, fqn: str) -> nn.Module:
     if method == "ste":
         return _SteWeight(spec)
@@ -341,7 +356,9 @@ def finetune(
         owner = student.get_submodule(lay.module_fqn)
         pname = lay.param_name.rpartition(".")[2]
         w = getattr(owner, pname)
-        fq = _weight_module(w, spec, options.method, lay.fqn)
+        fq = _weight_module(lay.to_quant(w), spec, options.method, lay.fqn)
+        if lay.to_quant(w) is not w:  # stored [in, out]: quantized per output feature
+            fq = _Transposed(fq)
         torch.nn.utils.parametrize.register_parametrization(owner, pname, fq, unsafe=True)
         quant_mods[lay.param_name] = fq
     act_hooks = _activation_hooks(handle, config, student)

@@ -249,7 +249,7 @@ def build_actions(win: Any) -> None:
     win.curvesMenu.setObjectName("curvesMenu")
     win.curvesMenu.aboutToShow.connect(win.rebuild_curves_menu)
     v.addMenu(win.curvesMenu)
-    r = mb.addMenu("&Run")
+    r = win.runMenu = mb.addMenu("&Run")  # other modules add their runs before Cancel
     for a in (win.evaluateAction, win.sweepAction, win.sensitivityAction, win.mixedAction):
         r.addAction(a)
     r.addSeparator()

@@ -294,13 +294,6 @@ class DebugView(QTabWidget):
             self.layerClicked.emit(item.text())
 
 
-def _run_menu(win: Any) -> Any:
-    for a in win.menuBar().actions():
-        if a.menu() is not None and a.text().replace("&", "") == "Run":
-            return a.menu()
-    return None
-
-
 def install_debug_view(win: Any) -> DebugView:
     """Add the dock (hidden until a run), the Run menu actions and the wiring to ``win``."""
     ctl = win.controller
@@ -344,7 +337,7 @@ def install_debug_view(win: Any) -> DebugView:
         "MSE, output SQNR, KL, Fisher and Hessian trace vs the measured single-layer drop"
     )
     win.proxiesAction.triggered.connect(run_proxies)
-    menu = _run_menu(win)
+    menu = getattr(win, "runMenu", None)
     if menu is not None:
         before = next((a for a in menu.actions() if a.isSeparator()), None)
         menu.insertActions(before, [win.debugAction, win.proxiesAction])  # type: ignore[arg-type]

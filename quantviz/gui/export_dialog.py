@@ -314,22 +314,27 @@ class ExportDialog(QDialog):
                 results = [replace(e.result, name=e.name) for e in (mine[-1], *others)]
             images = self.images()
         wait = self.wait_before
+        tuned = s.tuned.get(name)  # fine-tuned (QAT) weights of this configuration
 
         def job() -> Any:
+            from contextlib import nullcontext
+
+            from quantviz.eval.qat import swapped_weights
             from quantviz.io.exporters import export
 
             wait()
             yield 0.0
-            return export(
-                handle,
-                config,
-                fmt,
-                path,
-                stats=stats,
-                results=results,
-                images=images,
-                strict=strict,
-            )
+            with swapped_weights(handle, tuned) if tuned else nullcontext():
+                return export(
+                    handle,
+                    config,
+                    fmt,
+                    path,
+                    stats=stats,
+                    results=results,
+                    images=images,
+                    strict=strict,
+                )
 
         return job, f"Exporting {name} as {FORMAT_LABELS[fmt][0]}"
 

@@ -42,7 +42,7 @@ class FileActions:
             self,
             "Open model",
             str(self._settings().value("lastDir", "")),
-            "Models (*.pt *.pth *.pt2 *.ts *.safetensors *.bin config.json);;All files (*)",
+            "Models (*.pt *.pth *.pt2 *.ts *.safetensors *.bin *.onnx config.json);;All files (*)",
         )
         if path:
             self._settings().setValue("lastDir", path.rsplit("/", 1)[0])

@@ -36,6 +36,8 @@ from quantviz.gui.histogram_view import HistogramView
 from quantviz.gui.jobs import JobController
 from quantviz.gui.layer_controls import LayerControls
 from quantviz.gui.layer_table import LayerTableWidget
+from quantviz.gui.override_editor import OverrideEditor
+from quantviz.gui.qat_dialog import install_qat_action
 from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
@@ -89,9 +91,11 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.histogram.failed.connect(lambda m: self.errors.report("Histogram", m))
 
         left = QSplitter(Qt.Orientation.Vertical)
+        self.overrides = OverrideEditor(ctl, self.push_config, self)
         left.addWidget(self.table)
+        left.addWidget(self.overrides)
         left.addWidget(self.configs)
-        left.setSizes([620, 200])
+        left.setSizes([560, 200, 160])
         centre = QSplitter(Qt.Orientation.Vertical)
         centre.addWidget(self.histogram)
         centre.addWidget(self.tradeoff)
@@ -147,6 +151,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.sessionActions = SessionActions(self)
         build_actions(self)
         install_debug_view(self)  # error propagation + proxies dock, Run menu actions
+        install_qat_action(self)  # Run > Fine-tune (QAT)…
         self.status = StatusBar(self, ctl)
         self.progressBar = self.status.progressBar
         self.cancelButton = self.status.cancelButton

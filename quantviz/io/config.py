@@ -20,12 +20,13 @@ Rules:
   per-tensor min/max).
 - ``default``: an omitted ``weight`` is ``QuantSpec()`` and an omitted ``activation`` is
   ``null`` (the ``LayerConfig`` defaults). Writers always write both.
-- ``layers``: keys are a layer's fully-qualified name or an ``fnmatch`` glob, applied in file
-  order (the last matching key wins). **A layer entry reads as "the default, except ..."**:
-  an omitted ``weight`` / ``activation`` key is the default's value for that tensor, and in
-  a given spec every omitted field is the default's field for that tensor (``{"weight":
-  {"bits": 4}}`` under a per-channel default is 4-bit per-channel; ``{"weight": {}}`` is the
-  default's weight spec). Where the default keeps that tensor float (``null``), omitted
+- ``layers``: keys are a layer's fully-qualified name, an ``fnmatch`` glob or ``re:<regex>``
+  (matched against the whole name), applied in file order (the last matching key wins).
+  **A layer entry reads as "the default, except ..."**: an omitted ``weight`` /
+  ``activation`` key is the default's value for that tensor, and in a given spec every
+  omitted field is the default's field for that tensor (``{"weight": {"bits": 4}}`` under
+  a per-channel default is 4-bit per-channel; ``{"weight": {}}`` is the default's weight
+  spec). Where the default keeps that tensor float (``null``), omitted
   fields take the ``QuantSpec`` defaults. ``bits`` is never inherited by a fixed-width
   format (``fp8_*``, ``fp4_e2m1``, ``nf4``: their width). An entry that is ``null`` keeps
   the layer float (weight and activation ``null``).

@@ -54,7 +54,9 @@ class LayerInfo:
     class_name: str = ""
     #: qualified name of the weight parameter; "" means ``f"{fqn}.weight"``
     param: str = ""
-    #: axis of the stored weight holding the output channels (1: stored ``[in, out]``)
+    #: axis of the stored weight holding the output channels: 1 for a ConvTranspose kernel
+    #: ``[in, out/g, k...]`` (quantized as stored) and for a 2-D weight stored ``[in, out]``
+    #: (GPT-2's Conv1D: quantized transposed, see above)
     channel_axis: int = 0
     #: qualified names of other parameters sharing this weight (tied weights)
     tied: tuple[str, ...] = ()
@@ -110,7 +112,7 @@ class ModelHandle:
     default_data: str | None = None
     #: number of classes of a classifier, if known
     num_classes: int | None = None
-    #: "nn", "torchscript" or "exported"
+    #: "nn", "torchscript", "exported" or "onnx" (an onnxruntime graph)
     flavour: str = "nn"
     meta: dict[str, Any] = field(default_factory=dict)
     #: what the output is: "" (unknown: a classifier or anything else), or for Hugging Face
@@ -214,6 +216,8 @@ def add_hooks(
     hooks after scripting) and for exported programs that could not be unflattened.
     """
     lay = handle.layer(fqn)
+    if handle.flavour == "onnx":  # the graph runs in onnxruntime: see model/onnx_model.py
+        return handle.module.add_hooks(fqn, pre, post)  # type: ignore[operator]
     if handle.flavour == "torchscript":
         raise ValueError(
             f"{handle.name}: layer {fqn!r}: activation hooks are not possible on a TorchScript "

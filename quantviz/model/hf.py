@@ -244,7 +244,8 @@ def _import_transformers(path: Path) -> Any:
 
 
 def _model_class(path: Path, cfg: Mapping[str, Any], trust: bool, tf: Any) -> tuple[Any, str]:
-    """The class to load with and the architecture name."""
+    """The class to load with and the name its task is read from (the architecture, or for
+    code from the folder the auto class ``auto_map`` names: ``AutoModelForCausalLM``)."""
     archs = cfg.get("architectures") or []
     arch = archs[0] if archs else ""
     auto_map = cfg.get("auto_map")
@@ -259,8 +260,8 @@ def _model_class(path: Path, cfg: Mapping[str, Any], trust: bool, tf: Any) -> tu
         if isinstance(auto_map, dict):
             for auto in ("AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModel"):
                 if auto in auto_map:
-                    return getattr(tf, auto), arch or str(auto_map[auto])
-        return tf.AutoModel, arch
+                    return getattr(tf, auto), auto
+        return tf.AutoModel, "AutoModel"
     if not arch:
         return tf.AutoModel, ""
     cls = getattr(tf, arch, None)
@@ -384,8 +385,8 @@ def load_hf(
     mcfg = getattr(module, "config", None)
     if mcfg is not None and hasattr(mcfg, "use_cache"):
         mcfg.use_cache = False  # one forward pass per batch: no key/value cache to keep
-    arch = arch or type(module).__name__
-    task = task_of(arch)
+    task = task_of(arch or type(module).__name__)
+    arch = type(module).__name__ if not arch or arch.startswith("Auto") else arch
     tok = path / TOKENIZER
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in module.parameters()})
     meta: dict[str, Any] = {

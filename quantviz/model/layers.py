@@ -7,6 +7,13 @@ records which module parameter is used as the weight of a convolution, a matrix 
 (linear) or an embedding lookup. That also finds custom-named modules (a scripted
 ``Conv2dStaticSamePadding``) and gives the MACs of each call from its real shapes. Subclasses
 of the torch layer types that the forward pass never reaches are listed too (0 MACs).
+
+The matrix product also tells which axis of a 2-D weight holds the output features: the
+weight enters ``mm`` / ``addmm`` as the right factor either transposed (``nn.Linear``:
+stored ``[out, in]``) or as stored (GPT-2's ``Conv1D``: ``[in, out]``, channel axis 1),
+which the operand's strides show. Parameters sharing one storage (an ``lm_head`` tied to
+the token embedding) are one layer, the first in module order, naming the others in
+``LayerInfo.tied``.
 """
 
 from __future__ import annotations
@@ -71,12 +78,16 @@ def _out_axis(operand: torch.Tensor, param: torch.Tensor, right: bool) -> int | 
     if param.dim() != 2 or operand.dim() != 2:
         return None
     op_axis = 1 if right else 0
-    if tuple(operand.shape) == tuple(param.shape) and operand.stride() == param.stride():
-        return op_axis
-    if (
+    same = tuple(operand.shape) == tuple(param.shape) and operand.stride() == param.stride()
+    flipped = (
         tuple(operand.shape) == tuple(param.shape)[::-1]
         and operand.stride() == param.stride()[::-1]
-    ):
+    )
+    if same and flipped:  # e.g. a [1, 1] weight: both readings are the same single value
+        return 0
+    if same:
+        return op_axis
+    if flipped:
         return 1 - op_axis
     return None
 
@@ -264,11 +275,11 @@ def discover_layers(module: nn.Module, example_input: torch.Tensor) -> list[Laye
             continue
         if tied.get(fqn):  # used as an embedding and as a head: both uses cost
             uses = all_uses
-        axis = 0
+        axis = 1 if kind.startswith("conv_transpose") else 0  # [in, out/g, k...]
         if ckind is None and kind == "linear":
             axis = next((u.axis for u in uses if u.axis is not None), 0)
         shape = tuple(int(s) for s in p.shape)
-        if axis == 1:
+        if axis == 1 and len(shape) == 2:  # stored [in, out]: quantized as [out, in]
             shape = shape[::-1]
         groups = getattr(mod, "groups", None)
         if not isinstance(groups, int):

@@ -12,6 +12,7 @@ Sources (see :func:`load_model`):
   unpickling runs arbitrary code. Everything else is read with ``weights_only=True``;
 * a Hugging Face checkpoint folder (``config.json`` + ``model.safetensors`` or a sharded
   index), opened offline with ``transformers`` (:mod:`quantviz.model.hf`).
+* an ONNX file, run by onnxruntime (:mod:`quantviz.model.onnx_model`).
 
 The kind of a file is recognised by its content, not its extension
 (:mod:`quantviz.model.sniff`); each kind is read by :mod:`quantviz.model.formats`
@@ -82,7 +83,8 @@ def load_model(
         handle.module.to(dev)
         handle.example_input = handle.example_input.to(dev)
     handle.meta["device"] = str(dev)
-    _discover(handle)
+    if handle.flavour != "onnx":  # an ONNX graph's layers are read from the graph
+        _discover(handle)
     if handle.flavour == "exported":
         handle.meta["static_batch"] = not _runs_with_batch(handle, 2)
     return handle
@@ -189,6 +191,16 @@ def _load_file(
         raise ModelLoadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     kind = detect_kind(path)
     sidecar = read_sidecar(path)
+    if kind == "onnx":
+        if arch:
+            raise ModelLoadError(
+                f"{path}: an ONNX file carries its own graph; drop ::{arch} / arch="
+            )
+        from quantviz.model.onnx_model import load_onnx
+
+        return load_onnx(
+            path, source, sidecar=sidecar, input_shape=input_shape, input_dtype=input_dtype
+        )
     example: torch.Tensor | None = None
     meta: dict[str, Any] = {"file_kind": kind}
     if kind == "torchscript":

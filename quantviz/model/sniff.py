@@ -15,10 +15,10 @@ def detect_kind(path: Path) -> str:
     """What a model file holds, from its content.
 
     One of ``torchscript``, ``exported``, ``torch_save`` (zip written by ``torch.save``),
-    ``pickle`` (legacy ``torch.save``), ``safetensors``, or ``huggingface`` for a folder
-    holding ``config.json`` (a ``save_pretrained`` checkpoint). Raises
-    :class:`ModelLoadError` for anything else, including truncated archives and folders
-    without ``config.json``.
+    ``pickle`` (legacy ``torch.save``), ``safetensors``, ``onnx`` (a protobuf ``ModelProto``
+    starting with its ``ir_version``), or ``huggingface`` for a folder holding
+    ``config.json`` (a ``save_pretrained`` checkpoint). Raises :class:`ModelLoadError` for
+    anything else, including truncated archives and folders without ``config.json``.
     """
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -56,7 +56,18 @@ def detect_kind(path: Path) -> str:
             return "safetensors"
     if head[:1] == b"\x80":
         return "pickle"
+    if _is_onnx(head):
+        return "onnx"
     raise ModelLoadError(
         f"{path}: not a model file quantviz can read (expected TorchScript, a torch.export .pt2, "
-        "safetensors or a torch.save file)"
+        "safetensors, a torch.save file or ONNX)"
     )
+
+
+#: ModelProto fields that follow ir_version (field 1): producer_name .. functions
+_ONNX_NEXT = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A, 0x82}
+
+
+def _is_onnx(head: bytes) -> bool:
+    """An ONNX file: field 1 (``ir_version``, a small varint) first, then a ModelProto field."""
+    return len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] < 64 and head[2] in _ONNX_NEXT

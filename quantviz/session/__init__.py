@@ -2,22 +2,34 @@
 
 from quantviz.session.edits import (
     SIDES,
+    OverrideInfo,
     Side,
     apply_to_all,
     copy_layer,
+    layers_matching,
+    move_override,
+    override_info,
+    remove_override,
     reset_layers,
     set_layer_spec,
+    set_pattern_spec,
 )
 from quantviz.session.state import DEFAULT_CONFIG, ResultEntry, Session
 
 __all__ = [
     "DEFAULT_CONFIG",
     "SIDES",
+    "OverrideInfo",
     "ResultEntry",
     "Session",
     "Side",
     "apply_to_all",
     "copy_layer",
+    "layers_matching",
+    "move_override",
+    "override_info",
+    "remove_override",
     "reset_layers",
     "set_layer_spec",
+    "set_pattern_spec",
 ]

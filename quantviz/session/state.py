@@ -68,6 +68,9 @@ class Session:
         self.sensitivity: dict[str, float] = {}
         self.activation_stats: dict[str, Any] = {}
         self.selection: tuple[str, ...] = ()
+        #: fine-tuned float weights of a configuration (name -> {param name: tensor}), from
+        #: quantization-aware training: that configuration is evaluated and exported with them
+        self.tuned: dict[str, dict[str, Any]] = {}
         self._saved: tuple[Any, ...] = ({}, ())
         self._forced = False
         self.modified = False
@@ -108,6 +111,7 @@ class Session:
         self.sensitivity = {}
         self.activation_stats = {}
         self.selection = ()
+        self.tuned = {}
         self.modified = False
         self.model_changed.emit(handle)
         self.data_changed.emit(self.data_source)
@@ -209,6 +213,7 @@ class Session:
         self.configs = configs
         self.results = entries
         self.current_name = current
+        self.tuned = {}  # fine-tuned weights are not part of a session file
         self.modified = False
         self.configs_changed.emit()
         self.current_name_changed.emit(current)
@@ -292,6 +297,8 @@ class Session:
         self._check_name(old)
         new = self._check_new_name(new)
         self.configs = {(new if k == old else k): v for k, v in self.configs.items()}
+        if old in self.tuned:
+            self.tuned[new] = self.tuned.pop(old)
         self.results = [replace(r, name=new) if r.name == old else r for r in self.results]
         if self.current_name == old:
             self.current_name = new
@@ -304,6 +311,8 @@ class Session:
         self._check_name(name)
         new = self.unique_name(f"{name} (copy)") if new is None else self._check_new_name(new)
         self.configs[new] = self.configs[name]
+        if name in self.tuned:
+            self.tuned[new] = self.tuned[name]
         self.configs_changed.emit()
         return new
 
@@ -314,6 +323,7 @@ class Session:
             raise ValueError(f"config name: cannot delete {name!r}, the only configuration")
         names = list(self.configs)
         del self.configs[name]
+        self.tuned.pop(name, None)
         self.results = [r for r in self.results if r.name != name]
         if self.current_name == name:
             i = min(names.index(name), len(names) - 2)

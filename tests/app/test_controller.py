@@ -255,3 +255,30 @@ def test_debug_and_proxies_jobs_run_headless():
     assert {c[1].bits for c in rep.candidates} == {3}
     run_job(ctl.open_model_job("sample:digits_cnn"))  # a new model forgets both
     assert ctl.debug_result is None and ctl.proxy_report is None
+
+
+def test_qat_job_keeps_the_fine_tuned_weights_as_a_configuration(ctl):
+    """QAT (issue 13): a new configuration with the fine-tuned weights; evaluating it again
+    gives what QAT reported; rename / delete carry the weights; the model is untouched."""
+    from quantviz.eval.qat import QatOptions
+
+    s = ctl.session
+    w2 = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=2, granularity="per_channel")))
+    s.add_config("w2", w2)
+    before = {k: v.clone() for k, v in s.handle.module.state_dict().items()}
+    res = run_job(ctl.qat_job("w2", QatOptions(epochs=2, method="lsq")))
+    assert "w2 qat-lsq" in s.configs and s.configs["w2 qat-lsq"] == w2
+    assert set(s.tuned) == {"w2 qat-lsq"}
+    names = [(e.name, e.result.value) for e in s.results]
+    assert names == [("w2", res.before.value), ("w2 qat-lsq", res.after.value)]
+    assert res.after.value > res.before.value
+    again = run_job(ctl.evaluate_job("w2 qat-lsq"))
+    assert again.result.value == res.after.value
+    plain = run_job(ctl.evaluate_job("w2"))  # the same config without the tuned weights
+    assert plain.result.value == res.before.value
+    for k, v in s.handle.module.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    s.rename("w2 qat-lsq", "tuned")
+    assert set(s.tuned) == {"tuned"}
+    s.delete("tuned")
+    assert s.tuned == {}

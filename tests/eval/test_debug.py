@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from models import handle_of
 from torch import nn
 
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec
@@ -14,7 +15,6 @@ from quantviz.data.datasets import EvalData
 from quantviz.eval import run
 from quantviz.eval.debug import debug
 from quantviz.io.model_explorer import node_data, node_ids, write_node_data
-from tests.models import handle_of
 
 W4T = QuantSpec(bits=4)  # uniform symmetric per-tensor min/max: codes -8..7
 

@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from models import handle_of
+from test_debug import data_of, fragile_mlp
 from torch import nn
 from torch.func import functional_call
 
@@ -14,8 +16,6 @@ from quantviz.core import QuantSpec
 from quantviz.data.datasets import EvalData
 from quantviz.eval import run
 from quantviz.eval.proxies import PROXIES, hutchinson_traces, rank_proxies
-from tests.eval.test_debug import data_of, fragile_mlp
-from tests.models import handle_of
 
 
 def test_every_proxy_ranks_the_fragile_layer_first():

@@ -112,7 +112,8 @@ def test_library_matches_torch_fake_quant_at_layer_inputs(setup, batch_size):
     # of the calibration pass
     torch.testing.assert_close(out, ref_q, rtol=1e-4, atol=1e-4 * float(ref_q.abs().max()))
     r = run(evaluate(handle, data, W8A8, batch_size=batch_size))
-    assert r.cosine == pytest.approx(_cosine(ref_q, ref_float), abs=1e-6)
+    # 1e-5: the outputs agree to 1e-4 relative (conv kernels differ with the thread count)
+    assert r.cosine == pytest.approx(_cosine(ref_q, ref_float), abs=1e-5)
     # and W8A8 is not weight-only: activation quantization moves the output measurably
     with (
         torch.no_grad(),
@@ -163,7 +164,7 @@ def test_cli_matches_library_and_torch_reference(setup, tmp_path):
     )
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
-    assert doc["cosine"] == pytest.approx(want, abs=1e-6)
+    assert doc["cosine"] == pytest.approx(want, abs=1e-5)
     # TorchScript: the same number, or a clear refusal, never a weight-only result
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated
@@ -181,6 +182,6 @@ def test_cli_matches_library_and_torch_reference(setup, tmp_path):
         cwd=tmp_path,
     )
     if p.returncode == 0:
-        assert json.loads(p.stdout)["cosine"] == pytest.approx(want, abs=1e-6)
+        assert json.loads(p.stdout)["cosine"] == pytest.approx(want, abs=1e-5)
     else:
         assert "TorchScript" in p.stderr

@@ -519,7 +519,8 @@ def test_fp8_weights_are_float8_initializers(tmp_path, model_dir, kind):
 
 @pytest.mark.parametrize("signed", [True, False])
 def test_int4_codes_are_packed_as_onnx_reads_them(signed):
-    from quantviz.io.exporters.onnx_fmt import _int_tensor, _int_type
+    from quantviz.io.exporters.onnx_fmt import _int_tensor
+    from quantviz.model.onnx_graph import int_type as _int_type
 
     onnx_t, np_t, (lo, hi) = _int_type(3, signed)
     assert onnx_t == (onnx.TensorProto.INT4 if signed else onnx.TensorProto.UINT4)

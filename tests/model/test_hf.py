@@ -9,8 +9,6 @@ on their stored axis 1, groups run along the input features, tied weights once.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ tf = pytest.importorskip("transformers")
 
 from quantviz.core import LayerConfig, ModelConfig, QuantSpec  # noqa: E402
 from quantviz.eval import apply_config  # noqa: E402
-from quantviz.model import ModelLoadError, TrustRequired, load_model  # noqa: E402
+from quantviz.model import ModelLoadError, TrustRequired, detect_kind, load_model  # noqa: E402
 
 # (kind, tied, sharded): GPT-2 and OPT tie lm_head to the token embedding by default
 VARIANTS = {
@@ -221,6 +219,50 @@ def test_bf16_checkpoint_stays_bf16(tmp_path: Path) -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_weights_are_memory_mapped_from_the_safetensors(folders: dict[str, Path]) -> None:
+    folder = folders["gpt2_untied_sharded"]
+    h = load_model(str(folder))
+    spans = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if str(folder) in line and line.endswith(".safetensors"):
+            a, b = (int(v, 16) for v in line.split()[0].split("-"))
+            spans.append((a, b))
+    assert spans
+    params = list(h.module.parameters())
+    inside = [p for p in params if any(a <= p.data_ptr() < b for a, b in spans)]
+    assert len(inside) == len(params)
+
+
+def test_histogram_view_and_sqnr_of_bf16_conv1d_weights(tmp_path: Path) -> None:
+    """The inspector's per-channel view of a Conv1D weight is per output feature."""
+    from hf_models import build
+
+    from quantviz.app import AppController, run_job
+
+    folder = tmp_path / "bf16"
+    build("gpt2").to(torch.bfloat16).save_pretrained(str(folder))
+    ctl = AppController()
+    run_job(ctl.open_model_job(str(folder)))
+    fqn = "transformer.h.0.mlp.c_fc"
+    stored = ctl.session.handle.weight(fqn).detach()  # [in, out] = [64, 256], bf16
+    assert stored.dtype == torch.bfloat16 and stored.shape == (HIDDEN, 4 * HIDDEN)
+    d = ctl.layer_view(fqn, compare="nf4", channel=5, spec=W8_CH)
+    assert not d.error and not d.compare_error
+    assert d.rows == 4 * HIDDEN and d.row_kind == "channel"
+    np.testing.assert_array_equal(d.chan_min, stored.float().amin(dim=0).numpy())
+    np.testing.assert_array_equal(d.chan_max, stored.float().amax(dim=0).numpy())
+    # its SQNR: of the weight against an independent per-output-feature fake-quant, as the
+    # model holds it (rounded to bf16)
+    ref = ref_fake_quant(stored, 1, 8, None)
+    assert ref.dtype == torch.bfloat16
+    err = (stored.float() - ref.float()).pow(2).sum()
+    want = 10 * torch.log10(stored.float().pow(2).sum() / err).item()
+    assert d.main.sqnr_db == pytest.approx(want, abs=1e-3)
+    g = ctl.layer_view(fqn, channel=0, spec=W4_G32)
+    assert not g.error and g.rows == 4 * HIDDEN * HIDDEN // 32
+
+
 def test_example_input_from_data_and_input_shape(folders: dict[str, Path], tmp_path: Path) -> None:
     from quantviz.data import load_data, load_model_for_data
 
@@ -317,45 +359,94 @@ def test_onnx_export_runs_in_onnxruntime(
 
 
 # -- the command line ------------------------------------------------------------------------------
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "quantviz", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``quantviz ARGS`` in-process: (exit status, stdout, stderr)."""
+    from quantviz.cli import main
+
+    capsys.readouterr()
+    code = main([*args, "--no-progress"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-@pytest.mark.slow
-def test_cli_eval_json(folders: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_eval_json(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "tokens.npz"
     np.savez(data, x=tokens(4, 10).numpy())
     for name in ("gpt2", "llama_tied_sharded", "opt", "bert"):
-        r = _cli("eval", "--model", str(folders[name]), "--data", str(data), "--json")
-        assert r.returncode == 0, r.stderr
-        doc = json.loads(r.stdout)
+        code, out, err = _cli(
+            capsys, "eval", "--model", str(folders[name]), "--data", str(data), "--json"
+        )
+        assert code == 0, err
+        doc = json.loads(out)
         assert doc["metric"] == "top1_agreement" and doc["n_samples"] == 4
         assert len(doc["layers"]) == len(load_model(str(folders[name])).layers)
 
 
-@pytest.mark.slow
-def test_cli_bad_inputs_exit_2(folders: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_export_safetensors(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quantviz.io.exporters.safetensors_fmt import load_quantized
+
+    cfg = tmp_path / "w4.yaml"
+    cfg.write_text("format: quantviz-config\nversion: 2\ndefault:\n  weight: {bits: 4}\n")
+    path = tmp_path / "q.safetensors"
+    code, out, err = _cli(
+        capsys,
+        "export",
+        "--model",
+        str(folders["gpt2"]),
+        "-c",
+        str(cfg),
+        "-f",
+        "safetensors",
+        "-o",
+        str(path),
+    )
+    assert code == 0, err
+    assert out.strip() == f"wrote {path}"
+    back = load_quantized(path)
+    assert back["lm_head.weight"] is back["transformer.wte.weight"]
+    assert back["transformer.h.0.attn.c_attn.weight"].shape == (HIDDEN, 3 * HIDDEN)
+
+
+def test_cli_bad_inputs_exit_2(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = _cli("eval", "--model", str(empty))
-    assert r.returncode == 2
-    assert r.stderr.startswith("quantviz: error:") and "config.json" in r.stderr
+    code, _out, err = _cli(capsys, "eval", "--model", str(empty))
+    assert code == 2
+    assert err.startswith("quantviz: error:") and "config.json" in err
+    d = shutil.copytree(folders["gpt2"], tmp_path / "remote")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_x.X"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    code, _out, err = _cli(capsys, "sweep", "--model", str(d), "--bits", "4")
+    assert code == 2 and "auto_map" in err and "--trust" in err
     data = tmp_path / "floats.npz"
     np.savez(data, x=np.zeros((3, 8), np.float32))
-    r = _cli("eval", "--model", str(folders["gpt2"]), "--data", str(data))
-    assert r.returncode == 2
-    assert "floats.npz" in r.stderr and "(8,) float32" in r.stderr and "int64" in r.stderr
+    code, _out, err = _cli(capsys, "eval", "--model", str(folders["gpt2"]), "--data", str(data))
+    assert code == 2
+    assert "floats.npz" in err and "(8,) float32" in err and "int64" in err
 
 
 # -- bad input ------------------------------------------------------------------------------------
 def test_folder_without_config(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ModelLoadError, match=r"without config\.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r"without config\.json"):
+        detect_kind(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert detect_kind(tmp_path) == "huggingface"
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors: truncated safetensors file"):
+        load_model(str(tmp_path))
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"no model\.safetensors or model\.safetensors\.index"):
         load_model(str(tmp_path))
 
 
@@ -404,6 +495,44 @@ def test_remote_code_needs_trust(folders: dict[str, Path], tmp_path: Path) -> No
         load_model(str(d))
 
 
+def test_remote_code_with_trust(
+    folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With trust, the folder's own architecture code is imported (as transformers'
+    trust_remote_code does), its task read from the auto class auto_map names."""
+    import shutil
+
+    import transformers.dynamic_module_utils as dmu
+
+    monkeypatch.setattr(dmu, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    d = shutil.copytree(folders["gpt2"], tmp_path / "tiny")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(
+        architectures=["TinyLM"],
+        model_type="tiny_gpt2",
+        auto_map={
+            "AutoConfig": "configuration_tiny.TinyConfig",
+            "AutoModelForCausalLM": "modeling_tiny.TinyLM",
+        },
+    )
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "configuration_tiny.py").write_text(
+        "from transformers import GPT2Config\n\n\n"
+        "class TinyConfig(GPT2Config):\n    model_type = 'tiny_gpt2'\n"
+    )
+    (d / "modeling_tiny.py").write_text(
+        "from transformers import GPT2LMHeadModel\n\n"
+        "from .configuration_tiny import TinyConfig\n\n\n"
+        "class TinyLM(GPT2LMHeadModel):\n    config_class = TinyConfig\n"
+    )
+    with pytest.raises(TrustRequired):
+        load_model(str(d))
+    h = load_model(str(d), trust=True)
+    assert type(h.module).__name__ == "TinyLM" and h.meta["architecture"] == "TinyLM"
+    assert h.is_causal_lm
+    assert sorted(h.fqns) == sorted(expected_layers("gpt2", tied=True))
+
+
 def test_data_that_does_not_fit(folders: dict[str, Path], tmp_path: Path) -> None:
     from quantviz.data import DataError, load_model_for_data
 
@@ -424,3 +553,35 @@ def test_data_that_does_not_fit(folders: dict[str, Path], tmp_path: Path) -> Non
         load_model_for_data(src, str(img))
     with pytest.raises(ModelLoadError, match=r"input_shape \[1, 3, 8\]"):
         load_model(src, input_shape=(1, 3, 8))
+
+
+@pytest.mark.parametrize("method", ["ste", "lsq", "pact"])
+def test_qat_quantizes_conv1d_per_output_feature(
+    folders: dict[str, Path], tmp_path: Path, method: str
+) -> None:
+    """QAT's fake-quant of a Conv1D weight (before any step) is the independent per-output-
+    feature fake-quant; a short fine-tune of the tied, Conv1D GPT-2 runs to its evaluation."""
+    from quantviz.data import load_data
+    from quantviz.eval import run
+    from quantviz.eval.qat import QatOptions, _Transposed, _weight_module, finetune
+
+    h = load_model(str(folders["gpt2"]))
+    fqn = "transformer.h.0.mlp.c_fc"
+    lay = h.layer(fqn)
+    w = h.weight(fqn).detach()  # [in, out]
+    fq = _Transposed(_weight_module(lay.to_quant(w), W8_CH, method, fqn))
+    with torch.no_grad():
+        got, want = fq(w), ref_fake_quant(w, 1, 8, None)
+    # lsq / pact compute round(w / s) where torch multiplies by 1 / s: a value on a rounding
+    # tie may land one step over; on the wrong axis nearly every value would differ
+    step = w.abs().amax(dim=0) / 127.5  # the per-output-feature scale
+    diff = (got - want).abs()
+    assert bool((diff <= step[None, :] * 1.001 + 1e-7).all())
+    assert float((diff > 1e-6).float().mean()) < (0.0 if method == "ste" else 0.01) + 1e-9
+    data = tmp_path / "t.npz"
+    np.savez(data, x=tokens(8, 16).numpy())
+    cfg = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_channel")))
+    res = run(
+        finetune(h, load_data(str(data), h), cfg, QatOptions(epochs=1, method=method, batch_size=4))
+    )
+    assert res.after.metric == "top1_agreement" and 0.0 <= res.after.value <= 1.0

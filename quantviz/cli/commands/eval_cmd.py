@@ -21,11 +21,14 @@ def run(args: argparse.Namespace, config: Any, started: float) -> int:
     from quantviz.eval import check_config, evaluate
 
     handle, data = load_model_and_data(args)
-    if config is None:
+    if config is None and handle.meta.get("file_config") is not None:
+        # an ONNX file holding QDQ: evaluated as it was quantized (its scales read back)
+        config, name = handle.meta["file_config"], "the file's QDQ configuration"
+    elif config is None:
         config, name = DEFAULT_CONFIG, DEFAULT_NAME
     else:
         name = args.config
-    with where(args.config or "the default config"):
+    with where(args.config or name):
         check_config(handle, config)
     load_seconds = time.perf_counter() - started
     gen = evaluate(handle, data, config, batch_size=args.batch_size, name=name)

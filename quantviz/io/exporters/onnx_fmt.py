@@ -48,7 +48,6 @@ import io
 import os
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +56,15 @@ import torch
 
 from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.io.atomic import atomic_path
+from quantviz.model.onnx_graph import (
+    WeightUse,
+    constants_to_initializers,
+    consumers_of,
+    int_type,
+    name_nodes,
+    qdq_activation,
+    weight_uses,
+)
 
 if TYPE_CHECKING:
     from quantviz.core.codes import Codes
@@ -112,6 +120,8 @@ def export_float_onnx(handle: ModelHandle, *, constant_folding: bool = False) ->
     onnx = _require_onnx()
     from onnx import version_converter
 
+    if handle.flavour == "onnx":
+        return _source_graph(handle)
     buf = io.BytesIO()
     try:
         with (
@@ -141,8 +151,37 @@ def export_float_onnx(handle: ModelHandle, *, constant_folding: bool = False) ->
     model = version_converter.convert_version(model, OPSET)
     batch = int(handle.example_input.shape[0]) if static else "dynamic"
     model.graph.doc_string = f"quantviz export of {handle.source}; batch: {batch}"
-    _constants_to_initializers(model.graph)
-    _name_nodes(model.graph)
+    constants_to_initializers(model.graph)
+    name_nodes(model.graph)
+    return model
+
+
+def _source_graph(handle: ModelHandle) -> Any:
+    """An ONNX model's own graph (its weights as they are now) at :data:`OPSET`: the QDQ
+    export of an ONNX file rewrites that file's graph; one that already holds QDQ is
+    refused (it would be quantized twice)."""
+    from onnx import version_converter
+
+    if handle.meta.get("file_config") is not None:
+        raise ValueError(
+            f"{handle.name}: an ONNX QDQ export of an ONNX file that already holds "
+            "QuantizeLinear / DequantizeLinear nodes would be a re-export of a quantized "
+            "model (quantized twice); export the configuration (json / yaml) or the "
+            "quantized weights (safetensors) instead"
+        )
+    model = handle.module.graph(with_weights=True)  # type: ignore[operator]
+    opset = int(handle.meta.get("onnx", {}).get("opset", 0))
+    if opset < OPSET:
+        try:
+            model = version_converter.convert_version(model, OPSET)
+        except Exception as exc:
+            raise ValueError(
+                f"{handle.name}: the ONNX file's opset {opset} cannot be converted to opset "
+                f"{OPSET} (int4 codes and block_size need it): {type(exc).__name__}: {exc}"
+            ) from None
+    model.graph.doc_string = f"quantviz export of {handle.source}; batch: dynamic"
+    constants_to_initializers(model.graph)
+    name_nodes(model.graph)
     return model
 
 
@@ -195,106 +234,9 @@ def _traceable(module: torch.nn.Module) -> Iterator[bool]:
             module.check_input_constraints = check
 
 
-def _constants_to_initializers(graph: Any) -> None:
-    """Float ``Constant`` nodes of rank >= 2 become initializers (weights may be either)."""
-    from onnx import TensorProto
-
-    keep = []
-    moved = False
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1:
-            a = node.attribute[0]
-            if (
-                a.name == "value"
-                and a.t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
-                and len(a.t.dims) >= 2
-            ):
-                t = TensorProto()
-                t.CopyFrom(a.t)
-                t.name = node.output[0]
-                graph.initializer.append(t)
-                moved = True
-                continue
-        keep.append(node)
-    if moved:
-        del graph.node[:]
-        graph.node.extend(keep)
-
-
-def _name_nodes(graph: Any) -> None:
-    seen: set[str] = set()
-    for i, node in enumerate(graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"quantviz_node_{i}"
-        seen.add(node.name)
-
-
 # ---------------------------------------------------------------------------------------
 # matching weights to the graph
 # ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class WeightUse:
-    """Initializer ``init`` consumed as a weight by node ``node`` (its input ``index``).
-
-    ``perm`` maps the torch layout onto the initializer: the layer's weight equals
-    ``init_array.transpose(perm)`` (axis ``a`` of the torch weight is axis ``perm[a]`` of
-    the initializer).
-    """
-
-    init: str
-    node: str
-    op_type: str
-    data: str  # the node's data input ("" for Gather: its input is indices)
-    perm: tuple[int, ...]
-
-
-def _consumers(graph: Any) -> dict[str, list[tuple[Any, int]]]:
-    out: dict[str, list[tuple[Any, int]]] = {}
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name:
-                out.setdefault(name, []).append((node, i))
-    return out
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _uses_of(init: str, rank: int, consumers: dict[str, list[tuple[Any, int]]]) -> list[WeightUse]:
-    """Every weight-consuming op fed by ``init`` through Transpose / Identity nodes."""
-    out: list[WeightUse] = []
-    todo: list[tuple[str, tuple[int, ...]]] = [(init, tuple(range(rank)))]
-    seen: set[str] = set()
-    while todo:
-        name, perm = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for node, idx in consumers.get(name, []):
-            op = node.op_type
-            if op == "Identity":
-                todo.append((node.output[0], perm))
-            elif op == "Transpose":
-                q = _attr(node, "perm", list(reversed(range(rank))))
-                todo.append((node.output[0], tuple(perm[i] for i in q)))
-            elif op in ("Conv", "ConvTranspose") and idx == 1:
-                out.append(WeightUse(init, node.name, op, node.input[0], perm))
-            elif op == "Gemm" and idx == 1 and rank == 2:
-                p = perm if _attr(node, "transB", 0) else (perm[1], perm[0])
-                out.append(WeightUse(init, node.name, op, node.input[0], p))
-            elif op == "MatMul" and idx == 1 and rank == 2:
-                out.append(WeightUse(init, node.name, op, node.input[0], (perm[1], perm[0])))
-            elif op == "Gather" and idx == 0 and _attr(node, "axis", 0) == 0:
-                out.append(WeightUse(init, node.name, op, "", perm))
-    return out
-
-
 def _kind_group(kind: str) -> str:
     for g in ("conv_transpose", "conv", "linear", "embedding"):
         if kind.startswith(g):
@@ -315,13 +257,13 @@ def match_weights(
     from onnx import TensorProto, numpy_helper
 
     graph = model.graph
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
     uses: dict[str, list[WeightUse]] = {}  # init -> uses
     order: list[str] = []
     for t in graph.initializer:
         if t.data_type in floats and len(t.dims) >= 2:
-            u = _uses_of(t.name, len(t.dims), consumers)
+            u = weight_uses(t.name, len(t.dims), consumers)
             if u:
                 uses[t.name] = u
                 order.append(t.name)
@@ -390,27 +332,6 @@ def layer_inputs(handle: ModelHandle, model: Any | None = None) -> dict[str, tup
 # ---------------------------------------------------------------------------------------
 # weights
 # ---------------------------------------------------------------------------------------
-def _int_type(bits: int, signed: bool) -> tuple[int, Any, tuple[int, int]]:
-    """(ONNX type, numpy storage type, range) of the integer type holding ``bits``-bit codes."""
-    from onnx import TensorProto
-
-    if bits <= 4:
-        return (
-            (TensorProto.INT4, np.int8, (-8, 7))
-            if signed
-            else (TensorProto.UINT4, np.uint8, (0, 15))
-        )
-    if bits <= 8:
-        return (
-            (TensorProto.INT8, np.int8, (-128, 127))
-            if signed
-            else (TensorProto.UINT8, np.uint8, (0, 255))
-        )
-    if signed:
-        return TensorProto.INT16, np.int16, (-32768, 32767)
-    return TensorProto.UINT16, np.uint16, (0, 65535)
-
-
 def _int_tensor(name: str, values: np.ndarray, onnx_type: int, np_type: Any) -> Any:
     """An integer initializer; 4-bit types packed two per byte (low nibble first)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -462,7 +383,7 @@ def _dq_weight(
     assert c.scale is not None
     if c.kind == "affine":
         assert c.zero_point is not None
-        onnx_t, np_t, _ = _int_type(c.code_bits, c.signed)
+        onnx_t, np_t, _ = int_type(c.code_bits, c.signed)
         codes = c.shaped().numpy()
         zp = c.params_shaped(c.zero_point).numpy()
     else:  # FP8: the stored values are the base levels (the float8 numbers)
@@ -542,46 +463,6 @@ def _float_constant(name: str, w: torch.Tensor, spec: QuantSpec, perm: tuple[int
 # ---------------------------------------------------------------------------------------
 # activations
 # ---------------------------------------------------------------------------------------
-def _qdq_activation(fqn: str, data: str, fq: Any, suffix: str) -> tuple[list[Any], list[Any], str]:
-    """(initializers, nodes, output name) of ``[Clip ->] Q -> DQ`` on tensor ``data``."""
-    from onnx import helper, numpy_helper
-
-    spec: QuantSpec = fq.spec
-    _, np_t, (tmin, tmax) = _int_type(max(spec.bits, 8), spec.symmetric)
-    qmin, qmax = spec.qrange
-    base = f"{fqn}_input_quantviz{suffix}"
-    s, z = float(fq.scale), int(fq.zero_point)
-    inits = [
-        numpy_helper.from_array(np.array(s, dtype=np.float32), f"{base}_scale"),
-        numpy_helper.from_array(np.array(z, dtype=np_t), f"{base}_zero_point"),
-    ]
-    nodes = []
-    src = data
-    if (qmin, qmax) != (tmin, tmax):
-        lo, hi = fq.clip_range
-        inits += [
-            numpy_helper.from_array(np.array(lo, dtype=np.float32), f"{base}_clip_min"),
-            numpy_helper.from_array(np.array(hi, dtype=np.float32), f"{base}_clip_max"),
-        ]
-        nodes.append(
-            helper.make_node(
-                "Clip",
-                [data, f"{base}_clip_min", f"{base}_clip_max"],
-                [f"{base}_clipped"],
-                name=f"{base}_Clip",
-            )
-        )
-        src = f"{base}_clipped"
-    ins = [f"{base}_scale", f"{base}_zero_point"]
-    nodes += [
-        helper.make_node("QuantizeLinear", [src, *ins], [f"{base}_q"], name=f"{base}_Q"),
-        helper.make_node("DequantizeLinear", [f"{base}_q", *ins], [base], name=f"{base}_DQ"),
-    ]
-    for n in nodes:
-        n.doc_string = f"quantviz {fqn}: input activation {spec.short()}"
-    return inits, nodes, base
-
-
 # ---------------------------------------------------------------------------------------
 # the export
 # ---------------------------------------------------------------------------------------
@@ -625,8 +506,8 @@ def quantize_graph(
     from quantviz.io.exporters import check_strict
 
     graph = model.graph
-    _constants_to_initializers(graph)
-    _name_nodes(graph)
+    constants_to_initializers(graph)
+    name_nodes(graph)
     found, missing = match_weights(handle, model)
     float_types = {
         t.name: onnx.helper.tensor_dtype_to_np_dtype(t.data_type) for t in graph.initializer
@@ -696,7 +577,7 @@ def quantize_graph(
             )
         fq = fit_static(lay.fqn, act, st)
         for i, u in enumerate(x for x in uses if x.op_type != "Gather"):
-            inits, nodes, out = _qdq_activation(lay.fqn, u.data, fq, f"_{i}" if i else "")
+            inits, nodes, out = qdq_activation(lay.fqn, u.data, fq, f"_{i}" if i else "")
             new_inits += inits
             before.setdefault(u.node, []).extend(nodes)
             rewire[u.node] = out
