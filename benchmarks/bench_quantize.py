@@ -13,7 +13,13 @@ k-means and mse/kl numbers include the sort.
 The "uniform mse" / "uniform kl" rows time range calibration (8-bit symmetric) per tensor and
 per channel; ``--calibrations ""`` skips them.
 
+Every row is printed at 1 thread and at torch's default thread count (``--threads``);
+``quantize`` itself picks its thread count per call (``core.quantizers.base.kernel_threads``:
+one thread on a machine with no idle core), so its default-thread rows show that choice
+against torch's kernels running at the default count.
+
     python benchmarks/bench_quantize.py [--sizes 1M,10M] [--repeat 5] [--calibrations mse,kl]
+        [--threads 1,default]
 """
 
 from __future__ import annotations
@@ -47,9 +53,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quantizers", default=",".join(QUANTIZERS))
     ap.add_argument("--calibrations", default="mse,kl")
+    ap.add_argument("--threads", default="1,default")
     args = ap.parse_args()
+    default = torch.get_num_threads()
+    for th in args.threads.split(","):
+        n = default if th == "default" else int(th)
+        torch.set_num_threads(n)
+        run_all(args, n)
+    torch.set_num_threads(default)
+
+
+def run_all(args: argparse.Namespace, threads: int) -> None:
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {threads} threads")
     print(
         f"{'size':>4} {'quantizer':>9} {'granularity':>12} {'ms':>9} {'x copy':>7} {'x torch':>8}"
     )

@@ -134,14 +134,14 @@ def comparison_spec(spec: QuantSpec, quantizer: str) -> QuantSpec:
 
 def _quantized(w: torch.Tensor, spec: QuantSpec, channel: int) -> Quantized:
     r = quantize(w, spec)
-    lv = r.levels
-    rows = 1 if lv.ndim == 1 else int(lv.shape[0])
-    if lv.ndim == 1:
-        row_lv = lv
+    per_tensor = r.row_view.granularity == "per_tensor"
+    rows = 1 if per_tensor else r.row_view.rows
+    if per_tensor:
+        row_lv = r.levels
         lo, hi = float(r.clip_min), float(r.clip_max)
     else:
         c = min(max(channel, 0), rows - 1)
-        row_lv = lv[c]
+        row_lv = r.row_levels(c)  # one row: the [R, L] table of a large layer is gigabytes
         lo, hi = float(r.clip_min.reshape(-1)[c]), float(r.clip_max.reshape(-1)[c])
     return Quantized(
         spec=spec,
@@ -184,8 +184,10 @@ def layer_view(
     w = w.detach()
 
     def whole() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        w2 = (w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)).float()
-        mn, mx = torch.amin(w2, dim=1), torch.amax(w2, dim=1)  # aminmax(dim) is ~10x slower
+        w2 = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
+        # in the tensor's own dtype (exact; no float32 copy of a 16-bit layer);
+        # aminmax(dim) is ~10x slower
+        mn, mx = torch.amin(w2, dim=1).float(), torch.amax(w2, dim=1).float()
         return (*_np_hist(w, HIST_BINS), mn.numpy(), mx.numpy())
 
     counts, edges, cmin, cmax = cache.get(w, (fqn,), whole)

@@ -15,7 +15,7 @@ import torch
 
 from quantviz.core.dist import Distribution
 from quantviz.core.fitting import _fit, _needs_sorted
-from quantviz.core.quantizers.base import Fitted, row_view
+from quantviz.core.quantizers.base import Fitted, kernel_threads, row_view
 from quantviz.core.result import QuantResult
 from quantviz.core.sorted_rows import (
     _CACHE,
@@ -59,22 +59,23 @@ def quantize(x: torch.Tensor, spec: QuantSpec, *, out: torch.Tensor | None = Non
     if x.device.type != "cpu":
         x = x.cpu()
     rv = row_view(x.shape, spec)
-    xr = rv.to_rows(x)
-    if not xr.is_contiguous():
-        xr = xr.contiguous()
-    mn, mx = _row_extremes(xr)
-    _check_finite(mn, mx)
-    dists = _CACHE.get(orig, rv, xr, mn, mx) if _needs_sorted(spec) else None
-    fitted = _fit(spec, mn, mx, dists)
-    if out is None or out.numel() != xr.numel() or out.dtype != torch.float32:
-        out_rows = torch.empty_like(xr)
-    else:
-        out_rows = out.view(xr.shape)
-    fitted.apply_(xr, out_rows)
-    dq = rv.from_rows(out_rows)
-    if dq.dtype != x.dtype:
-        dq = dq.to(x.dtype)
-    return QuantResult(x, spec, rv, fitted, xr, out_rows, dq)
+    with kernel_threads(x.numel()):
+        xr = rv.to_rows(x)
+        if not xr.is_contiguous():
+            xr = xr.contiguous()
+        mn, mx = _row_extremes(xr)
+        _check_finite(mn, mx)
+        dists = _CACHE.get(orig, rv, xr, mn, mx) if _needs_sorted(spec) else None
+        fitted = _fit(spec, mn, mx, dists)
+        if out is None or out.numel() != xr.numel() or out.dtype != torch.float32:
+            out_rows = torch.empty_like(xr)
+        else:
+            out_rows = out.view(xr.shape)
+        fitted.apply_(xr, out_rows)
+        dq = rv.from_rows(out_rows)
+        if dq.dtype != x.dtype:
+            dq = dq.to(x.dtype)
+    return QuantResult(x, spec, rv, fitted, xr, out_rows, dq, mn, mx)
 
 
 def fake_quantize(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:

@@ -8,7 +8,7 @@ from functools import cached_property
 
 import torch
 
-from quantviz.core.quantizers.base import Fitted, RowView, chunks
+from quantviz.core.quantizers.base import Fitted, RowView, chunk_target, chunks, kernel_threads
 from quantviz.core.spec import QuantSpec
 
 __all__ = ["QuantResult"]
@@ -43,6 +43,8 @@ class QuantResult:
         xr: torch.Tensor,
         out_rows: torch.Tensor,
         dequantized: torch.Tensor,
+        row_min: torch.Tensor | None = None,
+        row_max: torch.Tensor | None = None,
     ):
         self.spec = spec
         self.row_view = rv
@@ -51,6 +53,8 @@ class QuantResult:
         self._x = x
         self._xr = xr
         self._out_rows = out_rows
+        self._row_min = row_min
+        self._row_max = row_max
 
     def _shaped(self, t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
@@ -72,6 +76,12 @@ class QuantResult:
         lv = self.fitted.levels().to(self.dequantized.dtype)
         return lv[0] if self.row_view.granularity == "per_tensor" else lv
 
+    def row_levels(self, row: int) -> torch.Tensor:
+        """``levels[row]`` (``levels`` per tensor) without building the whole table."""
+        if self.row_view.granularity == "per_tensor":
+            return self.levels
+        return self.fitted.row_levels(row).to(self.dequantized.dtype)
+
     @cached_property
     def _bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = self.fitted.bounds()
@@ -88,32 +98,56 @@ class QuantResult:
 
     @cached_property
     def _metrics(self) -> tuple[float, float, float]:
+        with kernel_threads(self._xr.numel()):
+            return self._compute_metrics()
+
+    def _compute_metrics(self) -> tuple[float, float, float]:
         rv = self.row_view
-        xr = self._xr
-        if self.dequantized.dtype == torch.float32:
+        xr = self._xr  # the input's rows in float32
+        dq = self.dequantized
+        convert = dq.dtype != torch.float32  # measure what the caller gets: its own dtype
+        if not convert:
             dr = self._out_rows
-        else:  # measure what the caller gets: the output in its own dtype
-            dr = rv.to_rows(self.dequantized)
-            xr = rv.to_rows(self._x)
+        elif rv.granularity == "per_channel" and rv.axis != 0:
+            dr, convert = rv.to_rows(dq), False
+        else:  # converted a chunk at a time: no float32 copy of the whole output
+            dr = dq.reshape(rv.rows, rv.row_len)
         # a hair of tolerance: a scale computed as max/levels can put the max value one ulp
         # beyond the top level; that is rounding, not clipping
         lo, hi = (b.to(torch.float32) for b in self._bounds)
         tol = 2.0**-20 * torch.maximum(lo.abs(), hi.abs())
         lo, hi = lo - tol, hi + tol
         rows, k = xr.shape
+        # rows whose extremes lie inside their range clip nothing on that side: skip them
+        # (symmetric grids never clip below, NF4 and minmax grids hardly at all)
+        need_lo = need_hi = None
+        if self._row_min is not None and self._row_max is not None:
+            need_lo = (self._row_min.reshape(-1) < lo).tolist()
+            need_hi = (self._row_max.reshape(-1) > hi).tolist()
         sse = sig = 0.0
         clipped = 0
-        tmp = torch.empty(min(xr.numel(), 1 << 18))
-        for r0, r1, c0, c1 in chunks(rows, k):
+        target = chunk_target()
+        tmp = torch.empty(min(xr.numel(), target))
+        flags = torch.empty(tmp.numel(), dtype=torch.bool)
+        for r0, r1, c0, c1 in chunks(rows, k, target):
             xs = xr[r0:r1, c0:c1]
             e = tmp[: xs.numel()].view(xs.shape)
-            torch.sub(dr[r0:r1, c0:c1], xs, out=e)
+            if convert:
+                e.copy_(dr[r0:r1, c0:c1])
+                e.sub_(xs)
+            else:
+                torch.sub(dr[r0:r1, c0:c1], xs, out=e)
             ef = e.reshape(-1)
             sse += float(torch.dot(ef, ef))
             xf = xs.reshape(-1) if xs.is_contiguous() else xs.contiguous().reshape(-1)
             sig += float(torch.dot(xf, xf))
-            clipped += int(torch.count_nonzero(xs < lo[r0:r1, None]))
-            clipped += int(torch.count_nonzero(xs > hi[r0:r1, None]))
+            f = flags[: xs.numel()].view(xs.shape)
+            if need_lo is None or any(need_lo[r0:r1]):
+                torch.lt(xs, lo[r0:r1, None], out=f)
+                clipped += int(torch.count_nonzero(f))
+            if need_hi is None or any(need_hi[r0:r1]):
+                torch.gt(xs, hi[r0:r1, None], out=f)
+                clipped += int(torch.count_nonzero(f))
         n = xr.numel()
         mse = sse / n
         sqnr = math.inf if sse == 0.0 else 10.0 * math.log10(max(sig, 1e-300) / sse)

@@ -281,8 +281,10 @@ def prepare_weights(
     config: ModelConfig,
     cache: WeightCache,
     state: Transformed | None = None,
+    prepared: Mapping[str, WeightEntry] | None = None,
 ) -> Generator[Progress, None, dict[str, WeightEntry]]:
-    """Quantize (or fetch from ``cache``) every quantized layer's weight; yields per layer.
+    """Quantize (or fetch from ``prepared`` or ``cache``) every quantized layer's weight;
+    yields per layer.
 
     With ``state`` (from :func:`quantviz.eval.transforms.prepare_transforms`) the weights are
     the transformed ones and AdaRound / GPTQ layers take their rounded weights from it.
@@ -293,6 +295,11 @@ def prepare_weights(
     out: dict[str, WeightEntry] = {}
     tag = None if state is None or state.empty else state.key
     for i, (fqn, spec) in enumerate(todo, start=1):
+        done = None if prepared is None else prepared.get(fqn)
+        if done is not None:
+            out[fqn] = done
+            yield Progress(i, len(todo), "quantize")
+            continue
         lay = handle.layer(fqn)  # quantization reads output channels on axis 0 (Conv1D: .t())
         w = handle.quant_weight(fqn) if state is None else lay.to_quant(state.weight(handle, fqn))
         if spec.rounding == "nearest" or state is None or (fqn, spec) not in state.rounded:
@@ -396,6 +403,8 @@ def apply_config(
     stats: Mapping[str, LayerStats] | None = None,
     cache: WeightCache | None = None,
     state: Transformed | None = None,
+    prepared: Mapping[str, WeightEntry] | None = None,
+    stream: bool = False,
 ) -> Iterator[AppliedConfig]:
     """Fake-quantize ``handle``'s model under ``config`` inside a ``with`` block.
 
@@ -404,8 +413,18 @@ def apply_config(
     layers with a static activation spec. ``cache`` reuses fake-quantized weights across
     calls. ``state`` (from :func:`quantviz.eval.transforms.prepare_transforms`; required when
     ``config`` has transforms or AdaRound / GPTQ rounding) puts the transformed weights and
-    inserted operations in first. On exit — normal or by an exception — every parameter gets
-    its original tensor back and every hook is removed: the float model is exactly as before.
+    inserted operations in first. ``prepared`` (what :func:`prepare_weights` returned for
+    this ``config``) is used as is: a model larger than the cache is then not quantized
+    twice. On exit — normal or by an exception — every parameter gets its original tensor
+    back and every hook is removed: the float model is exactly as before.
+
+    ``stream=True`` quantizes each layer's weight when its module runs (a forward pre-hook)
+    and puts the float weight back when it returns, so only one layer's fake-quantized
+    weight exists at a time besides what ``cache`` keeps (pass ``WeightCache(max_bytes=0)``
+    for none): a model never has a second full copy of its weights. Every forward pass then
+    re-quantizes the layers the cache does not hold; ``AppliedConfig.weights`` is empty.
+    Tied weights (an ``lm_head`` sharing the embedding) are quantized once per block. It
+    does not combine with transforms or AdaRound / GPTQ (``state``).
 
     Raises ``ValueError`` for override keys matching no layer, a static activation spec
     without statistics for its layer, or a config applied while another one is active.
@@ -417,8 +436,10 @@ def apply_config(
     t0 = time.perf_counter()
     # everything that can fail is computed before the model is touched
     entries: dict[str, WeightEntry] = {}
-    gen = prepare_weights(handle, config, cache, state)
-    while True:
+    if stream and state is not None and not state.empty:
+        raise ValueError("stream: transforms and AdaRound / GPTQ need the whole model prepared")
+    gen = prepare_weights(handle, config, cache, state, prepared)
+    while not stream:
         try:
             next(gen)
         except StopIteration as stop:
@@ -454,6 +475,8 @@ def apply_config(
             for p in _parameters(handle, fqn):
                 swapped.append((p, p.data))
                 p.data = stored
+        if stream:
+            removers.extend(_streaming_hooks(handle, config, cache, swapped))
         for fqn, hook in hooks.items():
             removers.append(handle.add_hooks(fqn, pre=hook))
         yield AppliedConfig(entries, kinds, q_seconds)
@@ -466,3 +489,72 @@ def apply_config(
             outer.__exit__(None, None, None)
         finally:
             handle.meta.pop(_APPLIED_FLAG, None)
+
+
+def _streaming_hooks(
+    handle: ModelHandle,
+    config: ModelConfig,
+    cache: WeightCache,
+    swapped: list[tuple[torch.nn.Parameter, torch.Tensor]],
+) -> list[Callable[[], None]]:
+    """Forward hooks swapping each layer's quantized weight in for the duration of its
+    module's call (see :func:`apply_config`); ``swapped`` gets every parameter's float
+    tensor first, so the caller restores them whatever happens."""
+    from quantviz.model.handle import _submodule
+
+    removers: list[Callable[[], None]] = []
+    for fqn in handle.fqns:
+        spec = config.resolve(fqn).weight
+        if spec is None:
+            continue
+        lay = handle.layer(fqn)
+        params = _parameters(handle, fqn)
+        floats = [p.data for p in params]
+        for p, f in zip(params, floats, strict=True):
+            swapped.append((p, f))
+        pinned: dict[str, torch.Tensor] = {}  # a tied weight: quantized once, kept
+        active = [0]  # modules of this layer inside their forward
+
+        def pre(
+            _m: torch.nn.Module,
+            _a: tuple,
+            fqn: str = fqn,
+            spec: QuantSpec = spec,
+            lay: Any = lay,
+            params: list[torch.nn.Parameter] = params,
+            floats: list[torch.Tensor] = floats,
+            pinned: dict[str, torch.Tensor] = pinned,
+            active: list[int] = active,
+        ) -> None:
+            active[0] += 1
+            if active[0] > 1:
+                return
+            stored = pinned.get(fqn)
+            if stored is None:
+                for p, f in zip(params, floats, strict=True):
+                    p.data = f  # quantize the float weight
+                stored = lay.to_stored(cache.get(fqn, spec, handle.quant_weight(fqn)).dequantized)
+                if lay.tied:
+                    pinned[fqn] = stored
+            for p in params:
+                p.data = stored
+
+        def post(
+            _m: torch.nn.Module,
+            _a: tuple,
+            _o: Any,
+            params: list[torch.nn.Parameter] = params,
+            floats: list[torch.Tensor] = floats,
+            active: list[int] = active,
+        ) -> None:
+            active[0] -= 1
+            if active[0] == 0:
+                for p, f in zip(params, floats, strict=True):
+                    p.data = f
+
+        mods = [_submodule(handle.module, lay.module_fqn)]
+        mods += [_submodule(handle.module, q.rpartition(".")[0]) for q in lay.tied]
+        for m in mods:
+            removers.append(m.register_forward_pre_hook(pre).remove)
+            removers.append(m.register_forward_hook(post).remove)
+    return removers

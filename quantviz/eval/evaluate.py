@@ -344,7 +344,9 @@ def evaluate(
     ref = baseline.outputs
     stage = "forward (quantized model)"
     try:
-        applying = apply_config(handle, config, stats=stats, cache=cache, state=state)
+        applying = apply_config(
+            handle, config, stats=stats, cache=cache, state=state, prepared=entries
+        )
     except ValueError as exc:
         raise EvalError(handle.source, "quantize", str(exc)) from exc
     with torch.no_grad(), applying:

@@ -142,6 +142,16 @@ def test_cache_shared_between_evaluations(handle, data):
     assert cache.misses == misses + 1
 
 
+def test_a_model_larger_than_the_cache_is_quantized_once(handle, data):
+    """With no room in the cache, every layer's weight is still quantized exactly once."""
+    cache = WeightCache(max_bytes=0)
+    r = run(evaluate(handle, data, W8, cache=cache))
+    assert cache.misses == len(handle.fqns) and cache.hits == 0
+    assert len(cache) == 1  # the cache keeps at least its newest entry, nothing more
+    r_big = run(evaluate(handle, data, W8, cache=WeightCache()))
+    assert r.value == r_big.value
+
+
 def test_stop_at_any_yield_restores_the_float_model(handle, data):
     x = data.x[:32]
     with torch.no_grad():

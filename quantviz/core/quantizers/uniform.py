@@ -106,6 +106,10 @@ class UniformFitted(Fitted):
         q = torch.arange(self.qmin, self.qmax + 1, dtype=torch.float32)
         return (q[None, :] - self._zpf[:, None]) * self._s[:, None]
 
+    def row_levels(self, row: int) -> torch.Tensor:
+        q = torch.arange(self.qmin, self.qmax + 1, dtype=torch.float32)
+        return (q - self._zpf[row]) * self._s[row]
+
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         lo = (float(self.qmin) - self._zpf) * self._s
         hi = (float(self.qmax) - self._zpf) * self._s

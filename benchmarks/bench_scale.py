@@ -1,0 +1,393 @@
+"""Scale: per-layer kernels against plain-torch references, and whole language models.
+
+Per layer (float32, printed at 1 thread and at torch's default thread count):
+
+* NF4 with 64-value blocks vs bitsandbytes' algorithm in plain torch (absmax per block,
+  times its reciprocal, the nearest NF4 code, code times absmax; bitsandbytes itself is not
+  installed). Two references: the nearest code by ``bucketize`` over the midpoints (the
+  fastest plain-torch way) and by ``argmin |x - code|`` (what bitsandbytes' pure-torch
+  backend does), both in 1M-value chunks;
+* uniform int4 g128 vs the plain ``amax / round / clamp / mul`` expression;
+* k-means 16 levels and uniform 4-bit ``mse`` calibration per tensor on 16.8M values
+  (target <= 1 s; the sorted-rows cache is cleared before each call).
+
+``ratio`` = quantviz / reference (< 1: quantviz faster); "bit-identical" is checked.
+
+Whole models, each stage in a fresh subprocess that opens the checkpoint (so every peak RSS
+is that of the open plus the stage, nothing inherited): a GPT-2
+124M-shaped model and a TinyLlama 1.1B-shaped one (``LlamaConfig`` hidden 2048, 22 layers,
+intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
+``save_pretrained`` to a temp dir (GPT-2 float32, TinyLlama bfloat16 safetensors), then:
+
+* ``from_pretrained`` + one forward (the reference of "open");
+* ``quantviz.model.load_model(DIR)`` -> layers found; peak RSS (``VmHWM``, reset per stage
+  through ``/proc/self/clear_refs``) as a ratio to the checkpoint's bytes;
+* SQNR of every layer at W4 g128 (the controller's ``compute_sqnr`` path);
+* a bits change 8 -> 4 g128 on the largest layer (the embedding): histogram + grid data
+  (``core.layer_view``, what the GUI's worker computes);
+* a weight-only W4 g128 forward on 4 x 128 tokens (``eval.apply_config``, quantization
+  included) vs the float forward, next-token cross-entropy of both; then the same with
+  ``stream=True`` and no weight cache (one layer's quantized weight at a time).
+
+    python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
+
+``--keep DIR`` writes the checkpoints to ``DIR/<model>`` and reuses them on the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+GB = 1e9
+
+
+# ---------------------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------------------
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak() -> None:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak() -> int:
+    return _status("VmHWM")
+
+
+def rss() -> int:
+    return _status("VmRSS")
+
+
+# ---------------------------------------------------------------------------------------
+# per layer
+# ---------------------------------------------------------------------------------------
+NF4 = [
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+]
+
+
+def nf4_plain(w: torch.Tensor, block: int = 64, argmin: bool = False) -> torch.Tensor:
+    """bitsandbytes' NF4 blockwise quantize + dequantize in plain torch (1M-value chunks)."""
+    code = torch.tensor(NF4)
+    mids = (code[1:] + code[:-1]) * 0.5
+    b = w.reshape(-1, block)
+    absmax = b.abs().amax(1, keepdim=True)
+    out = torch.empty_like(b)
+    step = max(1, (1 << 20) // block)
+    for r0 in range(0, b.shape[0], step):
+        s = b[r0 : r0 + step] * (1.0 / absmax[r0 : r0 + step])
+        if argmin:
+            idx = torch.argmin((s.reshape(-1, 1) - code).abs(), dim=1).reshape(s.shape)
+        else:
+            idx = torch.bucketize(s, mids)
+        out[r0 : r0 + step] = code[idx] * absmax[r0 : r0 + step]
+    return out.reshape(w.shape)
+
+
+def int4_g128_plain(w: torch.Tensor) -> torch.Tensor:
+    g = w.reshape(-1, 128)
+    amax = torch.maximum(-g.amin(1).clamp(max=0), g.amax(1).clamp(min=0))
+    scale = torch.clamp(amax / 7.5, min=torch.finfo(torch.float32).eps)[:, None]
+    return (torch.clamp(torch.round(g * (1.0 / scale)), -8, 7) * scale).reshape(w.shape)
+
+
+def timeit(fn, repeat: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def layer_rows(repeat: int) -> None:
+    from quantviz.core import QuantSpec, clear_cache, quantize
+
+    torch.manual_seed(0)
+    w = torch.randn(4096, 4096) * 0.02
+    nf4 = QuantSpec(bits=4, quantizer="nf4", granularity="per_group", group_size=64)
+    i4 = QuantSpec(bits=4, granularity="per_group", group_size=128)
+    km = QuantSpec(bits=4, quantizer="kmeans")
+    mse = QuantSpec(bits=4, calibration="mse")
+    default = torch.get_num_threads()
+    print(f"per layer: 4096x4096 float32 (16.8M values), load {os.getloadavg()[0]:.1f}")
+    print(f"{'threads':>7} {'row':<34} {'quantviz s':>10} {'ref s':>8} {'ratio':>6}  identical")
+    for th in sorted({1, default}):
+        torch.set_num_threads(th)
+        rows = [
+            ("NF4 g64 vs bnb (bucketize)", nf4, lambda: nf4_plain(w)),
+            ("NF4 g64 vs bnb (argmin)", nf4, lambda: nf4_plain(w, argmin=True)),
+            ("int4 g128 vs amax/round/clamp/mul", i4, lambda: int4_g128_plain(w)),
+            ("int4 g128 + metrics vs plain", i4, lambda: int4_g128_plain(w)),
+        ]
+        for name, spec, ref in rows:
+            metrics = "metrics" in name
+
+            def ours(spec=spec, metrics=metrics):
+                r = quantize(w, spec)
+                return (r, r.sqnr_db) if metrics else (r, None)
+
+            t_q = timeit(ours, repeat)
+            t_r = timeit(ref, 1 if "argmin" in name else repeat)
+            same = torch.equal(ours()[0].dequantized, ref())
+            print(f"{th:>7} {name:<34} {t_q:10.3f} {t_r:8.3f} {t_q / t_r:6.2f}  {same}")
+        for name, spec in (("k-means 16 levels (target <= 1 s)", km), ("uniform 4b mse cal", mse)):
+
+            def fresh(spec=spec):
+                clear_cache()
+                return quantize(w, spec).sqnr_db
+
+            t = timeit(fresh, max(1, repeat // 2))
+            print(f"{th:>7} {name:<34} {t:10.3f} {'':>8} {'':>6}")
+    torch.set_num_threads(default)
+
+
+# ---------------------------------------------------------------------------------------
+# whole models (each stage in its own process)
+# ---------------------------------------------------------------------------------------
+def _config(model: str):
+    import transformers as tf
+
+    if model == "gpt2":
+        return tf.GPT2Config(), tf.GPT2LMHeadModel, torch.float32
+    cfg = tf.LlamaConfig(
+        hidden_size=2048,
+        num_hidden_layers=22,
+        intermediate_size=5632,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+    )
+    return cfg, tf.LlamaForCausalLM, torch.bfloat16
+
+
+def stage_build(model: str, path: str) -> dict:
+    if (Path(path) / "config.json").is_file():  # a kept checkpoint from an earlier run
+        import safetensors
+
+        n = 0
+        for f in Path(path).glob("*.safetensors"):
+            with safetensors.safe_open(str(f), "pt") as sf:
+                for k in sf.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    n += _numel(sf, k)
+        ckpt = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+        return {"params": n, "ckpt_bytes": ckpt}
+    cfg, cls, dtype = _config(model)
+    torch.manual_seed(0)
+    torch.set_default_dtype(dtype)  # initialise in the checkpoint's dtype: half the memory
+    m = cls(cfg)
+    torch.set_default_dtype(torch.float32)
+    m.save_pretrained(path, safe_serialization=True)
+    n = sum(p.numel() for p in m.parameters())
+    ckpt = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+    return {"params": n, "ckpt_bytes": ckpt}
+
+
+def _numel(sf, key: str) -> int:
+    n = 1
+    for d in sf.get_slice(key).get_shape():
+        n *= int(d)
+    return n
+
+
+def _tokens(vocab: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, vocab, (4, 128), generator=g)
+
+
+def _ce(logits: torch.Tensor, ids: torch.Tensor) -> float:
+    lg = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    return float(torch.nn.functional.cross_entropy(lg, ids[:, 1:].reshape(-1)))
+
+
+def stage_reference(model: str, path: str) -> dict:
+    os.environ["HF_HUB_OFFLINE"] = "1"  # as quantviz opens it: no network look-ups
+    import transformers as tf
+
+    _, cls, _ = _config(model)
+    reset_peak()
+    t0 = time.perf_counter()
+    m = cls.from_pretrained(path, dtype="auto", local_files_only=True).eval()
+    t_load = time.perf_counter() - t0
+    ids = _tokens(m.config.vocab_size)[:1]
+    with torch.no_grad():
+        m(ids)
+    t = time.perf_counter() - t0
+    del tf
+    return {"ref_open_s": t, "ref_load_s": t_load, "ref_peak": peak()}
+
+
+PARTS = ("open", "sqnr", "view", "w4", "w4s")
+
+
+def stage_quantviz(model: str, path: str, part: str) -> dict:
+    """Open the checkpoint with quantviz and do one ``part``; peaks are the process's own
+    (VmHWM since start: the open plus the part), so no stage inherits another's garbage."""
+    import transformers  # noqa: F401 - imported before the clock, as the reference does
+
+    from quantviz.app.metrics import compute_sqnr
+    from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+    from quantviz.core.layer_view import LayerViewCache, layer_view
+    from quantviz.eval import WeightCache, apply_config
+    from quantviz.model import load_model
+
+    out: dict = {}
+    t0 = time.perf_counter()
+    h = load_model(path)
+    out["open_s"] = time.perf_counter() - t0
+    out["layers"] = len(h.layers)
+    out["open_peak"] = peak()
+    w4 = QuantSpec(bits=4, granularity="per_group", group_size=128)
+    w8 = QuantSpec(bits=8, granularity="per_group", group_size=128)
+    weights = {f: h.quant_weight(f) for f in h.fqns}
+    if part == "sqnr":
+        t0 = time.perf_counter()
+        sq = list(compute_sqnr(weights, [(f, w4) for f in h.fqns]))
+        out["sqnr_s"] = time.perf_counter() - t0
+        out["sqnr_min_db"] = min(s for _, _, s in sq)
+    elif part == "view":
+        big = max(h.fqns, key=lambda f: h.layer(f).weight_numel)
+        out["big_layer"] = big
+        out["big_numel"] = h.layer(big).weight_numel
+        cache = LayerViewCache()
+        t0 = time.perf_counter()
+        layer_view(big, weights[big], w8, None, 0, cache)
+        out["select_big_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        layer_view(big, weights[big], w4, None, 0, cache)
+        out["bits_change_s"] = time.perf_counter() - t0
+    elif part in ("w4", "w4s"):
+        ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+        mod = h.module
+        cfg = ModelConfig(default=LayerConfig(weight=w4))
+        with torch.no_grad():
+            mod(ids[:1, :8])  # warm-up
+            t0 = time.perf_counter()
+            out["ce_float"] = _ce(mod(ids).logits, ids)
+            out["float_fwd_s"] = time.perf_counter() - t0
+            kw = {"cache": WeightCache(max_bytes=0), "stream": True} if part == "w4s" else {}
+            t0 = time.perf_counter()
+            with apply_config(h, cfg, **kw):  # type: ignore[arg-type]
+                out["ce_w4"] = _ce(mod(ids).logits, ids)
+            out["w4_fwd_s"] = time.perf_counter() - t0
+    out["peak"] = peak()
+    return out
+
+
+def _run_stage(stage: str, model: str, path: str) -> dict:
+    cmd = [sys.executable, __file__, "--stage", stage, "--models", model, "--keep", path]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"stage {stage} ({model}) failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def model_rows(model: str, keep: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(keep or tmp) / model)
+        t0 = time.perf_counter()
+        b = _run_stage("build", model, path)
+        print(
+            f"\n{model}: {b['params'] / 1e6:.0f}M parameters, checkpoint "
+            f"{b['ckpt_bytes'] / GB:.2f} GB (built in {time.perf_counter() - t0:.0f} s), "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        r = _run_stage("reference", model, path)
+        ck = b["ckpt_bytes"]
+        print(
+            f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
+            f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
+            flush=True,
+        )
+        q = {p: _run_stage("quantviz:" + p, model, path) for p in PARTS}
+
+        def pk(p: str) -> str:
+            v = q[p]["peak"]
+            return f"peak {v / GB:5.2f} GB ({v / ck:.2f}x ckpt)"
+
+        o, s, v = q["open"], q["sqnr"], q["view"]
+        print(
+            f"  open -> {o['layers']} layers found      {o['open_s']:8.1f} s   "
+            f"{o['open_s'] / r['ref_open_s']:.2f}x ref   {pk('open')}"
+        )
+        print(f"  SQNR of every layer, W4 g128   {s['sqnr_s']:8.1f} s   {pk('sqnr')}")
+        print(
+            f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) {v['select_big_s']:6.2f} s"
+            f"   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   {pk('view')}"
+        )
+        for p, name in (("w4", "W4 g128 forward (incl. quant.)"), ("w4s", "same, stream=True")):
+            w = q[p]
+            print(
+                f"  {name:<30} {w['w4_fwd_s']:8.2f} s   {w['w4_fwd_s'] / w['float_fwd_s']:.2f}x "
+                f"float ({w['float_fwd_s']:.2f} s)   CE {w['ce_w4']:.4f} (float "
+                f"{w['ce_float']:.4f})   {pk(p)}",
+                flush=True,
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="gpt2,tinyllama")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-layers", action="store_true")
+    ap.add_argument(
+        "--keep", default=None, help="folder to keep the checkpoints in (reused when present)"
+    )
+    ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.stage:
+        if args.stage.startswith("quantviz:"):
+            res = stage_quantviz(args.models, args.keep, args.stage.partition(":")[2])
+        else:
+            fn = {"build": stage_build, "reference": stage_reference}
+            res = fn[args.stage](args.models, args.keep)
+        print(json.dumps(res))
+        return
+    print(
+        f"torch {torch.__version__}, default {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} cores"
+    )
+    if not args.skip_layers:
+        layer_rows(args.repeat)
+    for m in filter(None, args.models.split(",")):
+        model_rows(m, args.keep)
+
+
+if __name__ == "__main__":
+    main()
