@@ -287,9 +287,11 @@ class TradeoffPlot(QWidget):
                 + ("s" if len(entries) != 1 else ""),
                 size="10pt",
             )
-        else:
-            pi.setLabel("left", "metric")
-            pi.setTitle("Accuracy vs memory — press F5 to evaluate", size="10pt")
+        else:  # before any result: what F5 will measure on this model
+            lm = bool(getattr(self.session.handle, "is_causal_lm", False))
+            pi.setLabel("left", "perplexity (lower is better)" if lm else "metric")
+            what = "Perplexity" if lm else "Accuracy"
+            pi.setTitle(f"{what} vs memory — press F5 to evaluate", size="10pt")
         self._mark_current()
         self._mark_compared()
         self.pointsChanged.emit(len(entries))

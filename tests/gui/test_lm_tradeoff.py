@@ -75,6 +75,10 @@ def test_open_tiny_lm_from_the_menu_and_evaluate(window, qtbot):
     model = win.table.model
     assert model.grouped and model.rowCount() == 6
     assert [len(g.members) for g in model.groups] == [7, 7, 7, 7]
+    # before any result the plot already says what F5 will measure
+    pi = win.tradeoff.plot.getPlotItem()
+    assert pi.titleLabel.text.startswith("Perplexity vs memory")
+    assert "perplexity" in pi.getAxis("left").labelText
     with qtbot.waitSignal(win.jobDone, timeout=300_000):
         win.evaluate()
     tp = win.tradeoff
