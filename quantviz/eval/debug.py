@@ -248,12 +248,6 @@ Variant = tuple[torch.Tensor | None, Callable[[torch.Tensor], torch.Tensor] | No
 def _module_of(handle: ModelHandle, fqn: str) -> torch.nn.Module:
     from quantviz.model.handle import _submodule
 
-    if handle.flavour == "onnx":  # one onnxruntime graph: no layer's output is seen alone
-        raise ValueError(
-            f"{handle.name}: error propagation needs each layer's output; an ONNX model runs "
-            "as one onnxruntime graph (open the PyTorch model, or use quantviz eval)"
-        )
-
     try:  # ValueError naming the model when its layers cannot be hooked (TorchScript)
         handle.add_hooks(fqn, pre=lambda x: None)()
     except ValueError as exc:
@@ -535,6 +529,11 @@ def debug(
     check_config(handle, config)
     cache = cache if cache is not None else WeightCache()
     stats = stats if stats is not None else {}
+    if handle.flavour == "onnx":  # one onnxruntime graph: no layer's output is seen alone
+        raise ValueError(
+            f"{handle.name}: error propagation needs each layer's output; an ONNX model runs "
+            "as one onnxruntime graph (open the PyTorch model, or use quantviz eval)"
+        )
     for f in handle.fqns:  # hookable? (ValueError naming the model)
         _module_of(handle, f)
         break
