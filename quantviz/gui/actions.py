@@ -85,7 +85,8 @@ def build_actions(win: Any) -> None:
         "Open data…",
         win.ask_open_data,
         None,
-        "Evaluation data: a .npz / .pt file with x and optional y",
+        "Evaluation data: type sample:digits (sample:tiny_lm for the language model) or a path, "
+        "or browse for a .npz / .pt file (x, optional y; token ids or .txt for a language model)",
     )
     win.loadConfigAction = act(
         "loadConfigAction",

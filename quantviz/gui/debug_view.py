@@ -24,7 +24,7 @@ from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, Qt, Signal
-from PySide6.QtGui import QAction, QFont
+from PySide6.QtGui import QAction, QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QDockWidget,
     QHBoxLayout,
@@ -37,9 +37,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from quantviz.app.compare import scheme_text
+from quantviz.core.spec import LayerConfig
+from quantviz.gui.layout import give_room, keep_room
 from quantviz.gui.plot_style import current_theme, style_plot
 
-__all__ = ["DebugView", "install_debug_view"]
+__all__ = ["DebugView", "LayerAxis", "install_debug_view", "short_names"]
 
 _FLAG = "#e03131"
 _WIDTH = 0.38
@@ -49,6 +52,73 @@ def _fmt_db(v: float) -> str:
     if math.isnan(v):
         return "-"
     return "exact" if v == math.inf else f"{v:.1f} dB"
+
+
+def short_names(fqns: list[str]) -> list[str]:
+    """Each name's shortest tail of dotted parts that no other name ends with
+    (``model.layers.1.self_attn.o_proj`` -> ``1.self_attn.o_proj``; ``fc1`` stays)."""
+    parts = [f.split(".") for f in fqns]
+    out = []
+    for p in parts:
+        for k in range(1, len(p) + 1):
+            tail = p[-k:]
+            if sum(1 for q in parts if q[-k:] == tail) == 1:
+                break
+        out.append(".".join(tail))
+    return out
+
+
+class LayerAxis(pg.AxisItem):
+    """The strip plot's bottom axis: one tick per layer, named by its short name (elided to
+    ``max_px``), thinned to as many names as fit the axis' width without overlapping."""
+
+    max_px = 110
+
+    def __init__(self, orientation: str) -> None:
+        super().__init__(orientation)
+        self.names: list[str] = []
+        self.labels: list[str] = []
+
+    def set_names(self, fqns: list[str]) -> None:
+        self.names = list(fqns)
+        fm = QFontMetrics(self.font())
+        self.labels = [
+            fm.elidedText(n, Qt.TextElideMode.ElideLeft, self.max_px)
+            for n in short_names(self.names)
+        ]
+        self.picture = None
+        self.update()
+
+    def step(self, size: float, lo: float, hi: float) -> int:
+        """Every ``step``-th layer is named: labels at least their width plus a gap apart."""
+        if not self.labels or size <= 0 or hi <= lo:
+            return 1
+        fm = QFontMetrics(self.font())
+        label_px = max(fm.horizontalAdvance(t) for t in self.labels) + 12
+        px_per_layer = size / (hi - lo)
+        return max(1, math.ceil(label_px / px_per_layer))
+
+    def tickValues(self, minVal: float, maxVal: float, size: float) -> list[Any]:
+        if not self.labels:
+            return super().tickValues(minVal, maxVal, size)
+        step = self.step(size, minVal, maxVal)
+        lo, hi = max(0, math.ceil(minVal)), min(len(self.labels) - 1, math.floor(maxVal))
+        return [(float(step), [float(i) for i in range(lo, hi + 1) if i % step == 0])]
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        if not self.labels:
+            return super().tickStrings(values, scale, spacing)
+        n = len(self.labels)
+        return [self.labels[round(v)] if 0 <= round(v) < n else "" for v in values]
+
+    def visible_labels(self) -> list[str]:
+        """The layer names drawn under the bars now (for tests and tools)."""
+        vb = self.linkedView()
+        if vb is None or not self.labels:
+            return []
+        (lo, hi), _ = vb.viewRange()
+        ticks = self.tickValues(lo, hi, self.geometry().width())
+        return self.tickStrings(ticks[0][1], 1.0, ticks[0][0])
 
 
 class DebugView(QTabWidget):
@@ -82,12 +152,14 @@ class DebugView(QTabWidget):
         top.addWidget(self.summaryLabel, 1)
         top.addWidget(self.runButton)
         lay.addLayout(top)
-        self.plot = pg.PlotWidget()
+        self.axis = LayerAxis("bottom")
+        self.plot = pg.PlotWidget(axisItems={"bottom": self.axis})
         self.plot.setObjectName("debugPlot")
         style_plot(self.plot, "layer (execution order)", "output SQNR (dB)")
         pi = self.plot.getPlotItem()
         pi.setMouseEnabled(x=False, y=False)
         self.legend = pi.addLegend(offset=(-6, 6), labelTextSize="8pt")
+        self.legend.setColumnCount(3)  # one row: the bars keep the plot's height
         th = current_theme()
         self.iso = pg.BarGraphItem(x=[], height=[], width=_WIDTH, brush=th.series[1])
         self.cum = pg.BarGraphItem(x=[], height=[], width=_WIDTH, brush=th.series[0])
@@ -134,6 +206,9 @@ class DebugView(QTabWidget):
         self.proxyTable.setObjectName("proxyTable")
         self.proxyTable.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.proxyTable.verticalHeader().setVisible(False)
+        self.proxyTable.setTextElideMode(Qt.TextElideMode.ElideLeft)  # keep a name's end
+        self.proxyTable.setWordWrap(False)
+        self.proxyTable.horizontalHeader().setStretchLastSection(True)
         self.proxyTable.cellClicked.connect(self._on_proxy_row)
         lay2.addWidget(self.proxyTable, 1)
         self.addTab(page2, "Proxies")
@@ -169,6 +244,7 @@ class DebugView(QTabWidget):
     def clear(self, *_: Any) -> None:
         self.result = self.report = None
         self.fqns = []
+        self.axis.set_names([])
         self.iso.setOpts(x=[], height=[])
         self.cum.setOpts(x=[], height=[])
         self.flags.setData([], [])
@@ -199,9 +275,7 @@ class DebugView(QTabWidget):
         fx = [x for x, lay in zip(xs, layers, strict=True) if lay.flagged]
         fy = [max(iso_h[x], cum_h[x], 0.0) + 2.0 for x in fx]
         self.flags.setData(fx, fy)
-        ax = self.plot.getPlotItem().getAxis("bottom")
-        step = max(1, len(layers) // 24)  # at most ~24 names under the bars
-        ax.setTicks([[(x, self.fqns[x]) for x in xs[::step]], []])
+        self.axis.set_names(self.fqns)
         lo = min([0.0, *iso_h, *cum_h])
         top = max([1.0, *iso_h, *cum_h])
         hi = top + max(5.0, 0.45 * (top - lo))  # room for the legend above the bars
@@ -291,7 +365,7 @@ class DebugView(QTabWidget):
         t.setRowCount(len(rows))
         for r, c in enumerate(rows):
             m = report.measured[c]
-            cells = [c[0], c[1].short(), f"{100 * m.drop:.2f}"]
+            cells = [c[0], scheme_text(LayerConfig(weight=c[1])), f"{100 * m.drop:.2f}"]
             for j, text in enumerate(cells):
                 t.setItem(r, j, QTableWidgetItem(text))
             for j, p in enumerate(names, start=3):
@@ -300,6 +374,12 @@ class DebugView(QTabWidget):
                 it.setToolTip(f"{p}: {report.values[p][c]:.4g} (rank {ranks[p][c]})")
                 t.setItem(r, j, it)
         t.resizeColumnsToContents()
+        for j in (0, 1):  # long layer names / schemes: elided (full text in the tooltip)
+            t.setColumnWidth(j, min(t.columnWidth(j), 240 if j == 0 else 160))
+        for r in range(t.rowCount()):
+            for j in (0, 1):
+                it = t.item(r, j)
+                it.setToolTip(it.text())
         finite = {p: v for p, v in rho.items() if math.isfinite(v)}
         best = max(finite, key=lambda p: finite[p]) if finite else None
         if best is not None:
@@ -326,11 +406,12 @@ def install_debug_view(win: Any) -> DebugView:
     """Add the dock (hidden until a run), the Run menu actions and the wiring to ``win``."""
     ctl = win.controller
     view = DebugView(win)
-    dock = QDockWidget("Error propagation", win)
+    dock = QDockWidget("Debug: error propagation and proxies", win)
     dock.setObjectName("debugDock")
     dock.setWidget(view)
     win.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
     dock.hide()
+    keep_room(win, dock)  # opened by a run or View > Panels: a readable height, not its minimum
 
     def run_debug() -> None:
         win.jobs.start_job(ctl.debug_job, "error propagation")
@@ -348,10 +429,10 @@ def install_debug_view(win: Any) -> DebugView:
     def done(kind: str) -> None:
         if kind == "debug" and ctl.debug_result is not None:
             view.show_debug(ctl.debug_result)
-            dock.show()
+            give_room(win, dock)
         elif kind == "proxies" and ctl.proxy_report is not None:
             view.show_proxies(ctl.proxy_report)
-            dock.show()
+            give_room(win, dock)
 
     win.debugAction = QAction("Debug error propagation", win)
     win.debugAction.setObjectName("debugAction")

@@ -1,0 +1,222 @@
+"""What a user meets on a 1366 x 768 screen: the debug dock fits and is readable, every dock
+can be reopened from View > Panels, File > Open data takes a typed source, and the proxies
+table names schemes like the rest of the app."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics
+from PySide6.QtWidgets import QApplication, QDockWidget
+
+# 95% of a 1366 x 768 screen's free area, as the window opens there (main_window._initial_size)
+SMALL = (1297, 729)
+
+
+def _small(qtbot, win) -> None:
+    win.resize(*SMALL)
+    qtbot.waitUntil(lambda: win.size().toTuple() == SMALL)
+
+
+def _run_debug(qtbot, win) -> None:
+    with qtbot.waitSignal(win.jobDone, timeout=60_000) as blocker:
+        win.debugAction.trigger()
+    assert blocker.args == ["debug"]
+    QApplication.processEvents()
+
+
+def test_debug_dock_fits_a_1366x768_screen_with_a_readable_plot(qtbot, window):
+    win = window
+    _small(qtbot, win)
+    _run_debug(qtbot, win)
+    dock, view = win.debugDock, win.debugView
+    qtbot.waitExposed(view.plot)
+    # the window did not grow past the screen's bottom edge (it grew to 918 px before)
+    assert win.height() <= 768 and win.minimumSizeHint().height() <= 729
+    # the dock opens with room (not its minimum height) and the strip plot is tall enough
+    assert dock.height() >= 0.35 * win.height()
+    assert view.plot.height() >= 180
+    # the central views keep their place above the dock, the layer controls scroll
+    assert win.centralWidget().height() >= 250
+    assert win.findChild(object, "controlsScroll").widget() is win.controls
+    # every layer named under its bars, and the names do not overlap
+    labels = view.axis.visible_labels()
+    assert labels == ["conv1", "conv2", "fc1", "fc2"]
+    # the legend is one row above the bars, not a box over them
+    assert view.legend.columnCount == 3
+
+
+def test_strip_axis_thins_long_layer_names_so_they_do_not_overlap(qtbot):
+    """30 Llama-like layer names under a 1280-px plot: short, non-overlapping names."""
+    from quantviz.gui.debug_view import DebugView, short_names
+
+    fqns = ["model.embed_tokens"]
+    for i in range(4):
+        for p in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            fqns.append(f"model.layers.{i}.self_attn.{p}")
+        for p in ("gate_proj", "up_proj", "down_proj"):
+            fqns.append(f"model.layers.{i}.mlp.{p}")
+    fqns.append("lm_head")
+    assert len(fqns) == 30
+    assert short_names(fqns)[:2] == ["embed_tokens", "0.self_attn.q_proj"]
+    assert short_names(["conv1", "fc1"]) == ["conv1", "fc1"]
+    view = DebugView()
+    qtbot.addWidget(view)
+    view.resize(1280, 300)
+    view.show()
+    qtbot.waitExposed(view)
+    view.axis.set_names(fqns)
+    view.plot.getPlotItem().setRange(xRange=(-0.8, 29.8), padding=0)
+    QApplication.processEvents()
+    labels = view.axis.visible_labels()
+    assert 3 <= len(labels) < 30
+    fm = QFontMetrics(view.axis.font())
+    widest = max(fm.horizontalAdvance(t) for t in labels)
+    assert widest <= view.axis.max_px + 2
+    assert len(labels) * widest < view.axis.width()  # side by side they fit: no overlap
+    # every name can still be found: the first tick is the first layer
+    assert labels[0] == "embed_tokens"
+
+
+def test_view_panels_reopen_every_dock(qtbot, window):
+    win = window
+    _small(qtbot, win)
+    view_menu = next(a.menu() for a in win.menuBar().actions() if a.text() == "&View")
+    assert win.panelsMenu.menuAction() in view_menu.actions()
+    toggles = {a.text(): a for a in win.panelsMenu.actions()}
+    docks = win.findChildren(QDockWidget)
+    assert {d.objectName() for d in docks} >= {"debugDock", "compareDock", "budgetDock"}
+    for d in docks:  # each dock has its own show/hide toggle
+        assert d.toggleViewAction() in win.panelsMenu.actions()
+    assert win.toolBar.toggleViewAction() in win.panelsMenu.actions()
+    _run_debug(qtbot, win)
+    dock = win.debugDock
+    toggle = dock.toggleViewAction()
+    assert toggle.isChecked() and toggles[dock.windowTitle()] is toggle
+    # the user closes the dock with its title-bar button ...
+    dock.findChild(object, "qt_dockwidget_closebutton").click()
+    qtbot.waitUntil(lambda: not dock.isVisible())
+    assert not toggle.isChecked()
+    # ... and reopens it from View > Panels: the result is still there, with room
+    toggle.trigger()
+    qtbot.waitUntil(dock.isVisible)
+    QApplication.processEvents()
+    assert win.debugView.fqns == ["conv1", "conv2", "fc1", "fc2"]
+    assert dock.height() >= 0.35 * win.height()
+    # the budget slider and the compare view too
+    for d in (win.budgetDock, win.compareDock):
+        d.toggleViewAction().trigger()
+        qtbot.waitUntil(d.isVisible)
+        d.toggleViewAction().trigger()
+        qtbot.waitUntil(lambda d=d: not d.isVisible())
+
+
+def _type_source(qtbot, dlg, text: str) -> None:
+    edit = dlg.sourceBox.lineEdit()
+    edit.selectAll()
+    qtbot.keyClick(edit, Qt.Key.Key_Delete)
+    qtbot.keyClicks(edit, text)
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+
+
+def test_open_data_dialog_takes_a_typed_sample_name_or_path(qtbot, window, tmp_path):
+    win = window
+    win.openDataAction.trigger()
+    dlg = win.dataDialog
+    qtbot.waitExposed(dlg)
+    # pre-filled with the data source in use; the bundled source that fits is listed
+    assert dlg.sourceBox.currentText() == "sample:digits"
+    assert [dlg.sourceBox.itemText(i) for i in range(dlg.sourceBox.count())] == ["sample:digits"]
+    # a bundled name that does not fit: the error names it, the data stays
+    with qtbot.waitSignal(win.errors.errorShown, timeout=60_000) as err:
+        _type_source(qtbot, dlg, "sample:tiny_lm")
+    assert not dlg.isVisible()
+    assert "sample:tiny_lm" in err.args[1]
+    assert win.session.data_source == "sample:digits"
+    # a typed path
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.standard_normal((30, 1, 8, 8)).astype("f4"), y=np.arange(30) % 10)
+    win.openDataAction.trigger()
+    dlg = win.dataDialog
+    qtbot.waitExposed(dlg)
+    with qtbot.waitSignals([win.dataLoaded, win.statsReady], timeout=60_000):
+        _type_source(qtbot, dlg, str(path))
+    assert win.session.data_source == str(path) and len(win.session.data) == 30
+    # reopened: pre-filled with that file; typing the bundled name goes back to it
+    win.openDataAction.trigger()
+    dlg = win.dataDialog
+    qtbot.waitExposed(dlg)
+    assert dlg.sourceBox.currentText() == str(path)
+    with qtbot.waitSignals([win.dataLoaded, win.statsReady], timeout=60_000):
+        _type_source(qtbot, dlg, "sample:digits")
+    assert win.session.data_source == "sample:digits" and len(win.session.data) > 30
+    # an empty source cannot be opened
+    win.openDataAction.trigger()
+    dlg = win.dataDialog
+    dlg.sourceBox.setEditText("  ")
+    assert not dlg.openButton.isEnabled()
+    qtbot.keyClick(dlg.sourceBox.lineEdit(), Qt.Key.Key_Return)
+    assert dlg.isVisible()
+    dlg.reject()
+
+
+def test_open_data_dialog_for_a_language_model_lists_token_data():
+    from quantviz.gui.data_dialog import bundled_sources, data_file_filter
+
+    class LM:
+        is_causal_lm = True
+
+    assert bundled_sources(LM()) == ["sample:tiny_lm"]
+    assert "*.txt" in data_file_filter(LM()) and "*.txt" not in data_file_filter(None)
+    assert bundled_sources(None) == ["sample:digits"]
+
+
+def test_proxies_table_scheme_reads_like_the_layer_table(qtbot, window):
+    """The scheme column says ``W3 sym ch`` as the layer table's Weight column does (it
+    said ``3 sym ch``)."""
+    from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+    from quantviz.eval.proxies import rank_proxies
+    from quantviz.gui.layer_table import C_W
+
+    win = window
+    spec = QuantSpec(bits=3, granularity="per_channel")
+    s = win.session
+    gen = rank_proxies(s.handle, s.data, [(f, spec) for f in s.fqns], ("mse", "kl"))
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            report = stop.value
+            break
+    win.debugView.show_proxies(report)
+    t = win.debugView.proxyTable
+    assert t.horizontalHeaderItem(1).text() == "scheme"
+    schemes = {t.item(r, 1).text() for r in range(t.rowCount())}
+    assert schemes == {"W3 sym ch"}
+    # the layer table shows the same words for a layer at that scheme
+    win.push_config(ModelConfig(default=LayerConfig(weight=spec)), "W3")
+    m = win.table.model
+    assert m.data(m.index_of("conv1", C_W), Qt.ItemDataRole.DisplayRole) == "W3 sym ch"
+
+
+@pytest.mark.parametrize("fraction", [0.42])
+def test_give_room_sizes_a_cramped_bottom_dock(qtbot, fraction):
+    from PySide6.QtWidgets import QLabel, QMainWindow
+
+    from quantviz.gui.layout import give_room
+
+    win = QMainWindow()
+    qtbot.addWidget(win)
+    win.setCentralWidget(QLabel("centre"))
+    dock = QDockWidget("d", win)
+    dock.setWidget(QLabel("dock"))
+    win.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+    dock.hide()
+    win.resize(*SMALL)
+    win.show()
+    qtbot.waitExposed(win)
+    give_room(win, dock, fraction)
+    QApplication.processEvents()
+    assert abs(dock.height() - fraction * win.height()) < 0.06 * win.height()
