@@ -175,6 +175,7 @@ class DebugView(QTabWidget):
         self.hoverLabel = pg.TextItem("", anchor=(0, 1))
         self._style_hover(th)
         self.hoverLabel.setZValue(20)
+        self.hoverLabel.hide()  # an empty label still draws its filled box
         pi.addItem(self.hoverLabel, ignoreBounds=True)
         self.plot.scene().sigMouseMoved.connect(self._on_move)
         self.plot.installEventFilter(self)  # the pointer leaving the plot hides the text
@@ -239,6 +240,7 @@ class DebugView(QTabWidget):
     def _hide_hover(self) -> None:
         self.hover_text = ""
         self.hoverLabel.setText("")
+        self.hoverLabel.hide()
 
     # -- error propagation -------------------------------------------------------------------
     def clear(self, *_: Any) -> None:
@@ -249,6 +251,7 @@ class DebugView(QTabWidget):
         self.cum.setOpts(x=[], height=[])
         self.flags.setData([], [])
         self.hoverLabel.setText("")
+        self.hoverLabel.hide()
         self.proxyTable.setRowCount(0)
         self.summaryLabel.setText("Run > Debug error propagation: per-layer output error")
 
@@ -333,6 +336,7 @@ class DebugView(QTabWidget):
             return
         self.hover_text = self.describe(i)
         self.hoverLabel.setText(self.hover_text)
+        self.hoverLabel.show()
         vb = self.plot.getPlotItem().vb
         p = vb.mapSceneToView(pos)
         (x0, x1), _ = vb.viewRange()

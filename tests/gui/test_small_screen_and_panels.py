@@ -45,6 +45,8 @@ def test_debug_dock_fits_a_1366x768_screen_with_a_readable_plot(qtbot, window):
     assert labels == ["conv1", "conv2", "fc1", "fc2"]
     # the legend is one row above the bars, not a box over them
     assert view.legend.columnCount == 3
+    # no empty hover box drawn over the first bar until the pointer is on a bar
+    assert not view.hoverLabel.isVisible()
 
 
 def test_strip_axis_thins_long_layer_names_so_they_do_not_overlap(qtbot):
@@ -220,3 +222,18 @@ def test_give_room_sizes_a_cramped_bottom_dock(qtbot, fraction):
     give_room(win, dock, fraction)
     QApplication.processEvents()
     assert abs(dock.height() - fraction * win.height()) < 0.06 * win.height()
+
+
+def test_progress_text_stays_on_one_line_of_the_bar(qtbot, window):
+    """A long stage text wrapped to two clipped lines in the 340-px bar; now its start is
+    elided, the counts and the percentage stay, the full text is the tooltip."""
+    win = window
+    bar = win.progressBar
+    win.status.job_started("Sensitivity proxies at W4 sym ch")
+    win.status.job_progress(0.25, "point 1/6 · measure 600/1000")
+    text = bar.text()
+    assert text.startswith("…") and text.endswith("measure 600/1000 25%")
+    assert QFontMetrics(bar.font()).horizontalAdvance(text) <= bar.width() - 8
+    assert bar.toolTip().startswith("Sensitivity proxies at W4 sym ch: point 1/6")
+    win.status.job_idle()
+    assert bar.text() == "idle"
