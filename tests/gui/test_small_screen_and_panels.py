@@ -237,3 +237,37 @@ def test_progress_text_stays_on_one_line_of_the_bar(qtbot, window):
     assert bar.toolTip().startswith("Sensitivity proxies at W4 sym ch: point 1/6")
     win.status.job_idle()
     assert bar.text() == "idle"
+
+
+def test_toolbar_fits_1366_px_with_readable_bit_widths(qtbot, window):
+    win = window
+    _small(qtbot, win)
+    QApplication.processEvents()
+    tb = win.toolBar
+    for edit, text in ((win.sweepBitsEdit, "2,3,4,5,6,8"), (win.sensitivityBitsEdit, "2,4,8")):
+        edit.setText(text)
+        assert edit.width() >= edit.fontMetrics().horizontalAdvance(text) + 8
+    # nothing pushed into the toolbar's overflow menu: Compare and Export still show
+    for a in (win.compareAction, win.exportAction):
+        w = tb.widgetForAction(a)
+        assert w is not None and w.isVisible()
+        assert w.geometry().right() <= tb.width()
+
+
+def test_config_list_marks_a_result_of_an_earlier_version(qtbot, window):
+    """After F5 and then an edit, the list said ``default — accuracy 0.98`` as if it were
+    the edited configuration's; now it says the result predates the edits."""
+    win = window
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    lst = win.configs.list
+    assert "accuracy" in lst.item(0).text() and "before the last edits" not in lst.item(0).text()
+    spin = win.controls.bitsSpin
+    spin.setFocus()
+    spin.selectAll()
+    qtbot.keyClicks(spin, "4")
+    qtbot.keyClick(spin, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: "before the last edits" in lst.item(0).text())
+    assert "F5" in lst.item(0).toolTip()
+    qtbot.keyClick(win, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo: as measured
+    qtbot.waitUntil(lambda: "before the last edits" not in lst.item(0).text())
