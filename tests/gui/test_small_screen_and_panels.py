@@ -271,3 +271,34 @@ def test_config_list_marks_a_result_of_an_earlier_version(qtbot, window):
     assert "F5" in lst.item(0).toolTip()
     qtbot.keyClick(win, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo: as measured
     qtbot.waitUntil(lambda: "before the last edits" not in lst.item(0).text())
+
+
+def test_float_baseline_label_follows_new_data(qtbot, window, tmp_path):
+    """The dashed float line kept the text of the first data's baseline once it had been
+    hidden (new data or model clear the results): "float model 0.9806" on tiny_lm's
+    perplexity plot."""
+    import torch
+
+    win = window
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    line = win.tradeoff.baseline
+    first = win.session.baseline
+    qtbot.waitUntil(lambda: line.label.toPlainText() == f"float model {first:.4f}")
+    path = tmp_path / "d.npz"
+    x = np.random.default_rng(1).standard_normal((40, 1, 8, 8)).astype("f4")
+    y = np.arange(40) % 10
+    np.savez(path, x=x, y=y)
+    with qtbot.waitSignals([win.dataLoaded, win.statsReady], timeout=60_000):
+        win.open_data(str(path))
+    qtbot.waitUntil(lambda: not line.isVisible())  # no results for the new data yet
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    # independent: the float model's accuracy on these 40 samples, in plain torch
+    with torch.no_grad():
+        pred = win.session.handle.module(torch.from_numpy(x)).argmax(-1).numpy()
+    acc = float((pred == y).mean())
+    assert win.session.baseline == pytest.approx(acc)
+    assert acc != pytest.approx(first)
+    qtbot.waitUntil(line.isVisible)
+    assert line.label.toPlainText() == f"float model {acc:.4f}"
