@@ -107,7 +107,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         centre.setSizes([480, 360])
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(scrolled(self.controls, "controlsScroll"))
-        right.addWidget(self.transformsPanel)
+        right.addWidget(scrolled(self.transformsPanel, "transformsScroll"))
         right.addWidget(self.activations)
         right.addWidget(self.histogram.rangePlot)
         right.setSizes([360, 120, 260, 200])

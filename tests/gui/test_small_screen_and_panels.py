@@ -302,3 +302,33 @@ def test_float_baseline_label_follows_new_data(qtbot, window, tmp_path):
     assert acc != pytest.approx(first)
     qtbot.waitUntil(line.isVisible)
     assert line.label.toPlainText() == f"float model {acc:.4f}"
+
+
+def test_transform_notes_can_be_read_whole_on_a_small_screen(qtbot, window):
+    """At 1366 x 768 the notes under Compute (three lines for smoothquant on tiny_lm) were
+    cut off; the panel now scrolls and the notes are also the label's tooltip."""
+    from PySide6.QtWidgets import QScrollArea
+
+    win = window
+    _small(qtbot, win)
+    from PySide6.QtCore import QPoint
+
+    from quantviz.gui.layer_table import C_NAME
+
+    panel = win.transformsPanel
+    box = panel.checks["smoothquant"]
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
+    view, m = win.table.view, win.table.model
+    idx = win.table.proxy.mapFromSource(m.index_of("fc1", C_NAME))
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(idx).center())
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.mouseClick(panel.computeButton, Qt.MouseButton.LeftButton)
+    label = panel.notesLabel
+    qtbot.waitUntil(lambda: label.text().startswith("fc1: smoothquant"))
+    assert label.toolTip() == label.text()
+    area = win.findChild(QScrollArea, "transformsScroll")
+    assert area.widget() is panel
+    area.ensureWidgetVisible(label)
+    QApplication.processEvents()
+    top = label.mapTo(area.viewport(), label.rect().topLeft()).y()
+    assert top >= 0 and top + label.heightForWidth(label.width()) <= area.viewport().height() + 2
