@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QTo
 __all__ = ["DOCK_FRACTION", "give_room", "install_panel_toggles", "keep_room", "scrolled"]
 
 #: the height of a bottom dock when it opens, as a fraction of the window's height
-DOCK_FRACTION = 0.42
+DOCK_FRACTION = 0.38
 #: below this height (fraction of DOCK_FRACTION) a re-shown dock is given its room again
 _CRAMPED = 0.6
 

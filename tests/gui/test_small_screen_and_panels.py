@@ -332,3 +332,15 @@ def test_transform_notes_can_be_read_whole_on_a_small_screen(qtbot, window):
     QApplication.processEvents()
     top = label.mapTo(area.viewport(), label.rect().topLeft()).y()
     assert top >= 0 and top + label.heightForWidth(label.width()) <= area.viewport().height() + 2
+
+
+def test_compare_error_bars_name_layers_without_overlap(qtbot, window):
+    """The compare view's per-layer bars use the same thinned, short layer names."""
+    win = window
+    qtbot.keyClick(win, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(win.compareDock.isVisible)
+    bars = win.compareView.bars
+    qtbot.waitUntil(lambda: bars.axis.names == ["conv1", "conv2", "fc1", "fc2"])
+    qtbot.waitExposed(bars.plot)
+    QApplication.processEvents()
+    assert bars.axis.visible_labels() == ["conv1", "conv2", "fc1", "fc2"]
