@@ -39,8 +39,9 @@ def scrolled(widget: QWidget, name: str = "") -> QScrollArea:
 
 
 def give_room(win: QMainWindow, dock: QDockWidget, fraction: float = DOCK_FRACTION) -> None:
-    """Show bottom/top ``dock`` and, when docked and cramped, make it ``fraction`` of the
-    window's height (the central widget keeps the rest)."""
+    """Show bottom/top ``dock`` and, when docked, make it ``fraction`` of the window's
+    height the first time and whenever it is cramped (the central widget keeps the rest; a
+    size the user dragged to stays otherwise)."""
     dock.show()
     dock.raise_()
     if dock.isFloating():
@@ -51,7 +52,9 @@ def give_room(win: QMainWindow, dock: QDockWidget, fraction: float = DOCK_FRACTI
     total = win.height() if vertical else win.width()
     want = int(total * fraction)
     have = dock.height() if vertical else dock.width()
-    if have < want * _CRAMPED:
+    first = not dock.property("quantvizRoomGiven")  # its size hint may be most of the window
+    if first or have < want * _CRAMPED:
+        dock.setProperty("quantvizRoomGiven", True)
         win.resizeDocks([dock], [want], orient)
 
 

@@ -34,8 +34,9 @@ def test_debug_dock_fits_a_1366x768_screen_with_a_readable_plot(qtbot, window):
     qtbot.waitExposed(view.plot)
     # the window did not grow past the screen's bottom edge (it grew to 918 px before)
     assert win.height() <= 768 and win.minimumSizeHint().height() <= 729
-    # the dock opens with room (not its minimum height) and the strip plot is tall enough
-    assert dock.height() >= 0.35 * win.height()
+    # the dock opens with room (not its minimum height, nor most of the window) and the
+    # strip plot is tall enough
+    assert 0.3 * win.height() <= dock.height() <= 0.45 * win.height()
     assert view.plot.height() >= 180
     # the central views keep their place above the dock, the layer controls scroll
     assert win.centralWidget().height() >= 250
