@@ -143,7 +143,6 @@ class DebugView(QTabWidget):
         self.proxyTable.verticalHeader().setVisible(False)
         self.proxyTable.setTextElideMode(Qt.TextElideMode.ElideLeft)  # keep a name's end
         self.proxyTable.setWordWrap(False)
-        self.proxyTable.horizontalHeader().setStretchLastSection(True)
         self.proxyTable.cellClicked.connect(self._on_proxy_row)
         lay2.addWidget(self.proxyTable, 1)
         self.addTab(page2, "Proxies")
@@ -320,6 +319,8 @@ class DebugView(QTabWidget):
                 it.setToolTip(it.text())
         finite = {p: v for p, v in rho.items() if math.isfinite(v)}
         best = max(finite, key=lambda p: finite[p]) if finite else None
+        if best is not None and finite[best] <= 0:  # no proxy ranks like the truth
+            best = None
         if best is not None:
             j = 3 + names.index(best)
             head = t.horizontalHeaderItem(j)
@@ -327,7 +328,15 @@ class DebugView(QTabWidget):
             f.setBold(True)
             head.setFont(f)
         parts = [f"{p} {rho[p]:+.2f}" if math.isfinite(rho[p]) else f"{p} -" for p in names]
-        trust = f"; trust {best} on this model" if best is not None else ""
+        if best is not None:
+            trust = f"; trust {best} on this model"
+        elif finite:
+            trust = (
+                "; no proxy ranks the layers like the measured drop here (every ρ ≤ 0): "
+                "measure (Sensitivity) rather than trust a proxy"
+            )
+        else:
+            trust = ""
         self.rhoLabel.setText(
             f"Spearman ρ of each proxy's ranking vs the measured drop ({report.metric}, "
             f"float {report.baseline:.4f}): " + ", ".join(parts) + trust

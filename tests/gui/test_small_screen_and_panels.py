@@ -345,3 +345,31 @@ def test_compare_error_bars_name_layers_without_overlap(qtbot, window):
     qtbot.waitExposed(bars.plot)
     QApplication.processEvents()
     assert bars.axis.visible_labels() == ["conv1", "conv2", "fc1", "fc2"]
+
+
+def _report(rho: dict[str, float]):
+    from quantviz.core import QuantSpec
+    from quantviz.eval.proxies import Measured, ProxyReport
+
+    spec = QuantSpec(bits=4, granularity="per_channel")
+    cands = [(f, spec) for f in ("conv1", "conv2", "fc1")]
+    measured = {c: Measured(0.9 - 0.1 * i, 0.1 * i, 0.01 * i) for i, c in enumerate(cands)}
+    values = {p: {c: float(i) for i, c in enumerate(cands)} for p in rho}
+    return ProxyReport("accuracy", 0.98, cands, measured, values, rho, {})
+
+
+def test_proxies_tab_trusts_no_proxy_whose_rho_is_not_positive(qtbot):
+    """On digits at W4 every proxy's ρ was negative and the tab still said "trust
+    output_sqnr on this model"."""
+    from quantviz.gui.debug_view import DebugView
+
+    view = DebugView()
+    qtbot.addWidget(view)
+    view.show_proxies(_report({"mse": -0.77, "output_sqnr": -0.26, "kl": -0.26}))
+    text = view.rhoLabel.text()
+    assert "trust" not in text.replace("rather than trust", "") and "every ρ ≤ 0" in text
+    t = view.proxyTable
+    assert not any(t.horizontalHeaderItem(j).font().bold() for j in range(t.columnCount()))
+    view.show_proxies(_report({"mse": 0.4, "output_sqnr": 0.9, "kl": -0.2}))
+    assert "trust output_sqnr on this model" in view.rhoLabel.text()
+    assert t.horizontalHeaderItem(4).font().bold() and not t.horizontalHeaderItem(3).font().bold()
