@@ -1,7 +1,8 @@
 """Activation statistics over calibration batches, in bounded memory.
 
 Per quantizable layer, forward hooks feed its input (and, unless ``outputs=False``, its
-output) into :class:`ActivationStats`: exact running min / max / count, mean and std, and a
+output) into :class:`ActivationStats`: exact running min / max / count, mean, std and
+kurtosis, and a
 fixed-size histogram (2048 bins by default) whose range grows when new data falls outside
 it. Growing merges ``2**k`` old bins into one new bin on a grid aligned with the old one, so
 re-binning is exact (no interpolation) and the memory never depends on the number of
@@ -60,6 +61,8 @@ class ActivationStats:
         self.max = -math.inf
         self._sum = 0.0
         self._sumsq = 0.0
+        self._sum3 = 0.0
+        self._sum4 = 0.0
         self.nonfinite = 0
         self.counts = np.zeros(bins, dtype=np.int64)
         self.lo = 0.0  # left edge of bin 0
@@ -69,15 +72,16 @@ class ActivationStats:
     def update(self, t: torch.Tensor) -> None:
         """Add every element of ``t`` (NaN/inf are counted in ``nonfinite`` and skipped).
 
-        ``count``, ``min``, ``max``, ``mean`` and ``std`` cover every value (``aminmax``,
-        whose result also tells whether anything is non-finite, and two float32 reductions
-        accumulated in float64). The histogram gets a strided sample (every ``step``-th
-        value from a seeded random offset, ``step`` coprime with 2, 3, 5 and 7 so that it
-        does not alias with the tensor layout) at a fixed rate: the first batch sets it to
-        about ``sample / size`` (all values when the batch is smaller), so that
-        calibration costs a few passes over the activations, not a binning of every value,
-        while every batch is weighted by its size. Bins are computed in float32: a value
-        within float32 rounding of an edge may be counted in the neighbouring bin.
+        ``count``, ``min``, ``max``, ``mean``, ``std`` and ``kurtosis`` cover every value
+        (``aminmax``, whose result also tells whether anything is non-finite, and four
+        float32 reductions of the raw moments accumulated in float64). The histogram gets a
+        strided sample (every ``step``-th value from a seeded random offset, ``step`` coprime
+        with 2, 3, 5 and 7 so that it does not alias with the tensor layout) at a fixed
+        rate: the first batch sets it to about ``sample / size`` (all values when the batch
+        is smaller), so that calibration costs a few passes over the activations, not a
+        binning of every value, while every batch is weighted by its size. Bins are computed
+        in float32: a value within float32 rounding of an edge may be counted in the
+        neighbouring bin.
         """
         t = t.detach()
         if t.numel() == 0:
@@ -114,7 +118,10 @@ class ActivationStats:
             c = t[i : i + _CHUNK]
             # float32 per chunk (cascade summation), accumulated in float64
             self._sum += float(c.sum())
-            self._sumsq += float(torch.dot(c, c))
+            c2 = c * c
+            self._sumsq += float(c2.sum())
+            self._sum3 += float(torch.dot(c2, c))
+            self._sum4 += float(torch.dot(c2, c2))
         for i in range(0, binned.numel(), _CHUNK):
             c = binned[i : i + _CHUNK]
             idx = torch.sub(c, self.lo).mul_(inv).to(torch.int64).clamp_(0, self.bins - 1)
@@ -172,6 +179,26 @@ class ActivationStats:
         if not self.count:
             return math.nan
         return math.sqrt(max(self._sumsq / self.count - self.mean**2, 0.0))
+
+    @property
+    def absmax(self) -> float:
+        """``max |x|`` over every value seen (exact)."""
+        return max(abs(self.min), abs(self.max)) if self.count else math.nan
+
+    @property
+    def kurtosis(self) -> float:
+        """Pearson kurtosis ``E[(x - mean)^4] / std^4`` over every value seen (3 for a
+        Gaussian; large for heavy tails, e.g. activation outliers), from the running raw
+        moments (float32 per chunk, accumulated in float64)."""
+        if not self.count:
+            return math.nan
+        n = self.count
+        m1, m2, m3, m4 = self._sum / n, self._sumsq / n, self._sum3 / n, self._sum4 / n
+        var = m2 - m1 * m1
+        if var <= 0:
+            return math.nan
+        c4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1**4
+        return max(c4, 0.0) / (var * var)
 
     @property
     def nbytes(self) -> int:
