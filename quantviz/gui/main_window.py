@@ -180,7 +180,14 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
             lambda t: self.push_config(self.session.config.with_transforms(t), "Transforms")
         )
         tp.computeRequested.connect(lambda: self.jobs.transforms())
-        self.jobs.jobDone.connect(lambda *_: (self.histogram.request_update(), tp.update_notes()))
+        self.activations.captureRequested.connect(lambda: self.jobs.transforms())
+        self.jobs.jobDone.connect(
+            lambda *_: (
+                self.histogram.request_update(),
+                tp.update_notes(),
+                self.activations.refresh(),
+            )
+        )
         self.tradeoff.entryClicked.connect(self._on_entry_clicked)
         s.model_changed.connect(self._on_model_changed)
         s.config_changed.connect(self._on_config_changed)
