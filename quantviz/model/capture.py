@@ -1,8 +1,8 @@
 """Activation statistics over calibration batches, in bounded memory.
 
 Per quantizable layer, forward hooks feed its input (and, unless ``outputs=False``, its
-output) into :class:`ActivationStats`: exact running min / max / count, mean, std and
-kurtosis, and a
+output) into :class:`ActivationStats`: exact running min / max / count, mean and std, the
+kurtosis (of the histogram's sample), and a
 fixed-size histogram (2048 bins by default) whose range grows when new data falls outside
 it. Growing merges ``2**k`` old bins into one new bin on a grid aligned with the old one, so
 re-binning is exact (no interpolation) and the memory never depends on the number of
@@ -61,8 +61,8 @@ class ActivationStats:
         self.max = -math.inf
         self._sum = 0.0
         self._sumsq = 0.0
-        self._sum3 = 0.0
-        self._sum4 = 0.0
+        #: count and raw moment sums (x, x^2, x^3, x^4) of the histogram's sample
+        self._moments = [0.0] * 5
         self.nonfinite = 0
         self.counts = np.zeros(bins, dtype=np.int64)
         self.lo = 0.0  # left edge of bin 0
@@ -72,9 +72,9 @@ class ActivationStats:
     def update(self, t: torch.Tensor) -> None:
         """Add every element of ``t`` (NaN/inf are counted in ``nonfinite`` and skipped).
 
-        ``count``, ``min``, ``max``, ``mean``, ``std`` and ``kurtosis`` cover every value
-        (``aminmax``, whose result also tells whether anything is non-finite, and four
-        float32 reductions of the raw moments accumulated in float64). The histogram gets a
+        ``count``, ``min``, ``max``, ``mean`` and ``std`` cover every value (``aminmax``,
+        whose result also tells whether anything is non-finite, and two float32 reductions
+        accumulated in float64); ``kurtosis`` the histogram's sample. The histogram gets a
         strided sample (every ``step``-th value from a seeded random offset, ``step`` coprime
         with 2, 3, 5 and 7 so that it does not alias with the tensor layout) at a fixed
         rate: the first batch sets it to about ``sample / size`` (all values when the batch
@@ -118,12 +118,15 @@ class ActivationStats:
             c = t[i : i + _CHUNK]
             # float32 per chunk (cascade summation), accumulated in float64
             self._sum += float(c.sum())
-            c2 = c * c
-            self._sumsq += float(c2.sum())
-            self._sum3 += float(torch.dot(c2, c))
-            self._sum4 += float(torch.dot(c2, c2))
+            self._sumsq += float(torch.dot(c, c))
         for i in range(0, binned.numel(), _CHUNK):
-            c = binned[i : i + _CHUNK]
+            c = binned[i : i + _CHUNK].contiguous()  # one strided read of the sample
+            c2 = c * c  # the sample's raw moments: kurtosis (a few passes over the sample)
+            self._moments[0] += c.numel()
+            self._moments[1] += float(c.sum())
+            self._moments[2] += float(c2.sum())
+            self._moments[3] += float(torch.dot(c2, c))
+            self._moments[4] += float(torch.dot(c2, c2))
             idx = torch.sub(c, self.lo).mul_(inv).to(torch.int64).clamp_(0, self.bins - 1)
             self.counts += np.bincount(idx.numpy(), minlength=self.bins)
 
@@ -187,13 +190,14 @@ class ActivationStats:
 
     @property
     def kurtosis(self) -> float:
-        """Pearson kurtosis ``E[(x - mean)^4] / std^4`` over every value seen (3 for a
-        Gaussian; large for heavy tails, e.g. activation outliers), from the running raw
-        moments (float32 per chunk, accumulated in float64)."""
-        if not self.count:
+        """Pearson kurtosis ``E[(x - mean)^4] / std^4`` (3 for a Gaussian; large for heavy
+        tails, e.g. activation outliers) of the values the histogram sampled — every value
+        of a batch of up to ``sample`` values, else the fixed-rate strided sample — from raw
+        moment sums (float32 per chunk, accumulated in float64)."""
+        n, s1, s2, s3, s4 = self._moments
+        if not n:
             return math.nan
-        n = self.count
-        m1, m2, m3, m4 = self._sum / n, self._sumsq / n, self._sum3 / n, self._sum4 / n
+        m1, m2, m3, m4 = s1 / n, s2 / n, s3 / n, s4 / n
         var = m2 - m1 * m1
         if var <= 0:
             return math.nan
