@@ -402,10 +402,11 @@ class Session:
         self._check_name(name)
         if name == self.current_name:
             return
-        old = self.config
+        old, old_weights = self.config, self.tuned.get(self.current_name)
         self.current_name = name
         self.current_name_changed.emit(name)
-        if self.config != old:
+        # the same scheme on other (fine-tuned) weights is another view too
+        if self.config != old or self.tuned.get(name) is not old_weights:
             self.config_changed.emit(self.config)
 
     def adopt(self, entry: ResultEntry) -> str:

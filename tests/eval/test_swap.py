@@ -59,13 +59,18 @@ def test_swapped_weights_checks_everything_before_changing_anything():
     h = _handle()
     snap = _storage(h)
     good = torch.zeros(3, 4)
-    with pytest.raises(ValueError, match=r"1\.weight: shape \(3, 4\) does not fit"):
-        with swapped_weights(h, {"0.weight": good, "1.weight": torch.zeros(3, 4)}):
-            pass  # pragma: no cover
+    bad = {"0.weight": good, "1.weight": torch.zeros(3, 4)}
+    with (
+        pytest.raises(ValueError, match=r"1\.weight: shape \(3, 4\) does not fit"),
+        swapped_weights(h, bad),
+    ):
+        pass  # pragma: no cover
     _same(h, snap)
-    with pytest.raises(ValueError, match="no parameter named nope"):
-        with swapped_weights(h, {"0.weight": good, "nope": good}):
-            pass  # pragma: no cover
+    with (
+        pytest.raises(ValueError, match="no parameter named nope"),
+        swapped_weights(h, {"0.weight": good, "nope": good}),
+    ):
+        pass  # pragma: no cover
     _same(h, snap)
     with swapped_weights(h, {"0.weight": good, "head.weight": good}):
         assert torch.equal(h.module[0].weight, good) and torch.equal(h.module.head.weight, good)
