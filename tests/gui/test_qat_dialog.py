@@ -228,6 +228,13 @@ def test_tuned_configuration_is_viewed_exported_and_saved_with_its_weights(qtbot
     tuned = {f: h.layer(f).to_quant(res.weights[h.layer(f).param_name]) for f in s.fqns}
 
     _double_click_config(qtbot, win, new)
+    lst = win.configs.list
+    tips = {
+        lst.item(i).data(Qt.ItemDataRole.UserRole): lst.item(i).toolTip()
+        for i in range(lst.count())
+    }
+    assert "fine-tuned (QAT) weights" in tips[new]
+    assert all("fine-tuned" not in t for n, t in tips.items() if n != new)
     fqn = s.selection[0]
     qtbot.waitUntil(
         lambda: (
