@@ -639,12 +639,22 @@ class AppController:
         config = s.configs[name]
         check_config(handle, config)
         stats, cache = dict(s.activation_stats), self.weight_cache
+        tuned = s.tuned.get(name)
 
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval.debug import debug
+            from quantviz.eval.qat import swapped_weights
 
-            gen = debug(handle, data, config, stats=stats, cache=cache)
-            return (yield from self._model_work(gen))
+            if tuned is None:
+                gen = debug(handle, data, config, stats=stats, cache=cache)
+                return (yield from self._model_work(gen))
+
+            def work() -> Generator[Any, None, Any]:
+                # fine-tuned weights: their float model is the reference, their statistics
+                with swapped_weights(handle, tuned):
+                    return (yield from debug(handle, data, config, cache=cache))
+
+            return (yield from self._model_work(work()))
 
         def done(res: Any) -> Any:
             self.debug_result = res
@@ -905,6 +915,8 @@ class AppController:
         s = self.session
         if spec is ...:
             spec = s.config.resolve(fqn).weight
+        if s.weights_tag():  # transforms are prepared on the loaded weights, not these
+            return None
         try:
             st = self.transform_state()
         except ValueError:

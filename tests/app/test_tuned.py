@@ -243,3 +243,30 @@ def test_a_version_1_session_still_opens(tuned, tmp_path):
     old.write_text(json.dumps(doc))
     data = load_session(old)
     assert data.tuned == {} and "w2 qat-ste" in data.configs
+
+
+def test_error_propagation_of_a_tuned_configuration_uses_its_weights(tuned):
+    """The debug job's output SQNR: the fine-tuned float model against it with every weight
+    fake-quantized by torch (W2 per channel), both computed here in plain torch."""
+    import copy
+
+    ctl, res = tuned
+    s = ctl.session
+    h, data = s.handle, s.data
+    run_job(ctl.debug_job(ctl.qat_config))
+    got = ctl.debug_result
+    model = copy.deepcopy(h.module).eval()
+    model.load_state_dict(res.weights, strict=False)
+    with torch.no_grad():
+        f = model(data.x).double()
+        for fqn in s.fqns:
+            p = model.get_submodule(h.layer(fqn).module_fqn).weight
+            p.copy_(_torch_w2(p.detach()))
+        q = model(data.x).double()
+    ref = 10 * math.log10(float((f**2).sum()) / float(((q - f) ** 2).sum()))
+    last = got.layers[-1]
+    assert last.fqn == s.fqns[-1]
+    assert last.cumulative.sqnr_db == pytest.approx(ref, abs=1e-2)
+    # the same configuration on the loaded weights is another number
+    run_job(ctl.debug_job("w2"))
+    assert ctl.debug_result.layers[-1].cumulative.sqnr_db != pytest.approx(ref, abs=1e-2)
