@@ -270,3 +270,19 @@ def test_error_propagation_of_a_tuned_configuration_uses_its_weights(tuned):
     # the same configuration on the loaded weights is another number
     run_job(ctl.debug_job("w2"))
     assert ctl.debug_result.layers[-1].cumulative.sqnr_db != pytest.approx(ref, abs=1e-2)
+
+
+def test_a_weights_file_that_cannot_be_written_keeps_the_saved_session(tuned, tmp_path):
+    """The weights are written first: when that fails the error names the weights file and
+    the session file on disk is the previous save, untouched."""
+    from quantviz.io.session_file import SessionFileError
+
+    ctl, _ = tuned
+    path, wfile = _saved(ctl, tmp_path)
+    text = path.read_text()
+    wfile.unlink()
+    wfile.mkdir()  # the same weights give the same name: now a folder stands there
+    with pytest.raises(SessionFileError, match="cannot write the fine-tuned weights") as e:
+        ctl.save_session(str(path))
+    assert str(wfile) in str(e.value)
+    assert path.read_text() == text and ctl.session.modified is False
