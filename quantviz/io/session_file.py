@@ -12,7 +12,7 @@ A session file is JSON::
      "tuned": {"file": "s.quantviz.tuned-1a2b3c4d.safetensors", "sha256": "<hex>",
                "configs": {"W4 mixed qat-lsq": 0}}}
 
-``tuned`` (version 2; absent when no configuration is fine-tuned) stores the fine-tuned
+``tuned`` (version 2; a session without it is written as version 1) stores the fine-tuned
 (QAT) float weights of configurations in one safetensors file beside the session, named
 after the session file and the first 8 hex digits of its content's SHA-256; tensor
 ``"<i>/<param name>"`` is parameter ``param name`` of weight set ``i`` (configurations that
@@ -144,7 +144,8 @@ def session_to_dict(s: SessionData, tuned: dict[str, Any] | None = None) -> dict
             raise ValueError(f"tuned: {n!r} is not one of the configs")
     doc = {
         "format": SESSION_FORMAT,
-        "version": SESSION_VERSION,
+        # version 1 without fine-tuned weights: an older quantviz still opens those
+        "version": SESSION_VERSION if tuned is not None else 1,
         "model": s.model,
         "data": s.data,
         "current": s.current,
