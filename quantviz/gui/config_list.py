@@ -91,12 +91,20 @@ class ConfigList(QWidget):
                     text += f"   — {r.metric} {r.value:.4f}, {human_bytes(r.model_bytes)}"
                 it = QListWidgetItem(text)
                 it.setData(Qt.ItemDataRole.UserRole, name)
+                tips = []
                 if name == self.session.current_name:
                     f = QFont()
                     f.setBold(True)
                     it.setFont(f)
                     it.setText("▸ " + text)
-                    it.setToolTip("the current configuration")
+                    tips.append("the current configuration")
+                if name in self.session.tuned:
+                    tips.append(
+                        "with fine-tuned (QAT) weights: evaluated, shown, exported and saved "
+                        "with them"
+                    )
+                if tips:
+                    it.setToolTip("; ".join(tips))
                 self.list.addItem(it)
                 if name == (keep or self.session.current_name):
                     self.list.setCurrentItem(it)
