@@ -66,6 +66,48 @@ def config_of(result: Any, fallback: ModelConfig) -> ModelConfig:
     return cfg if isinstance(cfg, ModelConfig) else fallback
 
 
+def _as_point(gen: Generator[Any, Any, Any], point: int, points: int) -> Generator[Any, Any, Any]:
+    """Relay ``gen``, its progress events tagged as point ``point`` of ``points`` (one of
+    several runs in one job); returns its value."""
+    from dataclasses import replace
+
+    from quantviz.eval.results import Progress
+
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(item, Progress):
+                item = replace(item, point=point, points=points)
+            yield item
+    finally:
+        gen.close()
+
+
+def _sweep_run(
+    gen: Generator[Any, Any, Any], run: int, runs: int, widths: int
+) -> Generator[Any, Any, Any]:
+    """Relay sweep ``run`` of ``runs`` (each of ``widths`` points) as points of one job."""
+    from dataclasses import replace
+
+    from quantviz.eval.results import Progress
+
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            baseline = isinstance(item, Progress) and item.stage == "baseline" and item.points == 1
+            if runs > 1 and isinstance(item, Progress) and not baseline:
+                item = replace(item, point=run * widths + item.point, points=runs * widths)
+            yield item
+    finally:
+        gen.close()
+
+
 def _locked(lock: threading.Lock, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """Run ``gen`` holding ``lock`` (released when it ends, fails or is closed)."""
     with lock:
@@ -97,6 +139,9 @@ class AppController:
         self.mixed_front: Any = None
         #: the last error-propagation result and proxy report (quantviz.eval.debug / proxies)
         self.debug_result: Any = None
+        #: ... and of the same config without its transforms and rounding (None when it
+        #: has none; quantviz.eval.before_after.plain_config)
+        self.debug_plain: Any = None
         #: the last quantization-aware fine-tuning (quantviz.eval.qat.QatResult)
         self.qat_result: Any = None
         #: the name of the configuration the last fine-tuning created (None before one)
@@ -191,7 +236,7 @@ class AppController:
         self.baseline = None
         self.sens = None
         self.mixed_table = self.mixed_front = None
-        self.debug_result = self.proxy_report = self.qat_result = None
+        self.debug_result = self.debug_plain = self.proxy_report = self.qat_result = None
         self.qat_config = None
         self.collecting_stats = opened.data is not None and self.activations_supported(
             opened.handle
@@ -275,13 +320,29 @@ class AppController:
         if fqn is None or s.handle is None:
             return activation_data(None, None, None)
         spec = s.config.resolve(fqn).activation
-        return activation_data(
+        d = activation_data(
             fqn,
             s.activation_stats.get(fqn),
             spec,
             collecting=self.collecting_stats,
             unsupported=self.activation_refusal(s.handle),
         )
+        # transforms are prepared on the loaded weights, not a fine-tuned configuration's
+        if d.state == "ok" and s.config.transforms and not s.weights_tag():
+            from quantviz.core.spec import transform_label
+
+            try:
+                st = self.transform_state(compute=False)
+            except ValueError:
+                st = None
+            after = None if st is None else st.stats.get(fqn)
+            if after is not None and after.input.count:
+                d.after = activation_data(fqn, after, spec)
+                d.after.label = f"after {transform_label(s.config.transforms)}"
+                d.after_state = "ok"
+            else:
+                d.after_state = "pending"
+        return d
 
     # ------------------------------------------------------------------------------------
     # weight SQNR and the histogram numbers
@@ -494,12 +555,21 @@ class AppController:
         bits: Iterable[int] = SWEEP_BITS,
         spec: QuantSpec | None = None,
         cluster: str | None = None,
+        remedies: str = "with",
     ) -> Job:
         """Every layer at ``spec`` (default: the current default weight scheme) at each of
         ``bits``; every run is its own named curve (series) on the trade-off plot.
-        ``cluster`` (an address, see :meth:`cluster`): the points are Ray tasks there."""
+        ``cluster`` (an address, see :meth:`cluster`): the points are Ray tasks there.
+
+        ``remedies``: ``"with"`` the current config's transforms and ``spec``'s rounding
+        (AdaRound / GPTQ), ``"without"`` neither (nearest rounding, no transforms),
+        ``"both"`` one curve each (two series in one job; the same as ``"with"`` for a
+        config that has no transforms and a nearest-rounding spec)."""
+        from quantviz.core.spec import transform_label
         from quantviz.eval.sweeps import parse_bits
 
+        if remedies not in ("with", "without", "both"):
+            raise ValueError(f"remedies: must be with, without or both, got {remedies!r}")
         executor = None if cluster is None else self.cluster(cluster)
 
         s = self.session
@@ -509,41 +579,86 @@ class AppController:
         act = s.config.default.activation
         stats = dict(s.activation_stats)
         cache, baseline = self.weight_cache, self.baseline
-        label = f"uniform W{','.join(map(str, widths))} {spec.short().split(' ', 1)[1]}"
         transforms = s.config.transforms
-        if transforms:  # with and without transforms are different curves
-            from quantviz.core.spec import transform_label
-
-            label += f" + {transform_label(transforms)}"
-        series = s.unique_series(label)
+        has = bool(transforms) or spec.rounding != "nearest"
+        plain_spec = spec.with_(rounding="nearest")
+        runs: list[tuple[QuantSpec, tuple[Any, ...]]] = []
+        if remedies in ("with", "both") or not has:
+            runs.append((spec, transforms))
+        if has and remedies in ("without", "both"):
+            runs.append((plain_spec, ()))
+        kind_of = {True: "with", False: "without"}
+        series: dict[str, str] = {}
+        labels = []
+        for sp, tr in runs:
+            label = f"uniform W{','.join(map(str, widths))} {sp.short().split(' ', 1)[1]}"
+            if tr:  # with and without transforms are different curves
+                label += f" + {transform_label(tr)}"
+            elif has:
+                label += " without transforms" if transforms else " nearest"
+            key = kind_of[bool(tr) or sp.rounding != "nearest"]
+            series[key] = s.unique_series(label)
+            labels.append(label)
 
         def recipe() -> Generator[Any, None, Any]:
-            from quantviz.eval import uniform_sweep
+            from quantviz.eval import compute_baseline, uniform_sweep
 
             if executor is not None:
                 executor.connect()
-            gen = uniform_sweep(
-                handle,
-                data,
-                widths,
-                spec,
-                activation=act,
-                stats=stats,
-                cache=cache,
-                baseline=baseline,
-                transforms=transforms,
-                executor=executor,
+
+            def work() -> Generator[Any, None, Any]:
+                base = baseline
+                if len(runs) > 1 and (base is None or not base.matches(handle.module, data.x)):
+                    base = yield from compute_baseline(handle, data)
+                out = []
+                for k, (sp, tr) in enumerate(runs):
+                    gen = uniform_sweep(
+                        handle,
+                        data,
+                        widths,
+                        sp,
+                        activation=act,
+                        stats=stats,
+                        cache=cache,
+                        baseline=base,
+                        transforms=tr,
+                        executor=executor,
+                    )
+                    out.append((yield from _sweep_run(gen, k, len(runs), len(widths))))
+                return out[0] if len(out) == 1 else out
+
+            return (yield from self._model_work(work(), multi_point=True))
+
+        from quantviz.eval import PointDone
+
+        def item(x: Any) -> None:
+            if not isinstance(x, PointDone):
+                return
+            r = x.result
+            cfg = config_of(r, self.session.config)
+            from quantviz.eval.before_after import has_remedies
+
+            name = (
+                series[kind_of[has_remedies(cfg)]]
+                if len(series) > 1
+                else next(iter(series.values()))
             )
-            return (yield from self._model_work(gen, multi_point=True))
+            self.session.add_result(
+                r, name=r.name or f"uniform sweep {x.index}", config=cfg, series=name
+            )
 
         where = "" if cluster is None else f" on {cluster}"
         return Job(
             "uniform sweep",
-            f"Uniform sweep {label} ({','.join(map(str, widths))} bits){where}",
+            f"Uniform sweep {' and '.join(labels)} ({','.join(map(str, widths))} bits){where}",
             recipe,
             lambda r: r,
-            self._series_item("uniform sweep", series),
-            meta={"series": series, "cluster": cluster},
+            item,
+            meta={
+                "series": next(iter(series.values())),
+                "all_series": list(series.values()),
+                "cluster": cluster,
+            },
         )
 
     def sensitivity_job(
@@ -630,7 +745,9 @@ class AppController:
 
     def debug_job(self, name: str | None = None) -> Job:
         """Error propagation (isolated and cumulative error per layer) of configuration
-        ``name`` (the current one when None); the result goes to :attr:`debug_result`."""
+        ``name`` (the current one when None); the result goes to :attr:`debug_result`.
+        A configuration with transforms or AdaRound / GPTQ rounding is also run without
+        them (:func:`~quantviz.eval.before_after.plain_config`), into :attr:`debug_plain`."""
         from quantviz.eval import check_config
 
         s = self.session
@@ -640,27 +757,38 @@ class AppController:
         check_config(handle, config)
         stats, cache = dict(s.activation_stats), self.weight_cache
         tuned = s.tuned.get(name)
+        from quantviz.eval.before_after import has_remedies, plain_config
+
+        # the same config without its remedies (not for fine-tuned weights: their own run)
+        plain = plain_config(config) if tuned is None and has_remedies(config) else None
 
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval.debug import debug
             from quantviz.eval.qat import swapped_weights
 
-            if tuned is None:
+            def both() -> Generator[Any, None, Any]:
+                if tuned is not None:
+                    # fine-tuned weights: their float model is the reference, their statistics
+                    with swapped_weights(handle, tuned):
+                        res = yield from debug(handle, data, config, cache=cache)
+                    return res, None
+                n = 1 if plain is None else 2
                 gen = debug(handle, data, config, stats=stats, cache=cache)
-                return (yield from self._model_work(gen))
+                res = yield from _as_point(gen, 0, n)
+                without = None
+                if plain is not None:  # the same config with transforms and rounding removed
+                    gen = debug(handle, data, plain, stats=dict(stats), cache=cache)
+                    without = yield from _as_point(gen, 1, n)
+                return res, without
 
-            def work() -> Generator[Any, None, Any]:
-                # fine-tuned weights: their float model is the reference, their statistics
-                with swapped_weights(handle, tuned):
-                    return (yield from debug(handle, data, config, cache=cache))
+            return (yield from self._model_work(both()))
 
-            return (yield from self._model_work(work()))
+        def done(payload: Any) -> Any:
+            self.debug_result, self.debug_plain = payload
+            return payload[0]
 
-        def done(res: Any) -> Any:
-            self.debug_result = res
-            return res
-
-        return Job("debug", f"Error propagation of {name}", recipe, done, meta={"name": name})
+        what = f"Error propagation of {name}" + (" with and without its remedies" if plain else "")
+        return Job("debug", what, recipe, done, meta={"name": name})
 
     def qat_job(self, name: str | None = None, options: Any = None) -> Job:
         """Quantization-aware fine-tuning of configuration ``name`` (the current one when
@@ -941,7 +1069,8 @@ class AppController:
     def transforms_job(self, name: str | None = None) -> Job:
         """Compute the transforms and AdaRound / GPTQ roundings of configuration ``name``
         (current when None) on the calibration data, for the views (histogram overlay,
-        notes); an evaluation reuses them."""
+        notes), and with evaluation data every layer's input activations under the
+        transforms (the activation view's "after"); an evaluation reuses them."""
         from quantviz.eval.transforms import needs_transforms, prepare_transforms
 
         s = self.session
@@ -951,10 +1080,17 @@ class AppController:
         if not needs_transforms(handle, cfg):
             raise ValueError(f"{name}: has no transforms and no AdaRound / GPTQ rounding")
         calib = s.data.calib_x if s.data is not None else None
-        store = self.weight_cache.transforms
+        data, cache = s.data, self.weight_cache
+        store = cache.transforms
+        capture = data is not None and bool(cfg.transforms) and self.activations_supported(handle)
 
         def recipe() -> Generator[Any, None, Any]:
-            gen = prepare_transforms(handle, cfg, calib, store=store)
+            from quantviz.eval.before_after import transformed_activations
+
+            if capture:  # and the layers' inputs under them (the activation view's "after")
+                gen = transformed_activations(handle, data, cfg, cache=cache)
+            else:
+                gen = prepare_transforms(handle, cfg, calib, store=store)
             return (yield from self._model_work(gen))
 
         label = f"Transforms of {name}"
