@@ -7,13 +7,18 @@ Prints (no assertions):
 2. GPTQ and AdaRound against nearest rounding (RTN) on ``digits_cnn`` and
    ``digits_mobilenet`` (top-1);
 3. a 2-layer Llama (hidden 64, random init, token data): each layer's objective
-   ``||WX - QX||^2`` on the calibration inputs, GPTQ vs RTN, W4 per-channel and W3 g32.
+   ``||WX - QX||^2`` on the calibration inputs, GPTQ vs RTN, W4 per-channel and W3 g32;
+4. ``sample:tiny_lm`` on its held-out tokens (issue #13's LM numbers): perplexity with GPTQ
+   vs nearest rounding (RTN) at W3 g128 and W4 per-channel, with every layer's objective
+   ``||WX - QX||^2`` (GPTQ's and RTN's); then W8A8 per-tensor (static min/max activation
+   ranges calibrated on the same tokens) plain, with ``smoothquant`` and with ``hadamard``.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_transforms.py``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_transforms.py [--only digits|llama|tiny_lm]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -98,7 +103,60 @@ def llama_objectives() -> None:
         print(f"  GPTQ below RTN on {below} of {len(st.rounding_info)} layers")
 
 
+def tiny_lm_numbers() -> None:
+    h = load_model("sample:tiny_lm")
+    data = load_data(None, h)
+    print("sample:tiny_lm, held-out tokens: perplexity (lower is better)")
+    for spec in (
+        QuantSpec(bits=3, granularity="per_group", group_size=128),
+        QuantSpec(bits=4, granularity="per_channel"),
+    ):
+        res = {}
+        for rounding in ("nearest", "gptq"):
+            t0 = time.perf_counter()
+            cfg = ModelConfig(default=LayerConfig(weight=spec.with_(rounding=rounding)))
+            res[rounding] = run(evaluate(h, data, cfg))
+            r = res[rounding]
+            print(
+                f"  W{spec.short()} {rounding:<8} perplexity {r.value:9.3f} (float "
+                f"{r.baseline:.3f}, {100 * (r.value / r.baseline - 1):+.2f}%)  KL {r.kl:.4f}  "
+                f"top-1 {100 * (r.top1_agreement or 0):.2f}%  ({time.perf_counter() - t0:.0f} s)"
+            )
+        print(f"  W{spec.short()}: ||WX-QX||^2 per layer on the calibration tokens, GPTQ vs RTN")
+        below = n = 0
+        for lay in res["gptq"].layers:
+            ri = lay.get("rounding")
+            if ri is None:  # embeddings cannot learn rounding: nearest
+                print(f"    {lay['fqn']:<32} (nearest: {lay.get('notes') or 'no rounding'})")
+                continue
+            n += 1
+            below += ri["objective"] < ri["rtn_objective"]
+            g, rtn = ri["objective"], ri["rtn_objective"]
+            print(f"    {lay['fqn']:<32} gptq {g:10.4g}  rtn {rtn:10.4g}  ratio {g / rtn:.3f}")
+        print(f"  GPTQ below RTN on {below} of {n} layers")
+    w8a8 = LayerConfig(
+        weight=QuantSpec(bits=8, granularity="per_tensor"),
+        activation=QuantSpec(bits=8, granularity="per_tensor"),
+    )
+    print("  W8A8 per-tensor (weights and static input activations, min/max):")
+    for tr in ([], ["smoothquant"], ["hadamard"]):
+        t0 = time.perf_counter()
+        r = run(evaluate(h, data, ModelConfig(default=w8a8, transforms=tr)))
+        print(
+            f"    {'+'.join(tr) or 'plain':<12} perplexity {r.value:9.3f} (float {r.baseline:.3f}, "
+            f"{100 * (r.value / r.baseline - 1):+.2f}%)  KL {r.kl:.4f}  "
+            f"top-1 {100 * (r.top1_agreement or 0):.2f}%  ({time.perf_counter() - t0:.0f} s)"
+        )
+
+
 if __name__ == "__main__":
-    mobilenet_w4()
-    rounding_on_samples()
-    llama_objectives()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=("digits", "llama", "tiny_lm"))
+    only = ap.parse_args().only
+    if only in (None, "digits"):
+        mobilenet_w4()
+        rounding_on_samples()
+    if only in (None, "llama"):
+        llama_objectives()
+    if only in (None, "tiny_lm"):
+        tiny_lm_numbers()

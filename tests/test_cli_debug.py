@@ -82,3 +82,20 @@ def test_debug_on_an_onnx_file_says_why_not(capsys, tmp_path):
     code = main(["debug", "--model", str(path), "--data", "sample:digits", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "error propagation needs each layer's output" in err
+
+
+def test_debug_runs_the_config_transforms_and_without_them(capsys, tmp_path):
+    cfg = tmp_path / "w4t_cle.yaml"
+    cfg.write_text(
+        "format: quantviz-config\nversion: 3\n"
+        "default:\n  weight: {bits: 4, granularity: per_tensor}\n"
+        "transforms: [cle, bias_correction]\n"
+    )
+    argv = ["debug", "-m", "sample:digits_mobilenet", "-c", str(cfg), "--json", "--no-progress"]
+    docs = []
+    for extra in ([], ["--transforms", "none"]):
+        assert main([*argv, *extra]) == 0
+        docs.append(json.loads(capsys.readouterr()[0]))
+    with_, without = docs
+    assert with_["output"]["top1_agreement"] >= 0.9 > 0.3 > without["output"]["top1_agreement"]
+    assert with_["output"]["sqnr_db"] > without["output"]["sqnr_db"] + 10

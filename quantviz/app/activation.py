@@ -47,7 +47,13 @@ class ActivationData:
     ``"missing"``. With statistics: ``counts``/``edges`` (display bins), ``count`` (values
     seen), ``vmin``/``vmax``; with a static spec: ``levels``, ``clip`` and
     ``clipped_fraction`` (of the calibration values beyond the range); ``error`` when the
-    spec cannot be fitted.
+    spec cannot be fitted. ``absmax`` / ``kurtosis``: of every value seen (exact).
+
+    ``after``: the same layer's input in the model after the configuration's transforms
+    (captured under them, :func:`quantviz.eval.before_after.transformed_activations`),
+    with the grid an evaluation of that configuration fits to it; ``label`` names what it
+    is ("after cle+smoothquant"); ``after_state`` says why there is none
+    (``"none"``: the config has no transforms; ``"pending"``: not captured yet).
     """
 
     fqn: str
@@ -63,6 +69,11 @@ class ActivationData:
     clip: tuple[float, float] | None = None
     clipped_fraction: float = 0.0
     error: str = ""
+    absmax: float = 0.0
+    kurtosis: float = float("nan")
+    after: ActivationData | None = None
+    label: str = ""
+    after_state: str = "none"
 
 
 def activation_data(
@@ -87,6 +98,7 @@ def activation_data(
     out = ActivationData(
         fqn, "ok", "", spec, counts, edges, int(st.count), float(st.min), float(st.max)
     )
+    out.absmax, out.kurtosis = float(st.absmax), float(st.kurtosis)
     if spec is None or spec.dynamic:
         return out
     from quantviz.eval.apply import fit_static

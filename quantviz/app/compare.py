@@ -119,7 +119,9 @@ def layer_rows(
     rows = []
     for fqn in session.fqns:
         layer = tuple(c.resolve(fqn) for c in cfgs)
-        sq = tuple(controller.sqnr_under(fqn, lc.weight) for lc in layer)
+        sq = tuple(
+            controller.sqnr_under(fqn, lc.weight, n) for n, lc in zip(names, layer, strict=True)
+        )
         rows.append(LayerRow(fqn, layer, sq))
     return tuple(rows)
 
@@ -379,7 +381,7 @@ class CompareModel:
         s = self.session
         if s.handle is None:
             return []
-        return self.controller.sqnr_todo([s.configs[n] for n in self.compared()])
+        return self.controller.sqnr_todo(names=self.compared())
 
     def copy_actions(self, fqn: str) -> list[CopyAction]:
         return copy_actions(self.session, self.compared(), fqn)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from quantviz.app.activation import ActivationData, activation_data
 from quantviz.app.jobs import Job, overall_progress
-from quantviz.app.metrics import SqnrTable, compute_sqnr
+from quantviz.app.metrics import SqnrTable, Todo, compute_sqnr
 from quantviz.core.defaults import DEFAULT_WEIGHT
 from quantviz.core.spec import ModelConfig, QuantSpec
 from quantviz.session import ResultEntry, Session
@@ -66,6 +66,48 @@ def config_of(result: Any, fallback: ModelConfig) -> ModelConfig:
     return cfg if isinstance(cfg, ModelConfig) else fallback
 
 
+def _as_point(gen: Generator[Any, Any, Any], point: int, points: int) -> Generator[Any, Any, Any]:
+    """Relay ``gen``, its progress events tagged as point ``point`` of ``points`` (one of
+    several runs in one job); returns its value."""
+    from dataclasses import replace
+
+    from quantviz.eval.results import Progress
+
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(item, Progress):
+                item = replace(item, point=point, points=points)
+            yield item
+    finally:
+        gen.close()
+
+
+def _sweep_run(
+    gen: Generator[Any, Any, Any], run: int, runs: int, widths: int
+) -> Generator[Any, Any, Any]:
+    """Relay sweep ``run`` of ``runs`` (each of ``widths`` points) as points of one job."""
+    from dataclasses import replace
+
+    from quantviz.eval.results import Progress
+
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            baseline = isinstance(item, Progress) and item.stage == "baseline" and item.points == 1
+            if runs > 1 and isinstance(item, Progress) and not baseline:
+                item = replace(item, point=run * widths + item.point, points=runs * widths)
+            yield item
+    finally:
+        gen.close()
+
+
 def _locked(lock: threading.Lock, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """Run ``gen`` holding ``lock`` (released when it ends, fails or is closed)."""
     with lock:
@@ -97,8 +139,13 @@ class AppController:
         self.mixed_front: Any = None
         #: the last error-propagation result and proxy report (quantviz.eval.debug / proxies)
         self.debug_result: Any = None
+        #: ... and of the same config without its transforms and rounding (None when it
+        #: has none; quantviz.eval.before_after.plain_config)
+        self.debug_plain: Any = None
         #: the last quantization-aware fine-tuning (quantviz.eval.qat.QatResult)
         self.qat_result: Any = None
+        #: the name of the configuration the last fine-tuning created (None before one)
+        self.qat_config: str | None = None
         self.proxy_report: Any = None
         self.model_lock = threading.Lock()
         #: True while a calibration job for the current model and data is under way
@@ -189,7 +236,8 @@ class AppController:
         self.baseline = None
         self.sens = None
         self.mixed_table = self.mixed_front = None
-        self.debug_result = self.proxy_report = self.qat_result = None
+        self.debug_result = self.debug_plain = self.proxy_report = self.qat_result = None
+        self.qat_config = None
         self.collecting_stats = opened.data is not None and self.activations_supported(
             opened.handle
         )
@@ -272,50 +320,95 @@ class AppController:
         if fqn is None or s.handle is None:
             return activation_data(None, None, None)
         spec = s.config.resolve(fqn).activation
-        return activation_data(
+        d = activation_data(
             fqn,
             s.activation_stats.get(fqn),
             spec,
             collecting=self.collecting_stats,
             unsupported=self.activation_refusal(s.handle),
         )
+        # transforms are prepared on the loaded weights, not a fine-tuned configuration's
+        if d.state == "ok" and s.config.transforms and not s.weights_tag():
+            from quantviz.core.spec import transform_label
+
+            try:
+                st = self.transform_state(compute=False)
+            except ValueError:
+                st = None
+            after = None if st is None else st.stats.get(fqn)
+            if after is not None and after.input.count:
+                d.after = activation_data(fqn, after, spec)
+                d.after.label = f"after {transform_label(s.config.transforms)}"
+                d.after_state = "ok"
+            else:
+                d.after_state = "pending"
+        return d
 
     # ------------------------------------------------------------------------------------
     # weight SQNR and the histogram numbers
     # ------------------------------------------------------------------------------------
     def layer_sqnr(self, fqn: str) -> float | None:
-        """Weight SQNR (dB) of ``fqn`` under the current configuration (None until known)."""
-        return self.sqnr.get(fqn, self.session.config.resolve(fqn).weight)
+        """Weight SQNR (dB) of ``fqn`` under the current configuration (None until known),
+        on the weights it quantizes (a fine-tuned configuration's own)."""
+        s = self.session
+        return self.sqnr.get(fqn, s.config.resolve(fqn).weight, s.weights_tag())
 
-    def sqnr_under(self, fqn: str, spec: QuantSpec | None) -> float | None:
-        return self.sqnr.get(fqn, spec)
+    def sqnr_under(self, fqn: str, spec: QuantSpec | None, name: str | None = None) -> float | None:
+        """The SQNR of ``fqn`` under ``spec`` on the weights of configuration ``name``
+        (the loaded weights when None)."""
+        tag = "" if name is None else self.session.weights_tag(name)
+        return self.sqnr.get(fqn, spec, tag)
 
     def sqnr_todo(
-        self, configs: Iterable[ModelConfig] | None = None, skip: Iterable[str] = ()
-    ) -> list[tuple[str, QuantSpec]]:
+        self,
+        configs: Iterable[ModelConfig] | None = None,
+        skip: Iterable[str] = (),
+        names: Iterable[str] | None = None,
+    ) -> list[Todo]:
         """``(fqn, spec)`` pairs of ``configs`` (default: the current one) whose weight SQNR
-        is not known yet, without the layers in ``skip``."""
+        is not known yet, without the layers in ``skip``. With ``names`` (configuration
+        names, instead of ``configs``) or by default, a fine-tuned configuration's items are
+        ``(fqn, spec, tag)``: measured on its own weights."""
         s = self.session
-        cfgs = [s.config] if configs is None else list(configs)
         skipped = set(skip)
-        return [t for t in self.sqnr.missing(s.fqns, cfgs) if t[0] not in skipped]
+        if configs is not None:
+            todo = self.sqnr.missing(s.fqns, list(configs))
+        else:
+            todo = []
+            for n in [s.current_name] if names is None else list(names):
+                for t in self.sqnr.missing(s.fqns, [s.configs[n]], s.weights_tag(n)):
+                    if t not in todo:
+                        todo.append(t)
+        return [t for t in todo if t[0] not in skipped]
 
-    def sqnr_job(self, todo: list[tuple[str, QuantSpec]]) -> Job:
+    def sqnr_job(self, todo: list[Todo]) -> Job:
         """Compute the SQNR of ``todo`` (items arrive one layer at a time)."""
-        weights = dict(self.session.weights)
+        s = self.session
+        weights = dict(s.weights)
+        tags = {t[2] for t in todo if len(t) > 2}
+        tuned: dict[str, dict[str, Any]] = {}
+        for tw in s.tuned.values():
+            if tw.tag in tags and tw.tag not in tuned:
+                tuned[tw.tag] = {f: tw.layer_weight(s.handle, f) for f in s.fqns}
+        missing = tags - set(tuned)
+        if missing:
+            raise ValueError(f"layer SQNR: no fine-tuned weights {', '.join(sorted(missing))}")
 
         def item(x: Any) -> None:
-            if isinstance(x, tuple) and len(x) == 3:
+            if isinstance(x, tuple) and len(x) in (3, 4):
                 self.sqnr.record([x])
 
-        return Job("layer SQNR", "layer SQNR", lambda: compute_sqnr(weights, todo), on_item=item)
+        def factory() -> Iterator[Any]:
+            return compute_sqnr(weights, todo, tuned)
 
-    def sqnr_inline(self, todo: list[tuple[str, QuantSpec]]) -> bool:
+        return Job("layer SQNR", "layer SQNR", factory, on_item=item)
+
+    def sqnr_inline(self, todo: list[Todo]) -> bool:
         """Whether ``todo`` is small enough to compute on the caller's thread."""
         h = self.session.handle
         if h is None or len(todo) > SQNR_INLINE_LAYERS:
             return h is None
-        n = sum(h.layer(f).weight_numel for f, _ in todo)
+        n = sum(h.layer(t[0]).weight_numel for t in todo)
         return n <= SQNR_INLINE_LIMIT
 
     def size_of(self, name: str | None = None) -> tuple[float, float]:
@@ -327,27 +420,40 @@ class AppController:
         return size_of(self._need_handle(), s.config if name is None else s.configs[name])
 
     def layer_view(
-        self, fqn: str, compare: str | None = None, channel: int = 0, spec: Any = ...
+        self,
+        fqn: str,
+        compare: str | None = None,
+        channel: int = 0,
+        spec: Any = ...,
+        name: str | None = None,
     ) -> Any:
         """The histogram view's :class:`~quantviz.core.layer_view.HistData` of ``fqn`` under
-        ``spec`` (default: the current configuration's). Pure and thread-safe; pass the
-        result to :meth:`record_layer_view` on the session's thread."""
+        ``spec`` (default: configuration ``name``'s, the current one when None), of the
+        weights that configuration quantizes (a fine-tuned configuration's own). Pure and
+        thread-safe; pass the result to :meth:`record_layer_view` on the session's
+        thread."""
         from quantviz.core.layer_view import layer_view
 
         s = self.session
-        w = s.weight(fqn)
+        w = s.layer_weight(fqn, name)
         if spec is ...:
-            spec = s.config.resolve(fqn).weight
-        return layer_view(fqn, w, spec, compare, channel, self.layer_views)
+            cfg = s.config if name is None else s.configs[name]
+            spec = cfg.resolve(fqn).weight
+        d = layer_view(fqn, w, spec, compare, channel, self.layer_views)
+        tag = s.weights_tag(name)
+        if tag:
+            d = replace(d, extra={**d.extra, "weights_tag": tag, "weights": "fine-tuned"})
+        return d
 
     def record_layer_view(self, d: Any) -> None:
-        """Store the SQNR a :meth:`layer_view` result measured."""
+        """Store the SQNR a :meth:`layer_view` result measured (under its weights' tag)."""
+        tag = d.extra.get("weights_tag", "")
         if d.main is not None:
-            self.sqnr.record([(d.fqn, d.main.spec, d.main.sqnr_db)])
+            self.sqnr.record([(d.fqn, d.main.spec, d.main.sqnr_db, tag)])
         elif d.error and d.spec is not None:
-            self.sqnr.record([(d.fqn, d.spec, math.nan)])
+            self.sqnr.record([(d.fqn, d.spec, math.nan, tag)])
         if d.compare is not None:
-            self.sqnr.record([(d.fqn, d.compare.spec, d.compare.sqnr_db)])
+            self.sqnr.record([(d.fqn, d.compare.spec, d.compare.sqnr_db, tag)])
 
     def weight_numel(self, fqn: str) -> int:
         return int(self.session.weight(fqn).numel())
@@ -412,22 +518,22 @@ class AppController:
         def done(payload: Any) -> ResultEntry:
             base, res = payload
             self.baseline = base
-            if tuned is None:  # the SQNR cache is of the model's own weights, per spec
-                self._record_result_sqnr(res)
+            # the SQNR table keys a fine-tuned configuration's numbers by its weights' tag
+            self._record_result_sqnr(res, "" if tuned is None else tuned.tag)
             if name not in s.configs:  # deleted while it ran: keep what was measured
                 s.add_config(name, config)
             return s.add_result(res, name=name, config=config)
 
         return Job("evaluate", f"Evaluating {name}", recipe, done, meta={"name": name})
 
-    def _record_result_sqnr(self, res: Any) -> None:
+    def _record_result_sqnr(self, res: Any, tag: str = "") -> None:
         cfg = config_of(res, ModelConfig())
         items = []
         for lay in getattr(res, "layers", []) or []:
             sq = lay.get("weight_sqnr_db")
             spec = cfg.resolve(lay["fqn"]).weight
             if sq is not None and spec is not None:
-                items.append((lay["fqn"], spec, float(sq)))
+                items.append((lay["fqn"], spec, float(sq), tag))
         self.sqnr.record(items)
 
     def _series_item(self, kind: str, series: str, skip: Callable[[Any], bool] = lambda r: False):
@@ -449,12 +555,21 @@ class AppController:
         bits: Iterable[int] = SWEEP_BITS,
         spec: QuantSpec | None = None,
         cluster: str | None = None,
+        remedies: str = "with",
     ) -> Job:
         """Every layer at ``spec`` (default: the current default weight scheme) at each of
         ``bits``; every run is its own named curve (series) on the trade-off plot.
-        ``cluster`` (an address, see :meth:`cluster`): the points are Ray tasks there."""
+        ``cluster`` (an address, see :meth:`cluster`): the points are Ray tasks there.
+
+        ``remedies``: ``"with"`` the current config's transforms and ``spec``'s rounding
+        (AdaRound / GPTQ), ``"without"`` neither (nearest rounding, no transforms),
+        ``"both"`` one curve each (two series in one job; the same as ``"with"`` for a
+        config that has no transforms and a nearest-rounding spec)."""
+        from quantviz.core.spec import transform_label
         from quantviz.eval.sweeps import parse_bits
 
+        if remedies not in ("with", "without", "both"):
+            raise ValueError(f"remedies: must be with, without or both, got {remedies!r}")
         executor = None if cluster is None else self.cluster(cluster)
 
         s = self.session
@@ -464,41 +579,86 @@ class AppController:
         act = s.config.default.activation
         stats = dict(s.activation_stats)
         cache, baseline = self.weight_cache, self.baseline
-        label = f"uniform W{','.join(map(str, widths))} {spec.short().split(' ', 1)[1]}"
         transforms = s.config.transforms
-        if transforms:  # with and without transforms are different curves
-            from quantviz.core.spec import transform_label
-
-            label += f" + {transform_label(transforms)}"
-        series = s.unique_series(label)
+        has = bool(transforms) or spec.rounding != "nearest"
+        plain_spec = spec.with_(rounding="nearest")
+        runs: list[tuple[QuantSpec, tuple[Any, ...]]] = []
+        if remedies in ("with", "both") or not has:
+            runs.append((spec, transforms))
+        if has and remedies in ("without", "both"):
+            runs.append((plain_spec, ()))
+        kind_of = {True: "with", False: "without"}
+        series: dict[str, str] = {}
+        labels = []
+        for sp, tr in runs:
+            label = f"uniform W{','.join(map(str, widths))} {sp.short().split(' ', 1)[1]}"
+            if tr:  # with and without transforms are different curves
+                label += f" + {transform_label(tr)}"
+            elif has:
+                label += " without transforms" if transforms else " nearest"
+            key = kind_of[bool(tr) or sp.rounding != "nearest"]
+            series[key] = s.unique_series(label)
+            labels.append(label)
 
         def recipe() -> Generator[Any, None, Any]:
-            from quantviz.eval import uniform_sweep
+            from quantviz.eval import compute_baseline, uniform_sweep
 
             if executor is not None:
                 executor.connect()
-            gen = uniform_sweep(
-                handle,
-                data,
-                widths,
-                spec,
-                activation=act,
-                stats=stats,
-                cache=cache,
-                baseline=baseline,
-                transforms=transforms,
-                executor=executor,
+
+            def work() -> Generator[Any, None, Any]:
+                base = baseline
+                if len(runs) > 1 and (base is None or not base.matches(handle.module, data.x)):
+                    base = yield from compute_baseline(handle, data)
+                out = []
+                for k, (sp, tr) in enumerate(runs):
+                    gen = uniform_sweep(
+                        handle,
+                        data,
+                        widths,
+                        sp,
+                        activation=act,
+                        stats=stats,
+                        cache=cache,
+                        baseline=base,
+                        transforms=tr,
+                        executor=executor,
+                    )
+                    out.append((yield from _sweep_run(gen, k, len(runs), len(widths))))
+                return out[0] if len(out) == 1 else out
+
+            return (yield from self._model_work(work(), multi_point=True))
+
+        from quantviz.eval import PointDone
+
+        def item(x: Any) -> None:
+            if not isinstance(x, PointDone):
+                return
+            r = x.result
+            cfg = config_of(r, self.session.config)
+            from quantviz.eval.before_after import has_remedies
+
+            name = (
+                series[kind_of[has_remedies(cfg)]]
+                if len(series) > 1
+                else next(iter(series.values()))
             )
-            return (yield from self._model_work(gen, multi_point=True))
+            self.session.add_result(
+                r, name=r.name or f"uniform sweep {x.index}", config=cfg, series=name
+            )
 
         where = "" if cluster is None else f" on {cluster}"
         return Job(
             "uniform sweep",
-            f"Uniform sweep {label} ({','.join(map(str, widths))} bits){where}",
+            f"Uniform sweep {' and '.join(labels)} ({','.join(map(str, widths))} bits){where}",
             recipe,
             lambda r: r,
-            self._series_item("uniform sweep", series),
-            meta={"series": series, "cluster": cluster},
+            item,
+            meta={
+                "series": next(iter(series.values())),
+                "all_series": list(series.values()),
+                "cluster": cluster,
+            },
         )
 
     def sensitivity_job(
@@ -585,7 +745,9 @@ class AppController:
 
     def debug_job(self, name: str | None = None) -> Job:
         """Error propagation (isolated and cumulative error per layer) of configuration
-        ``name`` (the current one when None); the result goes to :attr:`debug_result`."""
+        ``name`` (the current one when None); the result goes to :attr:`debug_result`.
+        A configuration with transforms or AdaRound / GPTQ rounding is also run without
+        them (:func:`~quantviz.eval.before_after.plain_config`), into :attr:`debug_plain`."""
         from quantviz.eval import check_config
 
         s = self.session
@@ -594,24 +756,47 @@ class AppController:
         config = s.configs[name]
         check_config(handle, config)
         stats, cache = dict(s.activation_stats), self.weight_cache
+        tuned = s.tuned.get(name)
+        from quantviz.eval.before_after import has_remedies, plain_config
+
+        # the same config without its remedies (not for fine-tuned weights: their own run)
+        plain = plain_config(config) if tuned is None and has_remedies(config) else None
 
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval.debug import debug
+            from quantviz.eval.qat import swapped_weights
 
-            gen = debug(handle, data, config, stats=stats, cache=cache)
-            return (yield from self._model_work(gen))
+            def both() -> Generator[Any, None, Any]:
+                if tuned is not None:
+                    # fine-tuned weights: their float model is the reference, their statistics
+                    with swapped_weights(handle, tuned):
+                        res = yield from debug(handle, data, config, cache=cache)
+                    return res, None
+                n = 1 if plain is None else 2
+                gen = debug(handle, data, config, stats=stats, cache=cache)
+                res = yield from _as_point(gen, 0, n)
+                without = None
+                if plain is not None:  # the same config with transforms and rounding removed
+                    gen = debug(handle, data, plain, stats=dict(stats), cache=cache)
+                    without = yield from _as_point(gen, 1, n)
+                return res, without
 
-        def done(res: Any) -> Any:
-            self.debug_result = res
-            return res
+            return (yield from self._model_work(both()))
 
-        return Job("debug", f"Error propagation of {name}", recipe, done, meta={"name": name})
+        def done(payload: Any) -> Any:
+            self.debug_result, self.debug_plain = payload
+            return payload[0]
+
+        what = f"Error propagation of {name}" + (" with and without its remedies" if plain else "")
+        return Job("debug", what, recipe, done, meta={"name": name})
 
     def qat_job(self, name: str | None = None, options: Any = None) -> Job:
         """Quantization-aware fine-tuning of configuration ``name`` (the current one when
         None) with :class:`quantviz.eval.qat.QatOptions` ``options``. The fine-tuned weights
         are kept as a new configuration ``<name> qat-<method>`` (:attr:`Session.tuned`),
-        evaluated and exported with them; both results go to the trade-off plot."""
+        evaluated, viewed and exported with them; both results go to the trade-off plot.
+        The new configuration's name is the job's ``meta["new"]`` and :attr:`qat_config`
+        once it is done."""
         from quantviz.eval import check_config
         from quantviz.eval.qat import QatOptions
 
@@ -629,17 +814,20 @@ class AppController:
 
             return (yield from self._model_work(finetune(handle, data, config, options, name=name)))
 
+        meta: dict[str, Any] = {"name": name, "new": None}
+
         def done(res: Any) -> Any:
             new = s.unique_name(f"{name} qat-{options.method}")
             s.add_config(new, config)
-            s.tuned[new] = res.weights
+            s.set_tuned(new, res.weights)
             s.add_result(res.before, name=name, config=config)
             s.add_result(res.after, name=new, config=config)
             self.qat_result = res
+            self.qat_config = meta["new"] = new
             return res
 
         what = f"Fine-tuning {name} ({options.method})"
-        return Job("qat", what, recipe, done, meta={"name": name})
+        return Job("qat", what, recipe, done, meta=meta)
 
     def proxies_job(
         self, bits: int = SENSITIVITY_BITS[0], proxies: Iterable[str] | None = None
@@ -750,6 +938,7 @@ class AppController:
             configs=dict(s.configs),
             current=s.current_name,
             results=list(s.results),
+            tuned=dict(s.tuned),
         )
 
     def save_session(self, path: str) -> None:
@@ -778,12 +967,23 @@ class AppController:
                         f"{path}: configs.{name}: layers {', '.join(unknown)} are not in "
                         f"{handle.name}"
                     )
+            params = dict(handle.module.named_parameters(remove_duplicate=False))
+            for name, weights in data.tuned.items():
+                for pname, t in weights.items():
+                    p = params.get(pname)
+                    if p is None or tuple(p.shape) != tuple(t.shape):
+                        what = "no such parameter" if p is None else f"shape {tuple(p.shape)}"
+                        raise ValueError(
+                            f"{path}: tuned.{name}: {pname} {tuple(t.shape)} does not fit "
+                            f"{handle.name} ({what})"
+                        )
 
         def after(_handle: Any) -> None:
             self.session.restore(
                 data.configs,
                 data.current,
                 [(r.name, r.config, r.result, r.series) for r in data.results],
+                tuned=data.tuned,
             )
 
         job = self.open_model_job(data.model, data.data, trust=trust, check=check, after=after)
@@ -843,6 +1043,8 @@ class AppController:
         s = self.session
         if spec is ...:
             spec = s.config.resolve(fqn).weight
+        if s.weights_tag():  # transforms are prepared on the loaded weights, not these
+            return None
         try:
             st = self.transform_state()
         except ValueError:
@@ -867,7 +1069,8 @@ class AppController:
     def transforms_job(self, name: str | None = None) -> Job:
         """Compute the transforms and AdaRound / GPTQ roundings of configuration ``name``
         (current when None) on the calibration data, for the views (histogram overlay,
-        notes); an evaluation reuses them."""
+        notes), and with evaluation data every layer's input activations under the
+        transforms (the activation view's "after"); an evaluation reuses them."""
         from quantviz.eval.transforms import needs_transforms, prepare_transforms
 
         s = self.session
@@ -877,10 +1080,17 @@ class AppController:
         if not needs_transforms(handle, cfg):
             raise ValueError(f"{name}: has no transforms and no AdaRound / GPTQ rounding")
         calib = s.data.calib_x if s.data is not None else None
-        store = self.weight_cache.transforms
+        data, cache = s.data, self.weight_cache
+        store = cache.transforms
+        capture = data is not None and bool(cfg.transforms) and self.activations_supported(handle)
 
         def recipe() -> Generator[Any, None, Any]:
-            gen = prepare_transforms(handle, cfg, calib, store=store)
+            from quantviz.eval.before_after import transformed_activations
+
+            if capture:  # and the layers' inputs under them (the activation view's "after")
+                gen = transformed_activations(handle, data, cfg, cache=cache)
+            else:
+                gen = prepare_transforms(handle, cfg, calib, store=store)
             return (yield from self._model_work(gen))
 
         label = f"Transforms of {name}"

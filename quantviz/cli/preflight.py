@@ -97,7 +97,7 @@ def preflight(args: argparse.Namespace) -> Any:
 
         config = load_config(args.config)
     transforms = getattr(args, "transforms", None)
-    if transforms is not None and args.command in ("eval", "sweep"):
+    if transforms is not None and args.command in ("eval", "sweep", "debug"):
         if config is None:
             from quantviz.core.defaults import DEFAULT_CONFIG
 

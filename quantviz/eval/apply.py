@@ -50,12 +50,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppliedConfig",
+    "ParameterSwap",
     "WeightCache",
     "WeightEntry",
     "apply_config",
     "check_config",
     "needs_calibration",
     "prepare_weights",
+    "swapped_parameters",
 ]
 
 _APPLIED_FLAG = "_quantviz_applied"
@@ -395,6 +397,47 @@ def _parameters(handle: ModelHandle, fqn: str) -> list[torch.nn.Parameter]:
     return out
 
 
+class ParameterSwap:
+    """Parameters given other tensors for a while (see :func:`swapped_parameters`)."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+
+    def keep(self, p: torch.nn.Parameter) -> torch.Tensor:
+        """Remember ``p``'s current tensor (put back on exit); returns it."""
+        self._done.append((p, p.data))
+        return p.data
+
+    def put(self, p: torch.nn.Parameter, t: torch.Tensor) -> None:
+        """Give ``p`` the tensor ``t`` (its current one is put back on exit)."""
+        self.keep(p)
+        p.data = t
+
+    def put_layer(self, handle: ModelHandle, fqn: str, t: torch.Tensor) -> None:
+        """Give layer ``fqn``'s weight and every tied parameter (a separate object that
+        shares it, e.g. an ``lm_head`` tied to the embedding) the tensor ``t``."""
+        for p in _parameters(handle, fqn):
+            self.put(p, t)
+
+    def restore(self) -> None:
+        """Every parameter gets its first remembered tensor back (the very same storage)."""
+        done, self._done = self._done, []
+        for p, orig in reversed(done):
+            p.data = orig
+
+
+@contextmanager
+def swapped_parameters() -> Iterator[ParameterSwap]:
+    """A :class:`ParameterSwap` whose parameters get their original tensors back on exit,
+    normal or by an exception (what :func:`apply_config` and
+    :func:`quantviz.eval.qat.swapped_weights` share)."""
+    swap = ParameterSwap()
+    try:
+        yield swap
+    finally:
+        swap.restore()
+
+
 @contextmanager
 def apply_config(
     handle: ModelHandle,
@@ -463,7 +506,7 @@ def apply_config(
         hooks[fqn], kinds[fqn] = _static_hook(cache.activation(fqn, act, st)), "static"
     q_seconds = time.perf_counter() - t0
 
-    swapped: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    swap = ParameterSwap()
     removers: list[Callable[[], None]] = []
     handle.meta[_APPLIED_FLAG] = True
     outer = transformed(handle, state)
@@ -471,20 +514,16 @@ def apply_config(
         outer.__enter__()
         for fqn, entry in entries.items():
             lay = handle.layer(fqn)
-            stored = lay.to_stored(entry.dequantized)  # a view: [in, out] for a Conv1D
-            for p in _parameters(handle, fqn):
-                swapped.append((p, p.data))
-                p.data = stored
+            swap.put_layer(handle, fqn, lay.to_stored(entry.dequantized))  # [in, out]: Conv1D
         if stream:
-            removers.extend(_streaming_hooks(handle, config, cache, swapped))
+            removers.extend(_streaming_hooks(handle, config, cache, swap))
         for fqn, hook in hooks.items():
             removers.append(handle.add_hooks(fqn, pre=hook))
         yield AppliedConfig(entries, kinds, q_seconds)
     finally:
         for r in reversed(removers):
             r()
-        for p, orig in reversed(swapped):
-            p.data = orig
+        swap.restore()
         try:
             outer.__exit__(None, None, None)
         finally:
@@ -495,10 +534,10 @@ def _streaming_hooks(
     handle: ModelHandle,
     config: ModelConfig,
     cache: WeightCache,
-    swapped: list[tuple[torch.nn.Parameter, torch.Tensor]],
+    swap: ParameterSwap,
 ) -> list[Callable[[], None]]:
     """Forward hooks swapping each layer's quantized weight in for the duration of its
-    module's call (see :func:`apply_config`); ``swapped`` gets every parameter's float
+    module's call (see :func:`apply_config`); ``swap`` keeps every parameter's float
     tensor first, so the caller restores them whatever happens."""
     from quantviz.model.handle import _submodule
 
@@ -509,9 +548,7 @@ def _streaming_hooks(
             continue
         lay = handle.layer(fqn)
         params = _parameters(handle, fqn)
-        floats = [p.data for p in params]
-        for p, f in zip(params, floats, strict=True):
-            swapped.append((p, f))
+        floats = [swap.keep(p) for p in params]
         pinned: dict[str, torch.Tensor] = {}  # a tied weight: quantized once, kept
         active = [0]  # modules of this layer inside their forward
 

@@ -47,9 +47,12 @@ from quantviz.eval.apply import (
     apply_config,
     check_config,
     needs_calibration,
+    prepare_weights,
 )
+from quantviz.eval.before_after import plain_config, remedy_label
 from quantviz.eval.forward import check_data, first_batch, forward
 from quantviz.eval.results import EvalError, Progress, json_safe
+from quantviz.eval.transforms import needs_transforms, prepare_transforms, transformed
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -418,14 +421,22 @@ def _config_variants(
     config: ModelConfig,
     cache: WeightCache,
     stats: Mapping[str, LayerStats],
+    entries: Mapping[str, Any] | None = None,
 ) -> dict[str, list[tuple[Hashable, Variant]]]:
+    """Per quantized layer, its variant under ``config``; ``entries`` (from
+    :func:`~quantviz.eval.apply.prepare_weights` with a transformed state): the layers'
+    transformed / AdaRound / GPTQ weights instead of the model's own quantized."""
     out: dict[str, list[tuple[Hashable, Variant]]] = {}
     for fqn in handle.fqns:
         lc = config.resolve(fqn)
         wq = None
         if lc.weight is not None:
             lay = handle.layer(fqn)  # quantized as [out, in]; swapped in as stored
-            wq = lay.to_stored(cache.get(fqn, lc.weight, handle.quant_weight(fqn)).dequantized)
+            if entries is not None and fqn in entries:
+                wq = lay.to_stored(entries[fqn].dequantized)
+            else:
+                w = handle.quant_weight(fqn)
+                wq = lay.to_stored(cache.get(fqn, lc.weight, w).dequantized)
         act: Callable[[torch.Tensor], torch.Tensor] | None = None
         if lc.activation is not None:
             if lc.activation.dynamic:
@@ -512,7 +523,15 @@ def debug(
 
     ``executor`` (a :class:`quantviz.eval.cluster.Cluster`) splits the batches over Ray
     tasks; each returns its running sums and the sums are added here (the same numbers up
-    to float summation order).
+    to float summation order); it does not take a configuration with transforms or
+    AdaRound / GPTQ rounding.
+
+    Transforms and rounding (``config.transforms``, ``rounding: adaround | gptq``) are
+    computed first (``transform`` progress; cached in ``cache.transforms``): the quantized
+    pass runs the transformed model with its transformed / rounded weights, the reference
+    the float model under the same transforms (see :func:`_remedy_states`), so the strip of
+    a config and of :func:`~quantviz.eval.before_after.plain_config` of it show what the
+    remedies changed per layer.
 
     A generator yielding :class:`Progress` (``calibrate`` when static activation specs need
     statistics, then ``debug`` per batch); closing it at any yield removes the hooks and
@@ -523,7 +542,7 @@ def debug(
     """
     import time
 
-    from quantviz.eval.evaluate import calibrate
+    from quantviz.eval.evaluate import calibrate, run
 
     t0 = time.perf_counter()
     check_config(handle, config)
@@ -537,11 +556,25 @@ def debug(
     for f in handle.fqns:  # hookable? (ValueError naming the model)
         _module_of(handle, f)
         break
+    state, ref_state = None, None
+    if needs_transforms(handle, config):
+        if executor is not None:
+            raise ValueError(
+                "debug --cluster: a configuration with transforms or AdaRound / GPTQ "
+                f"rounding ({remedy_label(config)}) is debugged in this process only"
+            )
+        state, ref_state = yield from _remedy_states(handle, data, config, cache, batch_size)
+        if state is not None and not state.empty:
+            stats = state.stats  # activation ranges of the transformed model
     static = needs_calibration(handle, config)
     if static:
-        yield from calibrate(handle, data, static, stats, batch_size=batch_size)
+        with transformed(handle, state):
+            yield from calibrate(handle, data, static, stats, batch_size=batch_size)
     try:
-        variants = _config_variants(handle, config, cache, stats)
+        entries = None
+        if state is not None:
+            entries = run(prepare_weights(handle, config, cache, state))
+        variants = _config_variants(handle, config, cache, stats, entries)
     except ValueError as exc:
         raise EvalError(handle.source, "quantize", str(exc)) from exc
     n, spans = _prepare(handle, data, batch_size, max_samples)
@@ -550,8 +583,9 @@ def debug(
     else:
         rec = _Recorder(handle, variants, keep=True)
         outs = _OutputSums()
+        states = (state, ref_state, entries)
         for i, (a, b) in enumerate(spans, start=1):
-            _debug_batch(handle, data, config, stats, cache, rec, outs, a, b)
+            _debug_batch(handle, data, config, stats, cache, rec, outs, a, b, states)
             yield Progress(i, len(spans), "debug")
     rows = []
     for fqn in rec.order:
@@ -582,17 +616,23 @@ def _debug_batch(
     outs: _OutputSums,
     a: int,
     b: int,
+    states: tuple[Any, Any, Any] = (None, None, None),
 ) -> None:
-    """One float and one quantized pass over samples ``a:b``, adding to ``rec`` and ``outs``."""
+    """One float and one quantized pass over samples ``a:b``, adding to ``rec`` and ``outs``.
+    ``states``: the transformed state, the reference (float) state and the prepared weights
+    of a configuration with transforms or AdaRound / GPTQ (:func:`_remedy_states`)."""
+    state, ref_state, entries = states
     rec.new_batch()
     rec.attach()
     try:
         rec.quantized_pass = False
-        with torch.no_grad():
+        with torch.no_grad(), transformed(handle, ref_state):
             ref = forward(handle, data, a, b, "debug (float model)", False)
         rec.quantized_pass = True
         try:
-            applying = apply_config(handle, config, stats=stats, cache=cache)
+            applying = apply_config(
+                handle, config, stats=stats, cache=cache, state=state, prepared=entries
+            )
         except ValueError as exc:
             raise EvalError(handle.source, "quantize", str(exc)) from exc
         with torch.no_grad(), applying:
@@ -646,6 +686,37 @@ def _debug_on(
             rec.cumulative.setdefault(f, ErrorSums()).merge(sums)
         outs.merge(out_sums)
     return rec, outs
+
+
+def _remedy_states(
+    handle: ModelHandle,
+    data: EvalData,
+    config: ModelConfig,
+    cache: WeightCache,
+    batch_size: int,
+) -> Generator[Progress, None, tuple[Any, Any]]:
+    """``(state, reference state)`` of a configuration with transforms or rounding.
+
+    The quantized pass runs under ``state``; the float reference under the same transforms
+    without ``bias_correction`` (which changes the biases to offset the *quantized* weights'
+    mean shift: in the reference it would hide what it corrects), so that every layer's
+    output is compared in the same (equalized / smoothed / rotated) basis and the
+    function-preserving transforms leave the reference equal to the float model.
+    """
+    try:
+        state = yield from prepare_transforms(
+            handle, config, data.calib_x, batch_size=batch_size, store=cache.transforms
+        )
+        ref_state = state
+        if state is not None and "bias_correction" in config.transform_names:
+            rest = [(n, p) for n, p in config.transforms if n != "bias_correction"]
+            ref_cfg = plain_config(config).with_transforms(rest)
+            ref_state = yield from prepare_transforms(
+                handle, ref_cfg, data.calib_x, batch_size=batch_size, store=cache.transforms
+            )
+    except ValueError as exc:
+        raise EvalError(handle.source, "transform", str(exc)) from exc
+    return state, ref_state
 
 
 def weight_variants(

@@ -150,13 +150,12 @@ def _check_output(out: torch.Tensor, n: int) -> None:
 
 def model_output(handle: ModelHandle, raw: Any) -> torch.Tensor:
     """What the metrics read of ``handle``'s output ``raw``: its logits tensor with the class
-    dimension on dim 1 (a masked LM's or token classifier's ``[batch, tokens, vocab]``
-    logits become ``[batch, vocab, tokens]``: one prediction per token). A causal LM's stay
-    ``[batch, tokens, vocab]``: perplexity, KL and agreement read the next-token
-    distributions (:class:`quantviz.data.metrics.PerplexityAccumulator`)."""
+    dimension on dim 1 when the handle says it is elsewhere (``meta["class_dim"]``: a masked
+    LM's or token classifier's ``[batch, tokens, vocab]`` logits become ``[batch, vocab,
+    tokens]``: one prediction per token). A causal LM's handle names no class dimension, so
+    its logits stay ``[batch, tokens, vocab]``: perplexity, KL and agreement read the
+    next-token distributions (:class:`quantviz.data.metrics.PerplexityAccumulator`)."""
     out = _output(raw)
-    if handle.is_causal_lm:  # [batch, tokens, vocab]: perplexity reads it as it is
-        return out
     class_dim = handle.meta.get("class_dim")
     if isinstance(class_dim, int) and class_dim not in (1, -out.dim() + 1) and out.dim() > 2:
         out = out.movedim(class_dim, 1)

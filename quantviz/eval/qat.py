@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from quantviz.core import ModelConfig, QuantSpec, fake_quantize, quantize
-from quantviz.eval.apply import WeightCache, check_config
+from quantviz.eval.apply import WeightCache, check_config, swapped_parameters
 from quantviz.eval.results import Progress
 
 if TYPE_CHECKING:
@@ -284,30 +284,31 @@ def _kl_to(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def swapped_weights(handle: ModelHandle, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+def swapped_weights(handle: ModelHandle, weights: Mapping[str, torch.Tensor]) -> Iterator[None]:
     """Give ``handle``'s parameters the ``weights`` (param name -> tensor) inside the block.
 
-    The original tensors (the very same storage) are put back on exit, also on an exception.
+    Every name and shape is checked before any parameter changes; the original tensors (the
+    very same storage) are put back on exit, also on an exception
+    (:func:`quantviz.eval.apply.swapped_parameters`). Tied parameters are listed under each
+    of their names (``named_parameters(remove_duplicate=False)``), as :func:`finetune`
+    returns them.
     """
     params = dict(handle.module.named_parameters(remove_duplicate=False))
     missing = sorted(set(weights) - set(params))
     if missing:
         raise ValueError(f"{handle.name}: no parameter named {', '.join(missing[:5])}")
-    done: list[tuple[nn.Parameter, torch.Tensor]] = []
-    try:
+    for name, t in weights.items():
+        p = params[name]
+        if tuple(t.shape) != tuple(p.shape):
+            raise ValueError(
+                f"{handle.name}: {name}: shape {tuple(t.shape)} does not fit the model's "
+                f"{tuple(p.shape)}"
+            )
+    with swapped_parameters() as swap:
         for name, t in weights.items():
             p = params[name]
-            if tuple(t.shape) != tuple(p.shape):
-                raise ValueError(
-                    f"{handle.name}: {name}: shape {tuple(t.shape)} does not fit the model's "
-                    f"{tuple(p.shape)}"
-                )
-            done.append((p, p.data))
-            p.data = t.to(p.dtype)
+            swap.put(p, t.to(p.dtype))
         yield
-    finally:
-        for p, orig in reversed(done):
-            p.data = orig
 
 
 #: the progress phases of :func:`finetune`: evaluation before, training, evaluation after

@@ -1,6 +1,12 @@
 """The selected layer's input-activation histogram from the calibration statistics, with the
 calibrated clipping range and the activation grid (when the layer's activations are
-quantized). The numbers come from :meth:`quantviz.app.AppController.activation_view`."""
+quantized). The numbers come from :meth:`quantviz.app.AppController.activation_view`.
+
+With model transforms in the configuration (smoothquant, hadamard, cle ...) the view shows
+the input *before* (the float model) and *after* the transforms (captured under them on the
+calibration data by the transforms job: the "Capture after transforms" button or the
+transforms panel's Compute), each with its own grid, in a legend, and a label comparing
+max|x| and kurtosis before vs after (the tail that the remedy shrinks)."""
 
 from __future__ import annotations
 
@@ -9,9 +15,10 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from quantviz.app import AppController
+from quantviz.app.activation import ActivationData
 from quantviz.gui.plot_style import current_theme, style_plot
 
 __all__ = ["ActivationView"]
@@ -19,10 +26,17 @@ __all__ = ["ActivationView"]
 LOG_FLOOR = 0.5
 
 
+def _after_colour() -> str:
+    """The "after the transforms" colour: apart from the histogram's and the grid's."""
+    return current_theme().series[2]
+
+
 class ActivationView(QWidget):
-    """``activationPlot``; ``updated(str)`` after a redraw (the layer's fqn or "")."""
+    """``activationPlot``; ``updated(str)`` after a redraw (the layer's fqn or "");
+    ``captureRequested()`` when the user asks for the activations after the transforms."""
 
     updated = Signal(str)
+    captureRequested = Signal()
 
     def __init__(self, controller: AppController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -50,9 +64,36 @@ class ActivationView(QWidget):
         )
         self.range_item.setZValue(-10)
         self.grid_item = pg.PlotDataItem([], [], connect="pairs", pen=pg.mkPen(th.grid))
+        # the input after the configuration's transforms, and the grid fitted to it
+        self.after_item = pg.PlotDataItem(
+            [0.0, 1.0], [0.0], stepMode="center", pen=pg.mkPen(_after_colour(), width=1.8)
+        )
+        self.after_grid_item = pg.PlotDataItem(
+            [], [], connect="pairs", pen=pg.mkPen(_after_colour(), width=1.5)
+        )
+        self.after_item.setZValue(5)
         pi.addItem(self.range_item)
         pi.addItem(self.hist_item)
         pi.addItem(self.grid_item)
+        pi.addItem(self.after_item)
+        pi.addItem(self.after_grid_item)
+        self.legend = pi.addLegend(offset=(4, 4), labelTextSize="7pt", verSpacing=-6)
+        self.legend.setBrush(pg.mkBrush(th.background + "d0"))
+        self.legend.setVisible(False)
+        self.after: ActivationData | None = None
+        self.compareLabel = QLabel(self)
+        self.compareLabel.setObjectName("activationCompareLabel")
+        self.compareLabel.setWordWrap(True)
+        self.compareLabel.setStyleSheet("font-size: 8pt")
+        self.compareLabel.setVisible(False)
+        self.captureButton = QPushButton("Capture after transforms", self)
+        self.captureButton.setObjectName("activationCaptureButton")
+        self.captureButton.setToolTip(
+            "Run the calibration data through the model after the configuration's transforms "
+            "and show each layer's input before and after (in the background)"
+        )
+        self.captureButton.clicked.connect(self.captureRequested.emit)
+        self.captureButton.setVisible(False)
         self.logCheck = QCheckBox("Log count", self)
         self.logCheck.setObjectName("activationLogCheck")
         self.logCheck.setChecked(True)
@@ -63,10 +104,12 @@ class ActivationView(QWidget):
         self.info.setStyleSheet("font-size: 8pt")
         row = QHBoxLayout()
         row.addWidget(self.info, 1)
+        row.addWidget(self.captureButton, 0, Qt.AlignmentFlag.AlignTop)
         row.addWidget(self.logCheck, 0, Qt.AlignmentFlag.AlignTop)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.plot, 1)
+        lay.addWidget(self.compareLabel)
         lay.addLayout(row)
         self._on_log(True)
         for sig in (
@@ -89,6 +132,9 @@ class ActivationView(QWidget):
         for line in self.range_item.lines:
             line.setPen(pg.mkPen(th.grid, width=1.5))
         self.grid_item.setPen(pg.mkPen(th.grid))
+        self.after_item.setPen(pg.mkPen(_after_colour(), width=1.8))
+        self.after_grid_item.setPen(pg.mkPen(_after_colour(), width=1.5))
+        self.legend.setBrush(pg.mkBrush(th.background + "d0"))
         self.refresh()
 
     def _on_log(self, on: bool) -> None:
@@ -100,6 +146,8 @@ class ActivationView(QWidget):
         self.hist_item.setData([0.0, 1.0], [0.0])
         self.grid_item.setData([], [])
         self.range_item.setVisible(False)
+        self._draw_after(None, "")
+        self.captureButton.setVisible(False)
         self.plot.getPlotItem().setTitle(title, size="9pt")
         self.info.setText(text)
 
@@ -113,10 +161,13 @@ class ActivationView(QWidget):
             return
         assert d.counts is not None and d.edges is not None
         log = self.logCheck.isChecked()
-        shown = np.where(d.counts > 0, d.counts, LOG_FLOOR) if log else d.counts
-        self.hist_item.setData(d.edges, shown)
+        self.hist_item.setData(d.edges, self._shown(d.counts))
         self.plot.getPlotItem().setTitle(f"{fqn} input ({d.count:,} values)", size="9pt")
+        top = float(d.counts.max()) if d.counts.size else 1.0
+        if d.after is not None and d.after.counts is not None and d.after.counts.size:
+            top = max(top, float(d.after.counts.max()))
         spec = d.spec
+        self.captureButton.setVisible(d.after_state == "pending")
         if spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
             self.grid_item.setData([], [])
             self.range_item.setVisible(False)
@@ -129,22 +180,108 @@ class ActivationView(QWidget):
                 )
             else:
                 self.info.setText(f"A{spec.short()}: ranges measured per batch at run time")
+            self._draw_after(d, "", top)
             self.updated.emit(d.fqn)
             return
-        top = float(d.counts.max()) if d.counts.size else 1.0
-        x = np.repeat(d.levels, 2)
-        y = np.empty_like(x)
-        y[0::2] = 0.5 if log else 0.0
-        y[1::2] = top * (1.6 if log else 1.04)
-        self.grid_item.setData(x, y)
+        band = 0 if d.after is None else 1
+        self.grid_item.setData(*self._grid_xy(d.levels, top, log, band))
         lo, hi = d.clip
         self.range_item.setRegion((lo, hi))
         self.range_item.setVisible(True)
-        self.info.setText(
+        text = (
             f"A{spec.short()}: calibrated range [{lo:.3g}, {hi:.3g}], {len(d.levels)} levels; "
             f"~{100 * d.clipped_fraction:.2f}% of calibration values clipped"
         )
+        self.info.setText(("before: " if d.after is not None else "") + text)
+        self._draw_after(d, spec.short(), top)
         self.updated.emit(d.fqn)
+
+    def _shown(self, counts: np.ndarray) -> np.ndarray:
+        log = self.logCheck.isChecked()
+        return np.where(counts > 0, counts, LOG_FLOOR) if log else counts
+
+    @staticmethod
+    def _grid_xy(
+        levels: np.ndarray, top: float, log: bool, band: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One vertical line per level: full height (``band`` 0), or with a before and an
+        after grid, ticks in the lower (1: before) or upper (2: after) band of the plot, so
+        that neither hides the other nor the histograms."""
+        x = np.repeat(levels, 2)
+        y = np.empty_like(x)
+        hi = top * (1.6 if log else 1.04)
+        lo = LOG_FLOOR if log else 0.0
+        if band:
+            if log:  # bands in log space: the lower and upper eighths of the height
+                span = np.log10(hi) - np.log10(lo)
+                a, b = (0.0, 0.12) if band == 1 else (0.88, 1.0)
+                lo, hi = lo * 10 ** (a * span), lo * 10 ** (b * span)
+            else:
+                lo, hi = (0.0, 0.12 * hi) if band == 1 else (0.88 * hi, hi)
+        y[0::2] = lo
+        y[1::2] = hi
+        return x, y
+
+    def _draw_after(self, d: ActivationData | None, scheme: str, top: float = 1.0) -> None:
+        """The input after the transforms (``d.after``), its grid, the legend and the
+        before/after label; all hidden when there is none."""
+        a = None if d is None else d.after
+        self.after = a
+        self.legend.clear()
+        if d is None or a is None or a.counts is None or a.edges is None:
+            self.after_item.setData([0.0, 1.0], [0.0])
+            self.after_item.setVisible(False)
+            self.after_grid_item.setData([], [])
+            self.legend.setVisible(False)
+            pending = d is not None and d.after_state == "pending"
+            self.compareLabel.setVisible(pending)
+            self.compareLabel.setText(
+                "After the transforms: not captured yet (Capture after transforms)"
+                if pending
+                else ""
+            )
+            return
+        self.after_item.setData(a.edges, self._shown(a.counts))
+        self.after_item.setVisible(True)
+        have_grid = a.levels is not None and a.clip is not None and not a.error
+        if have_grid:
+            assert a.levels is not None
+            log = self.logCheck.isChecked()
+            self.after_grid_item.setData(*self._grid_xy(a.levels, top, log, 2))
+        else:
+            self.after_grid_item.setData([], [])
+        self.legend.addItem(self.hist_item, "before")
+        self.legend.addItem(self.after_item, a.label)
+        if len(self.grid_item.xData if self.grid_item.xData is not None else []):
+            self.legend.addItem(self.grid_item, "grid before (lower ticks)")
+        if have_grid:
+            self.legend.addItem(self.after_grid_item, "grid after (upper ticks)")
+        self.legend.setVisible(True)
+        kb, ka = d.kurtosis, a.kurtosis
+        text = (
+            f"{a.label}: max|x| {d.absmax:.3g} → {a.absmax:.3g} "
+            f"({a.absmax / d.absmax:.2f}×), kurtosis {kb:.3g} → {ka:.3g}"
+            if d.absmax > 0
+            else f"{a.label}: max|x| {d.absmax:.3g} → {a.absmax:.3g}, kurtosis {kb:.3g} → {ka:.3g}"
+        )
+        if have_grid:
+            assert a.clip is not None
+            text += (
+                f"; after: range [{a.clip[0]:.3g}, {a.clip[1]:.3g}], "
+                f"~{100 * a.clipped_fraction:.2f}% clipped"
+            )
+        self.compareLabel.setText(text)
+        self.compareLabel.setVisible(True)
+
+    def after_level_count(self) -> int:
+        x = self.after_grid_item.xData
+        return 0 if x is None else len(x) // 2
+
+    def legend_labels(self) -> list[str]:
+        """The legend's entries as shown."""
+        return (
+            [label.text for _sample, label in self.legend.items] if self.legend.isVisible() else []
+        )
 
     def level_count(self) -> int:
         x = self.grid_item.xData

@@ -98,14 +98,23 @@ class ConfigList(QWidget):
                             "evaluate it as it is now"
                         )
                 it = QListWidgetItem(text)
-                it.setToolTip(tip)
                 it.setData(Qt.ItemDataRole.UserRole, name)
+                tips = []
                 if name == self.session.current_name:
                     f = QFont()
                     f.setBold(True)
                     it.setFont(f)
                     it.setText("▸ " + text)
-                    it.setToolTip("\n".join(t for t in ("the current configuration", tip) if t))
+                    tips.append("the current configuration")
+                if name in self.session.tuned:
+                    tips.append(
+                        "with fine-tuned (QAT) weights: evaluated, shown, exported and saved "
+                        "with them"
+                    )
+                if tip:
+                    tips.append(tip)
+                if tips:
+                    it.setToolTip("; ".join(tips))
                 self.list.addItem(it)
                 if name == (keep or self.session.current_name):
                     self.list.setCurrentItem(it)

@@ -7,7 +7,10 @@ A dock under the trade-off plot with two tabs:
   up to it quantized (cumulative) as two bar series. Layers where the cumulative error jumps
   (or whose isolated error is an outlier; :mod:`quantviz.eval.debug`) get a red bar and a
   marker. Hover shows the layer and its numbers; clicking a bar selects that layer in the
-  layer table.
+  layer table. A configuration with transforms or AdaRound / GPTQ rounding is also run
+  without them: its isolated and cumulative SQNR are two more series (lines with markers
+  over the bars, named "... without cle+bias_correction"), so the strip shows what the
+  remedy changed per layer.
 - **Proxies** — each sensitivity proxy's ranking of the layers beside the measured metric
   drop of quantizing that layer alone, with each proxy's Spearman rho (the best in bold):
   which proxy to trust on this model.
@@ -67,6 +70,9 @@ class DebugView(QTabWidget):
         super().__init__(parent)
         self.setObjectName("debugView")
         self.result: Any = None
+        #: the same configuration without its transforms / rounding (None: not run)
+        self.plain: Any = None
+        self.remedy = ""
         self.report: Any = None
         self.fqns: list[str] = []
         self.hover_text = ""
@@ -100,11 +106,30 @@ class DebugView(QTabWidget):
         self.flags = pg.ScatterPlotItem(
             size=12, symbol="t", brush=pg.mkBrush(_FLAG), pen=pg.mkPen(_FLAG)
         )
-        for item in (self.iso, self.cum, self.flags):
+        # the same configuration without its transforms / rounding (lines over the bars)
+        self.iso_plain = pg.PlotDataItem(
+            [],
+            [],
+            pen=pg.mkPen(th.foreground, width=1.2, style=Qt.PenStyle.DotLine),
+            symbol="o",
+            symbolSize=8,
+            symbolBrush=pg.mkBrush(th.background),
+            symbolPen=pg.mkPen(th.foreground, width=1.5),
+        )
+        self.cum_plain = pg.PlotDataItem(
+            [],
+            [],
+            pen=pg.mkPen(th.baseline, width=1.5, style=Qt.PenStyle.DashLine),
+            symbol="d",
+            symbolSize=8,
+            symbolBrush=pg.mkBrush(th.background),
+            symbolPen=pg.mkPen(th.foreground, width=1.5),
+        )
+        for item in (self.iso, self.cum, self.flags, self.iso_plain, self.cum_plain):
             pi.addItem(item)
-        self.legend.addItem(self.iso, "isolated (only this layer)")
-        self.legend.addItem(self.cum, "cumulative (up to this layer)")
-        self.legend.addItem(self.flags, "flagged: cumulative jump / isolated outlier")
+        self.iso_plain.setZValue(8)
+        self.cum_plain.setZValue(9)
+        self._legend_entries("")
         # on a filled box: the text is drawn over the bars
         self.hoverLabel = pg.TextItem("", anchor=(0, 1))
         self._style_hover(th)
@@ -147,6 +172,22 @@ class DebugView(QTabWidget):
         lay2.addWidget(self.proxyTable, 1)
         self.addTab(page2, "Proxies")
 
+    def _legend_entries(self, remedy: str) -> None:
+        """The legend: the bars (of the config "with <remedy>" when there is one), the flags
+        and, with a remedy, the two series without it."""
+        self.legend.clear()
+        tag = f" with {remedy}" if remedy else ""
+        self.legend.addItem(self.iso, f"isolated{tag} (only this layer)")
+        self.legend.addItem(self.cum, f"cumulative{tag} (up to this layer)")
+        self.legend.addItem(self.flags, "flagged: cumulative jump / isolated outlier")
+        if remedy:
+            self.legend.addItem(self.iso_plain, f"isolated without {remedy}")
+            self.legend.addItem(self.cum_plain, f"cumulative without {remedy}")
+
+    def legend_labels(self) -> list[str]:
+        """The legend's entries as shown."""
+        return [label.text for _sample, label in self.legend.items]
+
     # -- theme -------------------------------------------------------------------------------
     def _style_hover(self, th: Any) -> None:
         self.hoverLabel.setColor(th.foreground)
@@ -159,9 +200,15 @@ class DebugView(QTabWidget):
         th = current_theme()
         style_plot(self.plot, "layer (execution order)", "output SQNR (dB)")
         self.iso.setOpts(brush=th.series[1])
+        self.iso_plain.setPen(pg.mkPen(th.foreground, width=1.2, style=Qt.PenStyle.DotLine))
+        self.iso_plain.setSymbolPen(pg.mkPen(th.foreground, width=1.5))
+        self.iso_plain.setSymbolBrush(pg.mkBrush(th.background))
+        self.cum_plain.setPen(pg.mkPen(th.baseline, width=1.5, style=Qt.PenStyle.DashLine))
+        self.cum_plain.setSymbolPen(pg.mkPen(th.foreground, width=1.5))
+        self.cum_plain.setSymbolBrush(pg.mkBrush(th.background))
         self._style_hover(th)
         if self.result is not None:
-            self.show_debug(self.result, switch=False)
+            self.show_debug(self.result, switch=False, plain=self.plain)
         else:
             self.cum.setOpts(brush=th.series[0])
 
@@ -177,30 +224,52 @@ class DebugView(QTabWidget):
 
     # -- error propagation -------------------------------------------------------------------
     def clear(self, *_: Any) -> None:
-        self.result = self.report = None
+        self.result = self.report = self.plain = None
         self.fqns = []
         self.axis.set_names([])
         self.iso.setOpts(x=[], height=[])
         self.cum.setOpts(x=[], height=[])
+        self.iso_plain.setData([], [])
+        self.cum_plain.setData([], [])
+        self.remedy = ""
+        self._legend_entries("")
         self.flags.setData([], [])
         self.hoverLabel.setText("")
         self.hoverLabel.hide()
         self.proxyTable.setRowCount(0)
         self.summaryLabel.setText("Run > Debug error propagation: per-layer output error")
 
-    def show_debug(self, result: Any, switch: bool = True) -> None:
-        """Draw a :class:`quantviz.eval.debug.DebugResult` (``switch``: show its tab)."""
-        self.result = result
+    def show_debug(self, result: Any, switch: bool = True, plain: Any = None) -> None:
+        """Draw a :class:`quantviz.eval.debug.DebugResult` (``switch``: show its tab);
+        ``plain``: the result of the same configuration without its transforms and
+        rounding, drawn as two more series."""
+        from quantviz.eval.before_after import remedy_label
+
+        self.result, self.plain = result, plain
+        self.remedy = remedy_label(result.config) if plain is not None else ""
+        self._legend_entries(self.remedy)
         layers = result.layers
         self.fqns = [lay.fqn for lay in layers]
         iso = [lay.isolated.sqnr_db for lay in layers]
         cum = [lay.cumulative.sqnr_db for lay in layers]
-        finite = [v for v in iso + cum if math.isfinite(v)]
+        by_fqn = {} if plain is None else {lay.fqn: lay for lay in plain.layers}
+        p_iso = [by_fqn[f].isolated.sqnr_db if f in by_fqn else math.nan for f in self.fqns]
+        p_cum = [by_fqn[f].cumulative.sqnr_db if f in by_fqn else math.nan for f in self.fqns]
+        finite = [v for v in iso + cum + p_iso + p_cum if math.isfinite(v)]
         cap = (max(finite) if finite else 0.0) + 10.0  # exact layers: drawn above the rest
         iso_h = [cap if v == math.inf else (0.0 if math.isnan(v) else v) for v in iso]
         cum_h = [cap if v == math.inf else (0.0 if math.isnan(v) else v) for v in cum]
+        p_iso_h = [cap if v == math.inf else (0.0 if math.isnan(v) else v) for v in p_iso]
+        p_cum_h = [cap if v == math.inf else (0.0 if math.isnan(v) else v) for v in p_cum]
         th = current_theme()
         xs = list(range(len(layers)))
+        if plain is not None:
+            self.iso_plain.setData([x - _WIDTH / 2 for x in xs], p_iso_h)
+            self.cum_plain.setData([x + _WIDTH / 2 for x in xs], p_cum_h)
+        else:
+            self.iso_plain.setData([], [])
+            self.cum_plain.setData([], [])
+            p_iso_h = p_cum_h = []
         self.iso.setOpts(
             x=[x - _WIDTH / 2 for x in xs], height=iso_h, width=_WIDTH, brush=th.series[1]
         )
@@ -212,8 +281,8 @@ class DebugView(QTabWidget):
         fy = [max(iso_h[x], cum_h[x], 0.0) + 2.0 for x in fx]
         self.flags.setData(fx, fy)
         self.axis.set_names(self.fqns)
-        lo = min([0.0, *iso_h, *cum_h])
-        top = max([1.0, *iso_h, *cum_h])
+        lo = min([0.0, *iso_h, *cum_h, *p_iso_h, *p_cum_h])
+        top = max([1.0, *iso_h, *cum_h, *p_iso_h, *p_cum_h])
         hi = top + max(5.0, 0.45 * (top - lo))  # room for the legend above the bars
         self.plot.getPlotItem().setRange(xRange=(-0.8, len(layers) - 0.2), yRange=(lo, hi))
         o = result.output
@@ -224,6 +293,14 @@ class DebugView(QTabWidget):
             f"Flagged: {flagged} (cumulative SQNR drops > {result.jump_threshold_db:g} dB, "
             f"or isolated SQNR > {result.outlier_db:g} dB below the median)"
         )
+        if plain is not None:
+            po = plain.output
+            self.summaryLabel.setText(
+                f"With {self.remedy}: " + self.summaryLabel.text() + f" Without {self.remedy}: "
+                f"output SQNR {_fmt_db(po.sqnr_db)}, KL {po.kl:.3g}, top-1 agreement "
+                f"{100 * po.top1_agreement:.1f}% (the lines with markers), flagged: "
+                f"{', '.join(plain.flagged) or 'none'}."
+            )
         if switch:
             self.setCurrentIndex(0)
 
@@ -232,6 +309,14 @@ class DebugView(QTabWidget):
         lay = self.result.layers[i]
         why = [w for w, on in (("jump", lay.jump), ("worst isolated", lay.worst_isolated)) if on]
         jump = "" if lay.jump_db is None else f"  (change {-lay.jump_db:+.1f} dB)"
+        extra = []
+        if self.plain is not None:
+            p = next((q for q in self.plain.layers if q.fqn == lay.fqn), None)
+            if p is not None:
+                extra.append(
+                    f"without {self.remedy}: isolated {_fmt_db(p.isolated.sqnr_db)}, "
+                    f"cumulative {_fmt_db(p.cumulative.sqnr_db)}"
+                )
         return "\n".join(
             [
                 f"{lay.fqn}  {lay.scheme}" + (f"  — flagged: {', '.join(why)}" if why else ""),
@@ -239,6 +324,7 @@ class DebugView(QTabWidget):
                 f"cos {lay.isolated.cosine:.4f}",
                 f"cumulative: SQNR {_fmt_db(lay.cumulative.sqnr_db)}{jump}, "
                 f"MSE {lay.cumulative.mse:.3g}, cos {lay.cumulative.cosine:.4f}",
+                *extra,
             ]
         )
 
@@ -375,7 +461,7 @@ def install_debug_view(win: Any) -> DebugView:
 
     def done(kind: str) -> None:
         if kind == "debug" and ctl.debug_result is not None:
-            view.show_debug(ctl.debug_result)
+            view.show_debug(ctl.debug_result, plain=ctl.debug_plain)
             give_room(win, dock)
         elif kind == "proxies" and ctl.proxy_report is not None:
             view.show_proxies(ctl.proxy_report)

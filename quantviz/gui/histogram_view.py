@@ -229,6 +229,7 @@ class HistogramView(QWidget):
             return
         ctl = self.controller
         spec = self.session.config.resolve(fqn).weight
+        name = self.session.current_name  # a fine-tuned configuration: its own weights
         compare = self.compareQuantizerCombo.currentData()
         channel = self.channelSpin.value()
         if fqn != self._fqn or not self.channelSpin.isEnabled():
@@ -237,7 +238,7 @@ class HistogramView(QWidget):
 
         def job() -> Any:
             with torch_threads(1):  # leave a core to the GUI thread
-                d = ctl.layer_view(fqn, compare, channel, spec)
+                d = ctl.layer_view(fqn, compare, channel, spec, name)
                 d.extra["after"] = ctl.after_view(fqn, channel, spec)
                 return d
             yield  # a generator: the runner can drop it at once when stale
@@ -400,7 +401,8 @@ class HistogramView(QWidget):
             self.clip_right.setVisible(False)
         # title, legend, numbers
         where = "" if d.channel < 0 else f", {d.row_kind} {d.channel} of {d.rows}"
-        pi.setTitle(f"{d.fqn} — {d.numel:,} weights{where}", size="10pt")
+        what = "fine-tuned weights" if d.extra.get("weights_tag") else "weights"
+        pi.setTitle(f"{d.fqn} — {d.numel:,} {what}{where}", size="10pt")
         self._update_legend(d)
         self.statsLabel.setText(self._stats_html(d))
         self._update_range_plot(d)

@@ -41,6 +41,7 @@ from quantviz.gui.layer_table import LayerTableWidget
 from quantviz.gui.layout import install_panel_toggles, scrolled
 from quantviz.gui.override_editor import OverrideEditor
 from quantviz.gui.qat_dialog import install_qat_action
+from quantviz.gui.remedy_sweeps import install_remedy_sweeps
 from quantviz.gui.session_actions import SessionActions
 from quantviz.gui.status_bar import StatusBar
 from quantviz.gui.tradeoff_plot import TradeoffPlot
@@ -161,6 +162,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         build_actions(self)
         install_debug_view(self)  # error propagation + proxies dock, Run menu actions
         install_qat_action(self)  # Run > Fine-tune (QAT)…
+        install_remedy_sweeps(self)  # Run > Uniform sweep with and without transforms
         install_panel_toggles(self)  # View > Panels: show/hide each dock and the toolbar
         self.clusterMenu = ClusterMenu(self, self.jobs, self.runMenu)
         self.status = StatusBar(self, ctl)
@@ -184,7 +186,14 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
             lambda t: self.push_config(self.session.config.with_transforms(t), "Transforms")
         )
         tp.computeRequested.connect(lambda: self.jobs.transforms())
-        self.jobs.jobDone.connect(lambda *_: (self.histogram.request_update(), tp.update_notes()))
+        self.activations.captureRequested.connect(lambda: self.jobs.transforms())
+        self.jobs.jobDone.connect(
+            lambda *_: (
+                self.histogram.request_update(),
+                tp.update_notes(),
+                self.activations.refresh(),
+            )
+        )
         self.tradeoff.entryClicked.connect(self._on_entry_clicked)
         s.model_changed.connect(self._on_model_changed)
         s.config_changed.connect(self._on_config_changed)

@@ -116,7 +116,7 @@ def install_qat_action(win: Any) -> QAction:
         win.statusBar().showMessage(
             f"QAT ({res.options.method}): {m} {res.before.value:.4f} -> {res.after.value:.4f} "
             f"(float {res.before.baseline:.4f}); kept as configuration "
-            f"'{_last_tuned(win)}'",
+            f"'{ctl.qat_config}'",
             15000,
         )
 
@@ -134,8 +134,3 @@ def install_qat_action(win: Any) -> QAction:
     win.jobDone.connect(done)
     win.qatAction = action
     return action
-
-
-def _last_tuned(win: Any) -> str:
-    tuned = list(win.session.tuned)
-    return tuned[-1] if tuned else "?"

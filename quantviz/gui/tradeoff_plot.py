@@ -7,6 +7,11 @@ line, the Pareto front a line through the non-dominated points in the metric's d
 Perplexity is drawn on a log axis (points are placed at log10 of the value; the axis ticks
 read the value itself). Hover shows a point's name and numbers;
 clicking one emits :attr:`TradeoffPlot.entryClicked` (the main window makes it current).
+
+Plain evaluations of configurations with model transforms or AdaRound / GPTQ rounding are
+their own labelled group ("with transforms: cle+bias_correction", diamonds in their own
+colour) apart from those without ("without transforms", circles), each with a legend entry;
+a sweep with and without the remedies is two curves (see ``AppController.sweep_job``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,35 @@ from quantviz.core.units import human_bytes
 from quantviz.gui.plot_style import current_theme, style_plot
 from quantviz.session import ResultEntry, Session
 
-__all__ = ["TradeoffPlot", "describe_entry"]
+__all__ = ["WITHOUT", "TradeoffPlot", "describe_entry", "evaluation_group"]
+
+#: the legend name of the evaluations without transforms / rounding (when others have them)
+WITHOUT = "without transforms"
+
+
+def remedy_text(config: Any) -> str:
+    """``transforms: cle+bias_correction``, ``rounding: gptq``, both, or ``""``."""
+    from quantviz.core.spec import ModelConfig, transform_label
+    from quantviz.eval.before_after import has_remedies, remedy_label
+
+    if not isinstance(config, ModelConfig) or not has_remedies(config):
+        return ""
+    parts = []
+    if config.transforms:
+        parts.append(f"transforms: {transform_label(config.transforms)}")
+    rounding = remedy_label(ModelConfig(default=config.default, overrides=config.overrides))
+    if rounding:
+        parts.append(f"rounding: {rounding}")
+    return ", ".join(parts)
+
+
+def evaluation_group(e: ResultEntry) -> str:
+    """The legend group of a plain evaluation: ``with transforms: …`` or :data:`WITHOUT`;
+    a sweep's point keeps its series."""
+    if e.series != "evaluations":
+        return e.series
+    text = remedy_text(e.config)
+    return f"with {text}" if text else WITHOUT
 
 
 class CompressionAxis(pg.AxisItem):
@@ -66,8 +99,9 @@ def describe_entry(e: ResultEntry) -> str:
     hib = _higher_is_better(r)
     worse = r.baseline - r.value if hib else r.value - r.baseline
     direction = "" if hib else ", lower is better"
+    with_remedy = e.series == "evaluations" and bool(remedy_text(e.config))
     lines = [
-        f"{e.name}  ({e.series})",
+        f"{e.name}  ({e.series}{' ' + evaluation_group(e) if with_remedy else ''})",
         f"{r.metric}: {r.value:.4f}  (float {r.baseline:.4f}, worse by {worse:+.4f}{direction})",
         f"size: {human_bytes(r.model_bytes)}  ({r.compression:.2f}× smaller than float)",
     ]
@@ -122,6 +156,8 @@ class TradeoffPlot(QWidget):
         self.front.setZValue(5)
         pi.addItem(self.front)
         self.curves: dict[str, pg.PlotDataItem] = {}
+        #: legend samples of the evaluation groups (with / without transforms), by name
+        self.groups: dict[str, pg.ScatterPlotItem] = {}
         self._series_order: list[str] = []
         self.scatter = pg.ScatterPlotItem(
             size=9,
@@ -191,6 +227,35 @@ class TradeoffPlot(QWidget):
             order.append(series)
         return th.series[(1 + order.index(series)) % len(th.series)]
 
+    def _group_style(self, group: str, series: str) -> tuple[str, str]:
+        """Colour and symbol of a point: plain evaluations (and those without transforms)
+        the first colour and circles, evaluations with transforms their group's colour and
+        diamonds, sweep points their curve's colour and squares."""
+        if series != "evaluations":
+            return self._series_colour(series), "s"
+        if group in ("evaluations", WITHOUT):
+            return self._series_colour("evaluations"), "o"
+        return self._series_colour(f"evaluations {group}"), "d"
+
+    def _group_legend(self, groups: list[str]) -> None:
+        """One legend entry per evaluation group shown (none when there is one plain group)."""
+        for name in [n for n in self.groups if n not in groups]:
+            self.legend.removeItem(self.groups.pop(name))
+        for name in groups:
+            c, symbol = self._group_style(name, "evaluations")
+            item = self.groups.get(name)
+            if item is None:
+                item = pg.ScatterPlotItem(size=9)
+                self.groups[name] = item
+                self.legend.addItem(item, name)
+            item.setSymbol(symbol)
+            item.setBrush(pg.mkBrush(c))
+            item.setPen(pg.mkPen(c))
+
+    def legend_labels(self) -> list[str]:
+        """The legend's entries as shown (evaluation groups, curves, the Pareto front)."""
+        return [label.text for _sample, label in self.legend.items]
+
     def _curve(self, name: str) -> pg.PlotDataItem:
         curve = self.curves.get(name)
         if curve is None:
@@ -224,18 +289,22 @@ class TradeoffPlot(QWidget):
         self.unit, self.div = ("kB", 1e3) if ref < 1e6 else ("MB", 1e6)
         pi.setLabel("bottom", f"model size ({self.unit})")
         spots = []
+        evals = [evaluation_group(e) for e in entries if e.series == "evaluations"]
+        split = any(g != WITHOUT for g in evals)  # else one plain group, no legend entry
         for i, e in enumerate(entries):
-            c = self._series_colour(e.series)
+            group = evaluation_group(e) if split else e.series
+            c, symbol = self._group_style(group, e.series)
             spots.append(
                 {
                     "pos": (e.model_bytes / self.div, self._y(e.value)),
                     "data": i,
                     "brush": pg.mkBrush(c),
                     "pen": pg.mkPen(c),
-                    "symbol": "o" if e.series == "evaluations" else "s",
+                    "symbol": symbol,
                 }
             )
         self.scatter.setData(spots)
+        self._group_legend(list(dict.fromkeys(evals)) if split else [])
         # one curve per sweep series, in order of size
         by_series: dict[str, list[ResultEntry]] = {}
         for e in entries:

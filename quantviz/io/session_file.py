@@ -8,7 +8,21 @@ A session file is JSON::
      "configs": {"default": {<config document>}, "W4 mixed": {...}},
      "results": [{"name": "W4 mixed", "series": "evaluations",
                   "config": {<config document>}, "result": {<EvalResult.to_dict()>}}],
-     "extra": {}}
+     "extra": {},
+     "tuned": {"file": "s.quantviz.tuned-1a2b3c4d.safetensors", "sha256": "<hex>",
+               "configs": {"W4 mixed qat-lsq": 0}}}
+
+``tuned`` (version 2; a session without it is written as version 1) stores the fine-tuned
+(QAT) float weights of configurations in one safetensors file beside the session, named
+after the session file and the first 8 hex digits of its content's SHA-256; tensor
+``"<i>/<param name>"`` is parameter ``param name`` of weight set ``i`` (configurations that
+share one set, a copy of a fine-tuned configuration, name the same ``i``). The weights file
+is written (atomically) before the session; the session names it with its hash, so a
+session never pairs with another save's weights: a saved pair is consistent whatever
+interrupts the writer; older weights files of the same session are deleted after the session
+is in place. Reading checks the hash and refuses the whole session (nothing changes) when the
+weights file is missing, altered or unreadable, naming it: a fine-tuned configuration
+evaluated on the loaded weights would silently be another configuration.
 
 Configs use the config-file document (:func:`quantviz.io.config_to_dict`), so each one is
 validated exactly like a config file, and the configs of older sessions are migrated like
@@ -20,13 +34,16 @@ or not UTF-8 is refused before parsing. Model, data and config names must not be
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from quantviz.core.spec import ModelConfig
-from quantviz.io.atomic import atomic_write_text
+from quantviz.io.atomic import atomic_write_bytes, atomic_write_text
 from quantviz.io.config import (
     ConfigError,
     config_from_dict,
@@ -48,7 +65,7 @@ __all__ = [
 ]
 
 SESSION_FORMAT = "quantviz-session"
-SESSION_VERSION = 1
+SESSION_VERSION = 2
 SESSION_SUFFIX = ".quantviz"
 
 
@@ -97,6 +114,9 @@ class SessionData:
     #: what reading repaired, one line each (e.g. a stale ``current`` after a rename);
     #: never written
     warnings: list[str] = field(default_factory=list)
+    #: configuration name -> its fine-tuned float weights (param name -> tensor); several
+    #: names may share one mapping (written once)
+    tuned: dict[str, Any] = field(default_factory=dict)
 
 
 def eval_result_from_dict(d: dict[str, Any]) -> Any:
@@ -115,13 +135,17 @@ def eval_result_from_dict(d: dict[str, Any]) -> Any:
     return EvalResult(**{k: v for k, v in d.items() if k in known})
 
 
-def session_to_dict(s: SessionData) -> dict[str, Any]:
-    """The JSON document of ``s``."""
+def session_to_dict(s: SessionData, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON document of ``s`` (``tuned``: its ``"tuned"`` field, see the module doc)."""
     if s.current is not None and s.current not in s.configs:
         raise ValueError(f"current: {s.current!r} is not one of the configs")
-    return {
+    for n in s.tuned:
+        if n not in s.configs:
+            raise ValueError(f"tuned: {n!r} is not one of the configs")
+    doc = {
         "format": SESSION_FORMAT,
-        "version": SESSION_VERSION,
+        # version 1 without fine-tuned weights: an older quantviz still opens those
+        "version": SESSION_VERSION if tuned is not None else 1,
         "model": s.model,
         "data": s.data,
         "current": s.current,
@@ -137,19 +161,87 @@ def session_to_dict(s: SessionData) -> dict[str, Any]:
         ],
         "extra": s.extra,
     }
+    if tuned is not None:
+        doc["tuned"] = tuned
+    return doc
+
+
+def _tuned_pattern(session_name: str) -> re.Pattern[str]:
+    return re.compile(re.escape(session_name) + r"\.tuned-[0-9a-f]{8}\.safetensors")
+
+
+def _tuned_bytes(s: SessionData) -> tuple[bytes, dict[str, int]] | None:
+    """The safetensors file of ``s.tuned`` and config name -> weight set index."""
+    import torch
+    from safetensors.torch import save
+
+    if not s.tuned:
+        return None
+    sets: dict[int, int] = {}  # id(mapping) -> index
+    configs: dict[str, int] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for cname, weights in s.tuned.items():
+        i = sets.setdefault(id(weights), len(sets))
+        configs[cname] = i
+        if i in seen:
+            continue
+        seen.add(i)
+        for pname, t in weights.items():
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"tuned.{cname}: {pname}: not a tensor ({type(t).__name__})")
+            t = t.detach().cpu().contiguous()
+            if any(t.data_ptr() == u.data_ptr() for u in tensors.values() if t.numel()):
+                t = t.clone()  # tied names share a tensor; safetensors stores each once
+            tensors[f"{i}/{pname}"] = t
+    return save(tensors, metadata={"format": "quantviz-tuned-weights"}), configs
 
 
 def save_session(path: str | os.PathLike[str], s: SessionData) -> None:
-    """Write ``s`` to ``path`` atomically (all or nothing)."""
+    """Write ``s`` to ``path`` atomically (all or nothing); fine-tuned weights go to a
+    safetensors file beside it, written first (see the module doc)."""
     name = str(path)
+    target = os.path.realpath(path)
+    folder, base = os.path.split(target)
     try:
-        text = json.dumps(session_to_dict(s), indent=2, allow_nan=False, ensure_ascii=False)
+        packed = _tuned_bytes(s)
+    except (RuntimeError, ValueError) as exc:
+        raise SessionFileError(
+            f"cannot serialise the fine-tuned weights ({exc})", file=name
+        ) from None
+    ref = None
+    if packed is not None:
+        data, configs = packed
+        digest = hashlib.sha256(data).hexdigest()
+        wname = f"{base}.tuned-{digest[:8]}.safetensors"
+        ref = {"file": wname, "sha256": digest, "configs": configs}
+    try:
+        text = json.dumps(session_to_dict(s, ref), indent=2, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise SessionFileError(f"cannot serialise the session ({exc})", file=name) from None
+    if packed is not None and ref is not None:
+        wpath = os.path.join(folder, str(ref["file"]))
+        try:
+            atomic_write_bytes(wpath, packed[0])
+        except OSError as exc:
+            raise SessionFileError(
+                f"cannot write the fine-tuned weights: {exc.strerror or exc}", file=wpath
+            ) from exc
     try:
         atomic_write_text(path, text + "\n")
     except OSError as exc:
         raise SessionFileError(f"cannot write: {exc.strerror or exc}", file=name) from exc
+    # the session is in place: weights files of earlier saves of it are no longer named
+    keep = None if ref is None else ref["file"]
+    pattern = _tuned_pattern(base)
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
+        return
+    for e in entries:
+        if e != keep and pattern.fullmatch(e):
+            with contextlib.suppress(OSError):  # a stale file is harmless: nothing names it
+                os.unlink(os.path.join(folder, e))
 
 
 def _opt_str(doc: dict[str, Any], key: str, name: str) -> str | None:
@@ -190,6 +282,8 @@ def session_from_dict(doc: Any, name: str = "<dict>") -> SessionData:
             path="version",
         )
     known = ("format", "version", "model", "data", "current", "configs", "results", "extra")
+    if version >= 2:
+        known = (*known, "tuned")
     for k in doc:
         if k not in known:
             raise SessionFileError(f"unknown field (known: {', '.join(known)})", file=name, path=k)
@@ -242,6 +336,88 @@ def session_from_dict(doc: Any, name: str = "<dict>") -> SessionData:
     return out
 
 
+def _tuned_ref(doc: dict[str, Any], configs: dict[str, ModelConfig], name: str) -> Any:
+    """The validated ``tuned`` field of a session document (None when absent)."""
+    ref = doc.get("tuned")
+    if ref is None:
+        return None
+    if not isinstance(ref, dict):
+        raise SessionFileError("must be a mapping", file=name, path="tuned")
+    for k in ref:
+        if k not in ("file", "sha256", "configs"):
+            raise SessionFileError(
+                "unknown field (known: file, sha256, configs)", file=name, path=f"tuned.{k}"
+            )
+    f = ref.get("file")
+    if not isinstance(f, str) or not f or os.path.basename(f) != f or f in (".", ".."):
+        raise SessionFileError(
+            f"must be a file name beside the session, got {f!r}", file=name, path="tuned.file"
+        )
+    h = ref.get("sha256")
+    if not isinstance(h, str) or not re.fullmatch(r"[0-9a-f]{64}", h):
+        raise SessionFileError("must be 64 hex digits", file=name, path="tuned.sha256")
+    cfgs = ref.get("configs")
+    if not isinstance(cfgs, dict) or not cfgs:
+        raise SessionFileError(
+            "must be a non-empty mapping config name -> weight set", file=name, path="tuned.configs"
+        )
+    for cname, i in cfgs.items():
+        if cname not in configs:
+            raise SessionFileError(
+                f"{cname!r} is not one of the configs", file=name, path="tuned.configs"
+            )
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(cfgs):
+            raise SessionFileError(
+                f"must be a weight set index 0..{len(cfgs) - 1}, got {i!r}",
+                file=name,
+                path=f"tuned.configs.{cname}",
+            )
+    return ref
+
+
+def _read_tuned(path: str, ref: dict[str, Any]) -> dict[str, Any]:
+    """Config name -> fine-tuned weights, read from the file ``ref`` names beside ``path``;
+    :class:`SessionFileError` names the weights file."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    session = str(path)
+    wpath = os.path.join(os.path.dirname(os.path.realpath(path)), ref["file"])
+    hint = f"(the fine-tuned weights of {', '.join(map(repr, ref['configs']))} of {session})"
+    try:
+        with open(wpath, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise SessionFileError(
+            f"no such file {hint}; it is saved beside the session: copy both", file=wpath
+        ) from None
+    except OSError as exc:
+        raise SessionFileError(f"cannot read: {exc.strerror or exc} {hint}", file=wpath) from None
+    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        raise SessionFileError(
+            f"its content is not what the session saved (SHA-256 differs) {hint}", file=wpath
+        )
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise SessionFileError(f"not a safetensors file ({exc}) {hint}", file=wpath) from None
+    sets: dict[int, dict[str, Any]] = {}
+    for key, t in tensors.items():
+        i, sep, pname = key.partition("/")
+        if not sep or not i.isdigit() or not pname:
+            raise SessionFileError(f"unexpected tensor name {key!r} {hint}", file=wpath)
+        if not torch.is_floating_point(t):
+            raise SessionFileError(f"{key}: must be a float tensor, got {t.dtype}", file=wpath)
+        sets.setdefault(int(i), {})[pname] = t
+    out: dict[str, Any] = {}
+    for cname, i in ref["configs"].items():
+        if i not in sets:
+            raise SessionFileError(f"no weights of {cname!r} (set {i}) {hint}", file=wpath)
+        out[cname] = sets[i]
+    return out
+
+
 def load_session(path: str | os.PathLike[str]) -> SessionData:
     """Read a ``.quantviz`` file; :class:`SessionFileError` names the file and the field."""
     name = str(path)
@@ -261,4 +437,8 @@ def load_session(path: str | os.PathLike[str]) -> SessionData:
         raise SessionFileError(f"invalid JSON at line {e.lineno}: {e.msg}", file=name) from None
     except ValueError as e:  # nested too deeply, duplicate key, an integer of 5,000 digits
         raise SessionFileError(f"invalid JSON: {e}", file=name) from None
-    return session_from_dict(doc, name)
+    out = session_from_dict(doc, name)
+    ref = _tuned_ref(doc, out.configs, name)
+    if ref is not None:
+        out.tuned = _read_tuned(name, ref)
+    return out

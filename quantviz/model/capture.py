@@ -1,7 +1,8 @@
 """Activation statistics over calibration batches, in bounded memory.
 
 Per quantizable layer, forward hooks feed its input (and, unless ``outputs=False``, its
-output) into :class:`ActivationStats`: exact running min / max / count, mean and std, and a
+output) into :class:`ActivationStats`: exact running min / max / count, mean and std, the
+kurtosis (of the histogram's sample), and a
 fixed-size histogram (2048 bins by default) whose range grows when new data falls outside
 it. Growing merges ``2**k`` old bins into one new bin on a grid aligned with the old one, so
 re-binning is exact (no interpolation) and the memory never depends on the number of
@@ -60,6 +61,8 @@ class ActivationStats:
         self.max = -math.inf
         self._sum = 0.0
         self._sumsq = 0.0
+        #: count and raw moment sums (x, x^2, x^3, x^4) of the histogram's sample
+        self._moments = [0.0] * 5
         self.nonfinite = 0
         self.counts = np.zeros(bins, dtype=np.int64)
         self.lo = 0.0  # left edge of bin 0
@@ -71,13 +74,14 @@ class ActivationStats:
 
         ``count``, ``min``, ``max``, ``mean`` and ``std`` cover every value (``aminmax``,
         whose result also tells whether anything is non-finite, and two float32 reductions
-        accumulated in float64). The histogram gets a strided sample (every ``step``-th
-        value from a seeded random offset, ``step`` coprime with 2, 3, 5 and 7 so that it
-        does not alias with the tensor layout) at a fixed rate: the first batch sets it to
-        about ``sample / size`` (all values when the batch is smaller), so that
-        calibration costs a few passes over the activations, not a binning of every value,
-        while every batch is weighted by its size. Bins are computed in float32: a value
-        within float32 rounding of an edge may be counted in the neighbouring bin.
+        accumulated in float64); ``kurtosis`` the histogram's sample. The histogram gets a
+        strided sample (every ``step``-th value from a seeded random offset, ``step`` coprime
+        with 2, 3, 5 and 7 so that it does not alias with the tensor layout) at a fixed
+        rate: the first batch sets it to about ``sample / size`` (all values when the batch
+        is smaller), so that calibration costs a few passes over the activations, not a
+        binning of every value, while every batch is weighted by its size. Bins are computed
+        in float32: a value within float32 rounding of an edge may be counted in the
+        neighbouring bin.
         """
         t = t.detach()
         if t.numel() == 0:
@@ -116,7 +120,13 @@ class ActivationStats:
             self._sum += float(c.sum())
             self._sumsq += float(torch.dot(c, c))
         for i in range(0, binned.numel(), _CHUNK):
-            c = binned[i : i + _CHUNK]
+            c = binned[i : i + _CHUNK].contiguous()  # one strided read of the sample
+            c2 = c * c  # the sample's raw moments: kurtosis (a few passes over the sample)
+            self._moments[0] += c.numel()
+            self._moments[1] += float(c.sum())
+            self._moments[2] += float(c2.sum())
+            self._moments[3] += float(torch.dot(c2, c))
+            self._moments[4] += float(torch.dot(c2, c2))
             idx = torch.sub(c, self.lo).mul_(inv).to(torch.int64).clamp_(0, self.bins - 1)
             self.counts += np.bincount(idx.numpy(), minlength=self.bins)
 
@@ -172,6 +182,27 @@ class ActivationStats:
         if not self.count:
             return math.nan
         return math.sqrt(max(self._sumsq / self.count - self.mean**2, 0.0))
+
+    @property
+    def absmax(self) -> float:
+        """``max |x|`` over every value seen (exact)."""
+        return max(abs(self.min), abs(self.max)) if self.count else math.nan
+
+    @property
+    def kurtosis(self) -> float:
+        """Pearson kurtosis ``E[(x - mean)^4] / std^4`` (3 for a Gaussian; large for heavy
+        tails, e.g. activation outliers) of the values the histogram sampled — every value
+        of a batch of up to ``sample`` values, else the fixed-rate strided sample — from raw
+        moment sums (float32 per chunk, accumulated in float64)."""
+        n, s1, s2, s3, s4 = self._moments
+        if not n:
+            return math.nan
+        m1, m2, m3, m4 = s1 / n, s2 / n, s3 / n, s4 / n
+        var = m2 - m1 * m1
+        if var <= 0:
+            return math.nan
+        c4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1**4
+        return max(c4, 0.0) / (var * var)
 
     @property
     def nbytes(self) -> int:

@@ -64,8 +64,11 @@ _TASKS: tuple[tuple[str, str], ...] = (
     ("ForConditionalGeneration", "seq2seq_lm"),
     ("Model", "base"),
 )
-#: tasks whose output is ``[batch, tokens, features]`` (the class dimension is the last)
-_SEQUENCE_OUTPUT = {"causal_lm", "masked_lm", "token_classification", "base"}
+#: tasks whose output is ``[batch, tokens, classes / features]`` read as one prediction per
+#: token: the metrics move the last dimension to dim 1 (``meta["class_dim"] = -1``). A causal
+#: LM's ``[batch, tokens, vocab]`` logits are not among them: perplexity, KL and agreement read
+#: its next-token distributions as they are (:mod:`quantviz.data.metrics`).
+_CLASSES_LAST = {"masked_lm", "token_classification", "base"}
 
 
 def is_hf_dir(path: Path) -> bool:
@@ -399,8 +402,8 @@ def load_hf(
         "max_positions": _positions(cfg),
         "hf_config": dict(cfg),
     }
-    if task in _SEQUENCE_OUTPUT:
-        meta["class_dim"] = -1  # [batch, tokens, vocab / features]
+    if task in _CLASSES_LAST:
+        meta["class_dim"] = -1  # [batch, tokens, vocab / labels / features]
     return ModelHandle(
         source=source,
         name=path.name or str(path),

@@ -87,10 +87,13 @@ def lm_example_input(module: nn.Module) -> torch.Tensor:
 
 def mark_causal_lm(handle: ModelHandle, tokenizer_path: str | Path | None = None) -> ModelHandle:
     """Mark ``handle`` as a causal LM: ``task``, ``tokenizer_path`` and ``meta``
-    (``vocab_size``, ``max_positions``). Turns the model's KV cache off (``use_cache``):
-    evaluation runs whole sequences, and a cache would only cost memory."""
+    (``vocab_size``, ``max_positions``; no ``class_dim``: the logits stay as they are).
+    Turns the model's KV cache off (``use_cache``): evaluation runs whole sequences, and a
+    cache would only cost memory."""
     mod = handle.module
     handle.task = CAUSAL_LM
+    # [batch, tokens, vocab] next-token logits are read as they are (no class dim to move)
+    handle.meta.pop("class_dim", None)
     if tokenizer_path is not None:
         handle.tokenizer_path = str(tokenizer_path)
     handle.meta["vocab_size"] = vocab_size(mod)

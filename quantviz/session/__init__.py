@@ -14,7 +14,7 @@ from quantviz.session.edits import (
     set_layer_spec,
     set_pattern_spec,
 )
-from quantviz.session.state import DEFAULT_CONFIG, ResultEntry, Session
+from quantviz.session.state import DEFAULT_CONFIG, ResultEntry, Session, TunedWeights
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -23,6 +23,7 @@ __all__ = [
     "ResultEntry",
     "Session",
     "Side",
+    "TunedWeights",
     "apply_to_all",
     "copy_layer",
     "layers_matching",

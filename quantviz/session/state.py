@@ -14,8 +14,9 @@ configuration they were computed for.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -26,11 +27,39 @@ from quantviz.core.spec import LayerConfig, ModelConfig, QuantSpec
 from quantviz.io.session_file import SavedResult
 from quantviz.session.edits import apply_to_all, reset_layers, set_layer_spec
 
-__all__ = ["DEFAULT_CONFIG", "ResultEntry", "Session"]
+__all__ = ["DEFAULT_CONFIG", "ResultEntry", "Session", "TunedWeights"]
 
 
 #: one evaluated configuration (the type session files store, one place for both)
 ResultEntry = SavedResult
+
+_TUNED_SERIAL = itertools.count(1)
+
+
+class TunedWeights(dict):  # type: ignore[type-arg]
+    """The fine-tuned float weights of a configuration (param name -> tensor, as
+    :func:`quantviz.eval.qat.finetune` returns them), with a ``tag`` unique in this process:
+    numbers measured on these weights (the SQNR table) are keyed by it, so they never mix
+    with the loaded weights' numbers for the same scheme. Copies of a configuration share
+    one object (same weights, same tag)."""
+
+    def __init__(self, weights: Any = ()) -> None:
+        super().__init__(weights)
+        self.tag = f"tuned#{next(_TUNED_SERIAL)}"
+        self._layers: dict[str, Any] = {}
+
+    def layer_weight(self, handle: Any, fqn: str) -> Any:
+        """Layer ``fqn``'s fine-tuned weight in the layout quantization reads (output
+        channels on axis 0, like :meth:`Session.weight`); the loaded weight where these
+        weights do not hold that parameter. The same tensor object each time (views cache
+        by identity)."""
+        w = self._layers.get(fqn)
+        if w is None:
+            lay = handle.layer(fqn)
+            t = self.get(lay.param_name)
+            w = handle.quant_weight(fqn).detach() if t is None else lay.to_quant(t).detach()
+            self._layers[fqn] = w
+        return w
 
 
 class Session:
@@ -70,7 +99,7 @@ class Session:
         self.selection: tuple[str, ...] = ()
         #: fine-tuned float weights of a configuration (name -> {param name: tensor}), from
         #: quantization-aware training: that configuration is evaluated and exported with them
-        self.tuned: dict[str, dict[str, Any]] = {}
+        self.tuned: dict[str, TunedWeights] = {}
         self._saved: tuple[Any, ...] = ({}, ())
         self._forced = False
         self.modified = False
@@ -145,6 +174,32 @@ class Session:
         except KeyError:
             raise ValueError(f"layer: no quantizable layer named {fqn!r}") from None
 
+    def set_tuned(self, name: str, weights: Mapping[str, Any]) -> TunedWeights:
+        """Configuration ``name`` is evaluated, viewed and exported with the fine-tuned
+        ``weights`` (param name -> tensor); returns them as :class:`TunedWeights`."""
+        self._check_name(name)
+        tw = weights if isinstance(weights, TunedWeights) else TunedWeights(weights)
+        self.tuned[name] = tw
+        if name == self.current_name:
+            self.config_changed.emit(self.config)  # the views show other weights now
+        return tw
+
+    def layer_weight(self, fqn: str, name: str | None = None) -> Any:
+        """Layer ``fqn``'s float weight that configuration ``name`` (current when None)
+        quantizes: its fine-tuned weight for a fine-tuned configuration, else
+        :meth:`weight`."""
+        tw = self.tuned.get(self.current_name if name is None else name)
+        if tw is None:
+            return self.weight(fqn)
+        self.weight(fqn)  # an unknown layer: the same error
+        return tw.layer_weight(self.handle, fqn)
+
+    def weights_tag(self, name: str | None = None) -> str:
+        """``""`` for a configuration on the loaded weights; the :attr:`TunedWeights.tag` of
+        a fine-tuned one."""
+        tw = self.tuned.get(self.current_name if name is None else name)
+        return "" if tw is None else tw.tag
+
     @property
     def fqns(self) -> list[str]:
         return [] if self.handle is None else [lay.fqn for lay in self.handle.layers]
@@ -186,11 +241,13 @@ class Session:
         configs: dict[str, ModelConfig],
         current: str | None = None,
         results: Iterable[tuple[str, ModelConfig, Any, str]] = (),
+        tuned: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Replace every named configuration and result at once (opening a saved session).
 
         ``results`` are ``(name, config, result, series)``; ``current`` defaults to the first
-        configuration. Everything is checked before anything changes.
+        configuration; ``tuned`` maps configuration names to their fine-tuned weights.
+        Everything is checked before anything changes.
         """
         configs = dict(configs)
         if not configs:
@@ -208,16 +265,24 @@ class Session:
         current = next(iter(configs)) if current is None else current
         if current not in configs:
             raise ValueError(f"current: {current!r} is not one of the configurations")
+        kept: dict[str, TunedWeights] = {}
+        made: dict[int, TunedWeights] = {}  # names sharing one weight set keep sharing it
+        for name, w in (tuned or {}).items():
+            if name not in configs:
+                raise ValueError(f"tuned: {name!r} is not one of the configurations")
+            if not isinstance(w, TunedWeights):
+                w = made.setdefault(id(w), TunedWeights(w))
+            kept[name] = w
         entries = [ResultEntry(name=n, config=c, result=r, series=s) for n, c, r, s in results]
         old_config = self.config
         self.configs = configs
         self.results = entries
         self.current_name = current
-        self.tuned = {}  # fine-tuned weights are not part of a session file
+        self.tuned = kept
         self.modified = False
         self.configs_changed.emit()
         self.current_name_changed.emit(current)
-        if self.config != old_config:
+        if self.config != old_config or current in kept:  # other weights: views redraw
             self.config_changed.emit(self.config)
         self.results_changed.emit()
 
@@ -337,10 +402,11 @@ class Session:
         self._check_name(name)
         if name == self.current_name:
             return
-        old = self.config
+        old, old_weights = self.config, self.tuned.get(self.current_name)
         self.current_name = name
         self.current_name_changed.emit(name)
-        if self.config != old:
+        # the same scheme on other (fine-tuned) weights is another view too
+        if self.config != old or self.tuned.get(name) is not old_weights:
             self.config_changed.emit(self.config)
 
     def adopt(self, entry: ResultEntry) -> str:

@@ -172,3 +172,134 @@ def test_escape_right_after_the_dialog_cancels_the_fine_tuning(qtbot, window):
     qtbot.waitUntil(lambda: not win.jobs.runner.running, timeout=30_000)
     assert set(s.configs) == names and s.tuned == {}
     assert "qat cancelled" in win.statusBar().currentMessage()
+
+
+def _torch_w2(w):
+    """Independent: torch's 2-bit symmetric per-channel fake-quant (min/max observer)."""
+    import torch
+
+    obs = torch.ao.quantization.PerChannelMinMaxObserver(
+        ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-2, quant_max=1
+    )
+    rows = w.reshape(w.shape[0], -1)
+    obs(rows)
+    sc, zp = obs.calculate_qparams()
+    fq = torch.fake_quantize_per_channel_affine(rows, sc, zp.to(torch.int32), 0, -2, 1)
+    return fq.reshape(w.shape), sc
+
+
+def _sqnr(w, fq):
+    import math
+
+    return 10 * math.log10(float((w.double() ** 2).sum()) / float(((fq - w).double() ** 2).sum()))
+
+
+def test_tuned_configuration_is_viewed_exported_and_saved_with_its_weights(qtbot, window, tmp_path):
+    """QAT -> the tuned configuration made current shows its own weights (histogram, SQNR
+    column) -> exported with them -> saved in the session and reopened in another window
+    with the same weights and the same accuracy."""
+    import pytest
+    import torch
+    from safetensors import safe_open
+
+    from quantviz.gui.app import create_main_window
+
+    win = window
+    s, ctl = win.session, win.controller
+    win.controls.bitsSpin.lineEdit().selectAll()
+    qtbot.keyClicks(win.controls.bitsSpin.lineEdit(), "2")
+    qtbot.keyClick(win.controls.bitsSpin.lineEdit(), Qt.Key.Key_Return)
+    qtbot.mouseClick(win.controls.applyAllButton, Qt.MouseButton.LeftButton)
+
+    def fill() -> None:
+        dlg = win.qatDialog
+        dlg.epochsSpin.setValue(1)
+        dlg.lrSpin.setValue(0.01)
+        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, fill)
+    with qtbot.waitSignal(win.jobDone, timeout=120_000):
+        win.qatAction.trigger()
+    new = ctl.qat_config
+    assert f"'{new}'" in win.statusBar().currentMessage()
+    res = ctl.qat_result
+    h = s.handle
+    tuned = {f: h.layer(f).to_quant(res.weights[h.layer(f).param_name]) for f in s.fqns}
+
+    _double_click_config(qtbot, win, new)
+    lst = win.configs.list
+    tips = {
+        lst.item(i).data(Qt.ItemDataRole.UserRole): lst.item(i).toolTip()
+        for i in range(lst.count())
+    }
+    assert "fine-tuned (QAT) weights" in tips[new]
+    assert all("fine-tuned" not in t for n, t in tips.items() if n != new)
+    fqn = s.selection[0]
+    qtbot.waitUntil(
+        lambda: (
+            win.histogram.data is not None
+            and win.histogram.data.extra.get("weights") == "fine-tuned"
+        ),
+        timeout=30_000,
+    )
+    title = win.histogram.plot.getPlotItem().titleLabel.text
+    assert "fine-tuned weights" in title
+    d = win.histogram.data
+    fq, _ = _torch_w2(tuned[fqn])
+    assert d.main.sqnr_db == pytest.approx(_sqnr(tuned[fqn], fq), abs=1e-3)
+    # the inspector's SQNR column: every layer on the fine-tuned weights
+    qtbot.waitUntil(lambda: "…" not in _sqnr_column(win), timeout=30_000)
+    for f in s.fqns:
+        fq, _ = _torch_w2(tuned[f])
+        assert ctl.layer_sqnr(f) == pytest.approx(_sqnr(tuned[f], fq), abs=1e-3)
+    col = _sqnr_column(win)
+    assert col[0] == f"{ctl.layer_sqnr(s.fqns[0]):.1f}"
+
+    # File > Export…: the tuned configuration's safetensors hold its weights' grids
+    win.exportAction.trigger()
+    dlg = win.exportDialog
+    dlg.configCombo.setCurrentIndex(dlg.configCombo.findText(new))
+    dlg.set_format("safetensors")
+    out = tmp_path / "tuned_w2.safetensors"
+    dlg.pathEdit.setText(str(out))
+    with qtbot.waitSignal(dlg.exported, timeout=60_000):
+        qtbot.mouseClick(dlg.exportButton, Qt.MouseButton.LeftButton)
+    dlg.close()
+    with safe_open(str(out), "pt") as f:
+        for fqn_ in s.fqns:
+            pname = h.layer(fqn_).param_name
+            _, scale = _torch_w2(tuned[fqn_])
+            assert torch.allclose(f.get_tensor(f"{pname}:scale"), scale.float(), rtol=1e-6)
+            bias = pname.rsplit(".", 1)[0] + ".bias"
+            if bias in res.weights:
+                assert torch.equal(f.get_tensor(bias), res.weights[bias])
+
+    # save the session, reopen it in another window
+    path = tmp_path / "tuned.quantviz"
+    assert win.sessionActions.save_session(str(path))
+    win2 = create_main_window()
+    win2.confirm_close = lambda: "discard"
+    qtbot.addWidget(win2)
+    try:
+        with qtbot.waitSignals([win2.modelLoaded, win2.statsReady], timeout=60_000):
+            win2.show()
+        with qtbot.waitSignal(win2.sessionActions.sessionOpened, timeout=60_000):
+            win2.sessionActions.open_session(str(path))
+        s2 = win2.session
+        assert s2.current_name == new and set(s2.tuned) == {new}
+        for k, t in res.weights.items():
+            assert torch.equal(s2.tuned[new][k], t), k
+        qtbot.waitUntil(
+            lambda: (
+                win2.histogram.data is not None
+                and win2.histogram.data.extra.get("weights") == "fine-tuned"
+            ),
+            timeout=30_000,
+        )
+        with qtbot.waitSignal(win2.jobDone, timeout=60_000):
+            win2.jobs.evaluate(new)
+        assert s2.results[-1].name == new and s2.results[-1].result.value == res.after.value
+    finally:
+        assert win2.shutdown(timeout=30)
+        win2.close()

@@ -92,7 +92,7 @@ def _doc(**kw):
     [
         ([], "expected a JSON object"),
         ({"format": "other", "version": 1}, "format: must be 'quantviz-session'"),
-        (_doc(version=2), "version: 2 is newer"),
+        (_doc(version=3), "version: 3 is newer"),
         (_doc(bogus=1), "bogus: unknown field"),
         (_doc(model=3), "model: must be a string"),
         (

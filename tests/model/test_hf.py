@@ -285,6 +285,7 @@ def test_logits_are_what_metrics_read(folders: dict[str, Path], tmp_path: Path) 
     x = tokens(2, 16)
     with torch.no_grad():
         raw = h.module(x)
+    assert "class_dim" not in h.meta  # nothing to move: next-token logits
     out = model_output(h, raw)
     assert torch.equal(out, raw.logits)  # a causal LM's [batch, tokens, vocab], as it is
     data = tmp_path / "t.npz"
@@ -302,6 +303,61 @@ def test_logits_are_what_metrics_read(folders: dict[str, Path], tmp_path: Path) 
     agree = (f.argmax(-1) == q.argmax(-1)).double().mean().item()
     assert res.metric == "perplexity" and res.higher_is_better is False
     assert res.top1_agreement == pytest.approx(agree, abs=1e-12)
+    lp, lq = torch.log_softmax(f.double(), -1), torch.log_softmax(q.double(), -1)
+    kl = (lp.exp() * (lp - lq)).sum(-1).clamp_min(0).mean().item()
+    assert res.kl == pytest.approx(kl, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("cls_name", "task", "classes"),
+    [
+        ("BertForMaskedLM", "masked_lm", VOCAB),
+        ("BertForTokenClassification", "token_classification", 5),
+    ],
+)
+def test_classes_on_last_dim_are_read_per_token(
+    tmp_path: Path, cls_name: str, task: str, classes: int
+) -> None:
+    """A masked LM's / token classifier's [batch, tokens, classes] logits: one prediction per
+    token, the class dim moved to 1 for the metrics; the numbers match an independently
+    quantized model read token by token."""
+    from quantviz.data import load_data
+    from quantviz.eval import evaluate, run
+    from quantviz.eval.forward import model_output
+
+    cfg = tf.BertConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=VOCAB,
+        max_position_embeddings=POSITIONS,
+        pad_token_id=0,
+        num_labels=classes,
+    )
+    torch.manual_seed(0)
+    getattr(tf, cls_name)(cfg).save_pretrained(str(tmp_path / "m"))
+    h = load_model(str(tmp_path / "m"))
+    assert h.task == task and not h.is_causal_lm and h.meta["class_dim"] == -1
+    x = tokens(2, 16)
+    with torch.no_grad():
+        raw = h.module(x)
+    assert raw.logits.shape == (2, 16, classes)
+    assert torch.equal(model_output(h, raw), raw.logits.movedim(-1, 1))
+    data = tmp_path / "t.npz"
+    np.savez(data, x=tokens(6, 16).numpy())
+    qcfg = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=3, granularity="per_channel")))
+    res = run(evaluate(h, load_data(str(data), h), qcfg, batch_size=4))
+    ref = getattr(tf, cls_name).from_pretrained(str(tmp_path / "m")).eval()
+    xs = torch.from_numpy(np.load(data)["x"])
+    with torch.no_grad():
+        f = ref(xs).logits
+        ref_quantize_model(ref, 3, None)
+        q = ref(xs).logits
+    assert res.metric == "top1_agreement"
+    agree = (f.argmax(-1) == q.argmax(-1)).double().mean().item()  # over every token
+    assert res.top1_agreement == pytest.approx(agree, abs=1e-12)
+    assert res.value == pytest.approx(agree, abs=1e-12)
     lp, lq = torch.log_softmax(f.double(), -1), torch.log_softmax(q.double(), -1)
     kl = (lp.exp() * (lp - lq)).sum(-1).clamp_min(0).mean().item()
     assert res.kl == pytest.approx(kl, rel=1e-6)

@@ -74,6 +74,55 @@ def test_sample_is_a_small_llama_with_its_tokenizer_and_split(lm, data):
     assert Tokenizer.from_file(lm.tokenizer_path).get_vocab_size() == cfg.vocab_size
     assert data.name == "sample:tiny_lm" and tuple(data.x.shape) == (64, 128)
     assert int(data.x.max()) < cfg.vocab_size
+    assert data.calib_x is not None and tuple(data.calib_x.shape) == (64, 128)
+
+
+# the topics held out of training (sample_data/PROVENANCE.md)
+HELD_OUT = [
+    "numbers",
+    "attribute-access",
+    "class",
+    "truth",
+    "operator-summary",
+    "binary",
+    "strings",
+    "formatstrings",
+]
+
+
+def _fragments(tok, rows: torch.Tensor) -> list[str]:
+    """Each row decoded, cut at <|endoftext|> (id 0) and at bytes a window boundary split."""
+    out = []
+    for row in rows.tolist():
+        pieces: list[list[int]] = [[]]
+        for t in row:
+            if t == 0:
+                pieces.append([])
+            else:
+                pieces[-1].append(t)
+        for p in pieces:
+            out += [f for f in tok.decode(p).split("\ufffd") if len(f) >= 40]
+    return out
+
+
+def test_evaluation_text_is_held_out_and_calibration_is_training_text(lm, data):
+    """The split, read back as text: every evaluation window comes from the held-out topics,
+    every calibration window from the others (GPTQ / SmoothQuant never see the test text)."""
+    from pydoc_data.topics import topics
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(lm.tokenizer_path)
+    held = [topics[n] for n in HELD_OUT]
+    train = [v for k, v in topics.items() if k not in HELD_OUT]
+    ev, cal = _fragments(tok, data.x), _fragments(tok, data.calib_x)
+    assert len(ev) >= 64 and len(cal) >= 64
+    assert all(any(f in t for t in held) for f in ev)
+    assert all(any(f in t for t in train) for f in cal)
+    # (the documentation repeats a few paragraphs across topics: compare with the evaluated
+    # text itself, not with whole held-out topics)
+    evaluated = "\n".join(ev)
+    assert not any(f in evaluated for f in cal)
 
 
 def test_float_perplexity_equals_transformers(baseline, data, reference):

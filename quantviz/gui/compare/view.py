@@ -375,7 +375,7 @@ class CompareView(QWidget):
 
         def job() -> Any:
             with torch_threads(1):
-                return fqn, [(n, ctl.layer_view(fqn, None, -1, sp)) for n, sp in specs]
+                return fqn, [(n, ctl.layer_view(fqn, None, -1, sp, n)) for n, sp in specs]
             yield  # a generator: the runner can drop it when stale
 
         self.histTitle.setText(f"<b>{fqn}</b> — weights and grid under each configuration…")
