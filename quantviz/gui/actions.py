@@ -32,10 +32,14 @@ def redo_shortcuts() -> list[QKeySequence]:
     return out
 
 
-def _bits_edit(win: QMainWindow, name: str, bits: tuple[int, ...], tip: str) -> QLineEdit:
+def _bits_edit(
+    win: QMainWindow, name: str, bits: tuple[int, ...], tip: str, sample: str = "2,3,4,5,6,8"
+) -> QLineEdit:
     e = QLineEdit(",".join(map(str, bits)), win)
     e.setObjectName(name)
-    e.setMaximumWidth(110)
+    # as wide as a typical list: the toolbar squeezed it to a few pixels at 1366 px ("5,6,8"
+    # of 2,3,4,5,6,8 showed) and a wider one pushed Compare and Export off the toolbar
+    e.setFixedWidth(e.fontMetrics().horizontalAdvance(sample) + 14)
     e.setToolTip(tip)
     return e
 
@@ -85,7 +89,8 @@ def build_actions(win: Any) -> None:
         "Open data…",
         win.ask_open_data,
         None,
-        "Evaluation data: a .npz / .pt file with x and optional y",
+        "Evaluation data: type sample:digits (sample:tiny_lm for the language model) or a path, "
+        "or browse for a .npz / .pt file (x, optional y; token ids or .txt for a language model)",
     )
     win.loadConfigAction = act(
         "loadConfigAction",
@@ -198,12 +203,17 @@ def build_actions(win: Any) -> None:
     win.budgetSpin.setSingleStep(0.005)
     win.budgetSpin.setSuffix(" MB")
     win.budgetSpin.setSpecialValueText("auto budgets")
+    win.budgetSpin.setMaximumWidth(112)  # room for the bit-width fields on a 1366-px screen
     win.budgetSpin.setToolTip("Memory budget for Mixed precision (0 = a sweep of 6 budgets)")
     win.sweepBitsEdit = _bits_edit(
         win, "sweepBitsEdit", SWEEP_BITS, "Bit-widths of a uniform sweep, e.g. 2,3,4,6,8"
     )
     win.sensitivityBitsEdit = _bits_edit(
-        win, "sensitivityBitsEdit", SENSITIVITY_BITS, "Bit-width(s) of the sensitivity analysis"
+        win,
+        "sensitivityBitsEdit",
+        SENSITIVITY_BITS,
+        "Bit-width(s) of the sensitivity analysis",
+        "2,4,8",
     )
 
     mb = win.menuBar()
@@ -263,6 +273,8 @@ def build_actions(win: Any) -> None:
     tb.setObjectName("mainToolBar")
     tb.setMovable(False)
     tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+    for a in (win.openModelAction, win.openDataAction, win.compareAction, win.exportAction):
+        a.setIconText(a.text().rstrip("…"))  # the buttons without the menus' ellipsis
     for a in (win.openModelAction, win.openDataAction):
         tb.addAction(a)
     tb.addSeparator()

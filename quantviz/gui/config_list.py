@@ -74,6 +74,7 @@ class ConfigList(QWidget):
             session.current_name_changed,
             session.results_changed,
             session.model_changed,
+            session.config_changed,  # a result of an earlier version is marked as such
         ):
             sig.connect(self.refresh)
         self.refresh()
@@ -86,9 +87,16 @@ class ConfigList(QWidget):
             for name in self.session.config_names:
                 res = self.session.results_for(name)
                 text = name
+                tip = ""
                 if res:
                     r = res[-1].result
                     text += f"   — {r.metric} {r.value:.4f}, {human_bytes(r.model_bytes)}"
+                    if res[-1].config != self.session.configs[name]:
+                        text += " (before the last edits; F5)"
+                        tip = (
+                            f"{name} was edited after this result was measured: press F5 to "
+                            "evaluate it as it is now"
+                        )
                 it = QListWidgetItem(text)
                 it.setData(Qt.ItemDataRole.UserRole, name)
                 tips = []
@@ -103,6 +111,8 @@ class ConfigList(QWidget):
                         "with fine-tuned (QAT) weights: evaluated, shown, exported and saved "
                         "with them"
                     )
+                if tip:
+                    tips.append(tip)
                 if tips:
                     it.setToolTip("; ".join(tips))
                 self.list.addItem(it)

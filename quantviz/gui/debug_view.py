@@ -40,9 +40,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from quantviz.app.compare import scheme_text
+from quantviz.core.spec import LayerConfig
+from quantviz.gui.layer_axis import LayerAxis, short_names
+from quantviz.gui.layout import give_room, keep_room
 from quantviz.gui.plot_style import current_theme, style_plot
 
-__all__ = ["DebugView", "install_debug_view"]
+__all__ = ["DebugView", "LayerAxis", "install_debug_view", "short_names"]
 
 _FLAG = "#e03131"
 _WIDTH = 0.38
@@ -88,12 +92,14 @@ class DebugView(QTabWidget):
         top.addWidget(self.summaryLabel, 1)
         top.addWidget(self.runButton)
         lay.addLayout(top)
-        self.plot = pg.PlotWidget()
+        self.axis = LayerAxis("bottom")
+        self.plot = pg.PlotWidget(axisItems={"bottom": self.axis})
         self.plot.setObjectName("debugPlot")
         style_plot(self.plot, "layer (execution order)", "output SQNR (dB)")
         pi = self.plot.getPlotItem()
         pi.setMouseEnabled(x=False, y=False)
         self.legend = pi.addLegend(offset=(-6, 6), labelTextSize="8pt")
+        self.legend.setColumnCount(3)  # one row: the bars keep the plot's height
         th = current_theme()
         self.iso = pg.BarGraphItem(x=[], height=[], width=_WIDTH, brush=th.series[1])
         self.cum = pg.BarGraphItem(x=[], height=[], width=_WIDTH, brush=th.series[0])
@@ -128,6 +134,7 @@ class DebugView(QTabWidget):
         self.hoverLabel = pg.TextItem("", anchor=(0, 1))
         self._style_hover(th)
         self.hoverLabel.setZValue(20)
+        self.hoverLabel.hide()  # an empty label still draws its filled box
         pi.addItem(self.hoverLabel, ignoreBounds=True)
         self.plot.scene().sigMouseMoved.connect(self._on_move)
         self.plot.installEventFilter(self)  # the pointer leaving the plot hides the text
@@ -159,6 +166,8 @@ class DebugView(QTabWidget):
         self.proxyTable.setObjectName("proxyTable")
         self.proxyTable.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.proxyTable.verticalHeader().setVisible(False)
+        self.proxyTable.setTextElideMode(Qt.TextElideMode.ElideLeft)  # keep a name's end
+        self.proxyTable.setWordWrap(False)
         self.proxyTable.cellClicked.connect(self._on_proxy_row)
         lay2.addWidget(self.proxyTable, 1)
         self.addTab(page2, "Proxies")
@@ -211,11 +220,13 @@ class DebugView(QTabWidget):
     def _hide_hover(self) -> None:
         self.hover_text = ""
         self.hoverLabel.setText("")
+        self.hoverLabel.hide()
 
     # -- error propagation -------------------------------------------------------------------
     def clear(self, *_: Any) -> None:
         self.result = self.report = self.plain = None
         self.fqns = []
+        self.axis.set_names([])
         self.iso.setOpts(x=[], height=[])
         self.cum.setOpts(x=[], height=[])
         self.iso_plain.setData([], [])
@@ -224,6 +235,7 @@ class DebugView(QTabWidget):
         self._legend_entries("")
         self.flags.setData([], [])
         self.hoverLabel.setText("")
+        self.hoverLabel.hide()
         self.proxyTable.setRowCount(0)
         self.summaryLabel.setText("Run > Debug error propagation: per-layer output error")
 
@@ -268,9 +280,7 @@ class DebugView(QTabWidget):
         fx = [x for x, lay in zip(xs, layers, strict=True) if lay.flagged]
         fy = [max(iso_h[x], cum_h[x], 0.0) + 2.0 for x in fx]
         self.flags.setData(fx, fy)
-        ax = self.plot.getPlotItem().getAxis("bottom")
-        step = max(1, len(layers) // 24)  # at most ~24 names under the bars
-        ax.setTicks([[(x, self.fqns[x]) for x in xs[::step]], []])
+        self.axis.set_names(self.fqns)
         lo = min([0.0, *iso_h, *cum_h, *p_iso_h, *p_cum_h])
         top = max([1.0, *iso_h, *cum_h, *p_iso_h, *p_cum_h])
         hi = top + max(5.0, 0.45 * (top - lo))  # room for the legend above the bars
@@ -345,6 +355,7 @@ class DebugView(QTabWidget):
             return
         self.hover_text = self.describe(i)
         self.hoverLabel.setText(self.hover_text)
+        self.hoverLabel.show()
         vb = self.plot.getPlotItem().vb
         p = vb.mapSceneToView(pos)
         (x0, x1), _ = vb.viewRange()
@@ -377,7 +388,7 @@ class DebugView(QTabWidget):
         t.setRowCount(len(rows))
         for r, c in enumerate(rows):
             m = report.measured[c]
-            cells = [c[0], c[1].short(), f"{100 * m.drop:.2f}"]
+            cells = [c[0], scheme_text(LayerConfig(weight=c[1])), f"{100 * m.drop:.2f}"]
             for j, text in enumerate(cells):
                 t.setItem(r, j, QTableWidgetItem(text))
             for j, p in enumerate(names, start=3):
@@ -386,8 +397,16 @@ class DebugView(QTabWidget):
                 it.setToolTip(f"{p}: {report.values[p][c]:.4g} (rank {ranks[p][c]})")
                 t.setItem(r, j, it)
         t.resizeColumnsToContents()
+        for j in (0, 1):  # long layer names / schemes: elided (full text in the tooltip)
+            t.setColumnWidth(j, min(t.columnWidth(j), 240 if j == 0 else 160))
+        for r in range(t.rowCount()):
+            for j in (0, 1):
+                it = t.item(r, j)
+                it.setToolTip(it.text())
         finite = {p: v for p, v in rho.items() if math.isfinite(v)}
         best = max(finite, key=lambda p: finite[p]) if finite else None
+        if best is not None and finite[best] <= 0:  # no proxy ranks like the truth
+            best = None
         if best is not None:
             j = 3 + names.index(best)
             head = t.horizontalHeaderItem(j)
@@ -395,7 +414,15 @@ class DebugView(QTabWidget):
             f.setBold(True)
             head.setFont(f)
         parts = [f"{p} {rho[p]:+.2f}" if math.isfinite(rho[p]) else f"{p} -" for p in names]
-        trust = f"; trust {best} on this model" if best is not None else ""
+        if best is not None:
+            trust = f"; trust {best} on this model"
+        elif finite:
+            trust = (
+                "; no proxy ranks the layers like the measured drop here (every ρ ≤ 0): "
+                "measure (Sensitivity) rather than trust a proxy"
+            )
+        else:
+            trust = ""
         self.rhoLabel.setText(
             f"Spearman ρ of each proxy's ranking vs the measured drop ({report.metric}, "
             f"float {report.baseline:.4f}): " + ", ".join(parts) + trust
@@ -412,11 +439,12 @@ def install_debug_view(win: Any) -> DebugView:
     """Add the dock (hidden until a run), the Run menu actions and the wiring to ``win``."""
     ctl = win.controller
     view = DebugView(win)
-    dock = QDockWidget("Error propagation", win)
+    dock = QDockWidget("Debug: error propagation and proxies", win)
     dock.setObjectName("debugDock")
     dock.setWidget(view)
     win.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
     dock.hide()
+    keep_room(win, dock)  # opened by a run or View > Panels: a readable height, not its minimum
 
     def run_debug() -> None:
         win.jobs.start_job(ctl.debug_job, "error propagation")
@@ -434,10 +462,10 @@ def install_debug_view(win: Any) -> DebugView:
     def done(kind: str) -> None:
         if kind == "debug" and ctl.debug_result is not None:
             view.show_debug(ctl.debug_result, plain=ctl.debug_plain)
-            dock.show()
+            give_room(win, dock)
         elif kind == "proxies" and ctl.proxy_report is not None:
             view.show_proxies(ctl.proxy_report)
-            dock.show()
+            give_room(win, dock)
 
     win.debugAction = QAction("Debug error propagation", win)
     win.debugAction.setObjectName("debugAction")

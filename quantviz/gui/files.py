@@ -33,6 +33,7 @@ class FileActions:
     statsRunner: Any
     dataRunner: Any
     dataLoaded: Any
+    dataDialog: Any
 
     def _settings(self) -> QSettings:
         return QSettings("quantviz", "quantviz")
@@ -68,14 +69,23 @@ class FileActions:
             self.open_model(text.strip())
 
     def ask_open_data(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            "Open evaluation data",
-            str(self._settings().value("lastDir", "")),
-            "Data (*.npz *.pt);;All files (*)",
-        )
-        if path:
-            self.open_data(path)
+        """File > Open data…: a typed source (``sample:digits``, a path) or a picked file,
+        pre-filled with the current data source (see :mod:`quantviz.gui.data_dialog`)."""
+        from quantviz.gui.data_dialog import DataSourceDialog
+
+        s = self.session
+        current = s.data_source if s.handle is not None else None
+        dlg = DataSourceDialog(s.handle, current, str(self._settings().value("lastDir", "")), self)
+        self.dataDialog = dlg
+
+        def chosen() -> None:
+            source = dlg.source()
+            if "/" in source:
+                self._settings().setValue("lastDir", source.rsplit("/", 1)[0])
+            self.open_data(source)
+
+        dlg.accepted.connect(chosen)
+        dlg.open()
 
     @guarded("Could not open the data")
     def open_data(self, source: str) -> None:

@@ -168,7 +168,7 @@ class HistogramView(QWidget):
             self.rangePlot.addItem(it)
         self.range_bars.setToolTip("")
 
-        self.rangePlot.setMinimumHeight(140)
+        self.rangePlot.setMinimumHeight(90)
         self.rangePlot.setToolTip(
             "Each bar spans one output channel's weights (min to max); dashed: the whole "
             "tensor's range. Channels much narrower than the tensor waste a per-tensor grid."

@@ -38,6 +38,7 @@ from quantviz.gui.histogram_view import HistogramView
 from quantviz.gui.jobs import JobController
 from quantviz.gui.layer_controls import LayerControls
 from quantviz.gui.layer_table import LayerTableWidget
+from quantviz.gui.layout import install_panel_toggles, scrolled
 from quantviz.gui.override_editor import OverrideEditor
 from quantviz.gui.qat_dialog import install_qat_action
 from quantviz.gui.remedy_sweeps import install_remedy_sweeps
@@ -98,7 +99,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         left = QSplitter(Qt.Orientation.Vertical)
         self.overrides = OverrideEditor(ctl, self.push_config, self)
         left.addWidget(self.table)
-        left.addWidget(self.overrides)
+        left.addWidget(scrolled(self.overrides, "overridesScroll"))
         left.addWidget(self.configs)
         left.setSizes([560, 200, 160])
         centre = QSplitter(Qt.Orientation.Vertical)
@@ -106,11 +107,13 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         centre.addWidget(self.tradeoff)
         centre.setSizes([480, 360])
         right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.controls)
-        right.addWidget(self.transformsPanel)
+        right.addWidget(scrolled(self.controls, "controlsScroll"))
+        right.addWidget(scrolled(self.transformsPanel, "transformsScroll"))
         right.addWidget(self.activations)
         right.addWidget(self.histogram.rangePlot)
         right.setSizes([360, 120, 260, 200])
+        for i, stretch in enumerate((0, 0, 1, 1)):  # a short screen shrinks the plots first
+            right.setStretchFactor(i, stretch)
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(centre)
@@ -160,6 +163,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         install_debug_view(self)  # error propagation + proxies dock, Run menu actions
         install_qat_action(self)  # Run > Fine-tune (QAT)…
         install_remedy_sweeps(self)  # Run > Uniform sweep with and without transforms
+        install_panel_toggles(self)  # View > Panels: show/hide each dock and the toolbar
         self.clusterMenu = ClusterMenu(self, self.jobs, self.runMenu)
         self.status = StatusBar(self, ctl)
         self.progressBar = self.status.progressBar

@@ -7,6 +7,8 @@ import math
 import time
 from typing import Any
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QPushButton
 
 from quantviz.app import AppController
@@ -91,7 +93,7 @@ class StatusBar:
         self._t0 = time.monotonic()
         self._max = 0.0
         self.progressBar.setValue(0)
-        self.progressBar.setFormat(f"{label} %p%")
+        self.progressBar.setFormat(self._fit(label, " %p%"))
         self.progressBar.setEnabled(True)
         self.cancelButton.setEnabled(True)
         self.window.statusBar().showMessage(label)
@@ -115,9 +117,19 @@ class StatusBar:
         if 0.02 < self._max < 1.0 and elapsed > 2.0:
             left = elapsed * (1.0 - self._max) / self._max
             eta = f" · ~{left:.0f} s left" if left < 120 else f" · ~{left / 60:.0f} min left"
-        fmt = f"{self.label}: {message} %p%{eta}" if message else f"{self.label} %p%{eta}"
+        head = f"{self.label}: {message}" if message else self.label
+        fmt = self._fit(head, f" %p%{eta}")
         if fmt != self.progressBar.format():
             self.progressBar.setFormat(fmt)
+            self.progressBar.setToolTip(f"{head} {self._max:.0%}{eta}")
+
+    def _fit(self, head: str, tail: str) -> str:
+        """``head + tail`` with ``head`` elided at its start to fit the bar on one line (a
+        long stage text wrapped to two clipped lines); the full text is the tooltip."""
+        bar = self.progressBar
+        fm = QFontMetrics(bar.font())
+        room = bar.width() - fm.horizontalAdvance(tail.replace("%p%", "100%")) - 16
+        return fm.elidedText(head, Qt.TextElideMode.ElideLeft, max(room, 40)) + tail
 
     @property
     def fraction_shown(self) -> float:

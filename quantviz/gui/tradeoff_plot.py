@@ -332,9 +332,11 @@ class TradeoffPlot(QWidget):
         self._fit_ranges(entries, base)
         # baseline and compression axis
         if base is not None:
+            # shown first: a hidden label ignores setFormat (pyqtgraph), so the text of an
+            # earlier model ("float model 0.9806" on a perplexity plot) stayed
+            self.baseline.setVisible(True)
             self.baseline.setValue(self._y(base))
             self.baseline.label.setFormat(f"float model {base:.4f}")
-            self.baseline.setVisible(True)
         else:
             self.baseline.setVisible(False)
         fb = None

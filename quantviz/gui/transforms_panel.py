@@ -139,21 +139,26 @@ class TransformsPanel(QGroupBox):
         self.computeButton.setEnabled(has)
         self.update_notes()
 
+    def _note(self, text: str) -> None:
+        """Show ``text`` under Compute; the tooltip holds it whole where the panel is short."""
+        self.notesLabel.setText(text)
+        self.notesLabel.setToolTip(text)
+
     def update_notes(self) -> None:
         """What the transforms did to the selected layer (once computed)."""
         sel = self.session.selection
         label = transform_label(self.session.config.transforms) or "no transforms"
         if not sel or self.session.handle is None:
-            self.notesLabel.setText(label)
+            self._note(label)
             return
         try:
             st = self.controller.transform_state(compute=False)
         except ValueError as exc:
-            self.notesLabel.setText(f"{label}: {exc}")
+            self._note(f"{label}: {exc}")
             return
         if st is None:
             pending = bool(self.session.config.transforms)
-            self.notesLabel.setText(label + (" (not computed yet)" if pending else ""))
+            self._note(label + (" (not computed yet)" if pending else ""))
             return
         notes = st.notes.get(sel[0], [])
-        self.notesLabel.setText(f"{sel[0]}: " + ("; ".join(notes) if notes else "unchanged"))
+        self._note(f"{sel[0]}: " + ("; ".join(notes) if notes else "unchanged"))

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from quantviz.app.compare import BarChart
 from quantviz.core.layer_view import HistData
+from quantviz.gui.layer_axis import LayerAxis
 from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
 
 __all__ = ["ErrorBars", "HistPanel", "HistRow", "column", "heading"]
@@ -99,7 +100,8 @@ class ErrorBars:
     """``compareErrorPlot``: grouped bars, x = layers, one series per configuration."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        self.plot = pg.PlotWidget(parent)
+        self.axis = LayerAxis("bottom")
+        self.plot = pg.PlotWidget(parent, axisItems={"bottom": self.axis})
         self.plot.setObjectName("compareErrorPlot")
         style_plot(self.plot, "layer", "weight SQNR (dB)")
         self.plot.getPlotItem().setTitle(BAR_TITLE, size="9pt")
@@ -136,10 +138,8 @@ class ErrorBars:
                 self.items[n] = item
             else:
                 item.setOpts(x=x, height=list(heights), width=width, brush=brush)
-        # x ticks: layer names, thinned so they do not overlap
-        step = max(1, math.ceil(len(fqns) / 24))
-        ticks = [(float(i), f) for i, f in enumerate(fqns) if i % step == 0]
-        pi.getAxis("bottom").setTicks([ticks, []])
+        # x ticks: short layer names, thinned to the axis' width so they do not overlap
+        self.axis.set_names(fqns)
         if fqns:
             pi.setXRange(-0.6, len(fqns) - 0.4, padding=0)
             pi.setYRange(chart.ymin, chart.cap * 1.3, padding=0)

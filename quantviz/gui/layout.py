@@ -1,0 +1,93 @@
+"""Fitting the window on a small screen (1366 x 768) and the View menu's panel toggles.
+
+- :func:`scrolled` wraps a tall panel (layer controls, override editor) in a scroll area so
+  the window's minimum height no longer adds up every panel's minimum: with a dock open
+  under the plots the window still fits the screen instead of growing past its bottom edge.
+- :func:`give_room` shows a bottom dock with a readable height (a fraction of the window)
+  the first time it opens, instead of its minimum height.
+- :func:`install_panel_toggles` adds every dock's ``toggleViewAction()`` (and the toolbar's)
+  to View > Panels, so a closed dock can be reopened (as napari does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QToolBar, QWidget
+
+__all__ = ["DOCK_FRACTION", "give_room", "install_panel_toggles", "keep_room", "scrolled"]
+
+#: the height of a bottom dock when it opens, as a fraction of the window's height
+DOCK_FRACTION = 0.38
+#: below this height (fraction of DOCK_FRACTION) a re-shown dock is given its room again
+_CRAMPED = 0.6
+
+
+def scrolled(widget: QWidget, name: str = "") -> QScrollArea:
+    """``widget`` in a frameless vertical scroll area (named ``name`` or after it)."""
+    area = QScrollArea()
+    area.setObjectName(name or f"{widget.objectName() or type(widget).__name__}Scroll")
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setMinimumHeight(60)
+    # the widget's own width still counts: no horizontal scrolling of form rows
+    area.setMinimumWidth(widget.minimumSizeHint().width())
+    return area
+
+
+def give_room(win: QMainWindow, dock: QDockWidget, fraction: float = DOCK_FRACTION) -> None:
+    """Show bottom/top ``dock`` and, when docked, make it ``fraction`` of the window's
+    height the first time and whenever it is cramped (the central widget keeps the rest; a
+    size the user dragged to stays otherwise)."""
+    dock.show()
+    dock.raise_()
+    if dock.isFloating():
+        return
+    area = win.dockWidgetArea(dock)
+    vertical = area in (Qt.DockWidgetArea.BottomDockWidgetArea, Qt.DockWidgetArea.TopDockWidgetArea)
+    orient = Qt.Orientation.Vertical if vertical else Qt.Orientation.Horizontal
+    total = win.height() if vertical else win.width()
+    want = int(total * fraction)
+    have = dock.height() if vertical else dock.width()
+    first = not dock.property("quantvizRoomGiven")  # its size hint may be most of the window
+    if first or have < want * _CRAMPED:
+        dock.setProperty("quantvizRoomGiven", True)
+        win.resizeDocks([dock], [want], orient)
+
+
+def keep_room(win: QMainWindow, dock: QDockWidget, fraction: float = DOCK_FRACTION) -> None:
+    """Whenever ``dock`` is shown (View menu, a run), give it room if it is cramped."""
+
+    def on_visible(visible: bool) -> None:
+        if visible and not dock.isFloating():
+            give_room(win, dock, fraction)
+
+    dock.visibilityChanged.connect(on_visible)
+
+
+def install_panel_toggles(win: Any) -> list[Any]:
+    """View > Panels: a checkable show/hide action per dock and toolbar of ``win`` (the
+    dock's own ``toggleViewAction``), named ``<objectName>Toggle``. Returns the actions."""
+    view_menu = next(
+        (a.menu() for a in win.menuBar().actions() if a.text().replace("&", "") == "View"), None
+    )
+    if view_menu is None:
+        view_menu = win.menuBar().addMenu("&View")
+    panels = view_menu.addMenu("&Panels")
+    panels.setObjectName("panelsMenu")
+    win.panelsMenu = panels
+    out = []
+    docks = sorted(win.findChildren(QDockWidget), key=lambda d: d.windowTitle())
+    for w in [*docks, *win.findChildren(QToolBar)]:
+        act = w.toggleViewAction()
+        if not act.objectName():
+            act.setObjectName(f"{w.objectName()}Toggle")
+        if isinstance(w, QToolBar):
+            act.setText(f"{w.windowTitle()} toolbar")
+        act.setStatusTip(f"Show or hide {act.text()}")
+        panels.addAction(act)
+        out.append(act)
+    return out
