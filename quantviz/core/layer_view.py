@@ -161,8 +161,8 @@ def _bins(n: int, most: int) -> int:
 
 
 def _np_hist(x: torch.Tensor, most: int) -> tuple[np.ndarray, np.ndarray]:
-    c, e = histogram(x, _bins(x.numel(), most))
-    return c.numpy().astype(np.float64), e.numpy()
+    c, e = histogram(x, _bins(x.numel(), most))  # streamed over row blocks, exact
+    return c.numpy(), e.numpy()
 
 
 def layer_view(
@@ -203,9 +203,7 @@ def layer_view(
     ch = -1 if rows == 1 else min(channel, rows - 1)
     if ch >= 0 and rv is not None:
         view = rv
-        counts, edges = cache.get(
-            w, (fqn, view, ch), lambda: _np_hist(view.to_rows(w)[ch], ROW_BINS)
-        )
+        counts, edges = cache.get(w, (fqn, view, ch), lambda: _np_hist(view.row(w, ch), ROW_BINS))
     out = HistData(fqn, counts, edges, ch, rows, kind, cmin, cmax, numel=int(w.numel()), spec=spec)
     if spec is None:
         return out

@@ -101,6 +101,12 @@ class RowView:
             x = x.movedim(self.axis, 0)
         return x.reshape(self.rows, self.row_len)
 
+    def row(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Row ``i`` of :meth:`to_rows` in ``x``'s own dtype (no copy of the other rows)."""
+        if self.granularity == "per_channel" and self.axis != 0:
+            return x.select(self.axis, i).reshape(-1)
+        return x.reshape(self.rows, self.row_len)[i]
+
     def from_rows(self, r: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`to_rows` (a contiguous tensor of ``shape``)."""
         if self.granularity == "per_channel" and self.axis != 0:
