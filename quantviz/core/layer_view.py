@@ -181,6 +181,7 @@ def layer_view(
     as ``error`` / ``compare_error`` text rather than an exception.
     """
     cache = cache if cache is not None else LayerViewCache()
+    src = w  # the caches key on the caller's tensor: ``detach()`` is a new object each call
     w = w.detach()
 
     def whole() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -190,7 +191,7 @@ def layer_view(
         mn, mx = torch.amin(w2, dim=1).float(), torch.amax(w2, dim=1).float()
         return (*_np_hist(w, HIST_BINS), mn.numpy(), mx.numpy())
 
-    counts, edges, cmin, cmax = cache.get(w, (fqn,), whole)
+    counts, edges, cmin, cmax = cache.get(src, (fqn,), whole)
     rows, kind = 1, ""
     rv = None
     if spec is not None and spec.granularity != "per_tensor":
@@ -203,18 +204,18 @@ def layer_view(
     ch = -1 if rows == 1 else min(channel, rows - 1)
     if ch >= 0 and rv is not None:
         view = rv
-        counts, edges = cache.get(w, (fqn, view, ch), lambda: _np_hist(view.row(w, ch), ROW_BINS))
+        counts, edges = cache.get(src, (fqn, view, ch), lambda: _np_hist(view.row(w, ch), ROW_BINS))
     out = HistData(fqn, counts, edges, ch, rows, kind, cmin, cmax, numel=int(w.numel()), spec=spec)
     if spec is None:
         return out
     try:
-        out.main = _quantized(w, spec, ch)
+        out.main = _quantized(src, spec, ch)
     except ValueError as exc:
         out.error = str(exc)
         return out
     if compare and compare != spec.quantizer:
         try:
-            out.compare = _quantized(w, comparison_spec(spec, compare), ch)
+            out.compare = _quantized(src, comparison_spec(spec, compare), ch)
         except ValueError as exc:
             out.compare_error = str(exc)
     return out

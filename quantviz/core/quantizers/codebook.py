@@ -21,11 +21,12 @@ Fast kernels (no search per value) where the format allows:
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
 
-from quantviz.core.quantizers.base import Fitted, chunk_target, chunks
+from quantviz.core.quantizers.base import Fitted
 from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
 __all__ = [
@@ -257,15 +258,15 @@ class CodebookFitted(Fitted):
     def __init__(self, levels: torch.Tensor):
         self._levels = levels.to(torch.float32).contiguous()
 
-    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        rows, k = x.shape
-        target = chunk_target()
-        lut = _shared_lut(self._levels)
-        scratch = _Scratch(min(x.numel(), target)) if lut is not None else None
-        for r0, r1, c0, c1 in chunks(rows, k, target):
-            _nearest_in_codebook(
-                x[r0:r1, c0:c1], self._levels[r0:r1], out[r0:r1, c0:c1], lut, scratch
-            )
+        self._lut = _shared_lut(self._levels)
+
+    def scratch(self, n: int) -> Any:
+        return _Scratch(n) if self._lut is not None else None
+
+    def apply_block_(
+        self, x: torch.Tensor, out: torch.Tensor, r0: int, r1: int, scratch: Any
+    ) -> None:
+        _nearest_in_codebook(x, self._levels[r0:r1], out, self._lut, scratch)
 
     def levels(self) -> torch.Tensor:
         return self._levels
@@ -280,6 +281,10 @@ class ScaledCodebookFitted(Fitted):
         self.scale = self._s
         self._inv = torch.reciprocal(self._s)
         self._base = torch.tensor(base_levels(spec), dtype=torch.float32)
+        q = spec.quantizer
+        self._lut: _CodebookLUT | None = None
+        if q not in FLOAT_FORMATS and q != "log2" and q not in BLOCK_FORMATS:
+            self._lut = _shared_lut(self._base[None, :])
 
     def levels(self) -> torch.Tensor:
         return self._base[None, :] * self._s[:, None]
@@ -290,30 +295,25 @@ class ScaledCodebookFitted(Fitted):
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._base[0] * self._s, self._base[-1] * self._s
 
-    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        rows, k = x.shape
+    def scratch(self, n: int) -> Any:
         q = self.spec.quantizer
-        target = chunk_target()
-        tmp = torch.empty(min(x.numel(), target))
-        lut = scratch = None
-        if q not in FLOAT_FORMATS and q != "log2":
-            lut = _shared_lut(self._base[None, :])
-            scratch = _Scratch(tmp.numel())
-        for r0, r1, c0, c1 in chunks(rows, k, target):
-            xs = x[r0:r1, c0:c1]
-            o = out[r0:r1, c0:c1]
-            inv = self._inv[r0:r1, None]
-            sc = self._s[r0:r1, None]
-            torch.mul(xs, inv, out=o)  # into the base codebook's units
-            if q in FLOAT_FORMATS:
-                t = tmp[: o.numel()].view(o.shape)
-                _round_float_format_(o, t, *FLOAT_FORMATS[q])
-            elif q == "log2":
-                t = tmp[: o.numel()].view(o.shape)
-                _round_log2_(o, t, self.spec.bits)
-            else:
-                _nearest_in_codebook(o, self._base[None, :], o, lut, scratch)
-            o.mul_(sc)
+        if q in FLOAT_FORMATS or q == "log2":
+            return torch.empty(n)
+        return _Scratch(n)
+
+    def apply_block_(
+        self, x: torch.Tensor, out: torch.Tensor, r0: int, r1: int, scratch: Any
+    ) -> None:
+        q = self.spec.quantizer
+        o = out
+        torch.mul(x, self._inv[r0:r1, None], out=o)  # into the base codebook's units
+        if q in FLOAT_FORMATS:
+            _round_float_format_(o, scratch[: o.numel()].view(o.shape), *FLOAT_FORMATS[q])
+        elif q == "log2":
+            _round_log2_(o, scratch[: o.numel()].view(o.shape), self.spec.bits)
+        else:
+            _nearest_in_codebook(o, self._base[None, :], o, self._lut, scratch)
+        o.mul_(self._s[r0:r1, None])
 
 
 _EXP_MASK = 0x7F800000
