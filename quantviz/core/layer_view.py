@@ -21,7 +21,7 @@ import torch
 
 from quantviz.core.metrics import histogram
 from quantviz.core.quantization import quantize
-from quantviz.core.quantizers.base import row_view
+from quantviz.core.quantizers.base import kernel_threads, row_view
 from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
 __all__ = [
@@ -188,7 +188,8 @@ def layer_view(
         w2 = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
         # in the tensor's own dtype (exact; no float32 copy of a 16-bit layer);
         # aminmax(dim) is ~10x slower
-        mn, mx = torch.amin(w2, dim=1).float(), torch.amax(w2, dim=1).float()
+        with kernel_threads(w2.numel()):
+            mn, mx = torch.amin(w2, dim=1).float(), torch.amax(w2, dim=1).float()
         return (*_np_hist(w, HIST_BINS), mn.numpy(), mx.numpy())
 
     counts, edges, cmin, cmax = cache.get(src, (fqn,), whole)

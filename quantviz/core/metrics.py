@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from quantviz.core.quantizers.base import kernel_threads
+
 __all__ = ["clipped_fraction", "histogram", "mse", "sqnr_db"]
 
 
@@ -154,10 +156,11 @@ def histogram(
     if not v.is_floating_point():
         v = v.to(torch.float64)
     inside = lo is None and hi is None
-    lo, hi = _range(v, lo, hi)
-    edges = np.linspace(lo, hi, bins + 1)
-    if v.dtype in (torch.float16, torch.bfloat16):
-        counts = _counts_16bit(v, edges, block)
-    else:
-        counts = _counts_float(v, edges, block, inside)
+    with kernel_threads(v.numel()):  # one thread for small tensors or a busy machine
+        lo, hi = _range(v, lo, hi)
+        edges = np.linspace(lo, hi, bins + 1)
+        if v.dtype in (torch.float16, torch.bfloat16):
+            counts = _counts_16bit(v, edges, block)
+        else:
+            counts = _counts_float(v, edges, block, inside)
     return torch.from_numpy(np.ascontiguousarray(counts, dtype=np.float64)), torch.from_numpy(edges)
