@@ -8,8 +8,11 @@ Per layer (float32, printed at 1 thread and at torch's default thread count):
   fastest plain-torch way) and by ``argmin |x - code|`` (what bitsandbytes' pure-torch
   backend does), both in 1M-value chunks;
 * uniform int4 g128 vs the plain ``amax / round / clamp / mul`` expression;
-* k-means 16 levels and uniform 4-bit ``mse`` calibration per tensor on 16.8M values
-  (target <= 1 s; the sorted-rows cache is cleared before each call).
+* the cost of the SQNR on top of quantizing (int4 g128; metrics fused into the pass);
+* k-means 16 levels (per tensor and per channel) and uniform 4-bit ``mse`` calibration per
+  tensor on 16.8M values (target <= 1 s; the sorted-rows cache is cleared before each call);
+* the TinyLlama embedding's shape in bfloat16 (65.5M values): the streamed histogram vs a
+  float32 copy + ``histc``, W4 g128 quantize + SQNR vs the plain expression + SQNR.
 
 ``ratio`` = quantviz / reference (< 1: quantviz faster); "bit-identical" is checked.
 
@@ -25,6 +28,9 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
 * SQNR of every layer at W4 g128 (the controller's ``compute_sqnr`` path);
 * a bits change 8 -> 4 g128 on the largest layer (the embedding): histogram + grid data
   (``core.layer_view``, what the GUI's worker computes);
+* the same in the real histogram view (offscreen Qt): select the embedding at W8 g128,
+  then bits 8 -> 4: time to the repainted plot and the longest GUI-thread stall (a 5 ms
+  timer probe, as ``bench_gui.py``); targets <= 1 s / <= 1.5 s, stall <= 50 ms;
 * a weight-only W4 g128 forward on 4 x 128 tokens (``eval.apply_config``, quantization
   included) vs the float forward, next-token cross-entropy of both; then the same with
   ``stream=True`` and no weight cache (one layer's quantized weight at a time).
@@ -79,29 +85,16 @@ def rss() -> int:
 # ---------------------------------------------------------------------------------------
 # per layer
 # ---------------------------------------------------------------------------------------
-NF4 = [
-    -1.0,
-    -0.6961928009986877,
-    -0.5250730514526367,
-    -0.39491748809814453,
-    -0.28444138169288635,
-    -0.18477343022823334,
-    -0.09105003625154495,
-    0.0,
-    0.07958029955625534,
-    0.16093020141124725,
-    0.24611230194568634,
-    0.33791524171829224,
-    0.44070982933044434,
-    0.5626170039176941,
-    0.7229568362236023,
-    1.0,
-]
+def _nf4_code() -> torch.Tensor:
+    """QLoRA's NF4 table, as quantviz holds it (the reference kernels use the same 16 codes)."""
+    from quantviz.core.quantizers.codebook import NF4_LEVELS
+
+    return torch.tensor(NF4_LEVELS)
 
 
 def nf4_plain(w: torch.Tensor, block: int = 64, argmin: bool = False) -> torch.Tensor:
     """bitsandbytes' NF4 blockwise quantize + dequantize in plain torch (1M-value chunks)."""
-    code = torch.tensor(NF4)
+    code = _nf4_code()
     mids = (code[1:] + code[:-1]) * 0.5
     b = w.reshape(-1, block)
     absmax = b.abs().amax(1, keepdim=True)
@@ -142,6 +135,7 @@ def layer_rows(repeat: int) -> None:
     nf4 = QuantSpec(bits=4, quantizer="nf4", granularity="per_group", group_size=64)
     i4 = QuantSpec(bits=4, granularity="per_group", group_size=128)
     km = QuantSpec(bits=4, quantizer="kmeans")
+    kmc = QuantSpec(bits=4, quantizer="kmeans", granularity="per_channel")
     mse = QuantSpec(bits=4, calibration="mse")
     default = torch.get_num_threads()
     print(f"per layer: 4096x4096 float32 (16.8M values), load {os.getloadavg()[0]:.1f}")
@@ -165,7 +159,18 @@ def layer_rows(repeat: int) -> None:
             t_r = timeit(ref, 1 if "argmin" in name else repeat)
             same = torch.equal(ours()[0].dequantized, ref())
             print(f"{th:>7} {name:<34} {t_q:10.3f} {t_r:8.3f} {t_q / t_r:6.2f}  {same}")
-        for name, spec in (("k-means 16 levels (target <= 1 s)", km), ("uniform 4b mse cal", mse)):
+        t_q = timeit(lambda: quantize(w, i4, metrics=False), repeat)
+        t_m = timeit(lambda: quantize(w, i4).sqnr_db, repeat)
+        t_r = timeit(lambda: _sqnr_plain(w, int4_g128_plain(w)), repeat)
+        print(
+            f"{th:>7} {'int4 g128: SQNR cost over quantize':<34} {t_m:10.3f} {t_q:8.3f} "
+            f"{t_m / t_q:6.2f}  (plain quantize + SQNR {t_r:.3f} s: ratio {t_m / t_r:.2f})"
+        )
+        for name, spec in (
+            ("k-means 16 levels (target <= 1 s)", km),
+            ("k-means 16 levels per channel", kmc),
+            ("uniform 4b mse cal", mse),
+        ):
 
             def fresh(spec=spec):
                 clear_cache()
@@ -173,6 +178,46 @@ def layer_rows(repeat: int) -> None:
 
             t = timeit(fresh, max(1, repeat // 2))
             print(f"{th:>7} {name:<34} {t:10.3f} {'':>8} {'':>6}")
+    torch.set_num_threads(default)
+    embedding_rows(repeat)
+
+
+def _sqnr_plain(x: torch.Tensor, y: torch.Tensor) -> float:
+    a, b = x.double(), y.double()
+    return float(10 * torch.log10((a * a).sum() / ((a - b) ** 2).sum()))
+
+
+def embedding_rows(repeat: int) -> None:
+    """The TinyLlama embedding's shape in bfloat16 (65.5M values): histogram and W4 g128
+    quantize + SQNR against plain torch (float32 copy + ``histc``; the plain int4 g128
+    expression + SQNR in float64)."""
+    from quantviz.core import QuantSpec, quantize
+    from quantviz.core.metrics import histogram
+
+    torch.manual_seed(0)
+    w = (torch.randn(32000, 2048) * 0.02).to(torch.bfloat16)
+    i4 = QuantSpec(bits=4, granularity="per_group", group_size=128)
+    default = torch.get_num_threads()
+
+    def hist_ref() -> torch.Tensor:
+        f = w.float()
+        mn, mx = torch.aminmax(f)
+        return torch.histc(f, 256, float(mn), float(mx))
+
+    def q_ref() -> float:
+        f = w.float()
+        return _sqnr_plain(w, int4_g128_plain(f).to(torch.bfloat16))
+
+    print(f"\nper layer: 32000x2048 bfloat16 (65.5M values), load {os.getloadavg()[0]:.1f}")
+    print(f"{'threads':>7} {'row':<34} {'quantviz s':>10} {'ref s':>8} {'ratio':>6}")
+    for th in sorted({1, default}):
+        torch.set_num_threads(th)
+        for name, ours, ref in (
+            ("histogram 256 bins vs histc", lambda: histogram(w, 256), hist_ref),
+            ("int4 g128 + SQNR vs plain", lambda: quantize(w, i4).sqnr_db, q_ref),
+        ):
+            t_q, t_r = timeit(ours, repeat), timeit(ref, repeat)
+            print(f"{th:>7} {name:<34} {t_q:10.3f} {t_r:8.3f} {t_q / t_r:6.2f}")
     torch.set_num_threads(default)
 
 
@@ -252,7 +297,7 @@ def stage_reference(model: str, path: str) -> dict:
     return {"ref_open_s": t, "ref_load_s": t_load, "ref_peak": peak()}
 
 
-PARTS = ("open", "sqnr", "view", "w4", "w4s")
+PARTS = ("open", "sqnr", "view", "gui", "w4", "w4s")
 
 
 def stage_quantviz(model: str, path: str, part: str) -> dict:
@@ -285,12 +330,14 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
         out["big_layer"] = big
         out["big_numel"] = h.layer(big).weight_numel
         cache = LayerViewCache()
-        t0 = time.perf_counter()
-        layer_view(big, weights[big], w8, None, 0, cache)
-        out["select_big_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        layer_view(big, weights[big], w4, None, 0, cache)
-        out["bits_change_s"] = time.perf_counter() - t0
+        torch.set_num_threads(1)  # as the GUI's worker computes it
+        for key, spec in (("select_big", w8), ("bits_change", w4)):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            layer_view(big, weights[big], spec, None, 0, cache)
+            out[key + "_s"] = time.perf_counter() - t0
+            out[key + "_cpu_s"] = time.thread_time() - c0  # this thread's CPU: load-proof
+    elif part == "gui":
+        out.update(_gui_view(h, w8, w4))
     elif part in ("w4", "w4s"):
         ids = _tokens(int(h.meta.get("vocab_size") or 32000))
         mod = h.module
@@ -306,6 +353,57 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
                 out["ce_w4"] = _ce(mod(ids).logits, ids)
             out["w4_fwd_s"] = time.perf_counter() - t0
     out["peak"] = peak()
+    return out
+
+
+def _gui_view(h, w8, w4) -> dict:
+    """The real histogram view (offscreen): select the largest layer at W8 g128, then bits
+    8 -> 4; time to the repainted plot and the longest GUI-thread stall meanwhile (a 5 ms
+    timer probe, as bench_gui does)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_gui import StallProbe, wait_signal
+    from PySide6.QtWidgets import QApplication
+
+    from quantviz.app import AppController
+    from quantviz.gui.histogram_view import HistogramView
+    from quantviz.session import Session
+
+    app = QApplication.instance() or QApplication([])
+    s = Session()
+    ctl = AppController(s)
+    hv = HistogramView(ctl)
+    hv.resize(1000, 700)
+    hv.show()
+    s.set_model(h)
+    big = max(h.fqns, key=lambda f: h.layer(f).weight_numel)
+    s.set_layer_spec([big], "weight", w8)
+    app.processEvents()
+    out: dict = {}
+    probe = StallProbe()
+    for key, act, levels in (
+        ("gui_select", lambda: s.select([big]), 256),
+        ("gui_bits", lambda: s.set_layer_spec([big], "weight", w4), 16),
+    ):
+        probe.start()
+        t0 = time.perf_counter()
+        act()
+        wait_signal(hv.updated, 600)
+        hv.plot.repaint()
+        out[key + "_s"] = time.perf_counter() - t0
+        out[key + "_stall_ms"] = 1000 * probe.stop()
+        assert hv.level_count() == levels, (hv.level_count(), levels)
+    # the GUI thread's own share: drawing the computed data (the rest of a stall is the
+    # OS scheduling the thread late on a loaded machine)
+    paint = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        hv._show(hv.data)  # type: ignore[arg-type]
+        hv.plot.repaint()
+        paint.append(time.perf_counter() - t0)
+    out["gui_paint_ms"] = 1000 * statistics.median(paint)
+    hv.runner.shutdown()
+    hv.close()
     return out
 
 
@@ -349,7 +447,14 @@ def model_rows(model: str, keep: str | None) -> None:
         print(f"  SQNR of every layer, W4 g128   {s['sqnr_s']:8.1f} s   {pk('sqnr')}")
         print(
             f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) {v['select_big_s']:6.2f} s"
-            f"   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   {pk('view')}"
+            f"   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   (1 thread; CPU "
+            f"{v['select_big_cpu_s']:.2f} / {v['bits_change_cpu_s']:.2f} s)   {pk('view')}"
+        )
+        g = q["gui"]
+        print(
+            f"  GUI: select {g['gui_select_s']:.2f} s (stall {g['gui_select_stall_ms']:.0f} ms)"
+            f"   bits 8 -> 4 g128: {g['gui_bits_s']:.2f} s (stall {g['gui_bits_stall_ms']:.0f} ms)"
+            f"   GUI-thread drawing {g['gui_paint_ms']:.0f} ms   {pk('gui')}"
         )
         for p, name in (("w4", "W4 g128 forward (incl. quant.)"), ("w4s", "same, stream=True")):
             w = q[p]
