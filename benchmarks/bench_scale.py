@@ -252,7 +252,15 @@ def stage_reference(model: str, path: str) -> dict:
     return {"ref_open_s": t, "ref_load_s": t_load, "ref_peak": peak()}
 
 
-PARTS = ("open", "sqnr", "view", "w4", "w4s")
+PARTS = ("open", "sqnr", "view", "w4", "w4s", "eval", "eval1", "evalup", "had", "smooth")
+#: what each ``quantviz.eval.evaluate`` part does: (batch size, weight-cache bytes, transform)
+EVAL_PARTS = {
+    "eval": (256, None, None),  # as the CLI / GUI run it (default cache: 1 GiB)
+    "eval1": (1, None, None),  # one sequence per batch: 4 batches
+    "evalup": (256, 1 << 62, None),  # a cache that holds everything: every weight up front
+    "had": (256, None, "hadamard"),
+    "smooth": (256, None, "smoothquant"),
+}
 
 
 def stage_quantviz(model: str, path: str, part: str) -> dict:
@@ -305,7 +313,40 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
             with apply_config(h, cfg, **kw):  # type: ignore[arg-type]
                 out["ce_w4"] = _ce(mod(ids).logits, ids)
             out["w4_fwd_s"] = time.perf_counter() - t0
+    elif part in EVAL_PARTS:
+        out.update(_eval_part(h, part))
     out["peak"] = peak()
+    return out
+
+
+def _eval_part(h, part: str) -> dict:
+    """``quantviz.eval.evaluate`` W4 g128 perplexity on 4 x 128 tokens against the float
+    evaluation (``compute_baseline``) of the same tokens, as the CLI and the GUI run it."""
+    from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+    from quantviz.data.types import EvalData
+    from quantviz.eval import WeightCache, compute_baseline, evaluate, run
+    from quantviz.eval.apply import quantized_bytes, stream_refusal
+
+    bs, cache_bytes, transform = EVAL_PARTS[part]
+    ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+    data = EvalData("tokens", ids, None, ids[:2], task="causal_lm")
+    cfg = ModelConfig(
+        default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=128))
+    )
+    if transform:
+        cfg = cfg.with_transforms([transform])
+    cache = WeightCache() if cache_bytes is None else WeightCache(max_bytes=cache_bytes)
+    with torch.no_grad():
+        h.module(ids[:1, :8])  # warm-up
+    base = run(compute_baseline(h, data, batch_size=bs))
+    out = {"float_eval_s": base.seconds, "base_peak": peak(), "ppl_float": base.value}
+    t0 = time.perf_counter()
+    r = run(evaluate(h, data, cfg, cache=cache, baseline=base, batch_size=bs))
+    out["eval_s"] = time.perf_counter() - t0
+    out["ppl_w4"] = r.value
+    out["timings"] = {k: v for k, v in r.timings.items() if v > 0.005}
+    out["streamed"] = stream_refusal(h, cfg) is None and quantized_bytes(h, cfg) > cache.max_bytes
+    out["batches"] = -(-4 // r.batch_size)
     return out
 
 
@@ -317,7 +358,7 @@ def _run_stage(stage: str, model: str, path: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def model_rows(model: str, keep: str | None) -> None:
+def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(keep or tmp) / model)
         t0 = time.perf_counter()
@@ -328,35 +369,63 @@ def model_rows(model: str, keep: str | None) -> None:
             f"load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        r = _run_stage("reference", model, path)
+        r = _run_stage("reference", model, path) if "open" in parts else {"ref_open_s": 0}
         ck = b["ckpt_bytes"]
-        print(
-            f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
-            f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
-            flush=True,
-        )
-        q = {p: _run_stage("quantviz:" + p, model, path) for p in PARTS}
+        if "ref_peak" in r:
+            print(
+                f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
+                f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
+                flush=True,
+            )
+        q = {p: _run_stage("quantviz:" + p, model, path) for p in parts}
 
         def pk(p: str) -> str:
             v = q[p]["peak"]
             return f"peak {v / GB:5.2f} GB ({v / ck:.2f}x ckpt)"
 
-        o, s, v = q["open"], q["sqnr"], q["view"]
-        print(
-            f"  open -> {o['layers']} layers found      {o['open_s']:8.1f} s   "
-            f"{o['open_s'] / r['ref_open_s']:.2f}x ref   {pk('open')}"
-        )
-        print(f"  SQNR of every layer, W4 g128   {s['sqnr_s']:8.1f} s   {pk('sqnr')}")
-        print(
-            f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) {v['select_big_s']:6.2f} s"
-            f"   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   {pk('view')}"
-        )
+        if "open" in q:
+            o = q["open"]
+            print(
+                f"  open -> {o['layers']} layers found      {o['open_s']:8.1f} s   "
+                f"{o['open_s'] / r['ref_open_s']:.2f}x ref   {pk('open')}"
+            )
+        if "sqnr" in q:
+            print(f"  SQNR of every layer, W4 g128   {q['sqnr']['sqnr_s']:8.1f} s   {pk('sqnr')}")
+        if "view" in q:
+            v = q["view"]
+            print(
+                f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) "
+                f"{v['select_big_s']:6.2f} s   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   "
+                f"{pk('view')}"
+            )
         for p, name in (("w4", "W4 g128 forward (incl. quant.)"), ("w4s", "same, stream=True")):
+            if p not in q:
+                continue
             w = q[p]
             print(
                 f"  {name:<30} {w['w4_fwd_s']:8.2f} s   {w['w4_fwd_s'] / w['float_fwd_s']:.2f}x "
                 f"float ({w['float_fwd_s']:.2f} s)   CE {w['ce_w4']:.4f} (float "
                 f"{w['ce_float']:.4f})   {pk(p)}",
+                flush=True,
+            )
+        names = {
+            "eval": "evaluate W4 g128 ppl, 4x128",
+            "eval1": "same, batch 1 (4 batches)",
+            "evalup": "same, every weight up front",
+            "had": "evaluate + hadamard",
+            "smooth": "evaluate + smoothquant",
+        }
+        for p, name in names.items():
+            if p not in q:
+                continue
+            e = q[p]
+            how = "streamed" if e["streamed"] else "up front"
+            tim = ", ".join(f"{k} {v:.1f}" for k, v in e["timings"].items())
+            print(
+                f"  {name:<30} {e['eval_s']:8.2f} s   {e['eval_s'] / e['float_eval_s']:.2f}x "
+                f"float eval ({e['float_eval_s']:.2f} s, {e['batches']} batches, {how})   "
+                f"ppl {e['ppl_w4']:.1f} (float {e['ppl_float']:.1f})   {pk(p)} "
+                f"(float eval {e['base_peak'] / ck:.2f}x)   [{tim}]",
                 flush=True,
             )
 
@@ -368,6 +437,11 @@ def main() -> None:
     ap.add_argument("--skip-layers", action="store_true")
     ap.add_argument(
         "--keep", default=None, help="folder to keep the checkpoints in (reused when present)"
+    )
+    ap.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"whole-model stages to run (of {','.join(PARTS)}; had/smooth: GPT-2 only)",
     )
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -385,8 +459,13 @@ def main() -> None:
     )
     if not args.skip_layers:
         layer_rows(args.repeat)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise SystemExit(f"--parts: unknown {', '.join(bad)} (of {', '.join(PARTS)})")
     for m in filter(None, args.models.split(",")):
-        model_rows(m, args.keep)
+        mp = parts if m == "gpt2" else tuple(p for p in parts if p not in ("had", "smooth"))
+        model_rows(m, args.keep, mp)
 
 
 if __name__ == "__main__":
