@@ -27,9 +27,19 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
   (``core.layer_view``, what the GUI's worker computes);
 * a weight-only W4 g128 forward on 4 x 128 tokens (``eval.apply_config``, quantization
   included) vs the float forward, next-token cross-entropy of both; then the same with
-  ``stream=True`` and no weight cache (one layer's quantized weight at a time).
+  ``stream=True`` and no weight cache (one layer's quantized weight at a time);
+* ``quantviz.eval.evaluate`` W4 g128 perplexity on the 4 x 128 tokens as the CLI and the
+  GUI run it (default 1 GiB weight cache: streamed when the quantized weights do not fit),
+  vs the float evaluation of the same tokens; the same in 4 batches of one sequence, with
+  every weight up front (a cache that holds them all: the path before streaming), and
+  (GPT-2) with the ``hadamard`` / ``smoothquant`` transforms.
 
     python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
+        [--parts open,eval,...] [--max-rss GB]
+
+``--models llama3b`` adds an OpenLLaMA-3B-shaped model (hidden 3200, 26 layers, 3.4B
+parameters, 6.9 GB bf16); with ``--max-rss`` a stage passing that resident size is stopped
+and reported, so the run finds what breaks first without taking the machine down.
 
 ``--keep DIR`` writes the checkpoints to ``DIR/<model>`` and reuses them on the next run.
 """
@@ -184,6 +194,17 @@ def _config(model: str):
 
     if model == "gpt2":
         return tf.GPT2Config(), tf.GPT2LMHeadModel, torch.float32
+    if model == "llama3b":  # OpenLLaMA 3B's shape: 3.4B parameters, 6.9 GB in bf16
+        cfg = tf.LlamaConfig(
+            hidden_size=3200,
+            num_hidden_layers=26,
+            intermediate_size=8640,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32000,
+            max_position_embeddings=2048,
+        )
+        return cfg, tf.LlamaForCausalLM, torch.bfloat16
     cfg = tf.LlamaConfig(
         hidden_size=2048,
         num_hidden_layers=22,
@@ -350,12 +371,41 @@ def _eval_part(h, part: str) -> dict:
     return out
 
 
+#: --max-rss: a stage whose process passes this many bytes of RSS is stopped (0: no cap)
+MAX_RSS = 0
+
+
+def _child_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _run_stage(stage: str, model: str, path: str) -> dict:
+    """Run one stage in a fresh process; its JSON, or ``{"failed": why}`` (an error, or
+    stopped at the ``--max-rss`` cap, so a large model cannot take the machine down)."""
     cmd = [sys.executable, __file__, "--stage", stage, "--models", model, "--keep", path]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"stage {stage} ({model}) failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        top = 0
+        while proc.poll() is None:
+            top = max(top, _child_rss(proc.pid))
+            if MAX_RSS and top > MAX_RSS:
+                proc.kill()
+                proc.wait()
+                return {"failed": f"stopped at {top / GB:.1f} GB RSS (cap {MAX_RSS / GB:.1f} GB)"}
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        tail = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["?"]
+        return {"failed": f"exit {proc.returncode}: {tail[0][:300]}"}
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> None:
@@ -363,6 +413,9 @@ def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> 
         path = str(Path(keep or tmp) / model)
         t0 = time.perf_counter()
         b = _run_stage("build", model, path)
+        if "failed" in b:
+            print(f"\n{model}: build {b['failed']}", flush=True)
+            return
         print(
             f"\n{model}: {b['params'] / 1e6:.0f}M parameters, checkpoint "
             f"{b['ckpt_bytes'] / GB:.2f} GB (built in {time.perf_counter() - t0:.0f} s), "
@@ -371,13 +424,19 @@ def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> 
         )
         r = _run_stage("reference", model, path) if "open" in parts else {"ref_open_s": 0}
         ck = b["ckpt_bytes"]
-        if "ref_peak" in r:
+        if "failed" in r:
+            print(f"  from_pretrained + 1 forward    {r['failed']}", flush=True)
+        elif "ref_peak" in r:
             print(
                 f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
                 f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
                 flush=True,
             )
-        q = {p: _run_stage("quantviz:" + p, model, path) for p in parts}
+        q = {}
+        for p in parts:
+            q[p] = _run_stage("quantviz:" + p, model, path)
+            if "failed" in q[p]:
+                print(f"  {p}: {q.pop(p)['failed']}", flush=True)
 
         def pk(p: str) -> str:
             v = q[p]["peak"]
@@ -443,6 +502,12 @@ def main() -> None:
         default=",".join(PARTS),
         help=f"whole-model stages to run (of {','.join(PARTS)}; had/smooth: GPT-2 only)",
     )
+    ap.add_argument(
+        "--max-rss",
+        type=float,
+        default=0.0,
+        help="GB: stop a stage whose process passes this resident size (0: no cap)",
+    )
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:
@@ -459,6 +524,8 @@ def main() -> None:
     )
     if not args.skip_layers:
         layer_rows(args.repeat)
+    global MAX_RSS
+    MAX_RSS = int(args.max_rss * GB)
     parts = tuple(p for p in args.parts.split(",") if p)
     bad = [p for p in parts if p not in PARTS]
     if bad:
