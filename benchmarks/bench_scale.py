@@ -32,12 +32,14 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
   GUI run it (default 1 GiB weight cache: streamed when the quantized weights do not fit),
   vs the float evaluation of the same tokens; the same in 4 batches of one sequence, with
   every weight up front (a cache that holds them all: the path before streaming), and
-  (GPT-2) with the ``hadamard`` / ``smoothquant`` transforms.
+  (GPT-2 and ``llamasmall``) with the ``hadamard`` / ``smoothquant`` transforms.
 
     python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
         [--parts open,eval,...] [--max-rss GB]
 
-``--models llama3b`` adds an OpenLLaMA-3B-shaped model (hidden 3200, 26 layers, 3.4B
+``--models llamasmall`` is GPT-2 124M's size in Llama's shape (hidden 1024, 6 layers, 143M
+parameters, float32), which the transforms rewrite (``hadamard`` finds nothing to rotate
+in GPT-2). ``--models llama3b`` adds an OpenLLaMA-3B-shaped model (hidden 3200, 26 layers, 3.4B
 parameters, 6.9 GB bf16); with ``--max-rss`` a stage passing that resident size is stopped
 and reported, so the run finds what breaks first without taking the machine down.
 
@@ -194,6 +196,17 @@ def _config(model: str):
 
     if model == "gpt2":
         return tf.GPT2Config(), tf.GPT2LMHeadModel, torch.float32
+    if model == "llamasmall":  # GPT-2 124M's size in Llama's shape (what the transforms rotate)
+        cfg = tf.LlamaConfig(
+            hidden_size=1024,
+            num_hidden_layers=6,
+            intermediate_size=2816,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            vocab_size=32000,
+            max_position_embeddings=2048,
+        )
+        return cfg, tf.LlamaForCausalLM, torch.float32
     if model == "llama3b":  # OpenLLaMA 3B's shape: 3.4B parameters, 6.9 GB in bf16
         cfg = tf.LlamaConfig(
             hidden_size=3200,
@@ -500,7 +513,7 @@ def main() -> None:
     ap.add_argument(
         "--parts",
         default=",".join(PARTS),
-        help=f"whole-model stages to run (of {','.join(PARTS)}; had/smooth: GPT-2 only)",
+        help=f"whole-model stages (of {','.join(PARTS)}; had/smooth: gpt2, llamasmall only)",
     )
     ap.add_argument(
         "--max-rss",
@@ -531,7 +544,8 @@ def main() -> None:
     if bad:
         raise SystemExit(f"--parts: unknown {', '.join(bad)} (of {', '.join(PARTS)})")
     for m in filter(None, args.models.split(",")):
-        mp = parts if m == "gpt2" else tuple(p for p in parts if p not in ("had", "smooth"))
+        small = m in ("gpt2", "llamasmall")
+        mp = parts if small else tuple(p for p in parts if p not in ("had", "smooth"))
         model_rows(m, args.keep, mp)
 
 
