@@ -367,6 +367,10 @@ def _eval_part(h, part: str) -> dict:
     cfg = ModelConfig(
         default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=128))
     )
+    g64 = LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=64))
+    odd = [lay.fqn for lay in h.layers if lay.weight_shape[-1] % 128]
+    for fqn in odd:  # OpenLLaMA 3B's down_proj rows are 8640 long: groups of 64 there
+        cfg = cfg.with_override(fqn, g64)
     if transform:
         cfg = cfg.with_transforms([transform])
     cache = WeightCache() if cache_bytes is None else WeightCache(max_bytes=cache_bytes)
@@ -381,6 +385,7 @@ def _eval_part(h, part: str) -> dict:
     out["timings"] = {k: v for k, v in r.timings.items() if v > 0.005}
     out["streamed"] = stream_refusal(h, cfg) is None and quantized_bytes(h, cfg) > cache.max_bytes
     out["batches"] = -(-4 // r.batch_size)
+    out["g64_layers"] = len(odd)
     return out
 
 
