@@ -231,3 +231,34 @@ def test_stream_refusals():
     data = EvalData(full.name, full.x[:128], full.y[:128], full.calib_x[:64])
     events, r = _events_and_result(evaluate(h, data, with_cle, cache=WeightCache(0)))
     assert "quantize" in {e.stage for e in events} and r.value > 0
+
+
+class _Discarding(torch.nn.Module):
+    """``side``'s output is computed and dropped: an inf in its weight leaves the float
+    output finite, but the weight cannot be quantized."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(8, 4)
+        self.side = torch.nn.Linear(8, 4)
+        with torch.no_grad():
+            self.side.weight[1, 2] = float("inf")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.side(x)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("budget", [0, 1 << 30], ids=["streamed", "up-front"])
+def test_a_weight_that_cannot_be_quantized_is_a_quantize_error_naming_the_layer(budget):
+    from quantviz.eval import EvalError
+
+    x = torch.randn(12, 8, generator=torch.Generator().manual_seed(4))
+    h = handle_of(_Discarding(), x[:1])
+    data = EvalData("t", x, None, x[:4])
+    cfg = ModelConfig(default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_channel")))
+    with pytest.raises(EvalError) as err:
+        run(evaluate(h, data, cfg, cache=WeightCache(budget)))
+    assert err.value.stage == "quantize" and "layer side: weight" in str(err.value)
+    assert h.module.side.weight[1, 2] == float("inf")  # the float model is back
