@@ -33,9 +33,21 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
   timer probe, as ``bench_gui.py``); targets <= 1 s / <= 1.5 s, stall <= 50 ms;
 * a weight-only W4 g128 forward on 4 x 128 tokens (``eval.apply_config``, quantization
   included) vs the float forward, next-token cross-entropy of both; then the same with
-  ``stream=True`` and no weight cache (one layer's quantized weight at a time).
+  ``stream=True`` and no weight cache (one layer's quantized weight at a time);
+* ``quantviz.eval.evaluate`` W4 g128 perplexity on the 4 x 128 tokens as the CLI and the
+  GUI run it (default 1 GiB weight cache: streamed when the quantized weights do not fit),
+  vs the float evaluation of the same tokens; the same in 4 batches of one sequence, with
+  every weight up front (a cache that holds them all: the path before streaming), and
+  (GPT-2 and ``llamasmall``) with the ``hadamard`` / ``smoothquant`` transforms.
 
     python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
+        [--parts open,eval,...] [--max-rss GB]
+
+``--models llamasmall`` is GPT-2 124M's size in Llama's shape (hidden 1024, 6 layers, 143M
+parameters, float32), which the transforms rewrite (``hadamard`` finds nothing to rotate
+in GPT-2). ``--models llama3b`` adds an OpenLLaMA-3B-shaped model (hidden 3200, 26 layers, 3.4B
+parameters, 6.9 GB bf16); with ``--max-rss`` a stage passing that resident size is stopped
+and reported, so the run finds what breaks first without taking the machine down.
 
 ``--keep DIR`` writes the checkpoints to ``DIR/<model>`` and reuses them on the next run.
 """
@@ -229,6 +241,28 @@ def _config(model: str):
 
     if model == "gpt2":
         return tf.GPT2Config(), tf.GPT2LMHeadModel, torch.float32
+    if model == "llamasmall":  # GPT-2 124M's size in Llama's shape (what the transforms rotate)
+        cfg = tf.LlamaConfig(
+            hidden_size=1024,
+            num_hidden_layers=6,
+            intermediate_size=2816,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            vocab_size=32000,
+            max_position_embeddings=2048,
+        )
+        return cfg, tf.LlamaForCausalLM, torch.float32
+    if model == "llama3b":  # OpenLLaMA 3B's shape: 3.4B parameters, 6.9 GB in bf16
+        cfg = tf.LlamaConfig(
+            hidden_size=3200,
+            num_hidden_layers=26,
+            intermediate_size=8640,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32000,
+            max_position_embeddings=2048,
+        )
+        return cfg, tf.LlamaForCausalLM, torch.bfloat16
     cfg = tf.LlamaConfig(
         hidden_size=2048,
         num_hidden_layers=22,
@@ -297,7 +331,15 @@ def stage_reference(model: str, path: str) -> dict:
     return {"ref_open_s": t, "ref_load_s": t_load, "ref_peak": peak()}
 
 
-PARTS = ("open", "sqnr", "view", "gui", "w4", "w4s")
+PARTS = ("open", "sqnr", "view", "gui", "w4", "w4s", "eval", "eval1", "evalup", "had", "smooth")
+#: what each ``quantviz.eval.evaluate`` part does: (batch size, weight-cache bytes, transform)
+EVAL_PARTS = {
+    "eval": (256, None, None),  # as the CLI / GUI run it (default cache: 1 GiB)
+    "eval1": (1, None, None),  # one sequence per batch: 4 batches
+    "evalup": (256, 1 << 62, None),  # a cache that holds everything: every weight up front
+    "had": (256, None, "hadamard"),
+    "smooth": (256, None, "smoothquant"),
+}
 
 
 def stage_quantviz(model: str, path: str, part: str) -> dict:
@@ -352,6 +394,8 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
             with apply_config(h, cfg, **kw):  # type: ignore[arg-type]
                 out["ce_w4"] = _ce(mod(ids).logits, ids)
             out["w4_fwd_s"] = time.perf_counter() - t0
+    elif part in EVAL_PARTS:
+        out.update(_eval_part(h, part))
     out["peak"] = peak()
     return out
 
@@ -407,61 +451,165 @@ def _gui_view(h, w8, w4) -> dict:
     return out
 
 
+def _eval_part(h, part: str) -> dict:
+    """``quantviz.eval.evaluate`` W4 g128 perplexity on 4 x 128 tokens against the float
+    evaluation (``compute_baseline``) of the same tokens, as the CLI and the GUI run it."""
+    from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+    from quantviz.data.types import EvalData
+    from quantviz.eval import WeightCache, compute_baseline, evaluate, run
+    from quantviz.eval.apply import quantized_bytes, stream_refusal
+
+    bs, cache_bytes, transform = EVAL_PARTS[part]
+    ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+    data = EvalData("tokens", ids, None, ids[:2], task="causal_lm")
+    cfg = ModelConfig(
+        default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=128))
+    )
+    g64 = LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=64))
+    odd = [lay.fqn for lay in h.layers if lay.weight_shape[-1] % 128]
+    for fqn in odd:  # OpenLLaMA 3B's down_proj rows are 8640 long: groups of 64 there
+        cfg = cfg.with_override(fqn, g64)
+    if transform:
+        cfg = cfg.with_transforms([transform])
+    cache = WeightCache() if cache_bytes is None else WeightCache(max_bytes=cache_bytes)
+    with torch.no_grad():
+        h.module(ids[:1, :8])  # warm-up
+    base = run(compute_baseline(h, data, batch_size=bs))
+    out = {"float_eval_s": base.seconds, "base_peak": peak(), "ppl_float": base.value}
+    t0 = time.perf_counter()
+    r = run(evaluate(h, data, cfg, cache=cache, baseline=base, batch_size=bs))
+    out["eval_s"] = time.perf_counter() - t0
+    out["ppl_w4"] = r.value
+    out["timings"] = {k: v for k, v in r.timings.items() if v > 0.005}
+    out["streamed"] = stream_refusal(h, cfg) is None and quantized_bytes(h, cfg) > cache.max_bytes
+    out["batches"] = -(-4 // r.batch_size)
+    out["g64_layers"] = len(odd)
+    return out
+
+
+#: --max-rss: a stage whose process passes this many bytes of RSS is stopped (0: no cap)
+MAX_RSS = 0
+
+
+def _child_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _run_stage(stage: str, model: str, path: str) -> dict:
+    """Run one stage in a fresh process; its JSON, or ``{"failed": why}`` (an error, or
+    stopped at the ``--max-rss`` cap, so a large model cannot take the machine down)."""
     cmd = [sys.executable, __file__, "--stage", stage, "--models", model, "--keep", path]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"stage {stage} ({model}) failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        top = 0
+        while proc.poll() is None:
+            top = max(top, _child_rss(proc.pid))
+            if MAX_RSS and top > MAX_RSS:
+                proc.kill()
+                proc.wait()
+                return {"failed": f"stopped at {top / GB:.1f} GB RSS (cap {MAX_RSS / GB:.1f} GB)"}
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        tail = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["?"]
+        return {"failed": f"exit {proc.returncode}: {tail[0][:300]}"}
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
-def model_rows(model: str, keep: str | None) -> None:
+def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(keep or tmp) / model)
         t0 = time.perf_counter()
         b = _run_stage("build", model, path)
+        if "failed" in b:
+            print(f"\n{model}: build {b['failed']}", flush=True)
+            return
         print(
             f"\n{model}: {b['params'] / 1e6:.0f}M parameters, checkpoint "
             f"{b['ckpt_bytes'] / GB:.2f} GB (built in {time.perf_counter() - t0:.0f} s), "
             f"load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        r = _run_stage("reference", model, path)
+        r = _run_stage("reference", model, path) if "open" in parts else {"ref_open_s": 0}
         ck = b["ckpt_bytes"]
-        print(
-            f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
-            f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
-            flush=True,
-        )
-        q = {p: _run_stage("quantviz:" + p, model, path) for p in PARTS}
+        if "failed" in r:
+            print(f"  from_pretrained + 1 forward    {r['failed']}", flush=True)
+        elif "ref_peak" in r:
+            print(
+                f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
+                f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
+                flush=True,
+            )
+        q = {}
+        for p in parts:
+            q[p] = _run_stage("quantviz:" + p, model, path)
+            if "failed" in q[p]:
+                print(f"  {p}: {q.pop(p)['failed']}", flush=True)
 
         def pk(p: str) -> str:
             v = q[p]["peak"]
             return f"peak {v / GB:5.2f} GB ({v / ck:.2f}x ckpt)"
 
-        o, s, v = q["open"], q["sqnr"], q["view"]
-        print(
-            f"  open -> {o['layers']} layers found      {o['open_s']:8.1f} s   "
-            f"{o['open_s'] / r['ref_open_s']:.2f}x ref   {pk('open')}"
-        )
-        print(f"  SQNR of every layer, W4 g128   {s['sqnr_s']:8.1f} s   {pk('sqnr')}")
-        print(
-            f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) {v['select_big_s']:6.2f} s"
-            f"   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   (1 thread; CPU "
-            f"{v['select_big_cpu_s']:.2f} / {v['bits_change_cpu_s']:.2f} s)   {pk('view')}"
-        )
-        g = q["gui"]
-        print(
-            f"  GUI: select {g['gui_select_s']:.2f} s (stall {g['gui_select_stall_ms']:.0f} ms)"
-            f"   bits 8 -> 4 g128: {g['gui_bits_s']:.2f} s (stall {g['gui_bits_stall_ms']:.0f} ms)"
-            f"   GUI-thread drawing {g['gui_paint_ms']:.0f} ms   {pk('gui')}"
-        )
+        if "open" in q:
+            o = q["open"]
+            print(
+                f"  open -> {o['layers']} layers found      {o['open_s']:8.1f} s   "
+                f"{o['open_s'] / r['ref_open_s']:.2f}x ref   {pk('open')}"
+            )
+        if "sqnr" in q:
+            print(f"  SQNR of every layer, W4 g128   {q['sqnr']['sqnr_s']:8.1f} s   {pk('sqnr')}")
+        if "view" in q:
+            v = q["view"]
+            print(
+                f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) "
+                f"{v['select_big_s']:6.2f} s   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   "
+                f"(1 thread; CPU {v['select_big_cpu_s']:.2f} / {v['bits_change_cpu_s']:.2f} s)   "
+                f"{pk('view')}"
+            )
+        if "gui" in q:
+            g = q["gui"]
+            print(
+                f"  GUI: select {g['gui_select_s']:.2f} s (stall {g['gui_select_stall_ms']:.0f} ms)"
+                f"   bits 8 -> 4 g128: {g['gui_bits_s']:.2f} s "
+                f"(stall {g['gui_bits_stall_ms']:.0f} ms)"
+                f"   GUI-thread drawing {g['gui_paint_ms']:.0f} ms   {pk('gui')}"
+            )
         for p, name in (("w4", "W4 g128 forward (incl. quant.)"), ("w4s", "same, stream=True")):
+            if p not in q:
+                continue
             w = q[p]
             print(
                 f"  {name:<30} {w['w4_fwd_s']:8.2f} s   {w['w4_fwd_s'] / w['float_fwd_s']:.2f}x "
                 f"float ({w['float_fwd_s']:.2f} s)   CE {w['ce_w4']:.4f} (float "
                 f"{w['ce_float']:.4f})   {pk(p)}",
+                flush=True,
+            )
+        names = {
+            "eval": "evaluate W4 g128 ppl, 4x128",
+            "eval1": "same, batch 1 (4 batches)",
+            "evalup": "same, every weight up front",
+            "had": "evaluate + hadamard",
+            "smooth": "evaluate + smoothquant",
+        }
+        for p, name in names.items():
+            if p not in q:
+                continue
+            e = q[p]
+            how = "streamed" if e["streamed"] else "up front"
+            tim = ", ".join(f"{k} {v:.1f}" for k, v in e["timings"].items())
+            print(
+                f"  {name:<30} {e['eval_s']:8.2f} s   {e['eval_s'] / e['float_eval_s']:.2f}x "
+                f"float eval ({e['float_eval_s']:.2f} s, {e['batches']} batches, {how})   "
+                f"ppl {e['ppl_w4']:.1f} (float {e['ppl_float']:.1f})   {pk(p)} "
+                f"(float eval {e['base_peak'] / ck:.2f}x)   [{tim}]",
                 flush=True,
             )
 
@@ -473,6 +621,17 @@ def main() -> None:
     ap.add_argument("--skip-layers", action="store_true")
     ap.add_argument(
         "--keep", default=None, help="folder to keep the checkpoints in (reused when present)"
+    )
+    ap.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"whole-model stages (of {','.join(PARTS)}; had/smooth: gpt2, llamasmall only)",
+    )
+    ap.add_argument(
+        "--max-rss",
+        type=float,
+        default=0.0,
+        help="GB: stop a stage whose process passes this resident size (0: no cap)",
     )
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -490,8 +649,16 @@ def main() -> None:
     )
     if not args.skip_layers:
         layer_rows(args.repeat)
+    global MAX_RSS
+    MAX_RSS = int(args.max_rss * GB)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise SystemExit(f"--parts: unknown {', '.join(bad)} (of {', '.join(PARTS)})")
     for m in filter(None, args.models.split(",")):
-        model_rows(m, args.keep)
+        small = m in ("gpt2", "llamasmall")
+        mp = parts if small else tuple(p for p in parts if p not in ("had", "smooth"))
+        model_rows(m, args.keep, mp)
 
 
 if __name__ == "__main__":
