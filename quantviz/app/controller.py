@@ -18,13 +18,14 @@ evaluation) waits for it.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from quantviz.app.activation import ActivationData, activation_data
-from quantviz.app.jobs import Job, overall_progress
+from quantviz.app.jobs import Job, JobProgress, overall_progress, run_job
 from quantviz.app.metrics import SqnrTable, Todo, compute_sqnr
 from quantviz.core.defaults import DEFAULT_WEIGHT
 from quantviz.core.spec import ModelConfig, QuantSpec
@@ -815,10 +816,39 @@ class AppController:
 
     def save_session(self, path: str) -> None:
         """Write the session to ``path`` (atomically); it is no longer ``modified``."""
-        from quantviz.io.session_file import save_session
+        run_job(self.save_session_job(path))
 
-        save_session(path, self.session_data())
-        self.session.modified = False
+    def save_session_job(self, path: str) -> Job:
+        """Write the session as it is now to ``path`` in the background: the recipe hashes
+        and writes (atomically) the fine-tuned weights, then the session file, yielding
+        monotone :class:`~quantviz.app.jobs.JobProgress`; closing it (a cancel) or a
+        failure leaves the previous files as they were. ``on_done`` marks what was saved
+        as unmodified (edits made while it ran stay unsaved) and returns ``path``.
+        ``meta["written"]`` turns True when the files are in place (a cancel that came
+        after the last yield did not stop the save: the front-end asks this)."""
+        from quantviz.io.session_file import save_session_steps
+
+        s = self.session
+        data = self.session_data()  # a snapshot: configs are immutable, tensors not copied
+        saved = s.snapshot()
+
+        meta: dict[str, Any] = {"path": path, "written": False}
+
+        def recipe() -> Generator[Any, None, str]:
+            steps = save_session_steps(path, data)
+            try:
+                for p in steps:
+                    yield JobProgress(p.fraction, p.stage, p.done, p.total)
+            finally:
+                steps.close()  # a cancel: the previous files stay
+            meta["written"] = True  # past the last yield: the files are in place
+            return path
+
+        def done(out: str) -> str:
+            s.mark_saved(saved)
+            return out
+
+        return Job("save session", f"Saving {os.path.basename(path)}", recipe, done, meta=meta)
 
     def open_session_job(self, path: str, *, trust: bool = False) -> Job:
         """Read session file ``path`` and reopen its model; its configurations and results

@@ -119,6 +119,17 @@ class Session:
         if not value:
             self._saved = (dict(self.configs), tuple(self.results))
 
+    def snapshot(self) -> tuple[Any, ...]:
+        """What :attr:`modified` compares with, as it is now (give it to :meth:`mark_saved`
+        when a save of this state finishes: edits made meanwhile stay unsaved)."""
+        return (dict(self.configs), tuple(self.results))
+
+    def mark_saved(self, snapshot: tuple[Any, ...]) -> None:
+        """``snapshot`` (from :meth:`snapshot`) was saved: the session is unmodified unless
+        it changed since."""
+        self._forced = False
+        self._saved = snapshot
+
     # -- model and data -------------------------------------------------------------------
     def set_model(self, handle: Any, data_source: str | None = None, data: Any = None) -> None:
         """Open ``handle`` (with loaded ``data`` for ``data_source``, if given):
