@@ -373,7 +373,9 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
     @guarded("Could not switch configuration")
     def _on_entry_clicked(self, entry: ResultEntry) -> None:
         name = self.session.adopt(entry)
-        self.statusBar().showMessage(f"{name} is now the current configuration", 4000)
+        src = self.session.adopted_weights_of(name) if name != entry.name else None
+        note = f", with the fine-tuned weights of {src}" if src else ""
+        self.statusBar().showMessage(f"{name} is now the current configuration{note}", 8000)
 
     def evaluate_named(self, name: str) -> None:
         """Evaluate configuration ``name`` (queued behind a running job); the current
