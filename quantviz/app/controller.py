@@ -106,6 +106,10 @@ class AppController:
         self.model_lock = threading.Lock()
         #: True while a calibration job for the current model and data is under way
         self.collecting_stats = False
+        #: calibration statistics captured under fine-tuned weights (weights tag -> fqn ->
+        #: LayerStats; see :meth:`tuned_calibration_job`) and the tags being captured
+        self.tuned_stats: dict[str, dict[str, Any]] = {}
+        self.collecting_tuned: set[str] = set()
         #: address -> quantviz.eval.cluster.Cluster that sweeps were sent to (kept connected)
         self.clusters: dict[str, Any] = {}
 
@@ -187,6 +191,7 @@ class AppController:
         from quantviz.eval import WeightCache
 
         self.sqnr.clear()
+        self.tuned_stats, self.collecting_tuned = {}, set()
         self.weight_cache = WeightCache()
         self.layer_views = LayerViewCache()
         self.baseline = None
@@ -270,17 +275,74 @@ class AppController:
 
         return Job("calibrate", "calibration statistics", recipe, done)
 
+    def tuned_calibration_job(self, name: str | None = None) -> Job | None:
+        """Collect the activation statistics of every layer with the fine-tuned weights of
+        configuration ``name`` (current when None) in the model: what its static activation
+        ranges are fitted to when it runs. None when there is nothing to do (not a
+        fine-tuned configuration, statistics already there or being collected, no data, a
+        model whose activations cannot be hooked). ``on_done`` files them under the
+        weights' tag (:attr:`tuned_stats`) and tells the views."""
+        s = self.session
+        handle, data = s.handle, s.data
+        tw = s.tuned.get(s.current_name if name is None else name)
+        if (
+            tw is None
+            or tw.tag in self.tuned_stats
+            or tw.tag in self.collecting_tuned
+            or handle is None
+            or data is None
+            or not self.activations_supported(handle)
+        ):
+            return None
+        tag = tw.tag
+        self.collecting_tuned.add(tag)
+
+        def recipe() -> Generator[Any, None, dict[str, Any]]:
+            from quantviz.eval import calibrate
+            from quantviz.eval.qat import swapped_weights
+
+            stats: dict[str, Any] = {}
+
+            def work() -> Generator[Any, None, None]:
+                with swapped_weights(handle, tw):
+                    yield from calibrate(handle, data, handle.fqns, stats)
+
+            yield from self._model_work(work())
+            return stats
+
+        def done(stats: dict[str, Any]) -> dict[str, Any]:
+            self.collecting_tuned.discard(tag)
+            if s.handle is handle and s.data is data:
+                self.tuned_stats[tag] = stats
+                s.activation_stats_changed.emit(s.activation_stats)  # the views redraw
+            return stats
+
+        job = Job("calibrate", "calibration statistics (fine-tuned weights)", recipe, done)
+        job.meta["tag"] = tag
+        return job
+
+    def stats_of(self, name: str | None = None) -> dict[str, Any] | None:
+        """The calibration statistics configuration ``name`` (current when None) runs
+        with: those of its fine-tuned weights for a fine-tuned configuration (None until
+        captured), else the loaded weights' ones."""
+        s = self.session
+        tw = s.tuned.get(s.current_name if name is None else name)
+        return s.activation_stats if tw is None else self.tuned_stats.get(tw.tag)
+
     def activation_view(self, fqn: str | None) -> ActivationData:
-        """The activation panel's data for layer ``fqn`` under the current configuration."""
+        """The activation panel's data for layer ``fqn`` under the current configuration
+        (a fine-tuned configuration's: statistics captured with its weights)."""
         s = self.session
         if fqn is None or s.handle is None:
             return activation_data(None, None, None)
         spec = s.config.resolve(fqn).activation
+        tag = s.weights_tag()
+        stats = self.stats_of()
         return activation_data(
             fqn,
-            s.activation_stats.get(fqn),
+            None if stats is None else stats.get(fqn),
             spec,
-            collecting=self.collecting_stats,
+            collecting=tag in self.collecting_tuned if tag else self.collecting_stats,
             unsupported=self.activation_refusal(s.handle),
         )
 
@@ -435,6 +497,9 @@ class AppController:
         cache, baseline = self.weight_cache, self.baseline
 
         tuned = s.tuned.get(name)
+        # a fine-tuned configuration's statistics: those the activation panel shows (the
+        # same capture with its weights), else collected in the run
+        tstats = dict(self.tuned_stats.get(tuned.tag, {})) if tuned is not None else {}
 
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval import compute_baseline, evaluate
@@ -450,7 +515,9 @@ class AppController:
                     )
                 else:  # fine-tuned weights: their own statistics, the float model's outputs
                     with swapped_weights(handle, tuned):
-                        res = yield from evaluate(handle, data, config, baseline=base, name=name)
+                        res = yield from evaluate(
+                            handle, data, config, stats=tstats, baseline=base, name=name
+                        )
                 return base, res
 
             return (yield from self._model_work(work()))

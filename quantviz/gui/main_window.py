@@ -93,6 +93,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.tradeoff = TradeoffPlot(s, self)
         self.configs.errorRaised.connect(self.errors.report)
         self.histogram.failed.connect(lambda m: self.errors.report("Histogram", m))
+        self.activations.failed.connect(lambda m: self.errors.report("Activation statistics", m))
 
         left = QSplitter(Qt.Orientation.Vertical)
         self.overrides = OverrideEditor(ctl, self.push_config, self)
@@ -437,6 +438,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
             self.loadRunner,
             self.dataRunner,
             self.histogram.runner,
+            self.activations.runner,
             self.compareView.sqnrRunner,
             self.compareView.histRunner,
         ):
