@@ -110,6 +110,8 @@ class AppController:
         #: LayerStats; see :meth:`tuned_calibration_job`) and the tags being captured
         self.tuned_stats: dict[str, dict[str, Any]] = {}
         self.collecting_tuned: set[str] = set()
+        #: weights tag -> why capturing its statistics failed (not tried again)
+        self.tuned_stats_failed: dict[str, str] = {}
         #: address -> quantviz.eval.cluster.Cluster that sweeps were sent to (kept connected)
         self.clusters: dict[str, Any] = {}
 
@@ -191,7 +193,7 @@ class AppController:
         from quantviz.eval import WeightCache
 
         self.sqnr.clear()
-        self.tuned_stats, self.collecting_tuned = {}, set()
+        self.tuned_stats, self.collecting_tuned, self.tuned_stats_failed = {}, set(), {}
         self.weight_cache = WeightCache()
         self.layer_views = LayerViewCache()
         self.baseline = None
@@ -279,8 +281,9 @@ class AppController:
         """Collect the activation statistics of every layer with the fine-tuned weights of
         configuration ``name`` (current when None) in the model: what its static activation
         ranges are fitted to when it runs. None when there is nothing to do (not a
-        fine-tuned configuration, statistics already there or being collected, no data, a
-        model whose activations cannot be hooked). ``on_done`` files them under the
+        fine-tuned configuration, statistics already there or being collected or failed
+        before (:attr:`tuned_stats_failed`), no data, a model whose activations cannot be
+        hooked). ``on_done`` files them under the
         weights' tag (:attr:`tuned_stats`) and tells the views."""
         s = self.session
         handle, data = s.handle, s.data
@@ -289,6 +292,7 @@ class AppController:
             tw is None
             or tw.tag in self.tuned_stats
             or tw.tag in self.collecting_tuned
+            or tw.tag in self.tuned_stats_failed
             or handle is None
             or data is None
             or not self.activations_supported(handle)
@@ -337,6 +341,9 @@ class AppController:
             return activation_data(None, None, None)
         spec = s.config.resolve(fqn).activation
         tag = s.weights_tag()
+        if tag in self.tuned_stats_failed:
+            why = self.tuned_stats_failed[tag]
+            return ActivationData(fqn, "missing", f"No statistics of the fine-tuned weights: {why}")
         stats = self.stats_of()
         return activation_data(
             fqn,
@@ -904,8 +911,14 @@ class AppController:
         def recipe() -> Generator[Any, None, str]:
             steps = save_session_steps(path, data)
             try:
-                for p in steps:
-                    yield JobProgress(p.fraction, p.stage, p.done, p.total)
+                for p in steps:  # bytes shown as MB
+                    big = p.total >= 1 << 20
+                    yield JobProgress(
+                        p.fraction,
+                        f"{p.stage} (MB)" if big else p.stage,
+                        p.done >> 20 if big else p.done,
+                        p.total >> 20 if big else p.total,
+                    )
             finally:
                 steps.close()  # a cancel: the previous files stay
             meta["written"] = True  # past the last yield: the files are in place

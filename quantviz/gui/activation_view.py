@@ -130,7 +130,8 @@ class ActivationView(QWidget):
         job, self._tuned_job = self._tuned_job, None
         if job is not None:
             self.controller.collecting_tuned.discard(job.meta["tag"])
-            if exc is not None:
+            if exc is not None:  # said once, not tried again for these weights
+                self.controller.tuned_stats_failed[job.meta["tag"]] = str(exc)
                 self.failed.emit(str(exc))
         if exc is not None:  # (a cancel: whoever cancelled redraws)
             self.refresh()

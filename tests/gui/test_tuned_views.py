@@ -94,3 +94,22 @@ def test_clicking_an_old_result_of_a_fine_tuned_configuration(window, qtbot):
         win.evaluate()
     assert s.results[-1].name == "w4 qat (2)"
     assert s.results[-1].value == entry.value
+
+
+def test_a_failed_capture_is_said_once(window, qtbot):
+    win = window
+    s = win.session
+    weights = {k: p.detach() * 1.5 for k, p in s.handle.module.named_parameters()}
+    weights["gone.weight"] = torch.ones(3)  # not in this model: the swap refuses
+    s.add_config("qat", s.config)
+    s.set_tuned("qat", weights)
+    click_row(qtbot, win, s.fqns[-1])
+    shown = []
+    win.errors.errorShown.connect(lambda t, m: shown.append((t, m)))
+    _make_current(qtbot, win, "qat")
+    qtbot.waitUntil(lambda: len(shown) == 1, timeout=30_000)
+    qtbot.wait(300)
+    assert len(shown) == 1 and shown[0][0] == "Activation statistics"
+    assert "gone.weight" in shown[0][1]
+    text = win.activations.info.text()
+    assert text.startswith("No statistics of the fine-tuned weights") and "gone.weight" in text
