@@ -1,5 +1,12 @@
-"""File menu actions for whole sessions and config import: Save / Open session, Open Recent,
-Import config.
+"""File menu actions for whole sessions and config import: Save / Save as / Open session,
+Open Recent, Import config.
+
+Saving runs :meth:`quantviz.app.AppController.save_session_job` in its own background
+:class:`~quantviz.gui.workers.Runner` (``saveRunner``; never replaced by an evaluation): the
+window stays responsive, the status bar's progress bar and Cancel serve it, and a cancel or
+failure leaves the previous files. Whoever needs the save to end first (closing the window,
+opening another model or session after "Save" in the unsaved-work prompt) passes ``then``,
+run only once the save succeeded.
 
 A ``.quantviz`` file (:mod:`quantviz.io.session_file`) holds the model source, the data
 source, the named configurations and their results. Opening one reloads the model through the
