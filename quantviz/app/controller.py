@@ -70,43 +70,24 @@ def config_of(result: Any, fallback: ModelConfig) -> ModelConfig:
 def _as_point(gen: Generator[Any, Any, Any], point: int, points: int) -> Generator[Any, Any, Any]:
     """Relay ``gen``, its progress events tagged as point ``point`` of ``points`` (one of
     several runs in one job); returns its value."""
-    from dataclasses import replace
+    from quantviz.eval.results import relay_progress
 
-    from quantviz.eval.results import Progress
-
-    try:
-        while True:
-            try:
-                item = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(item, Progress):
-                item = replace(item, point=point, points=points)
-            yield item
-    finally:
-        gen.close()
+    return relay_progress(gen, lambda p: replace(p, point=point, points=points))
 
 
 def _sweep_run(
     gen: Generator[Any, Any, Any], run: int, runs: int, widths: int
 ) -> Generator[Any, Any, Any]:
-    """Relay sweep ``run`` of ``runs`` (each of ``widths`` points) as points of one job."""
-    from dataclasses import replace
+    """Relay sweep ``run`` of ``runs`` (each of ``widths`` points) as points of one job (the
+    shared float baseline's progress as it is)."""
+    from quantviz.eval.results import relay_progress
 
-    from quantviz.eval.results import Progress
+    def recast(p: Any) -> Any:
+        if runs == 1 or (p.stage == "baseline" and p.points == 1):
+            return p
+        return replace(p, point=run * widths + p.point, points=runs * widths)
 
-    try:
-        while True:
-            try:
-                item = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            baseline = isinstance(item, Progress) and item.stage == "baseline" and item.points == 1
-            if runs > 1 and isinstance(item, Progress) and not baseline:
-                item = replace(item, point=run * widths + item.point, points=runs * widths)
-            yield item
-    finally:
-        gen.close()
+    return relay_progress(gen, recast)
 
 
 def _locked(lock: threading.Lock, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:

@@ -49,7 +49,7 @@ from torch import nn
 
 from quantviz.core import ModelConfig, QuantSpec, fake_quantize, quantize
 from quantviz.eval.apply import WeightCache, check_config, swapped_parameters
-from quantviz.eval.results import Progress
+from quantviz.eval.results import Progress, relay_progress
 
 if TYPE_CHECKING:
     from quantviz.data import EvalData
@@ -317,17 +317,7 @@ _PHASES = 3
 
 def _phase(gen: Generator[Any, None, Any], point: int) -> Generator[Any, None, Any]:
     """Relay ``gen``, its progress events as phase ``point`` of :data:`_PHASES`."""
-    try:
-        while True:
-            try:
-                item = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(item, Progress):
-                item = Progress(item.done, item.total, item.stage, point, _PHASES)
-            yield item
-    finally:
-        gen.close()
+    return relay_progress(gen, lambda p: Progress(p.done, p.total, p.stage, point, _PHASES))
 
 
 def finetune(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "Progress",
     "json_safe",
     "metric_drop",
+    "relay_progress",
 ]
 
 #: the stages of an evaluation, in order, as named in ``Progress.stage`` and ``timings``
@@ -236,3 +238,19 @@ class Baseline:
         if self._module_ref is None or self._x_ref is None:
             return False
         return self._module_ref() is module and self._x_ref() is x
+
+
+def relay_progress(
+    gen: Generator[Any, Any, Any], recast: Callable[[Progress], Progress]
+) -> Generator[Any, Any, Any]:
+    """Relay ``gen``'s items, each :class:`Progress` through ``recast`` (e.g. as one point of
+    several runs in one job); returns ``gen``'s value and closes it when stopped early."""
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield recast(item) if isinstance(item, Progress) else item
+    finally:
+        gen.close()
