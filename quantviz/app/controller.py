@@ -730,7 +730,7 @@ class AppController:
 
         where = "" if cluster is None else f" on {cluster}"
         return Job(
-            "uniform sweep",
+            "method sweep",
             f"Uniform sweep per method: {', '.join(m.label for m in ms)} ({w} bits){where}",
             recipe,
             lambda r: r,
