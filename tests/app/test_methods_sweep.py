@@ -107,3 +107,38 @@ def test_a_rounding_that_cannot_apply_is_skipped_and_cancel_keeps_the_float_mode
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert ctl.model_lock.acquire(blocking=False)
     ctl.model_lock.release()
+
+
+@pytest.mark.slow
+def test_on_a_tiny_llama_cle_is_skipped_and_gptq_hadamard_are_curves(tmp_path):
+    pytest.importorskip("transformers")
+    import numpy as np
+    from lm_models import random_tokens, tiny_llama
+    from safetensors.torch import save_file
+
+    model = tiny_llama()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.st")
+    np.savez(tmp_path / "t.npz", input_ids=random_tokens(6, 16).numpy())
+    ctl = AppController()
+    run_job(
+        ctl.open_model_job(f"{tmp_path / 'm.st'}::lm_models:tiny_llama", str(tmp_path / "t.npz"))
+    )
+    spec = QuantSpec(bits=4, granularity="per_channel")
+    job = ctl.methods_sweep_job((3, 4), "nearest,cle,gptq,hadamard", spec=spec)
+    out = run_job(job)
+    assert (
+        list(job.meta["skipped"]) == ["cle"]
+        and "cle: no conv/linear pair" in (job.meta["skipped"]["cle"])
+    )
+    assert [m.label for m, _ in out.runs] == ["nearest", "gptq", "hadamard"]
+    s = ctl.session
+    for m, res in out.runs:  # each point equals a separate evaluate() of its config
+        for p, bits in zip(res.points, (3, 4), strict=True):
+            cfg = ModelConfig(
+                default=LayerConfig(weight=spec.with_(bits=bits, rounding=m.rounding)),
+                transforms=[n for n, _ in m.transforms],
+            )
+            ref = run(evaluate(s.handle, s.data, cfg))
+            assert p.value == pytest.approx(ref.value, rel=1e-9), (m.label, bits)
+    names = {e.series for e in s.results}
+    assert {"uniform W3,4 sym ch nearest", "uniform W3,4 sym ch gptq"} <= names
