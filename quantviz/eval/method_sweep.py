@@ -19,7 +19,7 @@ from quantviz.core import LayerConfig, ModelConfig, QuantSpec
 from quantviz.core.methods import Method
 from quantviz.eval.apply import WeightCache, check_config
 from quantviz.eval.points import PointExecutor
-from quantviz.eval.results import Baseline, Progress
+from quantviz.eval.results import Baseline, PointDone, Progress
 from quantviz.eval.sweep_common import _ensure_baseline, parse_bits
 from quantviz.eval.uniform_sweep import SweepResult, uniform_sweep
 
@@ -72,8 +72,8 @@ def method_config(
 def _relay(
     gen: Generator[Any, None, Any], run: int, widths: int, points: int
 ) -> Generator[Any, None, Any]:
-    """Relay one method's sweep as run ``run`` of the job: its points are
-    ``run * widths + i`` of ``points``."""
+    """Relay one method's sweep as run ``run`` of the job: its points (progress and
+    :class:`PointDone`) are ``run * widths + i`` of ``points``."""
     try:
         while True:
             try:
@@ -82,6 +82,9 @@ def _relay(
                 return stop.value
             if isinstance(item, Progress):
                 item = replace(item, point=run * widths + item.point, points=points)
+            elif isinstance(item, PointDone):  # counted over every method's points
+                done = item.completed and run * widths + item.completed
+                item = replace(item, index=run * widths + item.index, total=points, completed=done)
             yield item
     finally:
         gen.close()
