@@ -8,8 +8,11 @@ Per layer (float32, printed at 1 thread and at torch's default thread count):
   fastest plain-torch way) and by ``argmin |x - code|`` (what bitsandbytes' pure-torch
   backend does), both in 1M-value chunks;
 * uniform int4 g128 vs the plain ``amax / round / clamp / mul`` expression;
-* k-means 16 levels and uniform 4-bit ``mse`` calibration per tensor on 16.8M values
-  (target <= 1 s; the sorted-rows cache is cleared before each call).
+* the cost of the SQNR on top of quantizing (int4 g128; metrics fused into the pass);
+* k-means 16 levels (per tensor and per channel) and uniform 4-bit ``mse`` calibration per
+  tensor on 16.8M values (target <= 1 s; the sorted-rows cache is cleared before each call);
+* the TinyLlama embedding's shape in bfloat16 (65.5M values): the streamed histogram vs a
+  float32 copy + ``histc``, W4 g128 quantize + SQNR vs the plain expression + SQNR.
 
 ``ratio`` = quantviz / reference (< 1: quantviz faster); "bit-identical" is checked.
 
@@ -25,11 +28,26 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
 * SQNR of every layer at W4 g128 (the controller's ``compute_sqnr`` path);
 * a bits change 8 -> 4 g128 on the largest layer (the embedding): histogram + grid data
   (``core.layer_view``, what the GUI's worker computes);
+* the same in the real histogram view (offscreen Qt): select the embedding at W8 g128,
+  then bits 8 -> 4: time to the repainted plot and the longest GUI-thread stall (a 5 ms
+  timer probe, as ``bench_gui.py``); targets <= 1 s / <= 1.5 s, stall <= 50 ms;
 * a weight-only W4 g128 forward on 4 x 128 tokens (``eval.apply_config``, quantization
   included) vs the float forward, next-token cross-entropy of both; then the same with
-  ``stream=True`` and no weight cache (one layer's quantized weight at a time).
+  ``stream=True`` and no weight cache (one layer's quantized weight at a time);
+* ``quantviz.eval.evaluate`` W4 g128 perplexity on the 4 x 128 tokens as the CLI and the
+  GUI run it (default 1 GiB weight cache: streamed when the quantized weights do not fit),
+  vs the float evaluation of the same tokens; the same in 4 batches of one sequence, with
+  every weight up front (a cache that holds them all: the path before streaming), and
+  (GPT-2 and ``llamasmall``) with the ``hadamard`` / ``smoothquant`` transforms.
 
     python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
+        [--parts open,eval,...] [--max-rss GB]
+
+``--models llamasmall`` is GPT-2 124M's size in Llama's shape (hidden 1024, 6 layers, 143M
+parameters, float32), which the transforms rewrite (``hadamard`` finds nothing to rotate
+in GPT-2). ``--models llama3b`` adds an OpenLLaMA-3B-shaped model (hidden 3200, 26 layers, 3.4B
+parameters, 6.9 GB bf16); with ``--max-rss`` a stage passing that resident size is stopped
+and reported, so the run finds what breaks first without taking the machine down.
 
 ``--keep DIR`` writes the checkpoints to ``DIR/<model>`` and reuses them on the next run.
 """
@@ -79,29 +97,16 @@ def rss() -> int:
 # ---------------------------------------------------------------------------------------
 # per layer
 # ---------------------------------------------------------------------------------------
-NF4 = [
-    -1.0,
-    -0.6961928009986877,
-    -0.5250730514526367,
-    -0.39491748809814453,
-    -0.28444138169288635,
-    -0.18477343022823334,
-    -0.09105003625154495,
-    0.0,
-    0.07958029955625534,
-    0.16093020141124725,
-    0.24611230194568634,
-    0.33791524171829224,
-    0.44070982933044434,
-    0.5626170039176941,
-    0.7229568362236023,
-    1.0,
-]
+def _nf4_code() -> torch.Tensor:
+    """QLoRA's NF4 table, as quantviz holds it (the reference kernels use the same 16 codes)."""
+    from quantviz.core.quantizers.codebook import NF4_LEVELS
+
+    return torch.tensor(NF4_LEVELS)
 
 
 def nf4_plain(w: torch.Tensor, block: int = 64, argmin: bool = False) -> torch.Tensor:
     """bitsandbytes' NF4 blockwise quantize + dequantize in plain torch (1M-value chunks)."""
-    code = torch.tensor(NF4)
+    code = _nf4_code()
     mids = (code[1:] + code[:-1]) * 0.5
     b = w.reshape(-1, block)
     absmax = b.abs().amax(1, keepdim=True)
@@ -142,6 +147,7 @@ def layer_rows(repeat: int) -> None:
     nf4 = QuantSpec(bits=4, quantizer="nf4", granularity="per_group", group_size=64)
     i4 = QuantSpec(bits=4, granularity="per_group", group_size=128)
     km = QuantSpec(bits=4, quantizer="kmeans")
+    kmc = QuantSpec(bits=4, quantizer="kmeans", granularity="per_channel")
     mse = QuantSpec(bits=4, calibration="mse")
     default = torch.get_num_threads()
     print(f"per layer: 4096x4096 float32 (16.8M values), load {os.getloadavg()[0]:.1f}")
@@ -165,7 +171,18 @@ def layer_rows(repeat: int) -> None:
             t_r = timeit(ref, 1 if "argmin" in name else repeat)
             same = torch.equal(ours()[0].dequantized, ref())
             print(f"{th:>7} {name:<34} {t_q:10.3f} {t_r:8.3f} {t_q / t_r:6.2f}  {same}")
-        for name, spec in (("k-means 16 levels (target <= 1 s)", km), ("uniform 4b mse cal", mse)):
+        t_q = timeit(lambda: quantize(w, i4, metrics=False), repeat)
+        t_m = timeit(lambda: quantize(w, i4).sqnr_db, repeat)
+        t_r = timeit(lambda: _sqnr_plain(w, int4_g128_plain(w)), repeat)
+        print(
+            f"{th:>7} {'int4 g128: SQNR cost over quantize':<34} {t_m:10.3f} {t_q:8.3f} "
+            f"{t_m / t_q:6.2f}  (plain quantize + SQNR {t_r:.3f} s: ratio {t_m / t_r:.2f})"
+        )
+        for name, spec in (
+            ("k-means 16 levels (target <= 1 s)", km),
+            ("k-means 16 levels per channel", kmc),
+            ("uniform 4b mse cal", mse),
+        ):
 
             def fresh(spec=spec):
                 clear_cache()
@@ -173,6 +190,46 @@ def layer_rows(repeat: int) -> None:
 
             t = timeit(fresh, max(1, repeat // 2))
             print(f"{th:>7} {name:<34} {t:10.3f} {'':>8} {'':>6}")
+    torch.set_num_threads(default)
+    embedding_rows(repeat)
+
+
+def _sqnr_plain(x: torch.Tensor, y: torch.Tensor) -> float:
+    a, b = x.double(), y.double()
+    return float(10 * torch.log10((a * a).sum() / ((a - b) ** 2).sum()))
+
+
+def embedding_rows(repeat: int) -> None:
+    """The TinyLlama embedding's shape in bfloat16 (65.5M values): histogram and W4 g128
+    quantize + SQNR against plain torch (float32 copy + ``histc``; the plain int4 g128
+    expression + SQNR in float64)."""
+    from quantviz.core import QuantSpec, quantize
+    from quantviz.core.metrics import histogram
+
+    torch.manual_seed(0)
+    w = (torch.randn(32000, 2048) * 0.02).to(torch.bfloat16)
+    i4 = QuantSpec(bits=4, granularity="per_group", group_size=128)
+    default = torch.get_num_threads()
+
+    def hist_ref() -> torch.Tensor:
+        f = w.float()
+        mn, mx = torch.aminmax(f)
+        return torch.histc(f, 256, float(mn), float(mx))
+
+    def q_ref() -> float:
+        f = w.float()
+        return _sqnr_plain(w, int4_g128_plain(f).to(torch.bfloat16))
+
+    print(f"\nper layer: 32000x2048 bfloat16 (65.5M values), load {os.getloadavg()[0]:.1f}")
+    print(f"{'threads':>7} {'row':<34} {'quantviz s':>10} {'ref s':>8} {'ratio':>6}")
+    for th in sorted({1, default}):
+        torch.set_num_threads(th)
+        for name, ours, ref in (
+            ("histogram 256 bins vs histc", lambda: histogram(w, 256), hist_ref),
+            ("int4 g128 + SQNR vs plain", lambda: quantize(w, i4).sqnr_db, q_ref),
+        ):
+            t_q, t_r = timeit(ours, repeat), timeit(ref, repeat)
+            print(f"{th:>7} {name:<34} {t_q:10.3f} {t_r:8.3f} {t_q / t_r:6.2f}")
     torch.set_num_threads(default)
 
 
@@ -184,6 +241,28 @@ def _config(model: str):
 
     if model == "gpt2":
         return tf.GPT2Config(), tf.GPT2LMHeadModel, torch.float32
+    if model == "llamasmall":  # GPT-2 124M's size in Llama's shape (what the transforms rotate)
+        cfg = tf.LlamaConfig(
+            hidden_size=1024,
+            num_hidden_layers=6,
+            intermediate_size=2816,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            vocab_size=32000,
+            max_position_embeddings=2048,
+        )
+        return cfg, tf.LlamaForCausalLM, torch.float32
+    if model == "llama3b":  # OpenLLaMA 3B's shape: 3.4B parameters, 6.9 GB in bf16
+        cfg = tf.LlamaConfig(
+            hidden_size=3200,
+            num_hidden_layers=26,
+            intermediate_size=8640,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32000,
+            max_position_embeddings=2048,
+        )
+        return cfg, tf.LlamaForCausalLM, torch.bfloat16
     cfg = tf.LlamaConfig(
         hidden_size=2048,
         num_hidden_layers=22,
@@ -252,7 +331,15 @@ def stage_reference(model: str, path: str) -> dict:
     return {"ref_open_s": t, "ref_load_s": t_load, "ref_peak": peak()}
 
 
-PARTS = ("open", "sqnr", "view", "w4", "w4s")
+PARTS = ("open", "sqnr", "view", "gui", "w4", "w4s", "eval", "eval1", "evalup", "had", "smooth")
+#: what each ``quantviz.eval.evaluate`` part does: (batch size, weight-cache bytes, transform)
+EVAL_PARTS = {
+    "eval": (256, None, None),  # as the CLI / GUI run it (default cache: 1 GiB)
+    "eval1": (1, None, None),  # one sequence per batch: 4 batches
+    "evalup": (256, 1 << 62, None),  # a cache that holds everything: every weight up front
+    "had": (256, None, "hadamard"),
+    "smooth": (256, None, "smoothquant"),
+}
 
 
 def stage_quantviz(model: str, path: str, part: str) -> dict:
@@ -285,12 +372,14 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
         out["big_layer"] = big
         out["big_numel"] = h.layer(big).weight_numel
         cache = LayerViewCache()
-        t0 = time.perf_counter()
-        layer_view(big, weights[big], w8, None, 0, cache)
-        out["select_big_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        layer_view(big, weights[big], w4, None, 0, cache)
-        out["bits_change_s"] = time.perf_counter() - t0
+        torch.set_num_threads(1)  # as the GUI's worker computes it
+        for key, spec in (("select_big", w8), ("bits_change", w4)):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            layer_view(big, weights[big], spec, None, 0, cache)
+            out[key + "_s"] = time.perf_counter() - t0
+            out[key + "_cpu_s"] = time.thread_time() - c0  # this thread's CPU: load-proof
+    elif part == "gui":
+        out.update(_gui_view(h, w8, w4))
     elif part in ("w4", "w4s"):
         ids = _tokens(int(h.meta.get("vocab_size") or 32000))
         mod = h.module
@@ -305,58 +394,222 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
             with apply_config(h, cfg, **kw):  # type: ignore[arg-type]
                 out["ce_w4"] = _ce(mod(ids).logits, ids)
             out["w4_fwd_s"] = time.perf_counter() - t0
+    elif part in EVAL_PARTS:
+        out.update(_eval_part(h, part))
     out["peak"] = peak()
     return out
 
 
+def _gui_view(h, w8, w4) -> dict:
+    """The real histogram view (offscreen): select the largest layer at W8 g128, then bits
+    8 -> 4; time to the repainted plot and the longest GUI-thread stall meanwhile (a 5 ms
+    timer probe, as bench_gui does)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_gui import StallProbe, wait_signal
+    from PySide6.QtWidgets import QApplication
+
+    from quantviz.app import AppController
+    from quantviz.gui.histogram_view import HistogramView
+    from quantviz.session import Session
+
+    app = QApplication.instance() or QApplication([])
+    s = Session()
+    ctl = AppController(s)
+    hv = HistogramView(ctl)
+    hv.resize(1000, 700)
+    hv.show()
+    s.set_model(h)
+    big = max(h.fqns, key=lambda f: h.layer(f).weight_numel)
+    s.set_layer_spec([big], "weight", w8)
+    app.processEvents()
+    out: dict = {}
+    probe = StallProbe()
+    for key, act, levels in (
+        ("gui_select", lambda: s.select([big]), 256),
+        ("gui_bits", lambda: s.set_layer_spec([big], "weight", w4), 16),
+    ):
+        probe.start()
+        t0 = time.perf_counter()
+        act()
+        wait_signal(hv.updated, 600)
+        hv.plot.repaint()
+        out[key + "_s"] = time.perf_counter() - t0
+        out[key + "_stall_ms"] = 1000 * probe.stop()
+        assert hv.level_count() == levels, (hv.level_count(), levels)
+    # the GUI thread's own share: drawing the computed data (the rest of a stall is the
+    # OS scheduling the thread late on a loaded machine)
+    paint = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        hv._show(hv.data)  # type: ignore[arg-type]
+        hv.plot.repaint()
+        paint.append(time.perf_counter() - t0)
+    out["gui_paint_ms"] = 1000 * statistics.median(paint)
+    hv.runner.shutdown()
+    hv.close()
+    return out
+
+
+def _eval_part(h, part: str) -> dict:
+    """``quantviz.eval.evaluate`` W4 g128 perplexity on 4 x 128 tokens against the float
+    evaluation (``compute_baseline``) of the same tokens, as the CLI and the GUI run it."""
+    from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+    from quantviz.data.types import EvalData
+    from quantviz.eval import WeightCache, compute_baseline, evaluate, run
+    from quantviz.eval.apply import quantized_bytes, stream_refusal
+
+    bs, cache_bytes, transform = EVAL_PARTS[part]
+    ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+    data = EvalData("tokens", ids, None, ids[:2], task="causal_lm")
+    cfg = ModelConfig(
+        default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=128))
+    )
+    g64 = LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=64))
+    odd = [lay.fqn for lay in h.layers if lay.weight_shape[-1] % 128]
+    for fqn in odd:  # OpenLLaMA 3B's down_proj rows are 8640 long: groups of 64 there
+        cfg = cfg.with_override(fqn, g64)
+    if transform:
+        cfg = cfg.with_transforms([transform])
+    cache = WeightCache() if cache_bytes is None else WeightCache(max_bytes=cache_bytes)
+    with torch.no_grad():
+        h.module(ids[:1, :8])  # warm-up
+    base = run(compute_baseline(h, data, batch_size=bs))
+    out = {"float_eval_s": base.seconds, "base_peak": peak(), "ppl_float": base.value}
+    t0 = time.perf_counter()
+    r = run(evaluate(h, data, cfg, cache=cache, baseline=base, batch_size=bs))
+    out["eval_s"] = time.perf_counter() - t0
+    out["ppl_w4"] = r.value
+    out["timings"] = {k: v for k, v in r.timings.items() if v > 0.005}
+    out["streamed"] = stream_refusal(h, cfg) is None and quantized_bytes(h, cfg) > cache.max_bytes
+    out["batches"] = -(-4 // r.batch_size)
+    out["g64_layers"] = len(odd)
+    return out
+
+
+#: --max-rss: a stage whose process passes this many bytes of RSS is stopped (0: no cap)
+MAX_RSS = 0
+
+
+def _child_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _run_stage(stage: str, model: str, path: str) -> dict:
+    """Run one stage in a fresh process; its JSON, or ``{"failed": why}`` (an error, or
+    stopped at the ``--max-rss`` cap, so a large model cannot take the machine down)."""
     cmd = [sys.executable, __file__, "--stage", stage, "--models", model, "--keep", path]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"stage {stage} ({model}) failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        top = 0
+        while proc.poll() is None:
+            top = max(top, _child_rss(proc.pid))
+            if MAX_RSS and top > MAX_RSS:
+                proc.kill()
+                proc.wait()
+                return {"failed": f"stopped at {top / GB:.1f} GB RSS (cap {MAX_RSS / GB:.1f} GB)"}
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        tail = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["?"]
+        return {"failed": f"exit {proc.returncode}: {tail[0][:300]}"}
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
-def model_rows(model: str, keep: str | None) -> None:
+def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(keep or tmp) / model)
         t0 = time.perf_counter()
         b = _run_stage("build", model, path)
+        if "failed" in b:
+            print(f"\n{model}: build {b['failed']}", flush=True)
+            return
         print(
             f"\n{model}: {b['params'] / 1e6:.0f}M parameters, checkpoint "
             f"{b['ckpt_bytes'] / GB:.2f} GB (built in {time.perf_counter() - t0:.0f} s), "
             f"load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        r = _run_stage("reference", model, path)
+        r = _run_stage("reference", model, path) if "open" in parts else {"ref_open_s": 0}
         ck = b["ckpt_bytes"]
-        print(
-            f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
-            f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
-            flush=True,
-        )
-        q = {p: _run_stage("quantviz:" + p, model, path) for p in PARTS}
+        if "failed" in r:
+            print(f"  from_pretrained + 1 forward    {r['failed']}", flush=True)
+        elif "ref_peak" in r:
+            print(
+                f"  from_pretrained + 1 forward    {r['ref_open_s']:8.1f} s   peak "
+                f"{r['ref_peak'] / GB:5.2f} GB ({r['ref_peak'] / ck:.2f}x ckpt)",
+                flush=True,
+            )
+        q = {}
+        for p in parts:
+            q[p] = _run_stage("quantviz:" + p, model, path)
+            if "failed" in q[p]:
+                print(f"  {p}: {q.pop(p)['failed']}", flush=True)
 
         def pk(p: str) -> str:
             v = q[p]["peak"]
             return f"peak {v / GB:5.2f} GB ({v / ck:.2f}x ckpt)"
 
-        o, s, v = q["open"], q["sqnr"], q["view"]
-        print(
-            f"  open -> {o['layers']} layers found      {o['open_s']:8.1f} s   "
-            f"{o['open_s'] / r['ref_open_s']:.2f}x ref   {pk('open')}"
-        )
-        print(f"  SQNR of every layer, W4 g128   {s['sqnr_s']:8.1f} s   {pk('sqnr')}")
-        print(
-            f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) {v['select_big_s']:6.2f} s"
-            f"   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   {pk('view')}"
-        )
+        if "open" in q:
+            o = q["open"]
+            print(
+                f"  open -> {o['layers']} layers found      {o['open_s']:8.1f} s   "
+                f"{o['open_s'] / r['ref_open_s']:.2f}x ref   {pk('open')}"
+            )
+        if "sqnr" in q:
+            print(f"  SQNR of every layer, W4 g128   {q['sqnr']['sqnr_s']:8.1f} s   {pk('sqnr')}")
+        if "view" in q:
+            v = q["view"]
+            print(
+                f"  select {v['big_layer']} ({v['big_numel'] / 1e6:.1f}M) "
+                f"{v['select_big_s']:6.2f} s   bits 8 -> 4 g128: {v['bits_change_s']:.2f} s   "
+                f"(1 thread; CPU {v['select_big_cpu_s']:.2f} / {v['bits_change_cpu_s']:.2f} s)   "
+                f"{pk('view')}"
+            )
+        if "gui" in q:
+            g = q["gui"]
+            print(
+                f"  GUI: select {g['gui_select_s']:.2f} s (stall {g['gui_select_stall_ms']:.0f} ms)"
+                f"   bits 8 -> 4 g128: {g['gui_bits_s']:.2f} s "
+                f"(stall {g['gui_bits_stall_ms']:.0f} ms)"
+                f"   GUI-thread drawing {g['gui_paint_ms']:.0f} ms   {pk('gui')}"
+            )
         for p, name in (("w4", "W4 g128 forward (incl. quant.)"), ("w4s", "same, stream=True")):
+            if p not in q:
+                continue
             w = q[p]
             print(
                 f"  {name:<30} {w['w4_fwd_s']:8.2f} s   {w['w4_fwd_s'] / w['float_fwd_s']:.2f}x "
                 f"float ({w['float_fwd_s']:.2f} s)   CE {w['ce_w4']:.4f} (float "
                 f"{w['ce_float']:.4f})   {pk(p)}",
+                flush=True,
+            )
+        names = {
+            "eval": "evaluate W4 g128 ppl, 4x128",
+            "eval1": "same, batch 1 (4 batches)",
+            "evalup": "same, every weight up front",
+            "had": "evaluate + hadamard",
+            "smooth": "evaluate + smoothquant",
+        }
+        for p, name in names.items():
+            if p not in q:
+                continue
+            e = q[p]
+            how = "streamed" if e["streamed"] else "up front"
+            tim = ", ".join(f"{k} {v:.1f}" for k, v in e["timings"].items())
+            print(
+                f"  {name:<30} {e['eval_s']:8.2f} s   {e['eval_s'] / e['float_eval_s']:.2f}x "
+                f"float eval ({e['float_eval_s']:.2f} s, {e['batches']} batches, {how})   "
+                f"ppl {e['ppl_w4']:.1f} (float {e['ppl_float']:.1f})   {pk(p)} "
+                f"(float eval {e['base_peak'] / ck:.2f}x)   [{tim}]",
                 flush=True,
             )
 
@@ -368,6 +621,17 @@ def main() -> None:
     ap.add_argument("--skip-layers", action="store_true")
     ap.add_argument(
         "--keep", default=None, help="folder to keep the checkpoints in (reused when present)"
+    )
+    ap.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"whole-model stages (of {','.join(PARTS)}; had/smooth: gpt2, llamasmall only)",
+    )
+    ap.add_argument(
+        "--max-rss",
+        type=float,
+        default=0.0,
+        help="GB: stop a stage whose process passes this resident size (0: no cap)",
     )
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -385,8 +649,16 @@ def main() -> None:
     )
     if not args.skip_layers:
         layer_rows(args.repeat)
+    global MAX_RSS
+    MAX_RSS = int(args.max_rss * GB)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise SystemExit(f"--parts: unknown {', '.join(bad)} (of {', '.join(PARTS)})")
     for m in filter(None, args.models.split(",")):
-        model_rows(m, args.keep)
+        small = m in ("gpt2", "llamasmall")
+        mp = parts if small else tuple(p for p in parts if p not in ("had", "smooth"))
+        model_rows(m, args.keep, mp)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ evaluation) waits for it.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from quantviz.app.activation import ActivationData, activation_data
-from quantviz.app.jobs import Job, overall_progress
+from quantviz.app.jobs import Job, JobProgress, overall_progress, run_job
 from quantviz.app.metrics import SqnrTable, Todo, compute_sqnr
 from quantviz.core.defaults import DEFAULT_WEIGHT
 from quantviz.core.spec import ModelConfig, QuantSpec
@@ -150,6 +151,12 @@ class AppController:
         self.model_lock = threading.Lock()
         #: True while a calibration job for the current model and data is under way
         self.collecting_stats = False
+        #: calibration statistics captured under fine-tuned weights (weights tag -> fqn ->
+        #: LayerStats; see :meth:`tuned_calibration_job`) and the tags being captured
+        self.tuned_stats: dict[str, dict[str, Any]] = {}
+        self.collecting_tuned: set[str] = set()
+        #: weights tag -> why capturing its statistics failed (not tried again)
+        self.tuned_stats_failed: dict[str, str] = {}
         #: address -> quantviz.eval.cluster.Cluster that sweeps were sent to (kept connected)
         self.clusters: dict[str, Any] = {}
 
@@ -231,6 +238,7 @@ class AppController:
         from quantviz.eval import WeightCache
 
         self.sqnr.clear()
+        self.tuned_stats, self.collecting_tuned, self.tuned_stats_failed = {}, set(), {}
         self.weight_cache = WeightCache()
         self.layer_views = LayerViewCache()
         self.baseline = None
@@ -314,17 +322,79 @@ class AppController:
 
         return Job("calibrate", "calibration statistics", recipe, done)
 
+    def tuned_calibration_job(self, name: str | None = None) -> Job | None:
+        """Collect the activation statistics of every layer with the fine-tuned weights of
+        configuration ``name`` (current when None) in the model: what its static activation
+        ranges are fitted to when it runs. None when there is nothing to do (not a
+        fine-tuned configuration, statistics already there or being collected or failed
+        before (:attr:`tuned_stats_failed`), no data, a model whose activations cannot be
+        hooked). ``on_done`` files them under the
+        weights' tag (:attr:`tuned_stats`) and tells the views."""
+        s = self.session
+        handle, data = s.handle, s.data
+        tw = s.tuned.get(s.current_name if name is None else name)
+        if (
+            tw is None
+            or tw.tag in self.tuned_stats
+            or tw.tag in self.collecting_tuned
+            or tw.tag in self.tuned_stats_failed
+            or handle is None
+            or data is None
+            or not self.activations_supported(handle)
+        ):
+            return None
+        tag = tw.tag
+        self.collecting_tuned.add(tag)
+
+        def recipe() -> Generator[Any, None, dict[str, Any]]:
+            from quantviz.eval import calibrate
+            from quantviz.eval.qat import swapped_weights
+
+            stats: dict[str, Any] = {}
+
+            def work() -> Generator[Any, None, None]:
+                with swapped_weights(handle, tw):
+                    yield from calibrate(handle, data, handle.fqns, stats)
+
+            yield from self._model_work(work())
+            return stats
+
+        def done(stats: dict[str, Any]) -> dict[str, Any]:
+            self.collecting_tuned.discard(tag)
+            if s.handle is handle and s.data is data:
+                self.tuned_stats[tag] = stats
+                s.activation_stats_changed.emit(s.activation_stats)  # the views redraw
+            return stats
+
+        job = Job("calibrate", "calibration statistics (fine-tuned weights)", recipe, done)
+        job.meta["tag"] = tag
+        return job
+
+    def stats_of(self, name: str | None = None) -> dict[str, Any] | None:
+        """The calibration statistics configuration ``name`` (current when None) runs
+        with: those of its fine-tuned weights for a fine-tuned configuration (None until
+        captured), else the loaded weights' ones."""
+        s = self.session
+        tw = s.tuned.get(s.current_name if name is None else name)
+        return s.activation_stats if tw is None else self.tuned_stats.get(tw.tag)
+
     def activation_view(self, fqn: str | None) -> ActivationData:
-        """The activation panel's data for layer ``fqn`` under the current configuration."""
+        """The activation panel's data for layer ``fqn`` under the current configuration
+        (a fine-tuned configuration's: statistics captured with its weights)."""
         s = self.session
         if fqn is None or s.handle is None:
             return activation_data(None, None, None)
         spec = s.config.resolve(fqn).activation
+        tag = s.weights_tag()
+        if tag in self.tuned_stats_failed:
+            why = self.tuned_stats_failed[tag]
+            return ActivationData(fqn, "missing", f"No statistics of the fine-tuned weights: {why}")
+        stats = self.stats_of()
         d = activation_data(
             fqn,
-            s.activation_stats.get(fqn),
+            None if stats is None else stats.get(fqn),
             spec,
-            collecting=self.collecting_stats,
+            collecting=tag in self.collecting_tuned if tag else self.collecting_stats,
             unsupported=self.activation_refusal(s.handle),
         )
         # transforms are prepared on the loaded weights, not a fine-tuned configuration's
@@ -495,6 +565,9 @@ class AppController:
         cache, baseline = self.weight_cache, self.baseline
 
         tuned = s.tuned.get(name)
+        # a fine-tuned configuration's statistics: those the activation panel shows (the
+        # same capture with its weights), else collected in the run
+        tstats = dict(self.tuned_stats.get(tuned.tag, {})) if tuned is not None else {}
 
         def recipe() -> Generator[Any, None, Any]:
             from quantviz.eval import compute_baseline, evaluate
@@ -510,7 +583,9 @@ class AppController:
                     )
                 else:  # fine-tuned weights: their own statistics, the float model's outputs
                     with swapped_weights(handle, tuned):
-                        res = yield from evaluate(handle, data, config, baseline=base, name=name)
+                        res = yield from evaluate(
+                            handle, data, config, stats=tstats, baseline=base, name=name
+                        )
                 return base, res
 
             return (yield from self._model_work(work()))
@@ -1026,10 +1101,45 @@ class AppController:
 
     def save_session(self, path: str) -> None:
         """Write the session to ``path`` (atomically); it is no longer ``modified``."""
-        from quantviz.io.session_file import save_session
+        run_job(self.save_session_job(path))
 
-        save_session(path, self.session_data())
-        self.session.modified = False
+    def save_session_job(self, path: str) -> Job:
+        """Write the session as it is now to ``path`` in the background: the recipe hashes
+        and writes (atomically) the fine-tuned weights, then the session file, yielding
+        monotone :class:`~quantviz.app.jobs.JobProgress`; closing it (a cancel) or a
+        failure leaves the previous files as they were. ``on_done`` marks what was saved
+        as unmodified (edits made while it ran stay unsaved) and returns ``path``.
+        ``meta["written"]`` turns True when the files are in place (a cancel that came
+        after the last yield did not stop the save: the front-end asks this)."""
+        from quantviz.io.session_file import save_session_steps
+
+        s = self.session
+        data = self.session_data()  # a snapshot: configs are immutable, tensors not copied
+        saved = s.snapshot()
+
+        meta: dict[str, Any] = {"path": path, "written": False}
+
+        def recipe() -> Generator[Any, None, str]:
+            steps = save_session_steps(path, data)
+            try:
+                for p in steps:  # bytes shown as MB
+                    big = p.total >= 1 << 20
+                    yield JobProgress(
+                        p.fraction,
+                        f"{p.stage} (MB)" if big else p.stage,
+                        p.done >> 20 if big else p.done,
+                        p.total >> 20 if big else p.total,
+                    )
+            finally:
+                steps.close()  # a cancel: the previous files stay
+            meta["written"] = True  # past the last yield: the files are in place
+            return path
+
+        def done(out: str) -> str:
+            s.mark_saved(saved)
+            return out
+
+        return Job("save session", f"Saving {os.path.basename(path)}", recipe, done, meta=meta)
 
     def open_session_job(self, path: str, *, trust: bool = False) -> Job:
         """Read session file ``path`` and reopen its model; its configurations and results

@@ -98,7 +98,7 @@ def quantize_codes(x: torch.Tensor, spec: QuantSpec) -> Codes:
     """The codes and parameters of ``quantize(x, spec)``; ``ValueError`` as :func:`quantize`."""
     from quantviz.core.quantization import quantize
 
-    return codes_of(quantize(x, spec), x)
+    return codes_of(quantize(x, spec, metrics=False), x)
 
 
 def codes_of(r: QuantResult, x: torch.Tensor) -> Codes:

@@ -21,7 +21,7 @@ import torch
 
 from quantviz.core.metrics import histogram
 from quantviz.core.quantization import quantize
-from quantviz.core.quantizers.base import row_view
+from quantviz.core.quantizers.base import kernel_threads, row_view
 from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
 __all__ = [
@@ -161,8 +161,8 @@ def _bins(n: int, most: int) -> int:
 
 
 def _np_hist(x: torch.Tensor, most: int) -> tuple[np.ndarray, np.ndarray]:
-    c, e = histogram(x, _bins(x.numel(), most))
-    return c.numpy().astype(np.float64), e.numpy()
+    c, e = histogram(x, _bins(x.numel(), most))  # streamed over row blocks, exact
+    return c.numpy(), e.numpy()
 
 
 def layer_view(
@@ -181,16 +181,18 @@ def layer_view(
     as ``error`` / ``compare_error`` text rather than an exception.
     """
     cache = cache if cache is not None else LayerViewCache()
+    src = w  # the caches key on the caller's tensor: ``detach()`` is a new object each call
     w = w.detach()
 
     def whole() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         w2 = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
         # in the tensor's own dtype (exact; no float32 copy of a 16-bit layer);
         # aminmax(dim) is ~10x slower
-        mn, mx = torch.amin(w2, dim=1).float(), torch.amax(w2, dim=1).float()
+        with kernel_threads(w2.numel()):
+            mn, mx = torch.amin(w2, dim=1).float(), torch.amax(w2, dim=1).float()
         return (*_np_hist(w, HIST_BINS), mn.numpy(), mx.numpy())
 
-    counts, edges, cmin, cmax = cache.get(w, (fqn,), whole)
+    counts, edges, cmin, cmax = cache.get(src, (fqn,), whole)
     rows, kind = 1, ""
     rv = None
     if spec is not None and spec.granularity != "per_tensor":
@@ -203,20 +205,18 @@ def layer_view(
     ch = -1 if rows == 1 else min(channel, rows - 1)
     if ch >= 0 and rv is not None:
         view = rv
-        counts, edges = cache.get(
-            w, (fqn, view, ch), lambda: _np_hist(view.to_rows(w)[ch], ROW_BINS)
-        )
+        counts, edges = cache.get(src, (fqn, view, ch), lambda: _np_hist(view.row(w, ch), ROW_BINS))
     out = HistData(fqn, counts, edges, ch, rows, kind, cmin, cmax, numel=int(w.numel()), spec=spec)
     if spec is None:
         return out
     try:
-        out.main = _quantized(w, spec, ch)
+        out.main = _quantized(src, spec, ch)
     except ValueError as exc:
         out.error = str(exc)
         return out
     if compare and compare != spec.quantizer:
         try:
-            out.compare = _quantized(w, comparison_spec(spec, compare), ch)
+            out.compare = _quantized(src, comparison_spec(spec, compare), ch)
         except ValueError as exc:
             out.compare_error = str(exc)
     return out

@@ -11,7 +11,85 @@ import torch
 from quantviz.core.quantizers.base import Fitted, RowView, chunk_target, chunks, kernel_threads
 from quantviz.core.spec import QuantSpec
 
-__all__ = ["QuantResult"]
+__all__ = ["MetricSums", "QuantResult"]
+
+
+class MetricSums:
+    """Sums of squares of signal and error and the clipped count, block by block.
+
+    :func:`quantviz.core.quantize` feeds it each block right after quantizing it (while the
+    block is in cache), so the metrics cost little more than the quantization. The error is
+    that of the output in the caller's dtype (a 16-bit output is rounded block by block:
+    ``dq_block`` receives it when given). Sums in float32 per block, added in float64.
+    """
+
+    def __init__(
+        self,
+        fitted: Fitted,
+        dtype: torch.dtype,
+        row_min: torch.Tensor | None,
+        row_max: torch.Tensor | None,
+        block: int,
+    ) -> None:
+        self.dtype = dtype
+        self.convert = dtype != torch.float32
+        # a hair of tolerance: a scale computed as max/levels can put the max value one ulp
+        # beyond the top level; that is rounding, not clipping
+        lo, hi = (b.to(dtype).to(torch.float32) for b in fitted.bounds())
+        tol = 2.0**-20 * torch.maximum(lo.abs(), hi.abs())
+        self.lo, self.hi = lo - tol, hi + tol
+        # rows whose extremes lie inside their range clip nothing on that side: skip them
+        # (symmetric grids never clip below, NF4 and minmax grids hardly at all)
+        self.need_lo: list[bool] | None = None
+        self.need_hi: list[bool] | None = None
+        if row_min is not None and row_max is not None:
+            self.need_lo = (row_min.reshape(-1) < self.lo).tolist()
+            self.need_hi = (row_max.reshape(-1) > self.hi).tolist()
+        self.tmp = torch.empty(block)
+        self.flags = torch.empty(block, dtype=torch.bool)
+        self.low = torch.empty(block, dtype=dtype) if self.convert else None
+        self.sse = self.sig = 0.0
+        self.clipped = self.n = 0
+
+    def add(
+        self,
+        xs: torch.Tensor,
+        o: torch.Tensor,
+        r0: int,
+        r1: int,
+        dq_block: torch.Tensor | None = None,
+    ) -> None:
+        """Count block ``xs`` (float32 input rows ``r0:r1``) quantized to ``o`` (float32)."""
+        n = xs.numel()
+        e = self.tmp[:n].view(xs.shape)
+        if self.convert:
+            if dq_block is None:
+                assert self.low is not None
+                dq_block = self.low[:n].view(xs.shape)
+            dq_block.copy_(o)  # the caller's dtype
+            e.copy_(dq_block)
+            e.sub_(xs)
+        else:
+            torch.sub(o, xs, out=e)
+        ef = e.reshape(-1)
+        self.sse += float(torch.dot(ef, ef))
+        xf = xs.reshape(-1) if xs.is_contiguous() else xs.contiguous().reshape(-1)
+        self.sig += float(torch.dot(xf, xf))
+        f = self.flags[:n].view(xs.shape)
+        if self.need_lo is None or any(self.need_lo[r0:r1]):
+            torch.lt(xs, self.lo[r0:r1, None], out=f)
+            self.clipped += int(torch.count_nonzero(f))
+        if self.need_hi is None or any(self.need_hi[r0:r1]):
+            torch.gt(xs, self.hi[r0:r1, None], out=f)
+            self.clipped += int(torch.count_nonzero(f))
+        self.n += n
+
+    def result(self) -> tuple[float, float, float]:
+        """``(mse, sqnr_db, clipped_fraction)`` of the blocks added."""
+        n = max(self.n, 1)
+        sse, sig = self.sse, self.sig
+        sqnr = math.inf if sse == 0.0 else 10.0 * math.log10(max(sig, 1e-300) / sse)
+        return sse / n, sqnr, self.clipped / n
 
 
 class QuantResult:
@@ -26,7 +104,8 @@ class QuantResult:
     ``clip_max`` are the lowest and highest level per row. For k-means, whose outermost
     levels are the means of the tail clusters, "clipped" values are those beyond them.
 
-    The metrics are computed on first access, in one pass over the input and output:
+    The metrics are measured in the quantize pass (block by block, see :class:`MetricSums`;
+    on first access in a pass of their own for ``quantize(..., metrics=False)``):
     ``mse`` (mean squared error), ``sqnr_db`` (10 log10 of signal power over error power;
     ``inf`` when the error is zero) and ``clipped_fraction`` (the fraction of values
     outside ``[clip_min, clip_max]`` of their row). ``bits_per_value`` counts the payload
@@ -40,11 +119,12 @@ class QuantResult:
         spec: QuantSpec,
         rv: RowView,
         fitted: Fitted,
-        xr: torch.Tensor,
-        out_rows: torch.Tensor,
+        xr: torch.Tensor | None,
+        out_rows: torch.Tensor | None,
         dequantized: torch.Tensor,
         row_min: torch.Tensor | None = None,
         row_max: torch.Tensor | None = None,
+        metrics: tuple[float, float, float] | None = None,
     ):
         self.spec = spec
         self.row_view = rv
@@ -55,6 +135,7 @@ class QuantResult:
         self._out_rows = out_rows
         self._row_min = row_min
         self._row_max = row_max
+        self._fused = metrics
 
     def _shaped(self, t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
@@ -98,60 +179,22 @@ class QuantResult:
 
     @cached_property
     def _metrics(self) -> tuple[float, float, float]:
-        with kernel_threads(self._xr.numel()):
+        if self._fused is not None:  # measured in the quantize pass
+            return self._fused
+        with kernel_threads(self.dequantized.numel()):
             return self._compute_metrics()
 
     def _compute_metrics(self) -> tuple[float, float, float]:
-        rv = self.row_view
-        xr = self._xr  # the input's rows in float32
-        dq = self.dequantized
-        convert = dq.dtype != torch.float32  # measure what the caller gets: its own dtype
-        if not convert:
-            dr = self._out_rows
-        elif rv.granularity == "per_channel" and rv.axis != 0:
-            dr, convert = rv.to_rows(dq), False
-        else:  # converted a chunk at a time: no float32 copy of the whole output
-            dr = dq.reshape(rv.rows, rv.row_len)
-        # a hair of tolerance: a scale computed as max/levels can put the max value one ulp
-        # beyond the top level; that is rounding, not clipping
-        lo, hi = (b.to(torch.float32) for b in self._bounds)
-        tol = 2.0**-20 * torch.maximum(lo.abs(), hi.abs())
-        lo, hi = lo - tol, hi + tol
+        """The metrics in a pass of their own (a result made with ``metrics=False``)."""
+        xr, rows_out = self._xr, self._out_rows
+        if xr is None or rows_out is None:  # pragma: no cover - streamed results are measured
+            raise RuntimeError("metrics: the input rows were not kept")
         rows, k = xr.shape
-        # rows whose extremes lie inside their range clip nothing on that side: skip them
-        # (symmetric grids never clip below, NF4 and minmax grids hardly at all)
-        need_lo = need_hi = None
-        if self._row_min is not None and self._row_max is not None:
-            need_lo = (self._row_min.reshape(-1) < lo).tolist()
-            need_hi = (self._row_max.reshape(-1) > hi).tolist()
-        sse = sig = 0.0
-        clipped = 0
         target = chunk_target()
-        tmp = torch.empty(min(xr.numel(), target))
-        flags = torch.empty(tmp.numel(), dtype=torch.bool)
+        m = MetricSums(self.fitted, self.dequantized.dtype, self._row_min, self._row_max, target)
         for r0, r1, c0, c1 in chunks(rows, k, target):
-            xs = xr[r0:r1, c0:c1]
-            e = tmp[: xs.numel()].view(xs.shape)
-            if convert:
-                e.copy_(dr[r0:r1, c0:c1])
-                e.sub_(xs)
-            else:
-                torch.sub(dr[r0:r1, c0:c1], xs, out=e)
-            ef = e.reshape(-1)
-            sse += float(torch.dot(ef, ef))
-            xf = xs.reshape(-1) if xs.is_contiguous() else xs.contiguous().reshape(-1)
-            sig += float(torch.dot(xf, xf))
-            f = flags[: xs.numel()].view(xs.shape)
-            if need_lo is None or any(need_lo[r0:r1]):
-                torch.lt(xs, lo[r0:r1, None], out=f)
-                clipped += int(torch.count_nonzero(f))
-            if need_hi is None or any(need_hi[r0:r1]):
-                torch.gt(xs, hi[r0:r1, None], out=f)
-                clipped += int(torch.count_nonzero(f))
-        n = xr.numel()
-        mse = sse / n
-        sqnr = math.inf if sse == 0.0 else 10.0 * math.log10(max(sig, 1e-300) / sse)
-        return mse, sqnr, clipped / n
+            m.add(xr[r0:r1, c0:c1], rows_out[r0:r1, c0:c1], r0, r1)
+        return m.result()
 
     @property
     def mse(self) -> float:

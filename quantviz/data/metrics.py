@@ -13,6 +13,7 @@ A causal language model is measured by :class:`PerplexityAccumulator` instead (m
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -176,11 +177,14 @@ class PerplexityAccumulator:
     nats), ``n_tokens`` (predicted positions); with the float model's ``ref_logits``, over
     the same positions: ``kl`` = mean KL(float || this) of the next-token distributions
     (nats) and ``top1_agreement`` = fraction of positions whose most likely next token is
-    the float model's. Sums are float64; batches are processed in chunks of sequences.
+    the float model's. Sums are float64; batches are processed in chunks of at most
+    ``chunk_values`` logits (whole sequences, or positions of one sequence).
     """
 
-    def __init__(self, chunk_positions: int = 1 << 14) -> None:
-        self.chunk_positions = chunk_positions
+    def __init__(self, chunk_values: int = 1 << 21) -> None:
+        #: logits per float64 chunk (16 MiB): the few temporaries of a chunk stay small
+        #: next to a large model whatever its vocabulary or the batch
+        self.chunk_values = chunk_values
         self.n = 0
         self.n_tokens = 0
         self.nll_sum = 0.0
@@ -208,18 +212,18 @@ class PerplexityAccumulator:
         if t < 2:
             raise ValueError(f"ids: sequences of {t} token predict nothing")
         ids = ids.to(logits.device)
-        per = max(1, self.chunk_positions // (t - 1))
-        for i in range(0, b, per):
-            lq = torch.log_softmax(logits[i : i + per, :-1].double(), dim=-1)
-            tgt = ids[i : i + per, 1:]
-            if int(tgt.min()) < 0 or int(tgt.max()) >= v:
-                raise ValueError(
-                    f"ids: token ids span {int(tgt.min())}..{int(tgt.max())}, outside the "
-                    f"model's {v} output logits"
-                )
+        tgt_all = ids[:, 1:]
+        if int(tgt_all.min()) < 0 or int(tgt_all.max()) >= v:
+            raise ValueError(
+                f"ids: token ids span {int(tgt_all.min())}..{int(tgt_all.max())}, outside the "
+                f"model's {v} output logits"
+            )
+        for sl in _chunks(b, t - 1, v, self.chunk_values):
+            lq = torch.log_softmax(logits[sl].double(), dim=-1)
+            tgt = tgt_all[sl]
             self.nll_sum -= float(lq.gather(-1, tgt[..., None]).sum())
             if ref_logits is not None:
-                lp = torch.log_softmax(ref_logits[i : i + per, :-1].double(), dim=-1)
+                lp = torch.log_softmax(ref_logits[sl].double(), dim=-1)
                 kl = (lp.exp() * (lp - lq)).sum(-1).clamp_min(0)
                 self.kl_sum += float(kl.sum())
                 self.agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
@@ -247,6 +251,22 @@ class PerplexityAccumulator:
             out["kl"] = self.kl_sum / self.referenced
             out["top1_agreement"] = self.agree / self.referenced
         return out
+
+
+def _chunks(b: int, n: int, v: int, values: int) -> Iterator[tuple[slice, slice]]:
+    """Index pairs ``(sequences, positions)`` covering ``[b, n]`` predicted positions (the
+    first ``n`` of each sequence) in chunks of at most ``values`` logits (``v`` each):
+    several whole sequences, or a run of positions of one sequence."""
+    per_seq = n * v
+    if per_seq <= values:
+        per = max(1, values // per_seq)
+        for i in range(0, b, per):
+            yield slice(i, i + per), slice(0, n)
+        return
+    step = max(1, values // v)
+    for i in range(b):
+        for p in range(0, n, step):
+            yield slice(i, i + 1), slice(p, min(p + step, n))
 
 
 def make_accumulator(

@@ -12,6 +12,8 @@ from quantviz.eval.apply import (
     check_config,
     needs_calibration,
     prepare_weights,
+    quantized_bytes,
+    stream_refusal,
 )
 from quantviz.eval.evaluate import calibrate, check_device, compute_baseline, evaluate, run, size_of
 from quantviz.eval.pareto import pareto
@@ -61,8 +63,10 @@ __all__ = [
     "needs_calibration",
     "pareto",
     "prepare_weights",
+    "quantized_bytes",
     "run",
     "sensitivity",
     "size_of",
+    "stream_refusal",
     "uniform_sweep",
 ]

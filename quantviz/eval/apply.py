@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -57,6 +57,8 @@ __all__ = [
     "check_config",
     "needs_calibration",
     "prepare_weights",
+    "quantized_bytes",
+    "stream_refusal",
     "swapped_parameters",
 ]
 
@@ -121,10 +123,19 @@ class WeightCache:
         hit = self._w.get((fqn, spec) if tag is None else (fqn, spec, tag))  # type: ignore[arg-type]
         return None if hit is None else hit[1]
 
-    def get(self, fqn: str, spec: QuantSpec, weight: torch.Tensor, tag: Any = None) -> WeightEntry:
+    def get(
+        self,
+        fqn: str,
+        spec: QuantSpec,
+        weight: torch.Tensor,
+        tag: Any = None,
+        *,
+        keep: bool = True,
+    ) -> WeightEntry:
         """The entry for ``weight`` (layer ``fqn``) under ``spec``, computing it if needed.
 
         ``tag`` (hashable) tells apart weights of the same layer under different transforms.
+        ``keep=False`` computes a missing entry without storing it (nothing is evicted).
         """
         key: Any = (fqn, spec) if tag is None else (fqn, spec, tag)
         src = _source_key(weight)
@@ -135,15 +146,7 @@ class WeightCache:
             return hit[1]
         self.misses += 1
         t0 = time.perf_counter()
-        try:
-            r = quantize(weight.detach(), spec)
-        except ValueError as exc:
-            raise ValueError(f"layer {fqn}: weight: {exc}") from None
-        dq = r.dequantized
-        if dq.device != weight.device:
-            dq = dq.to(weight.device)
-        if weight.is_contiguous() and not dq.is_contiguous():
-            dq = dq.contiguous()
+        r, dq = _quantized(fqn, spec, weight)
         entry = WeightEntry(
             dequantized=dq,
             sqnr_db=float(r.sqnr_db),
@@ -152,10 +155,23 @@ class WeightCache:
             clipped_fraction=float(r.clipped_fraction),
             seconds=time.perf_counter() - t0,
         )
+        if not keep:
+            return entry
         self._w[key] = (src, entry)
         self._w.move_to_end(key)
         self._evict()
         return entry
+
+    def dequantized(self, fqn: str, spec: QuantSpec, weight: torch.Tensor) -> torch.Tensor:
+        """Only the fake-quantized tensor: the cached one, else computed without its error
+        numbers and not stored (a streamed pass after the first)."""
+        hit = self._w.get((fqn, spec))
+        if hit is not None and hit[0] == _source_key(weight):
+            self._w.move_to_end((fqn, spec))
+            self.hits += 1
+            return hit[1].dequantized
+        self.misses += 1
+        return _quantized(fqn, spec, weight)[1]
 
     def _evict(self) -> None:
         total = self.nbytes
@@ -179,6 +195,21 @@ class WeightCache:
         self._act.clear()
         self.transforms.clear()
         self.hits = self.misses = 0
+
+
+def _quantized(fqn: str, spec: QuantSpec, weight: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """``quantize(weight, spec)`` and its dequantized tensor on the weight's device and
+    layout; the error names the layer."""
+    try:
+        r = quantize(weight.detach(), spec)
+    except ValueError as exc:
+        raise ValueError(f"layer {fqn}: weight: {exc}") from None
+    dq = r.dequantized
+    if dq.device != weight.device:
+        dq = dq.to(weight.device)
+    if weight.is_contiguous() and not dq.is_contiguous():
+        dq = dq.contiguous()
+    return r, dq
 
 
 def fit_static(fqn: str, spec: QuantSpec, stats: LayerStats) -> FittedQuantizer:
@@ -268,6 +299,35 @@ def _check_hooks(handle: ModelHandle, fqn: str, problems: list[str]) -> None:
     remove()
 
 
+def quantized_bytes(handle: ModelHandle, config: ModelConfig) -> int:
+    """Bytes of the fake-quantized weights of ``config``'s quantized layers (in the weights'
+    own dtype, as :class:`WeightCache` holds them; a tied weight once). Reads shapes only."""
+    n = 0
+    for lay in handle.layers:
+        if config.resolve(lay.fqn).weight is not None:
+            n += int(lay.weight_numel) * int(handle.weight(lay.fqn).element_size())
+    return n
+
+
+def stream_refusal(
+    handle: ModelHandle, config: ModelConfig, state: Transformed | None = None
+) -> str | None:
+    """Why ``apply_config(..., stream=True)`` cannot apply ``config`` to ``handle``, or ``None``.
+
+    Streaming swaps each weight in a forward pre-hook of the layer's own module, so it needs
+    an ``nn.Module`` whose layers are submodules (not TorchScript, an exported program or an
+    ONNX graph), and no transformed state (transforms and AdaRound / GPTQ rewrite weights of
+    the whole model before the pass).
+    """
+    if handle.flavour != "nn":
+        return f"a {handle.flavour} model has no per-layer modules to hook"
+    if rounding_layers(handle, config):
+        return "AdaRound / GPTQ rounding needs the whole model prepared"
+    if (state is not None and not state.empty) or (state is None and config.transforms):
+        return "transforms need the whole model prepared"
+    return None
+
+
 def needs_calibration(handle: ModelHandle, config: ModelConfig) -> list[str]:
     """The layers whose activation spec is static (needs calibration statistics)."""
     out = []
@@ -353,11 +413,23 @@ def _check_state(handle: ModelHandle, config: ModelConfig, state: Transformed | 
 
 @dataclass
 class AppliedConfig:
-    """What :func:`apply_config` did: per-layer weight entries and the activation hooks."""
+    """What :func:`apply_config` did: per-layer weight entries and the activation hooks.
+
+    With ``stream=True``, ``weights`` is empty and ``streamed`` gets each layer's numbers
+    once its module has run (the entry's ``dequantized`` is a ``meta`` tensor: shape and
+    dtype, no storage); ``stream_seconds`` adds up the time spent in the streaming hooks
+    (quantizing, or fetching from the cache) during the forward passes.
+    """
 
     weights: dict[str, WeightEntry]
     activations: dict[str, str]  # fqn -> "static" | "dynamic"
     quantize_seconds: float
+    streamed: dict[str, WeightEntry] = field(default_factory=dict)
+    stream_seconds: float = 0.0
+
+
+class StreamQuantizeError(ValueError):
+    """A layer's weight failed to quantize inside a streaming hook (names the layer)."""
 
 
 def _dynamic_hook(fqn: str, spec: QuantSpec) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -465,9 +537,16 @@ def apply_config(
     and puts the float weight back when it returns, so only one layer's fake-quantized
     weight exists at a time besides what ``cache`` keeps (pass ``WeightCache(max_bytes=0)``
     for none): a model never has a second full copy of its weights. Every forward pass then
-    re-quantizes the layers the cache does not hold; ``AppliedConfig.weights`` is empty.
-    Tied weights (an ``lm_head`` sharing the embedding) are quantized once per block. It
-    does not combine with transforms or AdaRound / GPTQ (``state``).
+    re-quantizes the layers the cache does not hold. The cache keeps the quantized weights
+    only when all of them fit its budget (:func:`quantized_bytes` <= ``max_bytes``): a larger
+    model would only evict its own layers before the next pass needs them, so nothing is
+    kept. ``AppliedConfig.weights`` is empty; ``AppliedConfig.streamed`` gets each layer's
+    numbers as it runs. Tied weights (an ``lm_head`` sharing the embedding) are quantized
+    once per block. It needs what :func:`stream_refusal` checks: an ``nn.Module`` model and
+    no transforms or AdaRound / GPTQ (``state``). A weight the model reads outside its
+    layer's module (``F.linear(x, self.fc.weight)`` elsewhere) stays float in that use; the
+    layer is then missing from ``streamed`` (:func:`quantviz.eval.evaluate` re-runs such a
+    model with every weight applied).
 
     Raises ``ValueError`` for override keys matching no layer, a static activation spec
     without statistics for its layer, or a config applied while another one is active.
@@ -479,8 +558,10 @@ def apply_config(
     t0 = time.perf_counter()
     # everything that can fail is computed before the model is touched
     entries: dict[str, WeightEntry] = {}
-    if stream and state is not None and not state.empty:
-        raise ValueError("stream: transforms and AdaRound / GPTQ need the whole model prepared")
+    if stream:
+        why = stream_refusal(handle, config, state)
+        if why is not None:
+            raise ValueError(f"stream: {why}")
     gen = prepare_weights(handle, config, cache, state, prepared)
     while not stream:
         try:
@@ -508,6 +589,7 @@ def apply_config(
 
     swap = ParameterSwap()
     removers: list[Callable[[], None]] = []
+    applied = AppliedConfig(entries, kinds, q_seconds)
     handle.meta[_APPLIED_FLAG] = True
     outer = transformed(handle, state)
     try:
@@ -516,10 +598,11 @@ def apply_config(
             lay = handle.layer(fqn)
             swap.put_layer(handle, fqn, lay.to_stored(entry.dequantized))  # [in, out]: Conv1D
         if stream:
-            removers.extend(_streaming_hooks(handle, config, cache, swap))
+            keep = quantized_bytes(handle, config) <= cache.max_bytes
+            removers.extend(_streaming_hooks(handle, config, cache, swap, applied, keep))
         for fqn, hook in hooks.items():
             removers.append(handle.add_hooks(fqn, pre=hook))
-        yield AppliedConfig(entries, kinds, q_seconds)
+        yield applied
     finally:
         for r in reversed(removers):
             r()
@@ -535,10 +618,14 @@ def _streaming_hooks(
     config: ModelConfig,
     cache: WeightCache,
     swap: ParameterSwap,
+    applied: AppliedConfig,
+    keep: bool,
 ) -> list[Callable[[], None]]:
     """Forward hooks swapping each layer's quantized weight in for the duration of its
     module's call (see :func:`apply_config`); ``swap`` keeps every parameter's float
-    tensor first, so the caller restores them whatever happens."""
+    tensor first, so the caller restores them whatever happens. Each layer's numbers go to
+    ``applied.streamed``, the hooks' time to ``applied.stream_seconds``; ``keep``: store
+    the quantized weights in ``cache``."""
     from quantviz.model.handle import _submodule
 
     removers: list[Callable[[], None]] = []
@@ -566,15 +653,28 @@ def _streaming_hooks(
             active[0] += 1
             if active[0] > 1:
                 return
+            t0 = time.perf_counter()
             stored = pinned.get(fqn)
             if stored is None:
                 for p, f in zip(params, floats, strict=True):
                     p.data = f  # quantize the float weight
-                stored = lay.to_stored(cache.get(fqn, spec, handle.quant_weight(fqn)).dequantized)
+                w = handle.quant_weight(fqn)
+                try:
+                    if keep or fqn not in applied.streamed:
+                        e = cache.get(fqn, spec, w, keep=keep)
+                        dq = e.dequantized
+                        meta = torch.empty(dq.shape, dtype=dq.dtype, device="meta")
+                        applied.streamed[fqn] = replace(e, dequantized=meta)
+                    else:  # its numbers are known: the weight only (no error metrics)
+                        dq = cache.dequantized(fqn, spec, w)
+                except ValueError as exc:
+                    raise StreamQuantizeError(str(exc)) from None
+                stored = lay.to_stored(dq)
                 if lay.tied:
                     pinned[fqn] = stored
             for p in params:
                 p.data = stored
+            applied.stream_seconds += time.perf_counter() - t0
 
         def post(
             _m: torch.nn.Module,

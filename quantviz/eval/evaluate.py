@@ -17,10 +17,22 @@ A causal language model (``handle.is_causal_lm``) is measured on token data by p
 (lower is better; :class:`~quantviz.data.PerplexityAccumulator`), with the KL divergence and
 top-1 agreement of its next-token distributions to the float model's; its batches are
 capped so that one batch's logits stay under :data:`LM_LOGITS_BYTES`.
+
+Memory: when the config's fake-quantized weights fit the weight cache's budget
+(:func:`~quantviz.eval.apply.quantized_bytes` <= ``cache.max_bytes``, 1 GiB by default) they
+are quantized up front, kept in the cache and swapped in for the pass — later evaluations
+and every batch reuse them. A larger model is evaluated streamed
+(``apply_config(stream=True)``): each layer's weight is quantized when its module runs and
+the float weight is put back when it returns, so at most one layer's quantized weight exists
+besides the float model — every batch re-quantizes (a 4 x 128-token TinyLlama batch does it
+once). Not streamed, whatever the size: transforms and AdaRound / GPTQ (the transformed
+state holds the whole model's weights) and TorchScript / exported / ONNX models (no
+per-layer modules). The results are bit-identical either way.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Generator, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,11 +44,15 @@ from quantviz.core.defaults import FLOAT_CONFIG
 from quantviz.core.memory import bops as count_bops
 from quantviz.core.memory import float_model_bytes, layer_bytes, model_bytes
 from quantviz.eval.apply import (
+    StreamQuantizeError,
     WeightCache,
+    WeightEntry,
     apply_config,
     check_config,
     needs_calibration,
     prepare_weights,
+    quantized_bytes,
+    stream_refusal,
 )
 from quantviz.eval.forward import (
     check_data,
@@ -67,6 +83,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("quantviz.eval")
 
 #: largest float32 logits of one batch of a causal LM ([B, T, V]); the batch shrinks to fit
 LM_LOGITS_BYTES = 256 << 20
@@ -242,6 +260,61 @@ def _weight_dtype_bytes(handle: ModelHandle) -> int:
     return 4
 
 
+def _prepared(
+    handle: ModelHandle,
+    config: ModelConfig,
+    cache: WeightCache,
+    state: Any,
+    point: int,
+    points: int,
+) -> Generator[Progress, None, dict[str, WeightEntry]]:
+    try:
+        return (yield from _tagged(prepare_weights(handle, config, cache, state), point, points))
+    except ValueError as exc:
+        raise EvalError(handle.source, "quantize", str(exc)) from exc
+
+
+def _quantized_pass(
+    handle: ModelHandle,
+    data: EvalData,
+    config: ModelConfig,
+    bs: int,
+    baseline: Baseline,
+    stats: MutableMapping[str, LayerStats],
+    cache: WeightCache,
+    state: Any,
+    entries: dict[str, WeightEntry],
+    stream: bool,
+    point: int,
+    points: int,
+) -> Generator[Progress, None, tuple[Any, Any]]:
+    """Run ``data.x`` through the model under ``config``; the metric accumulator and the
+    :class:`~quantviz.eval.apply.AppliedConfig`. Yields per batch."""
+    from quantviz.data import make_accumulator
+
+    acc = make_accumulator(handle.task, handle.num_classes)
+    spans = list(_batches(data.x, bs))
+    ref = baseline.outputs
+    stage = "forward (quantized model)"
+    try:
+        applying = apply_config(
+            handle, config, stats=stats, cache=cache, state=state, prepared=entries, stream=stream
+        )
+    except ValueError as exc:
+        raise EvalError(handle.source, "quantize", str(exc)) from exc
+    with torch.no_grad(), applying as applied:
+        for i, (a, b) in enumerate(spans, start=1):
+            try:
+                out = forward(handle, data, a, b, stage, True)
+            except EvalError as exc:
+                if isinstance(exc.__cause__, StreamQuantizeError):  # raised in a stream hook
+                    raise EvalError(handle.source, "quantize", str(exc.__cause__)) from exc
+                raise
+            update_metrics(acc, out, data, a, b, ref[a:b], handle, stage)
+            yield Progress(i, len(spans), "forward", point, points)
+    return acc, applied
+
+
 class _Clock:
     """Wall time split into named stages: each :meth:`lap` charges the time since the last."""
 
@@ -329,33 +402,54 @@ def evaluate(
             yield from _tagged(calibrate(handle, data, static, stats, batch_size=bs), point, points)
         clock.lap("calibrate")
 
-    # 4. weights (cached per layer and spec)
-    try:
-        entries = yield from _tagged(prepare_weights(handle, config, cache, state), point, points)
-    except ValueError as exc:
-        raise EvalError(handle.source, "quantize", str(exc)) from exc
+    # 4. weights (cached per layer and spec), unless streamed through the forward pass
+    stream = (
+        stream_refusal(handle, config, state) is None
+        and quantized_bytes(handle, config) > cache.max_bytes
+    )
+    entries: dict[str, WeightEntry] = {}
+    if not stream:
+        entries = yield from _prepared(handle, config, cache, state, point, points)
     clock.lap("quantize")
 
     # 5. the quantized forward pass
-    from quantviz.data import make_accumulator
-
-    acc = make_accumulator(handle.task, handle.num_classes)
-    spans = list(_batches(data.x, bs))
-    ref = baseline.outputs
-    stage = "forward (quantized model)"
-    try:
-        applying = apply_config(
-            handle, config, stats=stats, cache=cache, state=state, prepared=entries
-        )
-    except ValueError as exc:
-        raise EvalError(handle.source, "quantize", str(exc)) from exc
-    with torch.no_grad(), applying:
-        clock.lap("quantize")
-        for i, (a, b) in enumerate(spans, start=1):
-            out = forward(handle, data, a, b, stage, True)
-            update_metrics(acc, out, data, a, b, ref[a:b], handle, stage)
-            yield Progress(i, len(spans), "forward", point, points)
+    acc, applied = yield from _quantized_pass(
+        handle, data, config, bs, baseline, stats, cache, state, entries, stream, point, points
+    )
     clock.lap("forward")
+    if stream:  # the hooks quantized inside the pass: charge that to "quantize"
+        moved = min(applied.stream_seconds, clock.timings["forward"])
+        clock.timings["forward"] -= moved
+        clock.timings["quantize"] += moved
+        entries = applied.streamed
+        quantized = [f for f in handle.fqns if config.resolve(f).weight is not None]
+        unreached = [f for f in quantized if f not in entries]
+        if unreached:
+            # a weight the model reads outside its layer's module stayed float there (or
+            # the layer never ran): run again with every weight applied, as without stream
+            log.warning(
+                "%s: layers %s did not run as modules in the streamed pass; evaluating "
+                "again with every weight quantized up front",
+                handle.name,
+                ", ".join(unreached[:5]) + (" ..." if len(unreached) > 5 else ""),
+            )
+            entries = yield from _prepared(handle, config, cache, state, point, points)
+            clock.lap("quantize")
+            acc, applied = yield from _quantized_pass(
+                handle,
+                data,
+                config,
+                bs,
+                baseline,
+                stats,
+                cache,
+                state,
+                entries,
+                False,
+                point,
+                points,
+            )
+            clock.lap("forward")
     res = acc.result()
 
     m_bytes, f_bytes = size_of(handle, config)

@@ -103,7 +103,7 @@ def build_actions(win: Any) -> None:
         "saveConfigAction",
         "Save configuration…",
         win.ask_save_config,
-        QKeySequence.StandardKey.Save,
+        QKeySequence("Ctrl+Alt+S"),
         "Write the current configuration as JSON or YAML",
     )
     win.importConfigAction = act(
@@ -120,10 +120,17 @@ def build_actions(win: Any) -> None:
         QKeySequence("Ctrl+E"),
         "Write a configuration as JSON, YAML, safetensors, ONNX, AIMET or an HTML report",
     )
+    win.saveSessionNowAction = act(
+        "saveSessionNowAction",
+        "Save session",
+        lambda: sa.save(),
+        QKeySequence.StandardKey.Save,
+        "Save the session to its .quantviz file (asks for one the first time)",
+    )
     win.saveSessionAction = act(
         "saveSessionAction",
-        "Save session…",
-        sa.ask_save_session,
+        "Save session as…",
+        lambda: sa.ask_save_session(),
         QKeySequence("Ctrl+Shift+S"),
         "Model, data, named configurations and results in one .quantviz file",
     )
@@ -236,6 +243,7 @@ def build_actions(win: Any) -> None:
     f.addSeparator()
     f.addAction(win.openSessionAction)
     f.addMenu(sa.recentMenu)
+    f.addAction(win.saveSessionNowAction)
     f.addAction(win.saveSessionAction)
     f.addSeparator()
     for a in (win.loadConfigAction, win.importConfigAction, win.saveConfigAction):

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBox
 from quantviz.app import AppController
 from quantviz.app.activation import ActivationData
 from quantviz.gui.plot_style import current_theme, style_plot
+from quantviz.gui.workers import Runner
 
 __all__ = ["ActivationView"]
 
@@ -37,6 +38,8 @@ class ActivationView(QWidget):
 
     updated = Signal(str)
     captureRequested = Signal()
+    #: capturing a fine-tuned configuration's statistics failed (the message)
+    failed = Signal(str)
 
     def __init__(self, controller: AppController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -112,6 +115,12 @@ class ActivationView(QWidget):
         lay.addWidget(self.compareLabel)
         lay.addLayout(row)
         self._on_log(True)
+        #: captures a fine-tuned configuration's statistics (controller.tuned_calibration_job)
+        self.runner = Runner("tunedStatsRunner", self)
+        self._tuned_job: Any = None
+        self.runner.finished.connect(self._on_tuned_stats)
+        self.runner.failed.connect(self._on_tuned_stats_failed)
+        self.runner.cancelled.connect(self._on_tuned_stats_failed)
         for sig in (
             session.selection_changed,
             session.config_changed,
@@ -151,9 +160,35 @@ class ActivationView(QWidget):
         self.plot.getPlotItem().setTitle(title, size="9pt")
         self.info.setText(text)
 
+    def _start_tuned_stats(self) -> None:
+        """A fine-tuned configuration is current: capture its statistics (its weights in
+        the model) in the background, once per weight set."""
+        job = self.controller.tuned_calibration_job()
+        if job is None:
+            return
+        self._tuned_job = job
+        self.runner.start(job.label, job.factory)
+
+    def _on_tuned_stats(self, stats: Any) -> None:
+        job, self._tuned_job = self._tuned_job, None
+        if job is not None:
+            job.on_done(stats)
+
+    def _on_tuned_stats_failed(self, exc: BaseException | None = None) -> None:
+        job, self._tuned_job = self._tuned_job, None
+        if job is not None:
+            self.controller.collecting_tuned.discard(job.meta["tag"])
+            if exc is not None:  # said once, not tried again for these weights
+                self.controller.tuned_stats_failed[job.meta["tag"]] = str(exc)
+                self.failed.emit(str(exc))
+        if exc is not None:  # (a cancel: whoever cancelled redraws)
+            self.refresh()
+
     def refresh(self, *_: Any) -> None:
         s = self.controller.session
         fqn = s.selection[0] if s.selection and s.handle is not None else None
+        if fqn is not None and s.weights_tag():
+            self._start_tuned_stats()
         d = self.controller.activation_view(fqn)
         if d.state != "ok":
             self._blank("Input activations", d.message)

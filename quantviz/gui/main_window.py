@@ -95,6 +95,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.tradeoff = TradeoffPlot(s, self)
         self.configs.errorRaised.connect(self.errors.report)
         self.histogram.failed.connect(lambda m: self.errors.report("Histogram", m))
+        self.activations.failed.connect(lambda m: self.errors.report("Activation statistics", m))
 
         left = QSplitter(Qt.Orientation.Vertical)
         self.overrides = OverrideEditor(ctl, self.push_config, self)
@@ -176,6 +177,10 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.jobRunner.progress.connect(self.status.job_progress)
         self.jobRunner.started.connect(self._on_job_started)
         self.jobRunner.idle.connect(self._on_job_idle)
+        saves = self.sessionActions.saveRunner
+        saves.progress.connect(self.status.job_progress)
+        saves.started.connect(self._on_job_started)
+        saves.idle.connect(self._on_job_idle)
 
         # -- session <-> UI -------------------------------------------------------------------
         self.controls.specEdited.connect(self._on_spec_edited)
@@ -228,20 +233,29 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         """Load ``source`` (and ``data``) in the background; the current model stays open
         until the new one is ready, and stays if loading fails. Unsaved configurations or
         results of the open model are asked about first (Save / Discard / Cancel)."""
-        if not self.may_discard():
+        if not self.may_discard(
+            lambda: self.open_model(source, data, trust=trust, check=check, after=after)
+        ):
             return
         job = self.controller.open_model_job(source, data, trust=trust, check=check, after=after)
         self._start_load(job)
 
-    def may_discard(self) -> bool:
-        """True when the open session may be replaced: nothing unsaved, or the user saved
-        or discarded it."""
+    def may_discard(self, then: Callable[[], Any] | None = None) -> bool:
+        """True when the open session may be replaced now: nothing unsaved, or the user
+        discarded it. "Save" starts a background save and returns False: ``then`` (the
+        action asked about) runs again once the save succeeded (a failed one keeps all)."""
         s = self.session
         if s.handle is None or not s.modified:
             return True
+        if self.sessionActions.saving:  # decide once the save under way has ended
+            if then is not None:
+                self.sessionActions.after_save(then)
+            self.statusBar().showMessage("Waiting for the session to be saved…", 4000)
+            return False
         answer = self.confirm_close()
         if answer == "save":
-            return bool(self.sessionActions.ask_save_session())
+            self.sessionActions.save(then)
+            return False
         return answer == "discard"
 
     def _start_load(self, job: Job) -> None:
@@ -373,7 +387,9 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
     @guarded("Could not switch configuration")
     def _on_entry_clicked(self, entry: ResultEntry) -> None:
         name = self.session.adopt(entry)
-        self.statusBar().showMessage(f"{name} is now the current configuration", 4000)
+        src = self.session.adopted_weights_of(name) if name != entry.name else None
+        note = f", with the fine-tuned weights of {src}" if src else ""
+        self.statusBar().showMessage(f"{name} is now the current configuration{note}", 8000)
 
     def evaluate_named(self, name: str) -> None:
         """Evaluate configuration ``name`` (queued behind a running job); the current
@@ -411,8 +427,9 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.jobs.mixed_precision(self.budgetSpin.value() * 1e6)
 
     def cancel_job(self) -> None:
-        """Stop the running job at its next yield."""
+        """Stop the running job at its next yield (and a running save)."""
         self.jobs.cancel()
+        self.sessionActions.cancel_save()
 
     def _on_job_started(self, label: str) -> None:
         self.status.job_started(label)
@@ -428,11 +445,13 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         ok = True
         for r in (
             self.jobRunner,
+            self.sessionActions.saveRunner,
             self.statsRunner,
             self.sqnrRunner,
             self.loadRunner,
             self.dataRunner,
             self.histogram.runner,
+            self.activations.runner,
             self.compareView.sqnrRunner,
             self.compareView.histRunner,
         ):
@@ -443,7 +462,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         return ok
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if not self.may_discard():
+        if not self.may_discard(self.close):
             event.ignore()
             return
         self.shutdown()

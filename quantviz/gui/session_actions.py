@@ -1,5 +1,12 @@
-"""File menu actions for whole sessions and config import: Save / Open session, Open Recent,
-Import config.
+"""File menu actions for whole sessions and config import: Save / Save as / Open session,
+Open Recent, Import config.
+
+Saving runs :meth:`quantviz.app.AppController.save_session_job` in its own background
+:class:`~quantviz.gui.workers.Runner` (``saveRunner``; never replaced by an evaluation): the
+window stays responsive, the status bar's progress bar and Cancel serve it, and a cancel or
+failure leaves the previous files. Whoever needs the save to end first (closing the window,
+opening another model or session after "Save" in the unsaved-work prompt) passes ``then``,
+run only once the save succeeded.
 
 A ``.quantviz`` file (:mod:`quantviz.io.session_file`) holds the model source, the data
 source, the named configurations and their results. Opening one reloads the model through the
@@ -11,12 +18,15 @@ point it at a temporary directory with ``QSettings.setPath``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu
+
+from quantviz.gui.workers import Runner
 
 __all__ = ["MAX_RECENT", "RECENT_KEY", "SessionActions", "recent_settings"]
 
@@ -46,6 +56,14 @@ class SessionActions(QObject):
         #: the main window (its ``controller``, ``errors``, ``push_config`` and loading)
         self.win: Any = window
         self._pending: tuple[str, Any] | None = None
+        #: the file the session was last saved to or opened from (Save writes there)
+        self.path: str | None = None
+        self.saveRunner = Runner("saveRunner", self)
+        self._save_job: Any = None
+        self._then: list[Callable[[], Any]] = []
+        self.saveRunner.finished.connect(self._on_saved)
+        self.saveRunner.failed.connect(self._on_save_failed)
+        self.saveRunner.cancelled.connect(self._on_save_cancelled)
         self.recentMenu = QMenu("Open &Recent", window)
         self.recentMenu.setObjectName("recentMenu")
         self.recentMenu.aboutToShow.connect(self.rebuild_recent_menu)
@@ -98,25 +116,110 @@ class SessionActions(QObject):
         return [a.data() for a in self.recentMenu.actions() if isinstance(a.data(), str)]
 
     # -- save -------------------------------------------------------------------------------------
-    def ask_save_session(self) -> bool:
-        """Ask for a file name and save; True when saved."""
+    @property
+    def saving(self) -> bool:
+        """True while a save runs in the background."""
+        return self.saveRunner.running
+
+    def after_save(self, then: Callable[[], Any]) -> None:
+        """Run ``then`` once the running save succeeded (dropped if it fails or is
+        cancelled)."""
+        self._then.append(then)
+
+    def save(self, then: Callable[[], Any] | None = None) -> bool:
+        """Save session (Ctrl+S): to the file it was last saved to or opened from, else
+        ask for one. True when a save started; ``then`` runs once it succeeded."""
+        if self.path is None:
+            return self.ask_save_session(then)
+        return self.start_save(self.path, then)
+
+    def ask_save_session(self, then: Callable[[], Any] | None = None) -> bool:
+        """Save session as… : ask for a file name and start saving; True when started."""
+        if self._busy(then):
+            return False
         s = self.win.session
-        base = (s.handle.name if s.handle is not None else "session") + ".quantviz"
+        base = self.path or (s.handle.name if s.handle is not None else "session") + ".quantviz"
         path, _ = QFileDialog.getSaveFileName(
             self.win, "Save session", base, "quantviz sessions (*.quantviz)"
         )
         if not path:
             return False
-        return self.save_session(path if path.endswith(".quantviz") else path + ".quantviz")
+        return self.start_save(path if path.endswith(".quantviz") else path + ".quantviz", then)
+
+    def _busy(self, then: Callable[[], Any] | None) -> bool:
+        if not self.saving:
+            return False
+        if then is not None:
+            self.after_save(then)
+        self.win.statusBar().showMessage(f"{self.saveRunner.label}: a save is under way", 4000)
+        return True
+
+    def start_save(self, path: str, then: Callable[[], Any] | None = None) -> bool:
+        """Write the whole session to ``path`` in the background (the window stays
+        responsive; the progress bar shows it, Cancel stops it leaving the previous files
+        as they were). True when started; ``sessionSaved`` / ``sessionFailed`` tell the end;
+        ``then`` runs after a successful save."""
+        if self._busy(then):
+            return False
+        try:
+            job = self.win.controller.save_session_job(path)
+        except (ValueError, OSError) as exc:
+            self.win.errors.report("Could not save the session", exc)
+            self.sessionFailed.emit(str(exc))
+            return False
+        self._save_job = job
+        self._then = [] if then is None else [then]
+        self.saveRunner.start(job.label, job.factory)
+        return True
+
+    def cancel_save(self) -> None:
+        """Stop the running save; the previous files stay as they were."""
+        self.saveRunner.cancel()
+
+    def _on_saved(self, out: Any) -> None:
+        job, then = self._save_job, self._then
+        self._save_job, self._then = None, []
+        if job is None:
+            return
+        path = job.on_done(out)
+        self.path = path
+        self.add_recent(path)
+        self.win.statusBar().showMessage(f"Saved session {path}", 4000)
+        self.sessionSaved.emit(path)
+        for f in then:
+            f()
+
+    def _on_save_failed(self, exc: BaseException) -> None:
+        self._save_job, self._then = None, []
+        self.win.errors.report("Could not save the session", exc)
+        self.sessionFailed.emit(str(exc))
+
+    def _on_save_cancelled(self) -> None:
+        job = self._save_job
+        if job is None:
+            return
+        # the writer stops at its next yield (at most one chunk away); a cancel that came
+        # after its last yield did not stop it: then the files are saved, and it says so
+        self.saveRunner.wait(30)
+        if job.meta.get("written"):
+            self._on_saved(job.meta["path"])
+            return
+        self._save_job, self._then = None, []
+        path = job.meta["path"]
+        self.win.statusBar().showMessage(f"Save cancelled: {path} is as it was before", 6000)
+        self.sessionFailed.emit(f"{path}: save cancelled")
 
     def save_session(self, path: str) -> bool:
-        """Write the whole session to ``path``; True on success (errors are reported)."""
+        """Write the whole session to ``path`` now, blocking (scripts, tests; the menu
+        and the close prompt use :meth:`start_save`); True on success (errors are
+        reported)."""
         try:
             self.win.controller.save_session(path)
         except (ValueError, OSError) as exc:
             self.win.errors.report("Could not save the session", exc)
             self.sessionFailed.emit(str(exc))
             return False
+        self.path = path
         self.add_recent(path)
         self.win.statusBar().showMessage(f"Saved session {path}", 4000)
         self.sessionSaved.emit(path)
@@ -135,7 +238,7 @@ class SessionActions(QObject):
         results and current configuration. Any failure leaves the open session as it was.
         A model that runs code when loaded is opened only after the user agrees
         (``trust``), never silently."""
-        if not trust and not self.win.may_discard():
+        if not trust and not self.win.may_discard(lambda: self.open_session(path, trust=trust)):
             return
         try:
             job = self.win.controller.open_session_job(path, trust=trust)
@@ -147,6 +250,7 @@ class SessionActions(QObject):
 
         def done(opened: Any) -> Any:
             out = restore(opened)
+            self.path = path
             self.add_recent(path)
             self.win.statusBar().showMessage(f"Opened session {path}", 4000)
             self.sessionOpened.emit(path)
@@ -156,6 +260,8 @@ class SessionActions(QObject):
         self.win._start_load(job)
 
     def _on_loaded(self, *_: Any) -> None:
+        if self._pending is None:  # a model opened, not a session: Save asks for a file
+            self.path = None
         self._pending = None  # restored (or another model was opened meanwhile)
 
     def _on_load_failed(self, message: str) -> None:

@@ -39,11 +39,12 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Generator, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from quantviz.core.spec import ModelConfig
-from quantviz.io.atomic import atomic_write_bytes, atomic_write_text
+from quantviz.io.atomic import atomic_path, atomic_write_text
 from quantviz.io.config import (
     ConfigError,
     config_from_dict,
@@ -56,12 +57,14 @@ __all__ = [
     "SESSION_FORMAT",
     "SESSION_SUFFIX",
     "SESSION_VERSION",
+    "SaveProgress",
     "SavedResult",
     "SessionData",
     "SessionFileError",
     "eval_result_from_dict",
     "load_session",
     "save_session",
+    "save_session_steps",
 ]
 
 SESSION_FORMAT = "quantviz-session"
@@ -170,78 +173,166 @@ def _tuned_pattern(session_name: str) -> re.Pattern[str]:
     return re.compile(re.escape(session_name) + r"\.tuned-[0-9a-f]{8}\.safetensors")
 
 
-def _tuned_bytes(s: SessionData) -> tuple[bytes, dict[str, int]] | None:
-    """The safetensors file of ``s.tuned`` and config name -> weight set index."""
-    import torch
-    from safetensors.torch import save
-
-    if not s.tuned:
-        return None
-    sets: dict[int, int] = {}  # id(mapping) -> index
-    configs: dict[str, int] = {}
-    tensors: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for cname, weights in s.tuned.items():
-        i = sets.setdefault(id(weights), len(sets))
-        configs[cname] = i
-        if i in seen:
-            continue
-        seen.add(i)
-        for pname, t in weights.items():
-            if not isinstance(t, torch.Tensor):
-                raise ValueError(f"tuned.{cname}: {pname}: not a tensor ({type(t).__name__})")
-            t = t.detach().cpu().contiguous()
-            if any(t.data_ptr() == u.data_ptr() for u in tensors.values() if t.numel()):
-                t = t.clone()  # tied names share a tensor; safetensors stores each once
-            tensors[f"{i}/{pname}"] = t
-    return save(tensors, metadata={"format": "quantviz-tuned-weights"}), configs
+#: safetensors dtype names of the float dtypes fine-tuned weights may have
+_ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
+#: bytes hashed or written between two progress items (a cancel stops within one chunk)
+CHUNK_BYTES = 16 << 20
 
 
-def save_session(path: str | os.PathLike[str], s: SessionData) -> None:
-    """Write ``s`` to ``path`` atomically (all or nothing); fine-tuned weights go to a
-    safetensors file beside it, written first (see the module doc)."""
+@dataclass(frozen=True)
+class SaveProgress:
+    """Progress of :func:`save_session_steps`: ``stage`` (``hash weights``, ``write
+    weights``, ``write session``) with ``done``/``total`` bytes of it, and ``fraction`` of
+    the whole save (never decreasing)."""
+
+    stage: str
+    done: int
+    total: int
+    fraction: float
+
+
+class _TunedFile:
+    """The safetensors file of ``SessionData.tuned``, produced piece by piece.
+
+    Written here, not by ``safetensors.torch.save``: that call holds the GIL for the whole
+    file (~5 s for 500 MB: a frozen window when it runs in a worker thread), while hashing
+    and writing a tensor's bytes release it. The layout is safetensors' own (8-byte
+    little-endian header size, JSON header padded to 8 bytes, raw little-endian data);
+    ``safetensors.torch.load`` reads it (tested)."""
+
+    def __init__(self, s: SessionData) -> None:
+        import torch
+
+        sets: dict[int, int] = {}  # id(mapping) -> index
+        self.configs: dict[str, int] = {}
+        self.tensors: list[tuple[str, torch.Tensor]] = []
+        header: dict[str, Any] = {"__metadata__": {"format": "quantviz-tuned-weights"}}
+        offset = 0
+        for cname, weights in s.tuned.items():
+            new = id(weights) not in sets
+            i = sets.setdefault(id(weights), len(sets))
+            self.configs[cname] = i
+            if not new:
+                continue  # a set written already (copies of a configuration share one)
+            for pname, t in weights.items():
+                if not isinstance(t, torch.Tensor):
+                    raise ValueError(f"tuned.{cname}: {pname}: not a tensor ({type(t).__name__})")
+                dtype = _ST_DTYPES.get(str(t.dtype).removeprefix("torch."))
+                if dtype is None:
+                    raise ValueError(f"tuned.{cname}: {pname}: not a float tensor ({t.dtype})")
+                t = t.detach().cpu().contiguous()
+                key = f"{i}/{pname}"
+                n = t.numel() * t.element_size()
+                header[key] = {
+                    "dtype": dtype,
+                    "shape": list(t.shape),
+                    "data_offsets": [offset, offset + n],
+                }
+                offset += n
+                self.tensors.append((key, t))
+        head = json.dumps(header, separators=(",", ":")).encode()
+        head += b" " * (-len(head) % 8)
+        self.head = len(head).to_bytes(8, "little") + head
+        self.size = len(self.head) + offset
+
+    def chunks(self) -> Iterator[memoryview]:
+        """The file's bytes, at most :data:`CHUNK_BYTES` at a time (views, no copies)."""
+        import torch
+
+        yield memoryview(self.head)
+        for _, t in self.tensors:
+            if not t.numel():
+                continue
+            raw = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+            for a in range(0, len(raw), CHUNK_BYTES):
+                yield raw[a : a + CHUNK_BYTES]
+
+
+def save_session_steps(
+    path: str | os.PathLike[str], s: SessionData
+) -> Generator[SaveProgress, None, None]:
+    """:func:`save_session` as a generator yielding :class:`SaveProgress` (for a worker
+    thread: closing it at a yield (a cancel) leaves the previous files as they were).
+
+    Fine-tuned weights are hashed, then written (atomically) under their hash's name, then
+    the session; the last yield comes before the session is written, so a save that gets
+    past it completes."""
     name = str(path)
     target = os.path.realpath(path)
     folder, base = os.path.split(target)
     try:
-        packed = _tuned_bytes(s)
+        packed = _TunedFile(s) if s.tuned else None
     except (RuntimeError, ValueError) as exc:
         raise SessionFileError(
             f"cannot serialise the fine-tuned weights ({exc})", file=name
         ) from None
     ref = None
     if packed is not None:
-        data, configs = packed
-        digest = hashlib.sha256(data).hexdigest()
+        size = packed.size
+        # a quick check of what can fail before the long part (the document itself)
+        try:
+            session_to_dict(s, {"file": "", "sha256": "", "configs": packed.configs})
+        except ValueError as exc:
+            raise SessionFileError(f"cannot serialise the session ({exc})", file=name) from None
+        h = hashlib.sha256()
+        done = 0
+        for chunk in packed.chunks():
+            h.update(chunk)  # releases the GIL
+            done += len(chunk)
+            yield SaveProgress("hash weights", done, size, 0.3 * done / size)
+        digest = h.hexdigest()
         wname = f"{base}.tuned-{digest[:8]}.safetensors"
-        ref = {"file": wname, "sha256": digest, "configs": configs}
+        ref = {"file": wname, "sha256": digest, "configs": packed.configs}
     try:
         text = json.dumps(session_to_dict(s, ref), indent=2, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise SessionFileError(f"cannot serialise the session ({exc})", file=name) from None
+    created = ""  # the weights file this save created (removed if the session is not written)
     if packed is not None and ref is not None:
         wpath = os.path.join(folder, str(ref["file"]))
+        # an existing file of that name holds these weights and may be named by the
+        # session in place: replaced (atomically), never removed
+        created = "" if os.path.lexists(wpath) else wpath
         try:
-            atomic_write_bytes(wpath, packed[0])
+            with atomic_path(wpath) as tmp, open(tmp, "wb") as fh:
+                done = 0
+                for chunk in packed.chunks():
+                    fh.write(chunk)
+                    done += len(chunk)
+                    yield SaveProgress("write weights", done, size, 0.3 + 0.65 * done / size)
         except OSError as exc:
             raise SessionFileError(
                 f"cannot write the fine-tuned weights: {exc.strerror or exc}", file=wpath
             ) from exc
     try:
-        atomic_write_text(path, text + "\n")
-    except OSError as exc:
-        raise SessionFileError(f"cannot write: {exc.strerror or exc}", file=name) from exc
+        yield SaveProgress("write session", 0, 1, 0.95)
+        try:
+            atomic_write_text(path, text + "\n")
+        except OSError as exc:
+            raise SessionFileError(f"cannot write: {exc.strerror or exc}", file=name) from exc
+    except BaseException:  # closed (a cancel) or failed: nothing names the new weights file
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(created)
+        raise
     # the session is in place: weights files of earlier saves of it are no longer named
     keep = None if ref is None else ref["file"]
     pattern = _tuned_pattern(base)
     try:
         entries = os.listdir(folder or ".")
     except OSError:
-        return
+        entries = []
     for e in entries:
         if e != keep and pattern.fullmatch(e):
             with contextlib.suppress(OSError):  # a stale file is harmless: nothing names it
                 os.unlink(os.path.join(folder, e))
+
+
+def save_session(path: str | os.PathLike[str], s: SessionData) -> None:
+    """Write ``s`` to ``path`` atomically (all or nothing); fine-tuned weights go to a
+    safetensors file beside it, written first (see the module doc)."""
+    for _ in save_session_steps(path, s):
+        pass
 
 
 def _opt_str(doc: dict[str, Any], key: str, name: str) -> str | None:

@@ -119,6 +119,17 @@ class Session:
         if not value:
             self._saved = (dict(self.configs), tuple(self.results))
 
+    def snapshot(self) -> tuple[Any, ...]:
+        """What :attr:`modified` compares with, as it is now (give it to :meth:`mark_saved`
+        when a save of this state finishes: edits made meanwhile stay unsaved)."""
+        return (dict(self.configs), tuple(self.results))
+
+    def mark_saved(self, snapshot: tuple[Any, ...]) -> None:
+        """``snapshot`` (from :meth:`snapshot`) was saved: the session is unmodified unless
+        it changed since."""
+        self._forced = False
+        self._saved = snapshot
+
     # -- model and data -------------------------------------------------------------------
     def set_model(self, handle: Any, data_source: str | None = None, data: Any = None) -> None:
         """Open ``handle`` (with loaded ``data`` for ``data_source``, if given):
@@ -410,14 +421,31 @@ class Session:
             self.config_changed.emit(self.config)
 
     def adopt(self, entry: ResultEntry) -> str:
-        """Make the configuration of a result current, adding it under its name if new."""
+        """Make the configuration of a result current, adding it under its name if new.
+
+        A result of a fine-tuned configuration was measured on its fine-tuned weights: when
+        that configuration's scheme has been edited since, the configuration added for the
+        result keeps those weights (shared, like a copy's), so it is what was measured
+        (the result's scheme on the fine-tuned weights), not the scheme on the loaded
+        weights. :meth:`adopted_weights_of` tells a front-end to say so."""
         if entry.name in self.configs and self.configs[entry.name] == entry.config:
             self.make_current(entry.name)
             return entry.name
         name = entry.name if entry.name not in self.configs else self.unique_name(entry.name)
+        tuned = self.tuned.get(entry.name)
         self.add_config(name, entry.config)
+        if tuned is not None:
+            self.tuned[name] = tuned
         self.make_current(name)
         return name
+
+    def adopted_weights_of(self, name: str) -> str | None:
+        """The configuration whose fine-tuned weights configuration ``name`` shares (the
+        first other name with the same weights), or None."""
+        tw = self.tuned.get(name)
+        if tw is None:
+            return None
+        return next((n for n, w in self.tuned.items() if w is tw and n != name), None)
 
     # -- results --------------------------------------------------------------------------
     def add_result(

@@ -94,3 +94,16 @@ def test_block_formats_show_one_block_and_its_grid():
     s = comparison_spec(QuantSpec(bits=4, granularity="per_channel", calibration="mse"), "mxint8")
     assert s == QuantSpec(quantizer="mxint8")
     assert comparison_spec(s, "uniform").granularity == "per_group"
+
+
+def test_layer_view_cache_hits_for_a_parameter():
+    """The float parts of a layer are computed once per tensor even though the view
+    detaches it (a new tensor object per call)."""
+    lin = torch.nn.Linear(64, 32)
+    cache = LayerViewCache()
+    spec = QuantSpec(bits=4, granularity="per_channel")
+    d1 = layer_view("fc", lin.weight, spec, None, 3, cache)
+    n = len(cache._d)
+    d2 = layer_view("fc", lin.weight, spec.with_(bits=3), None, 3, cache)
+    assert len(cache._d) == n == 2  # the whole tensor and row 3: no new entries
+    assert d1.counts is d2.counts and d1.chan_min is d2.chan_min

@@ -72,3 +72,27 @@ def test_stream_has_one_layer_quantized_at_a_time(handle):
     # embedding (pinned: the lm_head runs last) is in place
     assert seen and max(seen) <= 1
     assert all(p.data_ptr() == floats[n] for n, p in handle.module.named_parameters())
+
+
+def test_stream_keeps_the_weights_only_when_all_fit_the_cache(handle):
+    from quantviz.eval.apply import quantized_bytes
+
+    need = quantized_bytes(handle, W4)
+    # a tied embedding counts once; the weights' own dtype
+    assert need == sum(lay.weight_numel * 4 for lay in handle.layers)
+    ids = _ids()
+    roomy = WeightCache(max_bytes=need)
+    with torch.no_grad(), apply_config(handle, W4, cache=roomy, stream=True) as applied:
+        first = handle.module(ids).logits
+        misses = roomy.misses
+        second = handle.module(ids).logits
+    assert misses == len(handle.fqns) and roomy.misses == misses  # the second pass: hits
+    assert len(roomy) == len(handle.fqns) and torch.equal(first, second)
+    assert set(applied.streamed) == set(handle.fqns)
+    assert all(e.dequantized.device.type == "meta" for e in applied.streamed.values())
+    # one byte short: nothing kept (LRU would evict each layer before the next pass)
+    tight = WeightCache(max_bytes=need - 1)
+    with torch.no_grad(), apply_config(handle, W4, cache=tight, stream=True):
+        handle.module(ids)
+        handle.module(ids)
+    assert len(tight) == 0 and tight.hits == 0

@@ -142,14 +142,28 @@ def test_cache_shared_between_evaluations(handle, data):
     assert cache.misses == misses + 1
 
 
-def test_a_model_larger_than_the_cache_is_quantized_once(handle, data):
-    """With no room in the cache, every layer's weight is still quantized exactly once."""
+def test_a_model_larger_than_the_cache_is_streamed(handle, data):
+    """With no room in the cache the pass is streamed: every batch quantizes each layer's
+    weight while its module runs, nothing is kept; the numbers are those of the up-front
+    path (which quantizes each layer once and keeps them all in a cache that fits)."""
     cache = WeightCache(max_bytes=0)
-    r = run(evaluate(handle, data, W8, cache=cache))
-    assert cache.misses == len(handle.fqns) and cache.hits == 0
-    assert len(cache) == 1  # the cache keeps at least its newest entry, nothing more
-    r_big = run(evaluate(handle, data, W8, cache=WeightCache()))
-    assert r.value == r_big.value
+    events, r = _collect(evaluate(handle, data, W8, cache=cache, batch_size=128))
+    n_batches = -(-len(data) // 128)
+    assert n_batches > 1
+    assert cache.misses == n_batches * len(handle.fqns) and cache.hits == 0
+    assert len(cache) == 0  # nothing kept
+    assert "quantize" not in {e.stage for e in events}  # it happens inside the pass
+    big = WeightCache()
+    events, r_big = _collect(evaluate(handle, data, W8, cache=big, batch_size=128))
+    assert big.misses == len(handle.fqns) and len(big) == len(handle.fqns)
+    assert [e.stage for e in events].count("quantize") == len(handle.fqns)
+    assert r.value == r_big.value and r.kl == r_big.kl
+    assert [lay["weight_sqnr_db"] for lay in r.layers] == [
+        lay["weight_sqnr_db"] for lay in r_big.layers
+    ]
+    assert all(isinstance(lay["weight_sqnr_db"], float) for lay in r.layers)
+    assert r.timings["quantize"] > 0
+    assert sum(r.timings.values()) == pytest.approx(r.seconds, rel=0.01)
 
 
 def test_stop_at_any_yield_restores_the_float_model(handle, data):

@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -101,6 +102,12 @@ class RowView:
             x = x.movedim(self.axis, 0)
         return x.reshape(self.rows, self.row_len)
 
+    def row(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Row ``i`` of :meth:`to_rows` in ``x``'s own dtype (no copy of the other rows)."""
+        if self.granularity == "per_channel" and self.axis != 0:
+            return x.select(self.axis, i).reshape(-1)
+        return x.reshape(self.rows, self.row_len)[i]
+
     def from_rows(self, r: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`to_rows` (a contiguous tensor of ``shape``)."""
         if self.granularity == "per_channel" and self.axis != 0:
@@ -164,6 +171,21 @@ class Fitted:
 
     def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
         """Write the fake-quantized rows of ``x`` [R, K] (float32) into ``out``."""
+        rows, k = x.shape
+        target = chunk_target()
+        scratch = self.scratch(min(x.numel(), target))
+        for r0, r1, c0, c1 in chunks(rows, k, target):
+            self.apply_block_(x[r0:r1, c0:c1], out[r0:r1, c0:c1], r0, r1, scratch)
+
+    def scratch(self, n: int) -> Any:
+        """Reused buffers for :meth:`apply_block_` on blocks of up to ``n`` values."""
+        return None
+
+    def apply_block_(
+        self, x: torch.Tensor, out: torch.Tensor, r0: int, r1: int, scratch: Any
+    ) -> None:
+        """Fake-quantize the block ``x`` of rows ``r0:r1`` into ``out`` (same shape; ``out``
+        may be a view of the caller's output; ``scratch`` from :meth:`scratch`)."""
         raise NotImplementedError
 
     def levels(self) -> torch.Tensor:

@@ -24,9 +24,10 @@ MX powers of two) and the float format kernel of :mod:`.codebook`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from quantviz.core.quantizers.base import CHUNK, chunks
 from quantviz.core.quantizers.codebook import (
     ELEMENT_FORMATS,
     MXINT8_MAX_CODE,
@@ -81,19 +82,20 @@ class BlockFitted(ScaledCodebookFitted):
         self.tensor_scale = tensor_scale
         self._safe = torch.where(self._s > 0, self._s, torch.ones_like(self._s))
 
-    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        rows, k = x.shape
+    def scratch(self, n: int) -> Any:
+        return torch.empty(n)
+
+    def apply_block_(
+        self, x: torch.Tensor, out: torch.Tensor, r0: int, r1: int, scratch: Any
+    ) -> None:
         q = self.spec.quantizer
-        tmp = torch.empty(min(x.numel(), CHUNK))
-        for r0, r1, c0, c1 in chunks(rows, k):
-            o = out[r0:r1, c0:c1]
-            torch.div(x[r0:r1, c0:c1], self._safe[r0:r1, None], out=o)
-            if q == "mxint8":
-                o.mul_(64.0).round_().clamp_(-MXINT8_MAX_CODE, MXINT8_MAX_CODE).div_(64.0)
-            else:
-                t = tmp[: o.numel()].view(o.shape)
-                _round_float_format_(o, t, *ELEMENT_FORMATS[q])
-            o.mul_(self._s[r0:r1, None])  # a zero scale (NVFP4) makes the block zero
+        o = out
+        torch.div(x, self._safe[r0:r1, None], out=o)
+        if q == "mxint8":
+            o.mul_(64.0).round_().clamp_(-MXINT8_MAX_CODE, MXINT8_MAX_CODE).div_(64.0)
+        else:
+            _round_float_format_(o, scratch[: o.numel()].view(o.shape), *ELEMENT_FORMATS[q])
+        o.mul_(self._s[r0:r1, None])  # a zero scale (NVFP4) makes the block zero
 
 
 def fit_block(spec: QuantSpec, mn: torch.Tensor, mx: torch.Tensor) -> BlockFitted:

@@ -14,18 +14,20 @@ Fast kernels (no search per value) where the format allows:
 * log2 picks the nearest power of two in the linear domain (mantissa >= 1.5 rounds up) by
   adding half a mantissa to the float32 bit pattern, then clamps the exponent range; values
   below half the smallest power map to zero.
-* Other codebooks (NF4, k-means) use ``searchsorted`` over the midpoints between levels
-  (ties go to the lower level).
+* Other codebooks (NF4, k-means) find the nearest level over the midpoints between levels
+  (ties go to the lower level): a lookup table for one shared codebook, a bisection per
+  row for per-row codebooks.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
 
-from quantviz.core.quantizers.base import Fitted, chunk_target, chunks
+from quantviz.core.quantizers.base import Fitted
 from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
 __all__ = [
@@ -219,7 +221,8 @@ def _nearest_in_codebook(
 
     Ties go to the lower level: the index is the number of midpoints strictly below the
     value. One shared codebook uses ``lut`` (built from its midpoints, see
-    :class:`_CodebookLUT`) or ``bucketize``; per-row codebooks use ``searchsorted``.
+    :class:`_CodebookLUT`) or ``bucketize``; per-row codebooks a bisection per row
+    (:func:`_row_search`).
     ``out`` may be ``x``.
     """
     if levels.shape[0] == 1:
@@ -238,9 +241,40 @@ def _nearest_in_codebook(
         else:
             out.copy_(lv[idx].view(out.shape))
     else:
-        mids = 0.5 * (levels[:, 1:] + levels[:, :-1])
-        i64 = torch.searchsorted(mids.contiguous(), x.contiguous())
-        torch.gather(levels, 1, i64, out=out)
+        torch.gather(levels, 1, _row_search(x, _padded_mids(levels)), out=out)
+
+
+def _padded_mids(levels: torch.Tensor) -> torch.Tensor:
+    """The midpoints between each row's levels [R, L-1], padded with +inf to [R, P] (P the
+    power of two >= L) for :func:`_row_search`."""
+    r, n = levels.shape
+    p = 1 << max(0, (n - 1).bit_length())
+    pad = torch.full((r, p), float("inf"), dtype=levels.dtype)
+    torch.add(levels[:, 1:], levels[:, :-1], out=pad[:, : n - 1])
+    pad[:, : n - 1].mul_(0.5)
+    return pad
+
+
+def _row_search(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Per row, the number of midpoints strictly below each value of ``x`` [R, K] (what
+    ``searchsorted(mids, x)`` returns: ties go to the lower level), int64 [R, K].
+
+    A branchless bisection over each row's own short table (``pad`` from
+    :func:`_padded_mids`): log2(P) rounds of gather / compare / add over the block, ~2x
+    faster than ``searchsorted`` with per-row sequences.
+    """
+    pos = torch.zeros(x.shape, dtype=torch.int64)
+    cand = torch.empty_like(pos)
+    v = torch.empty(x.shape, dtype=pad.dtype)
+    m = torch.empty(x.shape, dtype=torch.bool)
+    step = pad.shape[1] // 2
+    while step >= 1:
+        torch.add(pos, step - 1, out=cand)
+        torch.gather(pad, 1, cand, out=v)
+        torch.lt(v, x, out=m)
+        pos.add_(m, alpha=step)
+        step //= 2
+    return pos
 
 
 def _shared_lut(levels: torch.Tensor) -> _CodebookLUT | None:
@@ -257,15 +291,15 @@ class CodebookFitted(Fitted):
     def __init__(self, levels: torch.Tensor):
         self._levels = levels.to(torch.float32).contiguous()
 
-    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        rows, k = x.shape
-        target = chunk_target()
-        lut = _shared_lut(self._levels)
-        scratch = _Scratch(min(x.numel(), target)) if lut is not None else None
-        for r0, r1, c0, c1 in chunks(rows, k, target):
-            _nearest_in_codebook(
-                x[r0:r1, c0:c1], self._levels[r0:r1], out[r0:r1, c0:c1], lut, scratch
-            )
+        self._lut = _shared_lut(self._levels)
+
+    def scratch(self, n: int) -> Any:
+        return _Scratch(n) if self._lut is not None else None
+
+    def apply_block_(
+        self, x: torch.Tensor, out: torch.Tensor, r0: int, r1: int, scratch: Any
+    ) -> None:
+        _nearest_in_codebook(x, self._levels[r0:r1], out, self._lut, scratch)
 
     def levels(self) -> torch.Tensor:
         return self._levels
@@ -280,6 +314,10 @@ class ScaledCodebookFitted(Fitted):
         self.scale = self._s
         self._inv = torch.reciprocal(self._s)
         self._base = torch.tensor(base_levels(spec), dtype=torch.float32)
+        q = spec.quantizer
+        self._lut: _CodebookLUT | None = None
+        if q not in FLOAT_FORMATS and q != "log2" and q not in BLOCK_FORMATS:
+            self._lut = _shared_lut(self._base[None, :])
 
     def levels(self) -> torch.Tensor:
         return self._base[None, :] * self._s[:, None]
@@ -290,30 +328,25 @@ class ScaledCodebookFitted(Fitted):
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._base[0] * self._s, self._base[-1] * self._s
 
-    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        rows, k = x.shape
+    def scratch(self, n: int) -> Any:
         q = self.spec.quantizer
-        target = chunk_target()
-        tmp = torch.empty(min(x.numel(), target))
-        lut = scratch = None
-        if q not in FLOAT_FORMATS and q != "log2":
-            lut = _shared_lut(self._base[None, :])
-            scratch = _Scratch(tmp.numel())
-        for r0, r1, c0, c1 in chunks(rows, k, target):
-            xs = x[r0:r1, c0:c1]
-            o = out[r0:r1, c0:c1]
-            inv = self._inv[r0:r1, None]
-            sc = self._s[r0:r1, None]
-            torch.mul(xs, inv, out=o)  # into the base codebook's units
-            if q in FLOAT_FORMATS:
-                t = tmp[: o.numel()].view(o.shape)
-                _round_float_format_(o, t, *FLOAT_FORMATS[q])
-            elif q == "log2":
-                t = tmp[: o.numel()].view(o.shape)
-                _round_log2_(o, t, self.spec.bits)
-            else:
-                _nearest_in_codebook(o, self._base[None, :], o, lut, scratch)
-            o.mul_(sc)
+        if q in FLOAT_FORMATS or q == "log2":
+            return torch.empty(n)
+        return _Scratch(n)
+
+    def apply_block_(
+        self, x: torch.Tensor, out: torch.Tensor, r0: int, r1: int, scratch: Any
+    ) -> None:
+        q = self.spec.quantizer
+        o = out
+        torch.mul(x, self._inv[r0:r1, None], out=o)  # into the base codebook's units
+        if q in FLOAT_FORMATS:
+            _round_float_format_(o, scratch[: o.numel()].view(o.shape), *FLOAT_FORMATS[q])
+        elif q == "log2":
+            _round_log2_(o, scratch[: o.numel()].view(o.shape), self.spec.bits)
+        else:
+            _nearest_in_codebook(o, self._base[None, :], o, self._lut, scratch)
+        o.mul_(self._s[r0:r1, None])
 
 
 _EXP_MASK = 0x7F800000

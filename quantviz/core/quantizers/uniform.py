@@ -15,10 +15,12 @@ builtin, which allocates its output and a mask).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from quantviz.core.quantizers.base import Fitted, chunks
+from quantviz.core.quantizers.base import Fitted
 from quantviz.core.spec import QuantSpec
 
 __all__ = ["UniformFitted", "uniform_levels_np", "uniform_qparams"]
@@ -73,34 +75,36 @@ class UniformFitted(Fitted):
         self._inv = torch.reciprocal(self._s)  # 1.0f / scale, as torch's kernel
         self._zpf = self._zp.to(torch.float32)
         self._has_zp = bool(torch.any(self._zp != 0))
+        self._per_tensor = self._s.numel() == 1
+        self._scalars = (
+            (self._inv[0].item(), self._s[0].item(), self._zpf[0].item())
+            if self._per_tensor
+            else (0.0, 0.0, 0.0)
+        )
 
-    def apply_(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        rows, k = x.shape
+    def apply_block_(
+        self, x: torch.Tensor, out: torch.Tensor, r0: int, r1: int, scratch: Any
+    ) -> None:
         qmin, qmax = float(self.qmin), float(self.qmax)
-        per_tensor = rows == 1
-        inv: float | torch.Tensor = 0.0
-        sc: float | torch.Tensor = 0.0
-        zp: float | torch.Tensor = 0.0
-        if per_tensor:
-            inv = self._inv[0].item()
-            sc = self._s[0].item()
-            zp = self._zpf[0].item()
-        for r0, r1, c0, c1 in chunks(rows, k):
-            xs = x[r0:r1, c0:c1]
-            o = out[r0:r1, c0:c1]
-            if not per_tensor:
-                inv = self._inv[r0:r1, None]
-                sc = self._s[r0:r1, None]
-                zp = self._zpf[r0:r1, None]
-            torch.mul(xs, inv, out=o)
-            o.round_()
-            if self._has_zp:
-                o.add_(zp)
-                o.clamp_(qmin, qmax)
-                o.sub_(zp)
-            else:
-                o.clamp_(qmin, qmax)
-            o.mul_(sc)
+        inv: float | torch.Tensor
+        sc: float | torch.Tensor
+        zp: float | torch.Tensor
+        if self._per_tensor:
+            inv, sc, zp = self._scalars
+        else:
+            inv = self._inv[r0:r1, None]
+            sc = self._s[r0:r1, None]
+            zp = self._zpf[r0:r1, None]
+        o = out
+        torch.mul(x, inv, out=o)
+        o.round_()
+        if self._has_zp:
+            o.add_(zp)
+            o.clamp_(qmin, qmax)
+            o.sub_(zp)
+        else:
+            o.clamp_(qmin, qmax)
+        o.mul_(sc)
 
     def levels(self) -> torch.Tensor:
         q = torch.arange(self.qmin, self.qmax + 1, dtype=torch.float32)

@@ -92,7 +92,7 @@ def bias_correction(
         assert spec is not None
         w = state.weight(h, f)
         try:
-            q[f] = quantize(w, spec.with_(rounding="nearest")).dequantized
+            q[f] = quantize(w, spec.with_(rounding="nearest"), metrics=False).dequantized
         except ValueError as exc:
             raise ValueError(f"bias_correction: layer {f}: weight: {exc}") from None
     for i, f in enumerate(todo, start=2):

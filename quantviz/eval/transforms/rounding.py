@@ -104,7 +104,7 @@ def elementwise_grid(w: torch.Tensor, spec: QuantSpec) -> Grid:
     """The grid of ``quantize(w, spec)`` per element (float64), with the anchors."""
     if spec.quantizer != "uniform":
         raise ValueError(f"rounding: {spec.rounding} needs the uniform quantizer")
-    r = quantize(w.detach().to(torch.float32), spec)
+    r = quantize(w.detach().to(torch.float32), spec, metrics=False)
     rv = r.row_view
     f = r.fitted
     scale = f.scale.to(torch.float64).reshape(-1)  # type: ignore[union-attr]
@@ -410,7 +410,9 @@ def round_layers(
                         break
                     yield Progress(it, spec.adaround_iters, "adaround")
             out = q.reshape(w.shape).to(w.dtype)
-            rtn = quantize(w.to(torch.float32), spec.with_(rounding="nearest")).dequantized
+            rtn = quantize(
+                w.to(torch.float32), spec.with_(rounding="nearest"), metrics=False
+            ).dequantized
             state.rounded[(fqn, spec)] = out
             state.rounding_info[fqn] = {
                 "method": spec.rounding,

@@ -200,7 +200,7 @@ def _export_transformed(
         hi = rv.from_rows(xr.amax(1, keepdim=True).expand_as(xr)).to(dq.dtype)
         inside = torch.minimum(torch.maximum(dq, lo), hi)  # a level past the row's extremes
         w_out = torch.where(elementwise_grid(w, spec).anchor, w, inside)
-        again = quantize(w_out, near).dequantized
+        again = quantize(w_out, near, metrics=False).dequantized
         err = float((again.to(torch.float64) - dq.to(torch.float64)).abs().max())
         if err > 0:
             missing.append(

@@ -455,7 +455,7 @@ def _float_constant(name: str, w: torch.Tensor, spec: QuantSpec, perm: tuple[int
 
     from quantviz.core import quantize
 
-    dq = quantize(w.detach().cpu(), spec).dequantized.to(torch.float32).numpy()
+    dq = quantize(w.detach().cpu(), spec, metrics=False).dequantized.to(torch.float32).numpy()
     inv = tuple(int(i) for i in np.argsort(perm))
     return numpy_helper.from_array(np.ascontiguousarray(dq.transpose(inv)), name)
 
