@@ -717,6 +717,89 @@ class AppController:
             },
         )
 
+    def methods_sweep_job(
+        self,
+        bits: Iterable[int] = SWEEP_BITS,
+        methods: Iterable[str] | str = ("nearest", "gptq", "cle+bias_correction"),
+        spec: QuantSpec | None = None,
+        cluster: str | None = None,
+    ) -> Job:
+        """Every layer at ``spec`` (default: the current default weight scheme, its rounding
+        replaced by each method's) at each of ``bits``, once per method (``nearest``,
+        ``gptq``, ``cle+bias_correction`` ..., see :mod:`quantviz.core.methods`): one named
+        curve (series) per method on the trade-off plot, all in one job. A method that does
+        not apply to the model is skipped and named in ``meta["skipped"]`` (label -> reason)
+        and in the result's ``skipped``. ``cluster``: the points are Ray tasks there."""
+        from quantviz.core.methods import parse_methods
+        from quantviz.eval.method_sweep import MethodSkipped, methods_sweep
+        from quantviz.eval.sweeps import parse_bits
+
+        ms = parse_methods(methods)
+        executor = None if cluster is None else self.cluster(cluster)
+        s = self.session
+        handle, data = self._need_data()
+        widths = parse_bits(tuple(bits))
+        spec = spec or self.default_weight_spec()
+        act = s.config.default.activation
+        stats = dict(s.activation_stats)
+        cache, baseline = self.weight_cache, self.baseline
+        scheme = spec.with_(rounding="nearest").short().split(" ", 1)[1]
+        w = ",".join(map(str, widths))
+        series = {
+            (m.transforms, m.rounding): s.unique_series(f"uniform W{w} {scheme} {m.label}")
+            for m in ms
+        }
+        skipped: dict[str, str] = {}
+
+        def recipe() -> Generator[Any, None, Any]:
+            if executor is not None:
+                executor.connect()
+            gen = methods_sweep(
+                handle,
+                data,
+                widths,
+                spec,
+                ms,
+                activation=act,
+                stats=stats,
+                cache=cache,
+                baseline=baseline,
+                executor=executor,
+            )
+            return (yield from self._model_work(gen, multi_point=True))
+
+        from quantviz.eval import PointDone
+
+        def item(x: Any) -> None:
+            if isinstance(x, MethodSkipped):
+                skipped[x.method.label] = x.reason
+                return
+            if not isinstance(x, PointDone):
+                return
+            r = x.result
+            cfg = config_of(r, self.session.config)
+            weight = cfg.default.weight
+            key = (cfg.transforms, weight.rounding if weight is not None else "nearest")
+            self.session.add_result(
+                r, name=r.name or f"uniform sweep {x.index}", config=cfg, series=series[key]
+            )
+
+        where = "" if cluster is None else f" on {cluster}"
+        return Job(
+            "method sweep",
+            f"Uniform sweep per method: {', '.join(m.label for m in ms)} ({w} bits){where}",
+            recipe,
+            lambda r: r,
+            item,
+            meta={
+                "series": next(iter(series.values())),
+                "all_series": list(series.values()),
+                "methods": [m.label for m in ms],
+                "skipped": skipped,
+                "cluster": cluster,
+            },
+        )
+
     def sensitivity_job(
         self, bits: Iterable[int] = SENSITIVITY_BITS, cluster: str | None = None
     ) -> Job:

@@ -76,6 +76,17 @@ def transforms_arg(text: str) -> tuple[object, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def methods_arg(text: str) -> tuple[object, ...]:
+    """``nearest,gptq,cle+bias_correction`` -> validated methods (quantviz.core.methods);
+    argparse reports errors as usage."""
+    from quantviz.core.methods import parse_methods
+
+    try:
+        return parse_methods(text, "--methods")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cluster_address(text: str) -> str:
     """``local``, ``auto`` or ``ray://HOST:PORT`` (checked without importing Ray)."""
     import re
@@ -188,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", default="2,3,4,5,6,8", help="comma-separated bit-widths")
     p.add_argument(
         "--config", "-c", metavar="C", help="config whose default weight/activation scheme is swept"
+    )
+    p.add_argument(
+        "--methods",
+        type=methods_arg,
+        metavar="M,...",
+        help="one curve per method: roundings (nearest, adaround, gptq), transform chains "
+        "(cle+bias_correction, smoothquant, hadamard) or both (smoothquant+gptq); each "
+        "replaces the config's transforms and rounding; a method that does not apply to "
+        "the model is skipped and named",
     )
     add_cluster_option(p)
     p = sub.add_parser(

@@ -1,10 +1,16 @@
-"""Run > Uniform sweep with and without the remedies: one curve per method.
+"""Run > Uniform sweep with and without the remedies, and per method: one curve each.
 
 The plain Uniform sweep uses the current configuration's transforms and the default
 weight scheme's rounding (AdaRound / GPTQ). These actions sweep the same bit-widths with
 them and without them (nearest rounding, no transforms) — two curves in one job, each its
 own legend entry on the trade-off plot — or without them only. They are enabled when the
 current configuration has transforms or a non-nearest default rounding.
+
+Run > Uniform sweep per method… asks for the methods (checkboxes: nearest, adaround, gptq,
+cle+bias_correction, smoothquant, hadamard, and a field for others such as
+smoothquant+gptq) and sweeps the bit-widths once per method in one background job: one
+legend-labelled curve each. Methods that do not apply to the model are named in the status
+bar and skipped.
 """
 
 from __future__ import annotations
@@ -12,10 +18,130 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QLineEdit,
+    QVBoxLayout,
+    QWidget,
+)
 
+from quantviz.core.methods import DEFAULT_METHODS, METHOD_CHOICES, Method, parse_methods
 from quantviz.core.spec import transform_label
 
-__all__ = ["install_remedy_sweeps"]
+__all__ = ["MethodsDialog", "install_method_sweep", "install_remedy_sweeps"]
+
+#: what each checkbox's tooltip says
+METHOD_NOTES = {
+    "nearest": "round to nearest, no transforms (the plain baseline curve)",
+    "adaround": "AdaRound: learned rounding from calibration inputs (Linear / Conv2d)",
+    "gptq": "GPTQ: error-compensating rounding from calibration inputs (Linear / Conv2d)",
+    "cle+bias_correction": "cross-layer equalization then bias correction (CNNs: conv pairs "
+    "with ReLU between)",
+    "smoothquant": "activation outliers migrated into the weights (linear layers)",
+    "hadamard": "Hadamard rotations fused into the weights (Llama decoders, power-of-two "
+    "linear pairs)",
+}
+
+
+class MethodsDialog(QDialog):
+    """Checkboxes for the methods of a per-method sweep; :meth:`methods` parses them."""
+
+    def __init__(self, bits: tuple[int, ...], scheme: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Uniform sweep per method")
+        self.setObjectName("methodsDialog")
+        lay = QVBoxLayout(self)
+        lay.addWidget(
+            QLabel(
+                f"Bit-widths {','.join(map(str, bits))}, every layer's weights at {scheme}: "
+                "one curve per method"
+            )
+        )
+        self.checks: dict[str, QCheckBox] = {}
+        for name in METHOD_CHOICES:
+            box = QCheckBox(name)
+            box.setObjectName(f"method_{name}")
+            box.setToolTip(METHOD_NOTES.get(name, ""))
+            box.setChecked(name in DEFAULT_METHODS)
+            lay.addWidget(box)
+            self.checks[name] = box
+        self.extraEdit = QLineEdit()
+        self.extraEdit.setObjectName("methodsExtraEdit")
+        self.extraEdit.setPlaceholderText("more, comma-separated: smoothquant+gptq, cle+adaround")
+        lay.addWidget(self.extraEdit)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Sweep")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+
+    def methods(self) -> tuple[Method, ...]:
+        """The ticked methods then the typed ones; ``ValueError`` naming a bad one."""
+        picked = [n for n, box in self.checks.items() if box.isChecked()]
+        picked += [p for p in self.extraEdit.text().split(",") if p.strip()]
+        return parse_methods(picked)
+
+
+def install_method_sweep(win: Any) -> QAction:
+    """Add Run > Uniform sweep per method… (``sweepMethodsAction``) to ``win``."""
+    ctl = win.controller
+    s = win.session
+
+    def run() -> None:
+        bits = win._bits(win.sweepBitsEdit, "sweep bit-widths")
+        if bits is None:
+            return
+        spec = ctl.default_weight_spec()
+        scheme = spec.with_(rounding="nearest").short().split(" ", 1)[1]
+        dlg = MethodsDialog(bits, scheme, win)
+        win.methodsDialog = dlg
+        accepted = dlg.exec() == QDialog.DialogCode.Accepted
+        win.activateWindow()  # see qat_dialog: the hidden dialog kept the focus
+        if not accepted:
+            return
+        try:
+            methods = dlg.methods()
+        except ValueError as exc:
+            win.errors.report("Could not start the sweep per method", exc)
+            return
+        cluster = win.jobs.cluster_address or None
+        labels = [m.label for m in methods]
+        win.jobs.start_job(
+            lambda: ctl.methods_sweep_job(bits, labels, cluster=cluster), "the sweep per method"
+        )
+
+    def done(kind: str) -> None:
+        job = win.jobs.job
+        if kind != "method sweep" or job is None:
+            return
+        skipped = job.meta.get("skipped") or {}
+        ran = [m for m in job.meta.get("methods", []) if m not in skipped]
+        msg = f"Sweep per method: {', '.join(ran) or 'nothing'} swept"
+        if skipped:
+            msg += "; skipped " + "; ".join(f"{m} ({why})" for m, why in skipped.items())
+        win.statusBar().showMessage(msg, 20000)
+
+    action = QAction("Uniform sweep per method…", win)
+    action.setObjectName("sweepMethodsAction")
+    action.setToolTip(
+        "The sweep bit-widths once per method (nearest, GPTQ, AdaRound, CLE + bias "
+        "correction, SmoothQuant, Hadamard ...): one curve each"
+    )
+    action.triggered.connect(run)
+
+    def update(*_: Any) -> None:
+        action.setEnabled(s.handle is not None)
+
+    s.model_changed.connect(update)
+    win.jobDone.connect(done)
+    update()
+    win.sweepMethodsAction = action
+    return action
 
 
 def install_remedy_sweeps(win: Any) -> tuple[QAction, QAction]:
@@ -60,13 +186,14 @@ def install_remedy_sweeps(win: Any) -> tuple[QAction, QAction]:
             both.setToolTip(tip)
             without.setToolTip(tip)
 
+    per_method = install_method_sweep(win)
     menu = getattr(win, "runMenu", None)
     if menu is not None:
         after = getattr(win, "sweepAction", None)
         actions = menu.actions()
         i = actions.index(after) + 1 if after in actions else len(actions)
         before = actions[i] if i < len(actions) else None
-        menu.insertActions(before, [both, without])  # type: ignore[arg-type]
+        menu.insertActions(before, [both, without, per_method])  # type: ignore[arg-type]
     s.config_changed.connect(update)
     s.model_changed.connect(update)
     s.current_name_changed.connect(update)

@@ -31,6 +31,12 @@ def _run(args: argparse.Namespace, config: Any, cluster: Any) -> int:
         if config.default.weight is None:
             raise UsageError(f"{args.config}: default.weight is null; a sweep needs a scheme")
         spec, act = config.default.weight, config.default.activation
+    methods = getattr(args, "methods", None)
+    if methods is not None:
+        if args.transforms is not None:
+            raise UsageError("--methods: each method names its transforms; drop --transforms")
+        handle, data = load_model_and_data(args)
+        return _run_methods(args, handle, data, bits, spec, act, methods, cluster)
     handle, data = load_model_and_data(args)
     # every point's config is checked against the layers before the baseline pass runs
     from quantviz.core import LayerConfig, ModelConfig
@@ -63,20 +69,71 @@ def _run(args: argparse.Namespace, config: Any, cluster: Any) -> int:
         raise ValueError(f"every point failed; the first: {res.errors[0]['error']}")
     doc = {"model": args.model, "data": data.name, **res.to_dict()}
     doc["points"] = [result_dict(p) for p in res.points]
+    lines = _table(res, f"uniform sweep of {args.model}")
+    emit(args, doc, "\n".join(lines))
+    return 0
+
+
+def _table(res: Any, title: str, width: int = 32) -> list[str]:
     front = {id(p) for p in res.front}
     lines = [
-        f"uniform sweep of {args.model}: {res.metric}, float {pct(res.metric, res.baseline)}",
-        f"{'config':<32} {res.metric:>14} {'size':>10} {'x smaller':>9} {'KL':>9}  pareto",
+        f"{title}: {res.metric}, float {pct(res.metric, res.baseline)}",
+        f"{'config':<{width}} {res.metric:>14} {'size':>10} {'x smaller':>9} {'KL':>9}  pareto",
     ]
     for p in res.points:
         kl = "-" if p.kl is None else f"{p.kl:.3g}"
         lines.append(
-            f"{p.name:<32} {pct(p.metric, p.value):>14} {human_bytes(p.model_bytes):>10} "
+            f"{p.name:<{width}} {pct(p.metric, p.value):>14} {human_bytes(p.model_bytes):>10} "
             f"{p.compression:>9.2f} {kl:>9}  {'*' if id(p) in front else ''}"
         )
     for e in res.errors:
-        lines.append(f"{e['name']:<32} failed: {e['error']}")
-    emit(args, doc, "\n".join(lines))
+        lines.append(f"{e['name']:<{width}} failed: {e['error']}")
+    return lines
+
+
+def _run_methods(
+    args: argparse.Namespace,
+    handle: Any,
+    data: Any,
+    bits: Any,
+    spec: Any,
+    act: Any,
+    methods: Any,
+    cluster: Any,
+) -> int:
+    """One uniform sweep per method: a table each (in --json a series each) and the
+    methods that do not apply, named with the reason."""
+    from quantviz.eval.method_sweep import methods_sweep
+
+    done: list[Any] = []
+    gen = methods_sweep(
+        handle,
+        data,
+        bits,
+        spec,
+        methods,
+        activation=act,
+        batch_size=args.batch_size,
+        executor=cluster,
+    )
+    try:
+        res = drive(gen, reporter(args, "sweep"), on_point=lambda ev: done.append(ev.result))
+    except KeyboardInterrupt:
+        _partial(args, data, done, len(bits) * len(methods))
+        raise
+    if not res.runs:
+        why = "; ".join(f"{s.method.label}: {s.reason}" for s in res.skipped)
+        raise ValueError(f"--methods: no method applies to {args.model} ({why})")
+    doc = {"model": args.model, "data": data.name, **res.to_dict()}
+    for (_, r), series in zip(res.runs, doc["series"], strict=True):
+        series["points"] = [result_dict(p) for p in r.points]
+    width = max([32] + [len(p.name) for _, r in res.runs for p in r.points])
+    lines: list[str] = []
+    for m, r in res.runs:
+        lines += [*_table(r, f"{m.label}: uniform sweep of {args.model}", width), ""]
+    for s in res.skipped:
+        lines.append(f"{s.method.label}: skipped: {s.reason}")
+    emit(args, doc, "\n".join(lines).rstrip())
     return 0
 
 

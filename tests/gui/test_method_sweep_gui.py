@@ -1,0 +1,77 @@
+"""Run > Uniform sweep per method…: the user ticks two methods and gets two labelled curves
+(issue 13), driven as a user would on digits_mobilenet at W3/W4 per tensor."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtWidgets import QDialogButtonBox
+
+
+def click_row(qtbot, win, fqn):
+    view, model = win.table.view, win.table.model
+    idx = win.table.proxy.mapFromSource(model.index_of(fqn))
+    view.scrollTo(idx)
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(idx).center())
+
+
+def tick(qtbot, box):
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
+
+
+def test_two_methods_ticked_give_two_curves_with_legend_names(window, qtbot):
+    win = window
+    with qtbot.waitSignals([win.modelLoaded, win.statsReady], timeout=120_000):
+        win.open_model("sample:digits_mobilenet")
+    s = win.session
+    click_row(qtbot, win, "stem")
+    c = win.controls
+    c.granularityCombo.setCurrentIndex(c.granularityCombo.findData("per_tensor"))
+    spin = c.bitsSpin
+    spin.setFocus()
+    spin.selectAll()
+    qtbot.keyClicks(spin, "4")
+    qtbot.keyClick(spin, Qt.Key.Key_Return)
+    qtbot.mouseClick(c.applyAllButton, Qt.MouseButton.LeftButton)
+    assert s.config.resolve("fc").weight.granularity == "per_tensor"
+    win.sweepBitsEdit.setText("3,4")
+    assert win.sweepMethodsAction in win.runMenu.actions()
+    assert win.sweepMethodsAction.isEnabled()
+    seen = {}
+
+    def fill() -> None:
+        dlg = win.methodsDialog
+        seen["defaults"] = [n for n, b in dlg.checks.items() if b.isChecked()]
+        tick(qtbot, dlg.checks["gptq"])  # off: nearest and cle+bias_correction stay
+        tick(qtbot, dlg.checks["hadamard"])  # on: it does not apply to a CNN
+        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, fill)
+    with qtbot.waitSignal(win.jobDone, timeout=120_000) as blocker:
+        win.sweepMethodsAction.trigger()
+    assert blocker.args == ["method sweep"]
+    assert seen["defaults"] == ["nearest", "gptq", "cle+bias_correction"]
+    tp = win.tradeoff
+    qtbot.waitUntil(lambda: tp.point_count() == 4)
+    curves = [n for n in tp.legend_labels() if n.startswith("uniform")]
+    assert curves == ["uniform W3,4 sym t nearest", "uniform W3,4 sym t cle+bias_correction"]
+    assert all(len(tp.curves[n].xData) == 2 for n in curves)
+    nearest, cle = (list(tp.curves[n].yData) for n in curves)
+    assert min(cle) > max(nearest)  # CLE + bias correction lifts both widths
+    msg = win.statusBar().currentMessage()
+    assert "nearest, cle+bias_correction swept" in msg and "skipped hadamard (" in msg
+    # a bad typed method is reported, nothing starts
+    n = len(s.results)
+
+    def bad() -> None:
+        dlg = win.methodsDialog
+        qtbot.keyClicks(dlg.extraEdit, "cle+foo")
+        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+    reported = []
+    win.errors.report = lambda title, exc: reported.append((title, str(exc)))
+    QTimer.singleShot(0, bad)
+    win.sweepMethodsAction.trigger()
+    assert reported and "'foo' in 'cle+foo'" in reported[0][1]
+    assert len(s.results) == n

@@ -1,0 +1,60 @@
+"""``quantviz sweep --methods``: a table (in --json a series) per method, the methods that do
+not apply named and skipped, bad input as one-line usage errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from quantviz.cli import main
+
+W4T = {
+    "format": "quantviz-config",
+    "version": 3,
+    "default": {"weight": {"bits": 4, "granularity": "per_tensor"}},
+}
+
+
+@pytest.mark.slow
+def test_sweep_methods_json_has_a_series_per_method_equal_to_eval(tmp_path, capsys):
+    cfg = tmp_path / "w4t.json"
+    cfg.write_text(json.dumps(W4T))
+    args = ["sweep", "-m", "sample:digits_cnn", "-c", str(cfg), "--bits", "3,4"]
+    assert main([*args, "--methods", "nearest,cle+bias_correction,hadamard", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "methods"
+    assert [s["method"] for s in doc["series"]] == ["nearest", "cle+bias_correction"]
+    assert [s["method"] for s in doc["skipped"]] == ["hadamard"]
+    assert "nothing to rotate" in doc["skipped"][0]["reason"]
+    cle = doc["series"][1]
+    assert [p["name"] for p in cle["points"]] == [
+        "uniform W3 sym t + cle+bias_correction",
+        "uniform W4 sym t + cle+bias_correction",
+    ]
+    # the same W4 points from `quantviz eval` with the configuration written out by hand
+    for transforms, series in (([], doc["series"][0]), (["cle", "bias_correction"], cle)):
+        cfg.write_text(json.dumps({**W4T, "transforms": transforms}))
+        assert main(["eval", "-m", "sample:digits_cnn", "-c", str(cfg), "--json"]) == 0
+        one = json.loads(capsys.readouterr().out)
+        assert one["value"] == series["points"][1]["value"]
+    # the text: a table per method, the skipped one named with the reason
+    assert main([*args, "--methods", "nearest,hadamard", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nearest: uniform sweep of sample:digits_cnn: accuracy, float")
+    assert "uniform W3 sym t " in out and out.rstrip().splitlines()[-1].startswith(
+        "hadamard: skipped: "
+    )
+
+
+def test_bad_methods_are_one_line_usage_errors(capsys):
+    for extra, words in (
+        (["--methods", "nearest,cel"], "--methods[1]: 'cel' in 'cel' is neither a rounding"),
+        (["--methods", "gptq+adaround"], "names two roundings"),
+        (["--methods", "gptq", "--transforms", "cle"], "--methods: each method names"),
+        (["--methods", "hadamard"], "--methods: no method applies to sample:digits_cnn"),
+    ):
+        args = ["sweep", "-m", "sample:digits_cnn", "--bits", "4", "--no-progress", *extra]
+        assert main(args) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("quantviz: error: ") and words in err[0], err
