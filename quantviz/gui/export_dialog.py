@@ -9,6 +9,7 @@ layers the format cannot express; errors go to the app's :class:`ErrorReporter`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,9 @@ class ExportDialog(QDialog):
 
     ``images`` returns the PNGs for the HTML report (name -> bytes, grabbed on the GUI
     thread); ``wait_before`` runs first in the worker thread (waits for a running evaluation,
-    which has the model's weights swapped out).
+    which has the model's weights swapped out); ``model_lock`` (the controller's
+    ``model_lock``) is held while the export reads the model, so no other background job
+    (e.g. a fine-tuned configuration's calibration) swaps its weights meanwhile.
     """
 
     exported = Signal(object)
@@ -92,6 +95,7 @@ class ExportDialog(QDialog):
         *,
         images: Callable[[], dict[str, bytes]] | None = None,
         wait_before: Callable[[], object] | None = None,
+        model_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         super().__init__(parent)
         from quantviz.io.exporters import SUFFIXES
@@ -103,6 +107,7 @@ class ExportDialog(QDialog):
         self.errors = errors
         self.images = images or (lambda: {})
         self.wait_before = wait_before or (lambda: None)
+        self.model_lock = model_lock
         self.suffixes = SUFFIXES
         self.last_result: Any = None
         self.runner = Runner("exportRunner", self)
@@ -313,7 +318,7 @@ class ExportDialog(QDialog):
                 others = [e for e in s.results if e not in mine]
                 results = [replace(e.result, name=e.name) for e in (mine[-1], *others)]
             images = self.images()
-        wait = self.wait_before
+        wait, lock = self.wait_before, self.model_lock
         tuned = s.tuned.get(name)  # fine-tuned (QAT) weights of this configuration
 
         def job() -> Any:
@@ -324,7 +329,10 @@ class ExportDialog(QDialog):
 
             wait()
             yield 0.0
-            with swapped_weights(handle, tuned) if tuned else nullcontext():
+            with (
+                lock if lock is not None else nullcontext(),
+                swapped_weights(handle, tuned) if tuned else nullcontext(),
+            ):
                 return export(
                     handle,
                     config,

@@ -13,10 +13,12 @@ __all__ = ["ViewActions"]
 
 
 class ViewActions:
-    """Needs ``session``, ``errors``, ``undoStack``, ``compareDock``, ``compareView``,
-    ``tradeoff``, ``histogram``, the runners and ``curvesMenu`` from the window."""
+    """Needs ``session``, ``controller``, ``errors``, ``undoStack``, ``compareDock``,
+    ``compareView``, ``tradeoff``, ``histogram``, the runners and ``curvesMenu`` from the
+    window."""
 
     session: Any
+    controller: Any
     errors: Any
     undoStack: Any
     compareDock: Any
@@ -63,6 +65,7 @@ class ViewActions:
                 self,
                 images=self.report_images,
                 wait_before=self._wait_for_jobs,
+                model_lock=self.controller.model_lock,
             )
         else:
             self.exportDialog.sync()

@@ -238,3 +238,46 @@ def test_safetensors_help_says_where_the_manifest_is(window, qtbot, tmp_path):
     res = _export(qtbot, dlg, "safetensors", tmp_path / "w.safetensors")
     assert list(tmp_path.iterdir()) == [tmp_path / "w.safetensors"] == list(res.paths)
     assert set(read_manifest(res.paths[0])["layers"]) == {f"{f}.weight" for f in win.session.fqns}
+
+
+def test_export_waits_for_a_background_job_that_has_the_model(window, qtbot, tmp_path):
+    """A job holding the controller's model lock (e.g. a fine-tuned configuration's
+    calibration, with other weights swapped in) is waited for: the export reads the model's
+    own weights, never the job's, and leaves them in place."""
+    import threading
+
+    import torch
+    from safetensors import safe_open
+
+    win = window
+    h = win.session.handle
+    fqn = h.fqns[-1]
+    p = h.weight(fqn)
+    own = p.data
+    win.exportAction.trigger()
+    dlg = win.exportDialog
+    dlg.set_format("safetensors")
+    out = tmp_path / "w.safetensors"
+    dlg.pathEdit.setText(str(out))
+    lock = win.controller.model_lock
+    assert lock.acquire(timeout=30)
+    released = threading.Event()
+    try:
+        p.data = torch.zeros_like(own)  # what a job holding the model would do
+        qtbot.mouseClick(dlg.exportButton, Qt.MouseButton.LeftButton)
+        qtbot.wait(300)  # the export is started and must be waiting for the lock
+        assert not out.exists() and dlg.busyBar.isVisible()
+    finally:
+        p.data = own
+        lock.release()
+        released.set()
+    with qtbot.waitSignal(dlg.exported, timeout=60_000):
+        pass
+    assert p.data.data_ptr() == own.data_ptr()  # the model's own weights, in place again
+    lay = h.layer(fqn)
+    with safe_open(str(out), "pt") as f:
+        scale = f.get_tensor(f"{lay.param_name}:scale")
+    # W8 symmetric per-channel (the default, not restricted): [-absmax, absmax] of the
+    # model's own weights in 255 steps (the swapped-in zeros would give no such scale)
+    want = 2 * own.detach().float().abs().amax(dim=tuple(range(1, own.ndim))) / 255
+    torch.testing.assert_close(scale.flatten().float(), want, rtol=1e-5, atol=0)
