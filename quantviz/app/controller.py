@@ -603,6 +603,10 @@ class AppController:
 
     def _record_result_sqnr(self, res: Any, tag: str = "") -> None:
         cfg = config_of(res, ModelConfig())
+        if cfg.transforms:
+            # measured on the transformed weights: the table's key is the untransformed
+            # weights' (the histogram shows the after-transform SQNR on its own line)
+            return
         items = []
         for lay in getattr(res, "layers", []) or []:
             sq = lay.get("weight_sqnr_db")

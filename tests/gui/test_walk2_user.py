@@ -1,0 +1,60 @@
+"""Bugs found by using the merged app as a user (walkthrough 2), each driven like a user."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+import torch
+from PySide6.QtCore import Qt
+from test_main_window import click_row
+from test_transforms_gui import tick
+
+
+def torch_w8_channel_sqnr(w: torch.Tensor) -> float:
+    """Plain torch: the default W8 symmetric per-channel minmax scheme's SQNR (dB) of ``w``."""
+    obs = torch.ao.quantization.PerChannelMinMaxObserver(
+        ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric
+    )
+    obs(w)
+    scale, zp = obs.calculate_qparams()
+    q = torch.fake_quantize_per_channel_affine(w, scale.float(), zp.int(), 0, -128, 127)
+    return 10 * math.log10(float((w.double() ** 2).sum() / ((w - q).double() ** 2).sum()))
+
+
+def table_sqnr(win, fqn: str) -> float:
+    model = win.table.model
+    return float(model.data(model.index(model.row_of(fqn), 6)))
+
+
+def test_table_sqnr_stays_on_the_loaded_weights_after_evaluating_with_transforms(window, qtbot):
+    """Evaluating a configuration with cle put the SQNR of the *transformed* weights into
+    the table's column (keyed as the loaded weights'): after F5 some rows showed the
+    after-transform number and others, once clicked, the plain one."""
+    win = window
+    weights = {
+        f: win.session.handle.module.get_submodule(f).weight.detach().clone()
+        for f in win.session.fqns
+    }
+    expected = {f: torch_w8_channel_sqnr(w) for f, w in weights.items()}
+    for f in win.session.fqns:
+        assert table_sqnr(win, f) == pytest.approx(expected[f], abs=0.06)
+    tick(qtbot, win.transformsPanel.checks["cle"])
+    assert win.session.config.transform_names == ("cle",)
+    with qtbot.waitSignal(win.tradeoff.pointsChanged, timeout=60_000):
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    r = win.tradeoff.entries[-1].result
+    after = {lay["fqn"]: lay.get("weight_sqnr_db") for lay in r.layers}
+    # cle changed the conv weights: the evaluated (transformed) SQNR differs from the plain one
+    assert any(abs(after[f] - expected[f]) > 0.2 for f in after if after[f] is not None)
+    win.table.model.flush_metrics()
+    for f in win.session.fqns:  # what the user sees right after F5
+        assert table_sqnr(win, f) == pytest.approx(expected[f], abs=0.06), f
+    for f in win.session.fqns:  # and after clicking through the rows
+        click_row(qtbot, win, f)
+    for f in win.session.fqns:
+        assert table_sqnr(win, f) == pytest.approx(expected[f], abs=0.06), f
