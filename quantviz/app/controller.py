@@ -1130,7 +1130,10 @@ class AppController:
             return None
         calib = s.data.calib_x if s.data is not None else None
         store = self.weight_cache.transforms
-        st = store.get(state_key(handle, cfg, calib))
+        key = state_key(handle, cfg, calib)
+        if name is None:  # the views show this one: later sweeps must not evict it
+            store.pin(key)
+        st = store.get(key)
         free = set(cfg.transform_names) <= DATA_FREE_TRANSFORMS
         if (
             st is None

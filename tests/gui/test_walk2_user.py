@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
+import numpy as np
 import torch
 from PySide6.QtCore import Qt
 from test_main_window import click_row
@@ -58,3 +59,29 @@ def test_table_sqnr_stays_on_the_loaded_weights_after_evaluating_with_transforms
         click_row(qtbot, win, f)
     for f in win.session.fqns:
         assert table_sqnr(win, f) == pytest.approx(expected[f], abs=0.06), f
+
+
+def test_a_sweep_with_bias_correction_keeps_the_current_after_view(window, qtbot):
+    """A sweep of bias_correction at several bit widths filled the store of transformed
+    states (keyed by the weight specs) and evicted the current configuration's: after the
+    sweep the histogram's "after transforms" overlay was gone until Compute again."""
+    win = window
+    hv = win.histogram
+    tp = win.transformsPanel
+    tick(qtbot, tp.checks["cle"])
+    tick(qtbot, tp.checks["bias_correction"])
+    click_row(qtbot, win, "conv2")
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.mouseClick(tp.computeButton, Qt.MouseButton.LeftButton)
+    before = hv.after_data()
+    assert before is not None and before.extra["label"] == "after transforms"
+    win.sweepBitsEdit.setText("2,3,4,5")
+    with qtbot.waitSignal(win.jobDone, timeout=120_000):
+        win.sweepBothAction.trigger()
+    qtbot.waitUntil(lambda: win.tradeoff.point_count() >= 8, timeout=30_000)
+    click_row(qtbot, win, "conv1")
+    click_row(qtbot, win, "conv2")
+    after = hv.after_data()
+    assert after is not None, "the after-transforms overlay vanished after the sweep"
+    assert np.array_equal(after.counts, before.counts)
+    assert hv.legend.getLabel(hv.after_item).text == "after transforms"
