@@ -85,3 +85,45 @@ def test_a_sweep_with_bias_correction_keeps_the_current_after_view(window, qtbot
     assert after is not None, "the after-transforms overlay vanished after the sweep"
     assert np.array_equal(after.counts, before.counts)
     assert hv.legend.getLabel(hv.after_item).text == "after transforms"
+
+
+def test_quantviz_with_a_session_file_opens_the_session(window, qtbot, tmp_path):
+    """``quantviz mine.quantviz`` (a session saved with Ctrl+S) tried to open the session
+    file as a model: "not a model file quantviz can read"."""
+    from test_main_window import type_bits
+
+    from quantviz.gui.app import create_main_window
+
+    win = window
+    click_row(qtbot, win, "fc1")
+    type_bits(qtbot, win, 5)
+    g = torch.Generator().manual_seed(0)
+    tuned = {  # fine-tuned weights, as Run > Fine-tune (QAT) leaves them
+        k: p.detach() + 0.01 * torch.randn(p.shape, generator=g)
+        for k, p in win.session.handle.module.named_parameters()
+    }
+    win.session.set_tuned(win.session.current_name, tuned)
+    path = tmp_path / "mine.quantviz"
+    assert win.sessionActions.save_session(str(path))
+    win2 = create_main_window(str(path))  # what `quantviz mine.quantviz` runs
+    win2.confirm_close = lambda: "discard"
+    qtbot.addWidget(win2)
+    errors: list[str] = []
+    win2.sessionActions.sessionFailed.connect(errors.append)
+    try:
+        with qtbot.waitSignal(win2.sessionActions.sessionOpened, timeout=60_000):
+            win2.show()
+        assert not errors
+        s2 = win2.session
+        assert s2.handle.name == "digits_cnn"
+        assert s2.config.resolve("fc1").weight.bits == 5
+        assert set(s2.tuned) == {s2.current_name}
+        for k, t in tuned.items():
+            assert torch.equal(s2.tuned[s2.current_name][k], t), k
+        model = win2.table.model
+        qtbot.waitUntil(lambda: model.rowCount() == 4, timeout=30_000)
+        scheme = model.data(model.index(model.row_of("fc1"), 4))
+        assert scheme.startswith("W5"), scheme
+    finally:
+        assert win2.shutdown(timeout=30)
+        win2.close()
