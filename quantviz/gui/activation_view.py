@@ -25,6 +25,8 @@ from quantviz.gui.workers import Runner
 __all__ = ["ActivationView"]
 
 LOG_FLOOR = 0.5
+#: the histogram's least height (px): on a 1366 x 768 screen the notes under it would take all
+PLOT_MIN_HEIGHT = 120
 
 
 def _after_colour() -> str:
@@ -111,6 +113,9 @@ class ActivationView(QWidget):
         row.addWidget(self.logCheck, 0, Qt.AlignmentFlag.AlignTop)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        # the notes below wrap to several lines on a short screen: without a floor they took
+        # the whole pane and the histogram had no height (the layer controls scroll instead)
+        self.plot.setMinimumHeight(PLOT_MIN_HEIGHT)
         lay.addWidget(self.plot, 1)
         lay.addWidget(self.compareLabel)
         lay.addLayout(row)

@@ -127,3 +127,22 @@ def test_quantviz_with_a_session_file_opens_the_session(window, qtbot, tmp_path)
     finally:
         assert win2.shutdown(timeout=30)
         win2.close()
+
+
+def test_the_input_activation_plot_keeps_a_readable_height_on_a_1366x768_screen(window, qtbot):
+    """At 1297 x 729 (the window on a 1366 x 768 screen) the notes under the activation
+    plot took all of its splitter pane: the histogram was a line with no height."""
+    from test_small_screen_and_panels import _small
+
+    win = window
+    _small(qtbot, win)
+    click_row(qtbot, win, "conv2")
+    tick(qtbot, win.transformsPanel.checks["cle"])  # the before / after notes take lines
+    av = win.activations
+    qtbot.waitExposed(av.plot)
+    qtbot.waitUntil(lambda: av.plot.isVisible())
+    assert av.plot.height() >= 110, av.plot.height()
+    assert av.plot.getPlotItem().vb.height() >= 40  # the data area, not just the axes
+    # the window still fits the screen; the layer controls scroll instead
+    assert win.height() <= 768 and win.minimumSizeHint().height() <= 729
+    assert win.histogram.rangePlot.height() >= 60
