@@ -146,3 +146,27 @@ def test_the_input_activation_plot_keeps_a_readable_height_on_a_1366x768_screen(
     # the window still fits the screen; the layer controls scroll instead
     assert win.height() <= 768 and win.minimumSizeHint().height() <= 729
     assert win.histogram.rangePlot.height() >= 60
+
+
+def test_the_budget_slider_dock_fits_a_1366x768_screen(window, qtbot):
+    """View > Panels > Budget slider at 1297 x 729: the dock opened on the right and the
+    window grew past the screen's right edge (its status bar and the dock cut off)."""
+    from test_small_screen_and_panels import SMALL, _small
+
+    win = window
+    _small(qtbot, win)
+    win.panelsMenu.menuAction()  # View > Panels
+    toggle = next(a for a in win.panelsMenu.actions() if a.text() == "Budget slider")
+    toggle.trigger()
+    dock = win.budgetDock
+    qtbot.waitUntil(dock.isVisible)
+    qtbot.waitExposed(dock.widget())
+    assert win.width() <= 1366 and win.minimumSizeHint().width() <= SMALL[0]
+    assert win.size().toTuple() == SMALL
+    # the dock is readable and the central views keep their place
+    qtbot.waitUntil(lambda: dock.height() >= 0.2 * win.height(), timeout=5_000)
+    assert dock.width() >= 0.9 * win.width()
+    assert dock.widget().computeButton.isVisible()
+    assert win.centralWidget().height() >= 250
+    toggle.trigger()
+    qtbot.waitUntil(lambda: not dock.isVisible())
