@@ -208,11 +208,18 @@ class ActivationView(QWidget):
             top = max(top, float(d.after.counts.max()))
         spec = d.spec
         self.captureButton.setVisible(d.after_state == "pending")
-        if spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
+        h = self.controller.session.handle
+        ids = spec is not None and h is not None and h.layer(d.fqn).kind == "embedding"
+        if ids or spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
             self.grid_item.setData([], [])
             self.range_item.setVisible(False)
             if d.error:
                 self.info.setText(d.error)
+            elif ids:  # evaluation passes integer inputs through: no grid to show
+                self.info.setText(
+                    f"range [{d.vmin:.3g}, {d.vmax:.3g}]; integer ids (an embedding's input) "
+                    f"are never quantized: A{spec.short() if spec else ''} does not apply here"
+                )
             elif spec is None:
                 self.info.setText(
                     f"range [{d.vmin:.3g}, {d.vmax:.3g}]; kept in float "

@@ -170,3 +170,31 @@ def test_the_budget_slider_dock_fits_a_1366x768_screen(window, qtbot):
     assert win.centralWidget().height() >= 250
     toggle.trigger()
     qtbot.waitUntil(lambda: not dock.isVisible())
+
+
+def test_an_embeddings_token_ids_are_not_shown_as_quantized(window, qtbot, tmp_path):
+    """W8A8 on every layer of a language model: the activation panel of embed_tokens showed
+    "A8 sym t: calibrated range [-4.1e+03, 4.07e+03], 256 levels" over the token ids, a
+    quantization evaluation never applies (integer inputs pass through)."""
+    from test_before_after_gui import _llama_files
+    from test_before_after_gui import click_row as scroll_and_click
+
+    pytest.importorskip("transformers")
+    win = window
+    src, data = _llama_files(tmp_path)
+    with qtbot.waitSignals([win.modelLoaded, win.statsReady], timeout=120_000):
+        win.open_model(src, data)
+    av, c = win.activations, win.controls
+    click_row(qtbot, win, "model.embed_tokens")
+    qtbot.mouseClick(c.activationRadio, Qt.MouseButton.LeftButton)
+    tick(qtbot, c.floatCheck)
+    qtbot.mouseClick(c.applyAllButton, Qt.MouseButton.LeftButton)
+    assert win.session.config.resolve("model.embed_tokens").activation.bits == 8
+    text = av.info.text()
+    assert "integer ids" in text and "never quantized" in text, text
+    assert "calibrated range" not in text and av.level_count() == 0
+    assert not av.range_item.isVisible()
+    # a float input still shows its grid
+    qtbot.mouseClick(win.table.expandButton, Qt.MouseButton.LeftButton)
+    scroll_and_click(qtbot, win, "model.layers.0.mlp.down_proj")
+    assert av.level_count() == 256 and "calibrated range" in av.info.text()
