@@ -584,6 +584,10 @@ class AppController:
 
     def _record_result_sqnr(self, res: Any, tag: str = "") -> None:
         cfg = config_of(res, ModelConfig())
+        if cfg.transforms:
+            # measured on the transformed weights: the table's key is the untransformed
+            # weights' (the histogram shows the after-transform SQNR on its own line)
+            return
         items = []
         for lay in getattr(res, "layers", []) or []:
             sq = lay.get("weight_sqnr_db")
@@ -1190,7 +1194,10 @@ class AppController:
             return None
         calib = s.data.calib_x if s.data is not None else None
         store = self.weight_cache.transforms
-        st = store.get(state_key(handle, cfg, calib))
+        key = state_key(handle, cfg, calib)
+        if name is None:  # the views show this one: later sweeps must not evict it
+            store.pin(key)
+        st = store.get(key)
         free = set(cfg.transform_names) <= DATA_FREE_TRANSFORMS
         if (
             st is None

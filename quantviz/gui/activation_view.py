@@ -25,6 +25,8 @@ from quantviz.gui.workers import Runner
 __all__ = ["ActivationView"]
 
 LOG_FLOOR = 0.5
+#: the histogram's least height (px): on a 1366 x 768 screen the notes under it would take all
+PLOT_MIN_HEIGHT = 120
 
 
 def _after_colour() -> str:
@@ -111,6 +113,9 @@ class ActivationView(QWidget):
         row.addWidget(self.logCheck, 0, Qt.AlignmentFlag.AlignTop)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        # the notes below wrap to several lines on a short screen: without a floor they took
+        # the whole pane and the histogram had no height (the layer controls scroll instead)
+        self.plot.setMinimumHeight(PLOT_MIN_HEIGHT)
         lay.addWidget(self.plot, 1)
         lay.addWidget(self.compareLabel)
         lay.addLayout(row)
@@ -203,11 +208,18 @@ class ActivationView(QWidget):
             top = max(top, float(d.after.counts.max()))
         spec = d.spec
         self.captureButton.setVisible(d.after_state == "pending")
-        if spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
+        h = self.controller.session.handle
+        ids = spec is not None and h is not None and h.layer(d.fqn).kind == "embedding"
+        if ids or spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
             self.grid_item.setData([], [])
             self.range_item.setVisible(False)
             if d.error:
                 self.info.setText(d.error)
+            elif ids:  # evaluation passes integer inputs through: no grid to show
+                self.info.setText(
+                    f"range [{d.vmin:.3g}, {d.vmax:.3g}]; integer ids (an embedding's input) "
+                    f"are never quantized: A{spec.short() if spec else ''} does not apply here"
+                )
             elif spec is None:
                 self.info.setText(
                     f"range [{d.vmin:.3g}, {d.vmax:.3g}]; kept in float "

@@ -271,12 +271,17 @@ def install_budget_dock(win: Any) -> BudgetPanel:
     and undo stack."""
     from PySide6.QtWidgets import QDockWidget
 
+    from quantviz.gui.layout import keep_room
+
     panel = BudgetPanel(win)
     dock = QDockWidget("Budget slider (exact mixed precision)", win)
     dock.setObjectName("budgetDock")
     dock.setWidget(panel)
-    win.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    # at the bottom, like the debug dock: on the right it widened the window past a
+    # 1366-px screen; given a readable height whenever it is shown
+    win.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
     dock.hide()
+    keep_room(win, dock)
     win.budgetDock = dock
     act = dock.toggleViewAction()
     act.setObjectName("budgetAction")

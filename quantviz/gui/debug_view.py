@@ -291,7 +291,7 @@ class DebugView(QTabWidget):
             f"{len(layers)} layers, {result.n_samples} samples. Output: KL {o.kl:.3g}, "
             f"SQNR {_fmt_db(o.sqnr_db)}, top-1 agreement {100 * o.top1_agreement:.1f}%. "
             f"Flagged: {flagged} (cumulative SQNR drops > {result.jump_threshold_db:g} dB, "
-            f"or isolated SQNR > {result.outlier_db:g} dB below the median)"
+            f"or isolated SQNR > {result.outlier_db:g} dB below the median)."
         )
         if plain is not None:
             po = plain.output

@@ -48,6 +48,7 @@ from quantviz.gui.tradeoff_plot import TradeoffPlot
 from quantviz.gui.transforms_panel import TransformsPanel
 from quantviz.gui.view_actions import ViewActions
 from quantviz.gui.workers import Runner
+from quantviz.io.session_file import SESSION_SUFFIX
 from quantviz.session import ResultEntry, apply_to_all, reset_layers, set_layer_spec
 
 __all__ = ["MainWindow"]
@@ -483,5 +484,9 @@ def _initial_size() -> tuple[int, int]:
 
 
 def schedule_open(window: MainWindow, source: str, data: str | None) -> None:
-    """Open ``source`` right after the window is shown (first paint before heavy work)."""
+    """Open ``source`` right after the window is shown (first paint before heavy work); a
+    saved session (``*.quantviz``, e.g. ``quantviz mine.quantviz``) opens as a session."""
+    if data is None and source.lower().endswith(SESSION_SUFFIX):
+        QTimer.singleShot(0, lambda: window.sessionActions.open_session(source))
+        return
     QTimer.singleShot(0, lambda: window.open_model(source, data))

@@ -102,6 +102,8 @@ class TransformStore:
     def __init__(self, size: int = 3) -> None:
         self.size = size
         self._states: OrderedDict[tuple[Any, ...], Transformed] = OrderedDict()
+        #: the key :meth:`pin` keeps (the state the views show): never evicted by ``put``
+        self.pinned: tuple[Any, ...] | None = None
 
     def get(self, key: tuple[Any, ...]) -> Transformed | None:
         st = self._states.get(key)
@@ -109,14 +111,23 @@ class TransformStore:
             self._states.move_to_end(key)
         return st
 
+    def pin(self, key: tuple[Any, ...] | None) -> None:
+        """Keep the state of ``key`` (when stored) through later ``put`` calls (a sweep's
+        states would evict the one the views show); ``None`` unpins."""
+        self.pinned = key
+
     def put(self, state: Transformed) -> None:
         self._states[state.key] = state
         self._states.move_to_end(state.key)
         while len(self._states) > self.size:
-            self._states.popitem(last=False)
+            old = next((k for k in self._states if k != self.pinned), None)
+            if old is None:
+                break
+            del self._states[old]
 
     def clear(self) -> None:
         self._states.clear()
+        self.pinned = None
 
     def __len__(self) -> int:
         return len(self._states)
