@@ -331,7 +331,21 @@ def stage_reference(model: str, path: str) -> dict:
     return {"ref_open_s": t, "ref_load_s": t_load, "ref_peak": peak()}
 
 
-PARTS = ("open", "sqnr", "view", "gui", "w4", "w4s", "eval", "eval1", "evalup", "had", "smooth")
+PARTS = (
+    "open",
+    "sqnr",
+    "view",
+    "gui",
+    "w4",
+    "w4s",
+    "eval",
+    "eval1",
+    "evalup",
+    "had",
+    "smooth",
+    "debug",
+    "debugup",
+)
 #: what each ``quantviz.eval.evaluate`` part does: (batch size, weight-cache bytes, transform)
 EVAL_PARTS = {
     "eval": (256, None, None),  # as the CLI / GUI run it (default cache: 1 GiB)
@@ -339,6 +353,11 @@ EVAL_PARTS = {
     "evalup": (256, 1 << 62, None),  # a cache that holds everything: every weight up front
     "had": (256, None, "hadamard"),
     "smooth": (256, None, "smoothquant"),
+}
+#: what each ``quantviz.eval.debug`` part does: (batch size, weight-cache bytes)
+DEBUG_PARTS = {
+    "debug": (256, None),  # as the CLI / GUI run it (default cache: 1 GiB)
+    "debugup": (256, 1 << 62),  # a cache that holds everything: every weight up front
 }
 
 
@@ -396,6 +415,8 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
             out["w4_fwd_s"] = time.perf_counter() - t0
     elif part in EVAL_PARTS:
         out.update(_eval_part(h, part))
+    elif part in DEBUG_PARTS:
+        out.update(_debug_part(h, part))
     out["peak"] = peak()
     return out
 
@@ -484,6 +505,42 @@ def _eval_part(h, part: str) -> dict:
     out["streamed"] = stream_refusal(h, cfg) is None and quantized_bytes(h, cfg) > cache.max_bytes
     out["batches"] = -(-4 // r.batch_size)
     out["g64_layers"] = len(odd)
+    return out
+
+
+def _debug_part(h, part: str) -> dict:
+    """``quantviz.eval.debug`` (error propagation: per layer the isolated and the cumulative
+    error) of W4 g128 on the 4 x 128 tokens, vs one float forward of the same tokens."""
+    from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+    from quantviz.data.types import EvalData
+    from quantviz.eval import WeightCache, run
+    from quantviz.eval.apply import quantized_bytes, stream_refusal
+    from quantviz.eval.debug import debug
+
+    bs, cache_bytes = DEBUG_PARTS[part]
+    ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+    data = EvalData("tokens", ids, None, ids[:2], task="causal_lm")
+    cfg = ModelConfig(
+        default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=128))
+    )
+    g64 = LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=64))
+    for fqn in [lay.fqn for lay in h.layers if lay.weight_shape[-1] % 128]:
+        cfg = cfg.with_override(fqn, g64)
+    cache = WeightCache() if cache_bytes is None else WeightCache(max_bytes=cache_bytes)
+    with torch.no_grad():
+        h.module(ids[:1, :8])  # warm-up
+        t0 = time.perf_counter()
+        h.module(ids)
+        out = {"float_fwd_s": time.perf_counter() - t0, "base_peak": peak()}
+    t0 = time.perf_counter()
+    r = run(debug(h, data, cfg, cache=cache, batch_size=bs))
+    out["debug_s"] = time.perf_counter() - t0
+    out["output_sqnr_db"] = r.output.sqnr_db
+    out["kl"] = r.output.kl
+    out["min_cum_sqnr_db"] = min(lay.cumulative.sqnr_db for lay in r.layers)
+    out["n_layers"] = len(r.layers)
+    out["flagged"] = len(r.flagged)
+    out["streamed"] = stream_refusal(h, cfg) is None and quantized_bytes(h, cfg) > cache.max_bytes
     return out
 
 
@@ -599,6 +656,22 @@ def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> 
             "had": "evaluate + hadamard",
             "smooth": "evaluate + smoothquant",
         }
+        for p, name in (
+            ("debug", "debug W4 g128, 4x128"),
+            ("debugup", "same, every weight up front"),
+        ):
+            if p not in q:
+                continue
+            e = q[p]
+            how = "streamed" if e["streamed"] else "up front"
+            print(
+                f"  {name:<30} {e['debug_s']:8.2f} s   {e['debug_s'] / e['float_fwd_s']:.1f}x "
+                f"float forward ({e['float_fwd_s']:.2f} s; {how})"
+                f"   {e['n_layers']} layers, output SQNR {e['output_sqnr_db']:.2f} dB, KL "
+                f"{e['kl']:.4f}, {e['flagged']} flagged   {pk(p)} "
+                f"(float forward {e['base_peak'] / ck:.2f}x)",
+                flush=True,
+            )
         for p, name in names.items():
             if p not in q:
                 continue
