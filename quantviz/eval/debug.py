@@ -489,13 +489,19 @@ class _OutputSums:
         self.agree = 0
         self.positions = 0
 
+    #: positions x classes per float64 chunk of the KL (an LM's logits: a few rows at a time)
+    CHUNK = 1 << 20
+
     def add(self, q: torch.Tensor, f: torch.Tensor) -> None:
         self.err.add(q, f)
-        q2 = q.double().reshape(-1, q.shape[-1]) if q.dim() else q.double().reshape(1, 1)
-        f2 = f.double().reshape(-1, f.shape[-1]) if f.dim() else f.double().reshape(1, 1)
-        lp, lq = torch.log_softmax(f2, dim=-1), torch.log_softmax(q2, dim=-1)
-        self.kl += float((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0).sum())
-        self.agree += int((q2.argmax(-1) == f2.argmax(-1)).sum())
+        q2 = q.reshape(-1, q.shape[-1]) if q.dim() else q.reshape(1, 1)
+        f2 = f.reshape(-1, f.shape[-1]) if f.dim() else f.reshape(1, 1)
+        rows = max(1, self.CHUNK // max(1, int(q2.shape[1])))
+        for a in range(0, int(q2.shape[0]), rows):  # float64 copies of a chunk only
+            qc, fc = q2[a : a + rows].double(), f2[a : a + rows].double()
+            lp, lq = torch.log_softmax(fc, dim=-1), torch.log_softmax(qc, dim=-1)
+            self.kl += float((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0).sum())
+            self.agree += int((qc.argmax(-1) == fc.argmax(-1)).sum())
         self.positions += int(q2.shape[0])
 
     def merge(self, other: _OutputSums) -> None:

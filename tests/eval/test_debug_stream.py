@@ -273,3 +273,22 @@ def test_output_sqnr_proxy_streamed_equals_held(lm):
     plain = _plain_isolated_sqnr(kind, h, data, fqn, 3)
     assert st[(fqn, W4G)] == pytest.approx(10.0 ** (-plain / 10.0), rel=1e-4)
     assert st[(fqn, W4G.with_(bits=3))] > st[(fqn, W4G)] > st[(fqn, W4G.with_(bits=8))]
+
+
+def test_output_kl_in_chunks_equals_plain_torch(monkeypatch):
+    from quantviz.eval.debug import _OutputSums
+
+    g = torch.Generator().manual_seed(5)
+    f = torch.randn(3, 11, 50, generator=g)
+    q = f + 0.3 * torch.randn(3, 11, 50, generator=g)
+    monkeypatch.setattr(_OutputSums, "CHUNK", 7 * 50)  # 33 positions: chunks of 7 rows
+    sums = _OutputSums()
+    sums.add(q.to(torch.bfloat16), f.to(torch.bfloat16))
+    got = sums.result()
+    qd, fd = q.to(torch.bfloat16).double(), f.to(torch.bfloat16).double()
+    kl = torch.nn.functional.kl_div(
+        torch.log_softmax(qd, -1), torch.log_softmax(fd, -1), log_target=True, reduction="none"
+    ).sum(-1)
+    assert got.kl == pytest.approx(float(kl.mean()), rel=1e-9)
+    agree = (qd.argmax(-1) == fd.argmax(-1)).double().mean()
+    assert got.top1_agreement == pytest.approx(float(agree))
