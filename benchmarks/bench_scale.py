@@ -344,6 +344,7 @@ PARTS = (
     "had",
     "smooth",
     "debug",
+    "debug1",
     "debugup",
 )
 #: what each ``quantviz.eval.evaluate`` part does: (batch size, weight-cache bytes, transform)
@@ -357,6 +358,7 @@ EVAL_PARTS = {
 #: what each ``quantviz.eval.debug`` part does: (batch size, weight-cache bytes)
 DEBUG_PARTS = {
     "debug": (256, None),  # as the CLI / GUI run it (default cache: 1 GiB)
+    "debug1": (1, None),  # one sequence per batch: 4 batches, each quantizes again
     "debugup": (256, 1 << 62),  # a cache that holds everything: every weight up front
 }
 
@@ -658,6 +660,7 @@ def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> 
         }
         for p, name in (
             ("debug", "debug W4 g128, 4x128"),
+            ("debug1", "same, batch 1 (4 batches)"),
             ("debugup", "same, every weight up front"),
         ):
             if p not in q:
