@@ -38,7 +38,11 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
   GUI run it (default 1 GiB weight cache: streamed when the quantized weights do not fit),
   vs the float evaluation of the same tokens; the same in 4 batches of one sequence, with
   every weight up front (a cache that holds them all: the path before streaming), and
-  (GPT-2 and ``llamasmall``) with the ``hadamard`` / ``smoothquant`` transforms.
+  (GPT-2 and ``llamasmall``) with the ``hadamard`` / ``smoothquant`` transforms;
+* ``quantviz.eval.debug.debug`` (error propagation, W4 g128, the same tokens) as the CLI and
+  the GUI run it (``debug``: streamed past the cache), in 4 batches of one sequence
+  (``debug1``) and with every weight up front (``debugup``), vs one float forward;
+  ``osqnr``: the ``output_sqnr`` sensitivity proxy of every layer at W4 g128.
 
     python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
         [--parts open,eval,...] [--max-rss GB]
@@ -346,6 +350,7 @@ PARTS = (
     "debug",
     "debug1",
     "debugup",
+    "osqnr",
 )
 #: what each ``quantviz.eval.evaluate`` part does: (batch size, weight-cache bytes, transform)
 EVAL_PARTS = {
@@ -419,6 +424,8 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
         out.update(_eval_part(h, part))
     elif part in DEBUG_PARTS:
         out.update(_debug_part(h, part))
+    elif part == "osqnr":
+        out.update(_osqnr_part(h, w4))
     out["peak"] = peak()
     return out
 
@@ -544,6 +551,21 @@ def _debug_part(h, part: str) -> dict:
     out["flagged"] = len(r.flagged)
     out["streamed"] = stream_refusal(h, cfg) is None and quantized_bytes(h, cfg) > cache.max_bytes
     return out
+
+
+def _osqnr_part(h, w4) -> dict:
+    """The ``output_sqnr`` proxy of every layer at W4 g128 on the 4 x 128 tokens."""
+    from quantviz.data.types import EvalData
+    from quantviz.eval import run
+    from quantviz.eval.proxies import output_sqnr
+
+    ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+    data = EvalData("tokens", ids, None, ids[:2], task="causal_lm")
+    g64 = w4.with_(group_size=64)
+    cands = [(lay.fqn, g64 if lay.weight_shape[-1] % 128 else w4) for lay in h.layers]
+    t0 = time.perf_counter()
+    r = run(output_sqnr(h, data, cands, batch_size=256))
+    return {"osqnr_s": time.perf_counter() - t0, "worst": max(r, key=lambda k: r[k])[0]}
 
 
 #: --max-rss: a stage whose process passes this many bytes of RSS is stopped (0: no cap)
@@ -673,6 +695,13 @@ def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> 
                 f"   {e['n_layers']} layers, output SQNR {e['output_sqnr_db']:.2f} dB, KL "
                 f"{e['kl']:.4f}, {e['flagged']} flagged   {pk(p)} "
                 f"(float forward {e['base_peak'] / ck:.2f}x)",
+                flush=True,
+            )
+        if "osqnr" in q:
+            o = q["osqnr"]
+            print(
+                f"  output_sqnr proxy, every layer W4 g128  {o['osqnr_s']:8.2f} s   "
+                f"worst {o['worst']}   {pk('osqnr')}",
                 flush=True,
             )
         for p, name in names.items():
