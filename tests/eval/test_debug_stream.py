@@ -292,3 +292,26 @@ def test_output_kl_in_chunks_equals_plain_torch(monkeypatch):
     assert got.kl == pytest.approx(float(kl.mean()), rel=1e-9)
     agree = (qd.argmax(-1) == fd.argmax(-1)).double().mean()
     assert got.top1_agreement == pytest.approx(float(agree))
+
+
+def test_a_cluster_task_streams_past_its_cache():
+    """What a Ray task of ``debug --cluster`` runs (:func:`_debug_task`, called here in
+    process): with a worker cache that holds nothing it streams, and its sums give the same
+    numbers as the in-process run."""
+    from types import SimpleNamespace
+
+    from quantviz.eval.debug import _debug_task
+
+    h = load_model("sample:digits_cnn")
+    full = load_data(None, h)
+    data = EvalData(full.name, full.x[:200], full.y[:200], full.calib_x[:64])
+    here = run(debug(h, data, W4PC, cache=WeightCache(), batch_size=100))
+    none = WeightCache(0)
+    shared = SimpleNamespace(handle=h, data=data, cache=none)
+    order, isolated, cumulative, outs = _debug_task(shared, (W4PC, {}, [(0, 100), (100, 200)]))
+    assert len(none) == 0 and none.misses == 2 * 2 * len(h.fqns)  # streamed
+    assert order == [lay.fqn for lay in here.layers]
+    for lay in here.layers:
+        assert isolated[lay.fqn].result() == lay.isolated
+        assert cumulative[lay.fqn].result() == lay.cumulative
+    assert outs.result() == here.output
