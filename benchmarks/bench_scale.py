@@ -523,7 +523,7 @@ def _debug_part(h, part: str) -> dict:
     from quantviz.core import LayerConfig, ModelConfig, QuantSpec
     from quantviz.data.types import EvalData
     from quantviz.eval import WeightCache, run
-    from quantviz.eval.apply import quantized_bytes, stream_refusal
+    from quantviz.eval.apply import streams
     from quantviz.eval.debug import debug
 
     bs, cache_bytes = DEBUG_PARTS[part]
@@ -549,7 +549,7 @@ def _debug_part(h, part: str) -> dict:
     out["min_cum_sqnr_db"] = min(lay.cumulative.sqnr_db for lay in r.layers)
     out["n_layers"] = len(r.layers)
     out["flagged"] = len(r.flagged)
-    out["streamed"] = stream_refusal(h, cfg) is None and quantized_bytes(h, cfg) > cache.max_bytes
+    out["streamed"] = streams(h, cfg, cache)  # the policy (before it, debug never streamed)
     return out
 
 
