@@ -38,7 +38,11 @@ intermediate 5632, 32 heads, 4 kv heads, vocab 32000), random init, written with
   GUI run it (default 1 GiB weight cache: streamed when the quantized weights do not fit),
   vs the float evaluation of the same tokens; the same in 4 batches of one sequence, with
   every weight up front (a cache that holds them all: the path before streaming), and
-  (GPT-2 and ``llamasmall``) with the ``hadamard`` / ``smoothquant`` transforms.
+  (GPT-2 and ``llamasmall``) with the ``hadamard`` / ``smoothquant`` transforms;
+* ``quantviz.eval.debug.debug`` (error propagation, W4 g128, the same tokens) as the CLI and
+  the GUI run it (``debug``: streamed past the cache), in 4 batches of one sequence
+  (``debug1``) and with every weight up front (``debugup``), vs one float forward;
+  ``osqnr``: the ``output_sqnr`` sensitivity proxy of every layer at W4 g128.
 
     python benchmarks/bench_scale.py [--skip-layers] [--models gpt2,tinyllama] [--keep DIR]
         [--parts open,eval,...] [--max-rss GB]
@@ -331,7 +335,23 @@ def stage_reference(model: str, path: str) -> dict:
     return {"ref_open_s": t, "ref_load_s": t_load, "ref_peak": peak()}
 
 
-PARTS = ("open", "sqnr", "view", "gui", "w4", "w4s", "eval", "eval1", "evalup", "had", "smooth")
+PARTS = (
+    "open",
+    "sqnr",
+    "view",
+    "gui",
+    "w4",
+    "w4s",
+    "eval",
+    "eval1",
+    "evalup",
+    "had",
+    "smooth",
+    "debug",
+    "debug1",
+    "debugup",
+    "osqnr",
+)
 #: what each ``quantviz.eval.evaluate`` part does: (batch size, weight-cache bytes, transform)
 EVAL_PARTS = {
     "eval": (256, None, None),  # as the CLI / GUI run it (default cache: 1 GiB)
@@ -339,6 +359,12 @@ EVAL_PARTS = {
     "evalup": (256, 1 << 62, None),  # a cache that holds everything: every weight up front
     "had": (256, None, "hadamard"),
     "smooth": (256, None, "smoothquant"),
+}
+#: what each ``quantviz.eval.debug`` part does: (batch size, weight-cache bytes)
+DEBUG_PARTS = {
+    "debug": (256, None),  # as the CLI / GUI run it (default cache: 1 GiB)
+    "debug1": (1, None),  # one sequence per batch: 4 batches, each quantizes again
+    "debugup": (256, 1 << 62),  # a cache that holds everything: every weight up front
 }
 
 
@@ -396,6 +422,10 @@ def stage_quantviz(model: str, path: str, part: str) -> dict:
             out["w4_fwd_s"] = time.perf_counter() - t0
     elif part in EVAL_PARTS:
         out.update(_eval_part(h, part))
+    elif part in DEBUG_PARTS:
+        out.update(_debug_part(h, part))
+    elif part == "osqnr":
+        out.update(_osqnr_part(h, w4))
     out["peak"] = peak()
     return out
 
@@ -485,6 +515,57 @@ def _eval_part(h, part: str) -> dict:
     out["batches"] = -(-4 // r.batch_size)
     out["g64_layers"] = len(odd)
     return out
+
+
+def _debug_part(h, part: str) -> dict:
+    """``quantviz.eval.debug`` (error propagation: per layer the isolated and the cumulative
+    error) of W4 g128 on the 4 x 128 tokens, vs one float forward of the same tokens."""
+    from quantviz.core import LayerConfig, ModelConfig, QuantSpec
+    from quantviz.data.types import EvalData
+    from quantviz.eval import WeightCache, run
+    from quantviz.eval.apply import streams
+    from quantviz.eval.debug import debug
+
+    bs, cache_bytes = DEBUG_PARTS[part]
+    ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+    data = EvalData("tokens", ids, None, ids[:2], task="causal_lm")
+    cfg = ModelConfig(
+        default=LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=128))
+    )
+    g64 = LayerConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=64))
+    for fqn in [lay.fqn for lay in h.layers if lay.weight_shape[-1] % 128]:
+        cfg = cfg.with_override(fqn, g64)
+    cache = WeightCache() if cache_bytes is None else WeightCache(max_bytes=cache_bytes)
+    with torch.no_grad():
+        h.module(ids[:1, :8])  # warm-up
+        t0 = time.perf_counter()
+        h.module(ids)
+        out = {"float_fwd_s": time.perf_counter() - t0, "base_peak": peak()}
+    t0 = time.perf_counter()
+    r = run(debug(h, data, cfg, cache=cache, batch_size=bs))
+    out["debug_s"] = time.perf_counter() - t0
+    out["output_sqnr_db"] = r.output.sqnr_db
+    out["kl"] = r.output.kl
+    out["min_cum_sqnr_db"] = min(lay.cumulative.sqnr_db for lay in r.layers)
+    out["n_layers"] = len(r.layers)
+    out["flagged"] = len(r.flagged)
+    out["streamed"] = streams(h, cfg, cache)  # the policy (before it, debug never streamed)
+    return out
+
+
+def _osqnr_part(h, w4) -> dict:
+    """The ``output_sqnr`` proxy of every layer at W4 g128 on the 4 x 128 tokens."""
+    from quantviz.data.types import EvalData
+    from quantviz.eval import run
+    from quantviz.eval.proxies import output_sqnr
+
+    ids = _tokens(int(h.meta.get("vocab_size") or 32000))
+    data = EvalData("tokens", ids, None, ids[:2], task="causal_lm")
+    g64 = w4.with_(group_size=64)
+    cands = [(lay.fqn, g64 if lay.weight_shape[-1] % 128 else w4) for lay in h.layers]
+    t0 = time.perf_counter()
+    r = run(output_sqnr(h, data, cands, batch_size=256))
+    return {"osqnr_s": time.perf_counter() - t0, "worst": max(r, key=lambda k: r[k])[0]}
 
 
 #: --max-rss: a stage whose process passes this many bytes of RSS is stopped (0: no cap)
@@ -599,6 +680,30 @@ def model_rows(model: str, keep: str | None, parts: tuple[str, ...] = PARTS) -> 
             "had": "evaluate + hadamard",
             "smooth": "evaluate + smoothquant",
         }
+        for p, name in (
+            ("debug", "debug W4 g128, 4x128"),
+            ("debug1", "same, batch 1 (4 batches)"),
+            ("debugup", "same, every weight up front"),
+        ):
+            if p not in q:
+                continue
+            e = q[p]
+            how = "streamed" if e["streamed"] else "up front"
+            print(
+                f"  {name:<30} {e['debug_s']:8.2f} s   {e['debug_s'] / e['float_fwd_s']:.1f}x "
+                f"float forward ({e['float_fwd_s']:.2f} s; {how})"
+                f"   {e['n_layers']} layers, output SQNR {e['output_sqnr_db']:.2f} dB, KL "
+                f"{e['kl']:.4f}, {e['flagged']} flagged   {pk(p)} "
+                f"(float forward {e['base_peak'] / ck:.2f}x)",
+                flush=True,
+            )
+        if "osqnr" in q:
+            o = q["osqnr"]
+            print(
+                f"  output_sqnr proxy, every layer W4 g128  {o['osqnr_s']:8.2f} s   "
+                f"worst {o['worst']}   {pk('osqnr')}",
+                flush=True,
+            )
         for p, name in names.items():
             if p not in q:
                 continue

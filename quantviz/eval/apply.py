@@ -59,6 +59,7 @@ __all__ = [
     "prepare_weights",
     "quantized_bytes",
     "stream_refusal",
+    "streams",
     "swapped_parameters",
 ]
 
@@ -326,6 +327,22 @@ def stream_refusal(
     if (state is not None and not state.empty) or (state is None and config.transforms):
         return "transforms need the whole model prepared"
     return None
+
+
+def streams(
+    handle: ModelHandle,
+    config: ModelConfig,
+    cache: WeightCache,
+    state: Transformed | None = None,
+) -> bool:
+    """Whether ``config`` is applied streamed (``apply_config(stream=True)``): it can be
+    (:func:`stream_refusal`) and its fake-quantized weights do not fit ``cache``'s budget
+    (:func:`quantized_bytes` > ``cache.max_bytes``) — the policy of
+    :func:`~quantviz.eval.evaluate.evaluate` and :func:`~quantviz.eval.debug.debug`."""
+    return (
+        stream_refusal(handle, config, state) is None
+        and quantized_bytes(handle, config) > cache.max_bytes
+    )
 
 
 def needs_calibration(handle: ModelHandle, config: ModelConfig) -> list[str]:

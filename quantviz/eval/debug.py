@@ -31,6 +31,7 @@ schemes per layer at once) also serves the ``output_sqnr`` sensitivity proxy.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections.abc import Callable, Generator, Hashable, Mapping, MutableMapping, Sequence
@@ -41,6 +42,8 @@ import torch
 
 from quantviz.core import ModelConfig, QuantSpec
 from quantviz.eval.apply import (
+    AppliedConfig,
+    StreamQuantizeError,
     WeightCache,
     _dynamic_hook,
     _static_hook,
@@ -48,6 +51,7 @@ from quantviz.eval.apply import (
     check_config,
     needs_calibration,
     prepare_weights,
+    streams,
 )
 from quantviz.eval.before_after import plain_config, remedy_label
 from quantviz.eval.forward import check_data, first_batch, forward
@@ -72,6 +76,8 @@ __all__ = [
     "isolated_errors",
     "weight_variants",
 ]
+
+log = logging.getLogger(__name__)
 
 #: cumulative SQNR drop (dB) vs the previous layer that flags a jump (noise power x2)
 JUMP_DB = 3.0
@@ -244,8 +250,29 @@ class DebugResult:
 # ---------------------------------------------------------------------------------------
 # hooks
 # ---------------------------------------------------------------------------------------
-#: a variant of one layer: fake-quantized weight (None: float) and input quantizer (None)
-Variant = tuple[torch.Tensor | None, Callable[[torch.Tensor], torch.Tensor] | None]
+#: a variant of one layer: fake-quantized weight (None: float; a callable: computed when the
+#: layer runs, dropped after — a streamed variant) and input quantizer (None: float input)
+Variant = tuple[
+    torch.Tensor | Callable[[], torch.Tensor] | None,
+    Callable[[torch.Tensor], torch.Tensor] | None,
+]
+
+
+def _lazy_weight(
+    handle: ModelHandle, fqn: str, spec: QuantSpec, cache: WeightCache
+) -> Callable[[], torch.Tensor]:
+    """Layer ``fqn``'s fake-quantized weight under ``spec`` (as stored), computed from the
+    current float weight at each call: the cached tensor when the cache holds it, else
+    quantized and not kept (the very numbers :meth:`WeightCache.get` gives)."""
+    lay = handle.layer(fqn)
+
+    def weight() -> torch.Tensor:
+        try:
+            return lay.to_stored(cache.dequantized(fqn, spec, handle.quant_weight(fqn)))
+        except ValueError as exc:
+            raise StreamQuantizeError(str(exc)) from None
+
+    return weight
 
 
 def _module_of(handle: ModelHandle, fqn: str) -> torch.nn.Module:
@@ -272,6 +299,8 @@ def _run_variant(
         args = (act(args[0]), *args[1:])
     if wq is None:
         return mod.forward(*args, **kwargs)
+    if callable(wq):  # streamed: this layer's quantized weight exists for this call only
+        wq = wq()
     old = p.data
     p.data = wq
     try:
@@ -422,17 +451,22 @@ def _config_variants(
     cache: WeightCache,
     stats: Mapping[str, LayerStats],
     entries: Mapping[str, Any] | None = None,
+    *,
+    stream: bool = False,
 ) -> dict[str, list[tuple[Hashable, Variant]]]:
     """Per quantized layer, its variant under ``config``; ``entries`` (from
     :func:`~quantviz.eval.apply.prepare_weights` with a transformed state): the layers'
-    transformed / AdaRound / GPTQ weights instead of the model's own quantized."""
+    transformed / AdaRound / GPTQ weights instead of the model's own quantized.
+    ``stream``: each weight is quantized when its layer runs (:func:`_lazy_weight`)."""
     out: dict[str, list[tuple[Hashable, Variant]]] = {}
     for fqn in handle.fqns:
         lc = config.resolve(fqn)
-        wq = None
+        wq: torch.Tensor | Callable[[], torch.Tensor] | None = None
         if lc.weight is not None:
             lay = handle.layer(fqn)  # quantized as [out, in]; swapped in as stored
-            if entries is not None and fqn in entries:
+            if stream:
+                wq = _lazy_weight(handle, fqn, lc.weight, cache)
+            elif entries is not None and fqn in entries:
                 wq = lay.to_stored(entries[fqn].dequantized)
             else:
                 w = handle.quant_weight(fqn)
@@ -455,13 +489,19 @@ class _OutputSums:
         self.agree = 0
         self.positions = 0
 
+    #: positions x classes per float64 chunk of the KL (an LM's logits: a few rows at a time)
+    CHUNK = 1 << 20
+
     def add(self, q: torch.Tensor, f: torch.Tensor) -> None:
         self.err.add(q, f)
-        q2 = q.double().reshape(-1, q.shape[-1]) if q.dim() else q.double().reshape(1, 1)
-        f2 = f.double().reshape(-1, f.shape[-1]) if f.dim() else f.double().reshape(1, 1)
-        lp, lq = torch.log_softmax(f2, dim=-1), torch.log_softmax(q2, dim=-1)
-        self.kl += float((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0).sum())
-        self.agree += int((q2.argmax(-1) == f2.argmax(-1)).sum())
+        q2 = q.reshape(-1, q.shape[-1]) if q.dim() else q.reshape(1, 1)
+        f2 = f.reshape(-1, f.shape[-1]) if f.dim() else f.reshape(1, 1)
+        rows = max(1, self.CHUNK // max(1, int(q2.shape[1])))
+        for a in range(0, int(q2.shape[0]), rows):  # float64 copies of a chunk only
+            qc, fc = q2[a : a + rows].double(), f2[a : a + rows].double()
+            lp, lq = torch.log_softmax(fc, dim=-1), torch.log_softmax(qc, dim=-1)
+            self.kl += float((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0).sum())
+            self.agree += int((qc.argmax(-1) == fc.argmax(-1)).sum())
         self.positions += int(q2.shape[0])
 
     def merge(self, other: _OutputSums) -> None:
@@ -533,6 +573,16 @@ def debug(
     a config and of :func:`~quantviz.eval.before_after.plain_config` of it show what the
     remedies changed per layer.
 
+    Memory follows :func:`~quantviz.eval.evaluate.evaluate`: when the config's fake-quantized
+    weights do not fit ``cache`` (:func:`~quantviz.eval.apply.quantized_bytes` >
+    ``cache.max_bytes``) they are streamed — each layer's weight is quantized when its module
+    runs, for the isolated check in the float pass and again for the quantized pass
+    (``apply_config(stream=True)``), and dropped after — so the model never has a second
+    full copy of its weights; the numbers are bit-identical to the up-front path. A model
+    that reads a weight outside its layer's module (a layer missing from the streamed pass)
+    is debugged again with every weight up front. Transforms and AdaRound / GPTQ rounding
+    always take the up-front path (:func:`~quantviz.eval.apply.stream_refusal`).
+
     A generator yielding :class:`Progress` (``calibrate`` when static activation specs need
     statistics, then ``debug`` per batch); closing it at any yield removes the hooks and
     restores the float model. Returns a :class:`DebugResult` (layers in execution order;
@@ -570,11 +620,12 @@ def debug(
     if static:
         with transformed(handle, state):
             yield from calibrate(handle, data, static, stats, batch_size=batch_size)
+    stream = streams(handle, config, cache, state)
     try:
         entries = None
         if state is not None:
             entries = run(prepare_weights(handle, config, cache, state))
-        variants = _config_variants(handle, config, cache, stats, entries)
+        variants = _config_variants(handle, config, cache, stats, entries, stream=stream)
     except ValueError as exc:
         raise EvalError(handle.source, "quantize", str(exc)) from exc
     n, spans = _prepare(handle, data, batch_size, max_samples)
@@ -584,8 +635,29 @@ def debug(
         rec = _Recorder(handle, variants, keep=True)
         outs = _OutputSums()
         states = (state, ref_state, entries)
-        for i, (a, b) in enumerate(spans, start=1):
-            _debug_batch(handle, data, config, stats, cache, rec, outs, a, b, states)
+        i = 0
+        while i < len(spans):
+            a, b = spans[i]
+            applied = _debug_batch(
+                handle, data, config, stats, cache, rec, outs, a, b, states, stream
+            )
+            missed = _unstreamed(handle, config, applied) if stream and i == 0 else []
+            if missed:  # a weight read outside its module stayed float: redo up front
+                log.warning(
+                    "%s: layers %s did not run as modules in the streamed pass; debugging "
+                    "again with every weight quantized up front",
+                    handle.name,
+                    ", ".join(missed[:5]) + (" ..." if len(missed) > 5 else ""),
+                )
+                stream = False
+                try:
+                    variants = _config_variants(handle, config, cache, stats, entries)
+                except ValueError as exc:
+                    raise EvalError(handle.source, "quantize", str(exc)) from exc
+                rec = _Recorder(handle, variants, keep=True)
+                outs = _OutputSums()
+                continue
+            i += 1
             yield Progress(i, len(spans), "debug")
     rows = []
     for fqn in rec.order:
@@ -617,42 +689,80 @@ def _debug_batch(
     a: int,
     b: int,
     states: tuple[Any, Any, Any] = (None, None, None),
-) -> None:
+    stream: bool = False,
+) -> AppliedConfig:
     """One float and one quantized pass over samples ``a:b``, adding to ``rec`` and ``outs``.
     ``states``: the transformed state, the reference (float) state and the prepared weights
-    of a configuration with transforms or AdaRound / GPTQ (:func:`_remedy_states`)."""
+    of a configuration with transforms or AdaRound / GPTQ (:func:`_remedy_states`).
+    ``stream``: the quantized pass quantizes each weight when its module runs (the float
+    pass's variants are then lazy too, see :func:`_config_variants`)."""
     state, ref_state, entries = states
     rec.new_batch()
     rec.attach()
     try:
         rec.quantized_pass = False
         with torch.no_grad(), transformed(handle, ref_state):
-            ref = forward(handle, data, a, b, "debug (float model)", False)
+            ref = _forward(handle, data, a, b, "debug (float model)", False)
         rec.quantized_pass = True
         try:
             applying = apply_config(
-                handle, config, stats=stats, cache=cache, state=state, prepared=entries
+                handle,
+                config,
+                stats=stats,
+                cache=cache,
+                state=state,
+                prepared=entries,
+                stream=stream,
             )
         except ValueError as exc:
             raise EvalError(handle.source, "quantize", str(exc)) from exc
-        with torch.no_grad(), applying:
-            out = forward(handle, data, a, b, "debug (quantized model)", True)
+        with torch.no_grad(), applying as applied:
+            out = _forward(handle, data, a, b, "debug (quantized model)", True)
     finally:
         rec.detach()
     outs.add(out, ref)
     rec.new_batch()
+    return applied
+
+
+def _forward(
+    handle: ModelHandle, data: EvalData, a: int, b: int, stage: str, quantized: bool
+) -> Any:
+    """:func:`~quantviz.eval.forward.forward`; a weight that failed to quantize in a
+    streaming hook is reported as the ``quantize`` stage naming the layer."""
+    try:
+        return forward(handle, data, a, b, stage, quantized)
+    except EvalError as exc:
+        if isinstance(exc.__cause__, StreamQuantizeError):
+            raise EvalError(handle.source, "quantize", str(exc.__cause__)) from exc
+        raise
+
+
+def _unstreamed(handle: ModelHandle, config: ModelConfig, applied: AppliedConfig) -> list[str]:
+    """The quantized layers a streamed pass never swapped in (their module did not run)."""
+    return [
+        f for f in handle.fqns if config.resolve(f).weight is not None and f not in applied.streamed
+    ]
 
 
 def _debug_task(shared: Any, item: tuple[Any, ...]) -> tuple[Any, ...]:
     """A Ray task (:meth:`quantviz.eval.cluster.Cluster.map`): the sums over some batches."""
     config, stats, spans = item
     handle, data, cache = shared.handle, shared.data, shared.cache
-    variants = _config_variants(handle, config, cache, stats)
-    rec = _Recorder(handle, variants, keep=True)
-    outs = _OutputSums()
-    for a, b in spans:
-        _debug_batch(handle, data, config, stats, cache, rec, outs, a, b)
-    return rec.order, rec.isolated, rec.cumulative, outs
+    stream = streams(handle, config, cache)
+    while True:  # streamed as debug() decides, up front when a layer was missed
+        variants = _config_variants(handle, config, cache, stats, stream=stream)
+        rec = _Recorder(handle, variants, keep=True)
+        outs = _OutputSums()
+        for i, (a, b) in enumerate(spans):
+            applied = _debug_batch(
+                handle, data, config, stats, cache, rec, outs, a, b, stream=stream
+            )
+            if stream and i == 0 and _unstreamed(handle, config, applied):
+                break
+        else:
+            return rec.order, rec.isolated, rec.cumulative, outs
+        stream = False
 
 
 def _debug_on(
@@ -723,11 +833,19 @@ def weight_variants(
     handle: ModelHandle,
     candidates: Sequence[tuple[str, QuantSpec]],
     cache: WeightCache,
+    *,
+    stream: bool = False,
 ) -> dict[str, list[tuple[Hashable, Variant]]]:
-    """Per layer, one weight-only variant per candidate ``(fqn, spec)`` (key: the pair)."""
+    """Per layer, one weight-only variant per candidate ``(fqn, spec)`` (key: the pair).
+    ``stream``: each candidate's weight is quantized when its layer runs and dropped after
+    (:func:`_lazy_weight`), instead of every candidate's weight held for the whole pass."""
     out: dict[str, list[tuple[Hashable, Variant]]] = {}
     for fqn, spec in candidates:
-        entry = cache.get(fqn, spec, handle.quant_weight(fqn))
-        wq = handle.layer(fqn).to_stored(entry.dequantized)
+        wq: torch.Tensor | Callable[[], torch.Tensor]
+        if stream:
+            wq = _lazy_weight(handle, fqn, spec, cache)
+        else:
+            entry = cache.get(fqn, spec, handle.quant_weight(fqn))
+            wq = handle.layer(fqn).to_stored(entry.dequantized)
         out.setdefault(fqn, []).append(((fqn, spec), (wq, None)))
     return out

@@ -91,14 +91,22 @@ def _check_candidates(handle: ModelHandle, candidates: Sequence[Candidate]) -> l
 
 
 def _entries(
-    handle: ModelHandle, candidates: Sequence[Candidate], cache: WeightCache
+    handle: ModelHandle, candidates: Sequence[Candidate], cache: WeightCache, keep: bool = True
 ) -> Iterator[tuple[int, Candidate, Any]]:
     for i, (fqn, spec) in enumerate(candidates, start=1):
         try:
-            e = cache.get(fqn, spec, handle.quant_weight(fqn))
+            e = cache.get(fqn, spec, handle.quant_weight(fqn), keep=keep)
         except ValueError as exc:
             raise ValueError(f"candidates: {exc} (scheme {spec.short()})") from None
         yield i, (fqn, spec), e
+
+
+def _candidate_bytes(handle: ModelHandle, candidates: Sequence[Candidate]) -> int:
+    """Bytes of every candidate's fake-quantized weight (the weights' own dtype)."""
+    return sum(
+        int(handle.layer(f).weight_numel) * int(handle.weight(f).element_size())
+        for f, _spec in candidates
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,14 +138,21 @@ def output_sqnr(
     batch_size: int = 64,
     max_samples: int | None = 256,
 ) -> ProxyGen:
-    """Noise-to-signal ratio of each layer's output with that layer alone quantized."""
+    """Noise-to-signal ratio of each layer's output with that layer alone quantized.
+
+    When the candidates' fake-quantized weights together do not fit ``cache``'s budget,
+    each is quantized when its layer runs in the float pass and dropped after (as
+    :func:`quantviz.eval.debug.debug` streams): never every candidate's weight at once.
+    """
     from quantviz.eval.debug import isolated_errors, weight_variants
 
     cands = _check_candidates(handle, candidates)
     cache = cache if cache is not None else WeightCache()
-    for i, _key, _e in _entries(handle, cands, cache):  # quantize first: errors name the layer
+    stream = _candidate_bytes(handle, cands) > cache.max_bytes
+    # quantize first: errors name the layer (streamed: checked, not kept)
+    for i, _key, _e in _entries(handle, cands, cache, keep=not stream):
         yield Progress(i, len(cands), "quantize")
-    variants = weight_variants(handle, cands, cache)
+    variants = weight_variants(handle, cands, cache, stream=stream)
     _order, errs = yield from isolated_errors(
         handle, data, variants, batch_size=batch_size, max_samples=max_samples, stage="output_sqnr"
     )
