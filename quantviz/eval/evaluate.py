@@ -51,8 +51,7 @@ from quantviz.eval.apply import (
     check_config,
     needs_calibration,
     prepare_weights,
-    quantized_bytes,
-    stream_refusal,
+    streams,
 )
 from quantviz.eval.forward import (
     check_data,
@@ -403,10 +402,7 @@ def evaluate(
         clock.lap("calibrate")
 
     # 4. weights (cached per layer and spec), unless streamed through the forward pass
-    stream = (
-        stream_refusal(handle, config, state) is None
-        and quantized_bytes(handle, config) > cache.max_bytes
-    )
+    stream = streams(handle, config, cache, state)
     entries: dict[str, WeightEntry] = {}
     if not stream:
         entries = yield from _prepared(handle, config, cache, state, point, points)
