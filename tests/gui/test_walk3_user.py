@@ -1,0 +1,47 @@
+"""Leftovers from walkthrough 3, each driven like a user and checked on what the user sees."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt
+from test_main_window import click_row
+from test_transforms_gui import tick
+
+
+def shown(win, fqn: str, col: int, role=Qt.ItemDataRole.DisplayRole):
+    """What the table view shows (through the sort/filter proxy) in ``fqn``'s row."""
+    model = win.table.model
+    idx = win.table.proxy.mapFromSource(model.index(model.row_of(fqn), col))
+    return win.table.view.model().data(idx, role)
+
+
+def test_table_act_column_says_an_embeddings_token_ids_are_not_quantized(window, qtbot, tmp_path):
+    """W8A8 on every layer: the Act. column read "A8 sym t" for embed_tokens although
+    evaluation passes its integer token ids through (the activation panel already said so)."""
+    from test_before_after_gui import _llama_files
+
+    pytest.importorskip("transformers")
+    from quantviz.gui.layer_table import C_A
+
+    win = window
+    src, data = _llama_files(tmp_path)
+    with qtbot.waitSignals([win.modelLoaded, win.statsReady], timeout=120_000):
+        win.open_model(src, data)
+    c = win.controls
+    click_row(qtbot, win, "model.embed_tokens")
+    qtbot.mouseClick(c.activationRadio, Qt.MouseButton.LeftButton)
+    tick(qtbot, c.floatCheck)
+    qtbot.mouseClick(c.applyAllButton, Qt.MouseButton.LeftButton)
+    assert win.session.config.resolve("model.embed_tokens").activation.bits == 8
+    assert shown(win, "model.embed_tokens", C_A) == "—"
+    tip = shown(win, "model.embed_tokens", C_A, Qt.ItemDataRole.ToolTipRole)
+    assert "never quantized" in tip and "A8" in tip, tip
+    # a linear layer of the same model keeps its scheme in the column
+    lin = next(lay.fqn for lay in win.session.handle.layers if lay.kind == "linear")
+    assert shown(win, lin, C_A).startswith("A8"), shown(win, lin, C_A)
+    # the activation panel says the same (one predicate for both)
+    assert "never quantized" in win.activations.info.text()
