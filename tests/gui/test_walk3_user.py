@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from test_main_window import click_row
 from test_transforms_gui import tick
 
@@ -45,3 +45,27 @@ def test_table_act_column_says_an_embeddings_token_ids_are_not_quantized(window,
     assert shown(win, lin, C_A).startswith("A8"), shown(win, lin, C_A)
     # the activation panel says the same (one predicate for both)
     assert "never quantized" in win.activations.info.text()
+
+
+def test_tradeoff_legend_never_covers_the_evaluated_point(window, qtbot):
+    """After F5 on a small window the legend box sat over the only evaluated point."""
+    from test_small_screen_and_panels import _small
+
+    win = window
+    _small(qtbot, win)
+    tp = win.tradeoff
+    with qtbot.waitSignal(tp.pointsChanged, timeout=60_000, check_params_cb=lambda n: n >= 1):
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    qtbot.waitExposed(tp)
+    vb = tp.plot.getPlotItem().getViewBox()
+    for size in ((360, 220), (300, 180), (600, 300)):
+        tp.plot.setFixedSize(*size)
+        qtbot.wait(50)
+        legend = tp.legend.sceneBoundingRect()
+        assert tp.legend.isVisible() and legend.width() > 0 and tp.legend_labels()
+        xs, ys = tp.scatter.getData()
+        assert len(xs) == 1
+        for x, y in zip(xs, ys):
+            p = vb.mapViewToScene(QPointF(float(x), float(y)))
+            assert vb.sceneBoundingRect().contains(p)  # the point is in view
+            assert not legend.adjusted(-5, -5, 5, 5).contains(p), (size, legend, p)
