@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBox
 
 from quantviz.app import AppController
 from quantviz.app.activation import ActivationData, integer_input
+from quantviz.gui.layout import SteadyLabel
 from quantviz.gui.plot_style import current_theme, style_plot
 from quantviz.gui.workers import Runner
 
@@ -103,7 +104,7 @@ class ActivationView(QWidget):
         self.logCheck.setObjectName("activationLogCheck")
         self.logCheck.setChecked(True)
         self.logCheck.toggled.connect(self._on_log)
-        self.info = QLabel(self)
+        self.info = SteadyLabel("", self)
         self.info.setObjectName("activationInfoLabel")
         self.info.setWordWrap(True)
         self.info.setStyleSheet("font-size: 8pt")

@@ -69,3 +69,34 @@ def test_tradeoff_legend_never_covers_the_evaluated_point(window, qtbot):
             p = vb.mapViewToScene(QPointF(float(x), float(y)))
             assert vb.sceneBoundingRect().contains(p)  # the point is in view
             assert not legend.adjusted(-5, -5, 5, 5).contains(p), (size, legend, p)
+
+
+def test_ticking_transforms_keeps_the_panel_where_it_is(window, qtbot):
+    """On a small window, scrolled to the bottom of the transforms panel: ticking a box
+    changed the note under Compute (one line <-> two) and the panel jumped ~10 px, so a quick
+    second click landed beside the next box."""
+    from PySide6.QtWidgets import QScrollArea
+    from test_small_screen_and_panels import _small
+    from test_transforms_gui import tick
+
+    win = window
+    _small(qtbot, win)
+    area = win.findChild(QScrollArea, "transformsScroll")
+    sb = area.verticalScrollBar()
+    checks = win.transformsPanel.checks
+    assert sb.maximum() > 0  # the panel is scrolled at this size
+
+    def seen(name):  # where the user sees the box
+        return checks[name].mapTo(area.viewport(), checks[name].rect().topLeft())
+
+    notes = set()
+    for name in ("smoothquant", "cle", "smoothquant", "cle", "fold_bn", "fold_bn"):
+        sb.setValue(sb.maximum())
+        qtbot.wait(20)
+        before, where, state = sb.value(), seen(name), checks[name].isChecked()
+        tick(qtbot, checks[name])
+        qtbot.wait(50)
+        assert checks[name].isChecked() != state
+        notes.add(win.transformsPanel.notesLabel.text())
+        assert sb.value() == before and seen(name) == where, (name, before, sb.value())
+    assert len(notes) >= 2  # the note did change under the boxes
