@@ -197,6 +197,7 @@ class TradeoffPlot(QWidget):
         session.results_changed.connect(self._schedule_refresh)
         session.current_name_changed.connect(self._mark_current)
         session.model_changed.connect(self.refresh)
+        self.refresh()  # before any model: the empty, labelled state
 
     def apply_theme(self) -> None:
         """Re-colour every item for the current plot theme (light/dark switch)."""
@@ -365,7 +366,8 @@ class TradeoffPlot(QWidget):
             lm = bool(getattr(self.session.handle, "is_causal_lm", False))
             pi.setLabel("left", "perplexity (lower is better)" if lm else "metric")
             what = "Perplexity" if lm else "Accuracy"
-            pi.setTitle(f"{what} vs memory — press F5 to evaluate", size="10pt")
+            todo = "press F5 to evaluate" if self.session.handle is not None else "no model loaded"
+            pi.setTitle(f"{what} vs memory — {todo}", size="10pt")
         self._mark_current()
         self._mark_compared()
         self._place_legend()

@@ -100,3 +100,31 @@ def test_ticking_transforms_keeps_the_panel_where_it_is(window, qtbot):
         notes.add(win.transformsPanel.notesLabel.text())
         assert sb.value() == before and seen(name) == where, (name, before, sb.value())
     assert len(notes) >= 2  # the note did change under the boxes
+
+
+def test_with_no_model_the_plots_show_an_empty_labelled_state(qtbot):
+    """Before a model is open the weight histogram read "count (x0.001)" from -400 to 400 and
+    the channel-range plot "output channel (x0.001)": plain empty axes and a title saying
+    there is no model instead."""
+    from quantviz.gui.app import _app
+    from quantviz.gui.main_window import MainWindow
+
+    _app()
+    win = MainWindow()
+    win.confirm_close = lambda: "discard"
+    qtbot.addWidget(win)
+    win.resize(1366, 740)
+    win.show()
+    qtbot.waitExposed(win)
+    assert win.session.handle is None
+    hist = win.histogram.plot.getPlotItem()
+    assert "No model" in hist.titleLabel.text
+    assert "no model" in win.tradeoff.plot.getPlotItem().titleLabel.text
+    for pi in (hist, win.histogram.rangePlot.getPlotItem(), win.tradeoff.plot.getPlotItem()):
+        for name in ("left", "bottom"):
+            axis = pi.getAxis(name)
+            assert "x0.001" not in axis.labelString() and "(x" not in axis.labelString()
+        (x0, x1), (y0, y1) = pi.getViewBox().viewRange()
+        assert x0 >= 0 and y0 >= 0 and x1 <= 1.1 and y1 <= 1.1, pi.getViewBox().viewRange()
+    assert not win.histogram.range_lo.isVisible() and not win.histogram.range_hi.isVisible()
+    assert win.shutdown(timeout=30)
