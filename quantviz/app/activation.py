@@ -20,6 +20,12 @@ __all__ = ["MAX_BARS", "ActivationData", "activation_data", "rebin"]
 MAX_BARS = 128
 
 
+def integer_input(layer: Any) -> bool:
+    """Whether a layer's input is integer ids (an embedding's token ids): evaluation passes
+    integer inputs through, so an activation scheme never applies to it."""
+    return getattr(layer, "kind", None) == "embedding"
+
+
 def rebin(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Trim empty tails and merge bins down to at most :data:`MAX_BARS` for display."""
     nz = np.nonzero(counts)[0]

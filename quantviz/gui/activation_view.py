@@ -18,7 +18,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from quantviz.app import AppController
-from quantviz.app.activation import ActivationData
+from quantviz.app.activation import ActivationData, integer_input
+from quantviz.gui.layout import SteadyLabel
 from quantviz.gui.plot_style import current_theme, style_plot
 from quantviz.gui.workers import Runner
 
@@ -103,7 +104,7 @@ class ActivationView(QWidget):
         self.logCheck.setObjectName("activationLogCheck")
         self.logCheck.setChecked(True)
         self.logCheck.toggled.connect(self._on_log)
-        self.info = QLabel(self)
+        self.info = SteadyLabel("", self)
         self.info.setObjectName("activationInfoLabel")
         self.info.setWordWrap(True)
         self.info.setStyleSheet("font-size: 8pt")
@@ -209,7 +210,7 @@ class ActivationView(QWidget):
         spec = d.spec
         self.captureButton.setVisible(d.after_state == "pending")
         h = self.controller.session.handle
-        ids = spec is not None and h is not None and h.layer(d.fqn).kind == "embedding"
+        ids = spec is not None and h is not None and integer_input(h.layer(d.fqn))
         if ids or spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
             self.grid_item.setData([], [])
             self.range_item.setVisible(False)

@@ -34,6 +34,8 @@ __all__ = ["INLINE_LIMIT", "HistogramView"]
 
 #: layers with more weight elements than this are re-quantized off the GUI thread
 INLINE_LIMIT = 1_000_000
+#: the histogram's title with no model open
+NO_MODEL = "No model loaded — File > Open model"
 #: where empty bins and grid lines start on a log count axis
 LOG_FLOOR = 0.5
 
@@ -185,6 +187,7 @@ class HistogramView(QWidget):
         session.selection_changed.connect(self.request_update)
         session.config_changed.connect(self.request_update)
         session.model_changed.connect(self._on_model)
+        self._clear()  # before any model: the empty, labelled state
 
     def apply_theme(self) -> None:
         """Re-colour every item for the current plot theme (light/dark switch)."""
@@ -261,7 +264,16 @@ class HistogramView(QWidget):
         self.after_grid_item.setData([], [])
         self.clip_left.setVisible(False)
         self.clip_right.setVisible(False)
-        self.plot.getPlotItem().setTitle("Select a layer", size="10pt")
+        # an empty, labelled state: plain 0..1 axes (an empty range of -0.5..0.5 read
+        # "count (x0.001)" from -400 to 400), no bars or range lines of an earlier layer
+        none = self.session.handle is None
+        self.plot.getPlotItem().setTitle(NO_MODEL if none else "Select a layer", size="10pt")
+        self.plot.getPlotItem().getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        self.range_bars.setOpts(x=[], y0=[], y1=[], width=0.8)
+        self.range_sel.setVisible(False)
+        self.range_lo.setVisible(False)
+        self.range_hi.setVisible(False)
+        self.rangePlot.getPlotItem().getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         self.statsLabel.setText("")
 
     def level_count(self) -> int:
@@ -463,6 +475,8 @@ class HistogramView(QWidget):
         tensor_lo, tensor_hi = float(d.chan_min.min()), float(d.chan_max.max())
         self.range_lo.setValue(tensor_lo)
         self.range_hi.setValue(tensor_hi)
+        self.range_lo.setVisible(True)
+        self.range_hi.setVisible(True)
         sel = d.channel >= 0 and d.row_kind == "channel" and d.channel < n
         if sel:
             c = d.channel

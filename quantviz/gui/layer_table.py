@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from quantviz.app import AppController
+from quantviz.app.activation import integer_input
 from quantviz.app.layer_groups import LayerGroup, group_layers
 from quantviz.core.memory import layer_bytes
 from quantviz.core.units import human_bytes, human_count
@@ -374,6 +375,13 @@ class LayerTableModel(QAbstractItemModel):
             if tip:
                 return "the budget slider's choice for this layer (Apply makes it the config)"
             return f"→ {self.preview[lay.fqn]}"
+        if col == C_A and cfg.activation and integer_input(lay):
+            if tip:
+                return (
+                    f"integer ids (an embedding's input) are never quantized: "
+                    f"A{cfg.activation.short()} does not apply here"
+                )
+            return "—"
         if col in (C_W, C_A):
             side = "weight" if col == C_W else "activation"
             text = _scheme(getattr(cfg, side), "W" if col == C_W else "A")
@@ -418,7 +426,12 @@ class LayerTableModel(QAbstractItemModel):
             return n if sort else human_count(n)
         if col in (C_W, C_A):
             side, prefix = ("weight", "W") if col == C_W else ("activation", "A")
-            texts = {_scheme(getattr(s.config.resolve(lay.fqn), side), prefix) for lay in layers}
+            texts = {
+                "—"
+                if col == C_A and integer_input(lay) and s.config.resolve(lay.fqn).activation
+                else _scheme(getattr(s.config.resolve(lay.fqn), side), prefix)
+                for lay in layers
+            }
             return texts.pop() if len(texts) == 1 else "mixed"
         if col == C_SQNR:
             low, who, known = self._group_sqnr(layers)

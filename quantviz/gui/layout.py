@@ -14,9 +14,25 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QToolBar, QWidget
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFrame,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QToolBar,
+    QWidget,
+)
 
-__all__ = ["DOCK_FRACTION", "give_room", "install_panel_toggles", "keep_room", "scrolled"]
+__all__ = [
+    "DOCK_FRACTION",
+    "SteadyLabel",
+    "give_room",
+    "install_panel_toggles",
+    "keep_room",
+    "scrolled",
+]
 
 #: the height of a bottom dock when it opens, as a fraction of the window's height
 DOCK_FRACTION = 0.38
@@ -36,6 +52,37 @@ def scrolled(widget: QWidget, name: str = "") -> QScrollArea:
     # the widget's own width still counts: no horizontal scrolling of form rows
     area.setMinimumWidth(widget.minimumSizeHint().width())
     return area
+
+
+class SteadyLabel(QLabel):
+    """A word-wrapped label whose height only grows while its width stays the same.
+
+    A note one line shorter shrank its panel's minimum height, a splitter then gave the
+    room to a neighbour and the panels around it (the transforms panel's checkboxes) jumped
+    ~10 px under the pointer. The room is re-measured when the label's width changes."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self._room_width, self._room = -1, 0
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self._keep_room()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._keep_room()
+
+    def _keep_room(self) -> None:
+        width = self.width()
+        if width != self._room_width:
+            self._room_width, self._room = width, 0
+        self._room = max(self._room, self.heightForWidth(width) if width > 0 else 0)
+        if self._room != self.minimumHeight():
+            self.setMinimumHeight(self._room)
 
 
 def give_room(win: QMainWindow, dock: QDockWidget, fraction: float = DOCK_FRACTION) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from quantviz.core.units import human_bytes
@@ -182,6 +182,9 @@ class TradeoffPlot(QWidget):
         pi.addItem(self.compared)
         self.compared_labels: list[pg.TextItem] = []
         self.scatter.sigClicked.connect(self._on_click)
+        # the legend moves to a corner free of points (it covered the only point)
+        self.legend_corner = (1, 1)
+        pi.getViewBox().sigResized.connect(self._place_legend)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -194,6 +197,7 @@ class TradeoffPlot(QWidget):
         session.results_changed.connect(self._schedule_refresh)
         session.current_name_changed.connect(self._mark_current)
         session.model_changed.connect(self.refresh)
+        self.refresh()  # before any model: the empty, labelled state
 
     def apply_theme(self) -> None:
         """Re-colour every item for the current plot theme (light/dark switch)."""
@@ -362,10 +366,39 @@ class TradeoffPlot(QWidget):
             lm = bool(getattr(self.session.handle, "is_causal_lm", False))
             pi.setLabel("left", "perplexity (lower is better)" if lm else "metric")
             what = "Perplexity" if lm else "Accuracy"
-            pi.setTitle(f"{what} vs memory — press F5 to evaluate", size="10pt")
+            todo = "press F5 to evaluate" if self.session.handle is not None else "no model loaded"
+            pi.setTitle(f"{what} vs memory — {todo}", size="10pt")
         self._mark_current()
         self._mark_compared()
+        self._place_legend()
         self.pointsChanged.emit(len(entries))
+
+    #: legend corners (x, y anchor; 1 = right / bottom) in order of preference
+    LEGEND_CORNERS = ((1, 1), (1, 0), (0, 0), (0, 1))
+
+    def _place_legend(self, *_: Any) -> None:
+        """Anchor the legend in the first corner of the view where it covers no point
+        (evaluated, current or compared), else where it covers the fewest."""
+        vb = self.plot.getPlotItem().getViewBox()
+        w, h = vb.width(), vb.height()
+        lw, lh = self.legend.width(), self.legend.height()
+        pts = []
+        for item in (self.scatter, self.current, self.compared):
+            xs, ys = item.getData()
+            pts += [vb.mapFromView(QPointF(float(x), float(y))) for x, y in zip(xs, ys)]
+        r = 8.0  # a marker's radius and a little air
+
+        def covered(corner: tuple[int, int]) -> int:
+            x0 = corner[0] * (w - lw) + (-6 if corner[0] else 6)
+            y0 = corner[1] * (h - lh) + (-6 if corner[1] else 6)
+            return sum(
+                x0 - r <= p.x() <= x0 + lw + r and y0 - r <= p.y() <= y0 + lh + r for p in pts
+            )
+
+        best = min(self.LEGEND_CORNERS, key=covered)  # the first of the least covered
+        self.legend_corner = best
+        off = (-6 if best[0] else 6, -6 if best[1] else 6)
+        self.legend.anchor(itemPos=best, parentPos=best, offset=off)
 
     def _fit_ranges(self, entries: list[ResultEntry], base: float | None) -> None:
         """Ranges that frame the points and the float line with a margin (one point gives a

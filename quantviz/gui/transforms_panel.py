@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -19,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from quantviz.app import AppController
 from quantviz.core.spec import TRANSFORM_PARAMS, transform_label
+from quantviz.gui.layout import SteadyLabel
 
 __all__ = ["GUI_ORDER", "TransformsPanel"]
 
@@ -83,7 +83,7 @@ class TransformsPanel(QGroupBox):
             "so the histogram shows the weights after them (an evaluation computes them too)"
         )
         self.computeButton.clicked.connect(self.computeRequested.emit)
-        self.notesLabel = QLabel("", self)
+        self.notesLabel = SteadyLabel("", self)
         self.notesLabel.setObjectName("transformNotesLabel")
         self.notesLabel.setWordWrap(True)
         self.notesLabel.setTextFormat(Qt.TextFormat.PlainText)

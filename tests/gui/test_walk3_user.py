@@ -1,0 +1,130 @@
+"""Leftovers from walkthrough 3, each driven like a user and checked on what the user sees."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPointF, Qt
+from test_main_window import click_row
+from test_transforms_gui import tick
+
+
+def shown(win, fqn: str, col: int, role=Qt.ItemDataRole.DisplayRole):
+    """What the table view shows (through the sort/filter proxy) in ``fqn``'s row."""
+    model = win.table.model
+    idx = win.table.proxy.mapFromSource(model.index(model.row_of(fqn), col))
+    return win.table.view.model().data(idx, role)
+
+
+def test_table_act_column_says_an_embeddings_token_ids_are_not_quantized(window, qtbot, tmp_path):
+    """W8A8 on every layer: the Act. column read "A8 sym t" for embed_tokens although
+    evaluation passes its integer token ids through (the activation panel already said so)."""
+    from test_before_after_gui import _llama_files
+
+    pytest.importorskip("transformers")
+    from quantviz.gui.layer_table import C_A
+
+    win = window
+    src, data = _llama_files(tmp_path)
+    with qtbot.waitSignals([win.modelLoaded, win.statsReady], timeout=120_000):
+        win.open_model(src, data)
+    c = win.controls
+    click_row(qtbot, win, "model.embed_tokens")
+    qtbot.mouseClick(c.activationRadio, Qt.MouseButton.LeftButton)
+    tick(qtbot, c.floatCheck)
+    qtbot.mouseClick(c.applyAllButton, Qt.MouseButton.LeftButton)
+    assert win.session.config.resolve("model.embed_tokens").activation.bits == 8
+    assert shown(win, "model.embed_tokens", C_A) == "—"
+    tip = shown(win, "model.embed_tokens", C_A, Qt.ItemDataRole.ToolTipRole)
+    assert "never quantized" in tip and "A8" in tip, tip
+    # a linear layer of the same model keeps its scheme in the column
+    lin = next(lay.fqn for lay in win.session.handle.layers if lay.kind == "linear")
+    assert shown(win, lin, C_A).startswith("A8"), shown(win, lin, C_A)
+    # the activation panel says the same (one predicate for both)
+    assert "never quantized" in win.activations.info.text()
+
+
+def test_tradeoff_legend_never_covers_the_evaluated_point(window, qtbot):
+    """After F5 on a small window the legend box sat over the only evaluated point."""
+    from test_small_screen_and_panels import _small
+
+    win = window
+    _small(qtbot, win)
+    tp = win.tradeoff
+    with qtbot.waitSignal(tp.pointsChanged, timeout=60_000, check_params_cb=lambda n: n >= 1):
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    qtbot.waitExposed(tp)
+    vb = tp.plot.getPlotItem().getViewBox()
+    for size in ((360, 220), (300, 180), (600, 300)):
+        tp.plot.setFixedSize(*size)
+        qtbot.wait(50)
+        legend = tp.legend.sceneBoundingRect()
+        assert tp.legend.isVisible() and legend.width() > 0 and tp.legend_labels()
+        xs, ys = tp.scatter.getData()
+        assert len(xs) == 1
+        for x, y in zip(xs, ys):
+            p = vb.mapViewToScene(QPointF(float(x), float(y)))
+            assert vb.sceneBoundingRect().contains(p)  # the point is in view
+            assert not legend.adjusted(-5, -5, 5, 5).contains(p), (size, legend, p)
+
+
+def test_ticking_transforms_keeps_the_panel_where_it_is(window, qtbot):
+    """On a small window, scrolled to the bottom of the transforms panel: ticking a box
+    changed the note under Compute (one line <-> two) and the panel jumped ~10 px, so a quick
+    second click landed beside the next box."""
+    from PySide6.QtWidgets import QScrollArea
+    from test_small_screen_and_panels import _small
+    from test_transforms_gui import tick
+
+    win = window
+    _small(qtbot, win)
+    area = win.findChild(QScrollArea, "transformsScroll")
+    sb = area.verticalScrollBar()
+    checks = win.transformsPanel.checks
+    assert sb.maximum() > 0  # the panel is scrolled at this size
+
+    def seen(name):  # where the user sees the box
+        return checks[name].mapTo(area.viewport(), checks[name].rect().topLeft())
+
+    notes = set()
+    for name in ("smoothquant", "cle", "smoothquant", "cle", "fold_bn", "fold_bn"):
+        sb.setValue(sb.maximum())
+        qtbot.wait(20)
+        before, where, state = sb.value(), seen(name), checks[name].isChecked()
+        tick(qtbot, checks[name])
+        qtbot.wait(50)
+        assert checks[name].isChecked() != state
+        notes.add(win.transformsPanel.notesLabel.text())
+        assert sb.value() == before and seen(name) == where, (name, before, sb.value())
+    assert len(notes) >= 2  # the note did change under the boxes
+
+
+def test_with_no_model_the_plots_show_an_empty_labelled_state(qtbot):
+    """Before a model is open the weight histogram read "count (x0.001)" from -400 to 400 and
+    the channel-range plot "output channel (x0.001)": plain empty axes and a title saying
+    there is no model instead."""
+    from quantviz.gui.app import _app
+    from quantviz.gui.main_window import MainWindow
+
+    _app()
+    win = MainWindow()
+    win.confirm_close = lambda: "discard"
+    qtbot.addWidget(win)
+    win.resize(1366, 740)
+    win.show()
+    qtbot.waitExposed(win)
+    assert win.session.handle is None
+    hist = win.histogram.plot.getPlotItem()
+    assert "No model" in hist.titleLabel.text
+    assert "no model" in win.tradeoff.plot.getPlotItem().titleLabel.text
+    for pi in (hist, win.histogram.rangePlot.getPlotItem(), win.tradeoff.plot.getPlotItem()):
+        for name in ("left", "bottom"):
+            axis = pi.getAxis(name)
+            assert "x0.001" not in axis.labelString() and "(x" not in axis.labelString()
+        (x0, x1), (y0, y1) = pi.getViewBox().viewRange()
+        assert x0 >= 0 and y0 >= 0 and x1 <= 1.1 and y1 <= 1.1, pi.getViewBox().viewRange()
+    assert not win.histogram.range_lo.isVisible() and not win.histogram.range_hi.isVisible()
+    assert win.shutdown(timeout=30)
