@@ -329,10 +329,16 @@ def test_transform_notes_can_be_read_whole_on_a_small_screen(qtbot, window):
     assert label.toolTip() == label.text()
     area = win.findChild(QScrollArea, "transformsScroll")
     assert area.widget() is panel
-    area.ensureWidgetVisible(label)
-    QApplication.processEvents()
-    top = label.mapTo(area.viewport(), label.rect().topLeft()).y()
-    assert top >= 0 and top + label.heightForWidth(label.width()) <= area.viewport().height() + 2
+
+    def read_whole() -> bool:
+        # the label's new minimum height reaches the scroll area a few events later (on a
+        # slow machine after the first scroll): scroll to it as a user would, until settled
+        area.ensureWidgetVisible(label, 0, 0)
+        top = label.mapTo(area.viewport(), label.rect().topLeft()).y()
+        need = label.heightForWidth(label.width())
+        return label.height() >= need and top >= 0 and top + need <= area.viewport().height()
+
+    qtbot.waitUntil(read_whole, timeout=5_000)
 
 
 def test_compare_error_bars_name_layers_without_overlap(qtbot, window):
