@@ -163,12 +163,53 @@ class Distribution:
         sxx = self.cxx[b[:, 1:]] - self.cxx[b[:, :-1]]
         return w, sx, sxx
 
+    def _per_value(self, n_levels: int) -> bool:
+        """Whether to assign values to levels one by one (``O(N log L)`` per codebook)
+        rather than levels to runs of values (``O(L log N)``): codebooks far larger than
+        the data, a 16-bit grid on a row or a group of 128 values."""
+        return n_levels > 2 * self.values.size
+
+    @property
+    def _weights(self) -> np.ndarray:
+        return np.diff(self.cw)
+
+    def nearest_batch(self, level_sets: np.ndarray) -> np.ndarray:
+        """Index of every value's nearest level in each sorted codebook ``level_sets``
+        [S, L]: [S, N] (ties at a midpoint to the lower level, as :meth:`_runs`)."""
+        c = np.asarray(level_sets, dtype=np.float64)
+        mids = 0.5 * (c[:, 1:] + c[:, :-1])
+        out = np.empty((c.shape[0], self.values.size), dtype=np.int64)
+        for s in range(c.shape[0]):
+            out[s] = np.searchsorted(mids[s], self.values, side="left")
+        return out
+
+    def scaled_fit(self, u: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, ...]:
+        """For the codebooks ``a_s * u`` (``u`` sorted, every ``a_s > 0``) and each value's
+        nearest level ``a_s * u_j``: per ``s`` the squared error, ``sum w x u_j`` and
+        ``sum w u_j^2`` (the numerator and denominator of the best scale for that
+        assignment); each [S]."""
+        u = np.asarray(u, dtype=np.float64)
+        a = np.asarray(a, dtype=np.float64)
+        if self._per_value(u.size):
+            uj = u[self.nearest_batch(a[:, None] * u[None, :])]  # [S, N]
+            w, v = self._weights, self.values
+            err = v[None, :] - a[:, None] * uj
+            e = np.sum(w * err * err, axis=1)
+            return np.clip(e, 0.0, None), (uj * (w * v)).sum(1), (uj * uj * w).sum(1)
+        lv = a[:, None] * u[None, :]
+        w, sx, sxx = self.run_sums_batch(lv)
+        e = np.clip(np.sum(sxx - 2.0 * lv * sx + lv * lv * w, 1), 0.0, None)
+        return e, np.sum(u * sx, axis=1), np.sum(u * u * w, axis=1)
+
     def mse(self, levels: np.ndarray) -> float:
         return self.sse(levels) / self.total
 
     def sse_batch(self, level_sets: np.ndarray) -> np.ndarray:
         """:meth:`sse` for many sorted codebooks at once, ``level_sets`` of shape [S, L]."""
         c = np.asarray(level_sets, dtype=np.float64)
+        if self._per_value(c.shape[1]):
+            err = self.values[None, :] - np.take_along_axis(c, self.nearest_batch(c), axis=1)
+            return np.clip(np.sum(self._weights * err * err, axis=1), 0.0, None)
         w, sx, sxx = self.run_sums_batch(c)
         return np.clip(np.sum(sxx - 2.0 * c * sx + w * c * c, axis=1), 0.0, None)
 

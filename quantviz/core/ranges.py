@@ -126,14 +126,12 @@ def _polish(
     best_a, best_e = float(a[0]), np.inf
     prev: np.ndarray | None = None
     for _ in range(50):
-        w, sx, sxx = d.run_sums_batch(a[:, None] * u[None, :])
-        e = np.clip(np.sum(sxx - 2.0 * a[:, None] * u * sx + (a[:, None] * u) ** 2 * w, 1), 0, None)
+        e, num, den = d.scaled_fit(u, a)
         k = int(np.argmin(e))
         if e[k] < best_e:
             best_a, best_e = float(a[k]), float(e[k])
-        den = np.sum(u * u * w, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            a_new = np.where(den > 0, np.sum(u * sx, axis=1) / den, a)
+            a_new = np.where(den > 0, num / den, a)
         a_new = np.clip(a_new, amax * 1e-9 if lo_bound is None else lo_bound, amax)
         # stop a start when its assignment no longer changes (then a_new == a) or its error
         # no longer improves by more than float rounding
@@ -144,6 +142,10 @@ def _polish(
             break
         a, prev = a_new[moved], e[moved]
     return best_a, best_e
+
+
+#: level values scored in one batch of the asymmetric search (32 MiB of float64)
+_BATCH_LEVELS = 1 << 22
 
 
 def mse_search_asymmetric(
@@ -162,8 +164,14 @@ def mse_search_asymmetric(
 
     def best_of(los: np.ndarray, his: np.ndarray) -> tuple[float, float, float]:
         pairs = [(lo, hi) for lo in los for hi in his if hi > lo]
-        sets = np.stack([levels_for(lo, hi) for lo, hi in pairs])
-        sse = d.sse_batch(sets)
+        first = levels_for(*pairs[0])
+        step = max(1, _BATCH_LEVELS // first.size)  # bounded memory at 16 bits
+        sse = np.concatenate(
+            [
+                d.sse_batch(np.stack([levels_for(lo, hi) for lo, hi in pairs[i : i + step]]))
+                for i in range(0, len(pairs), step)
+            ]
+        )
         k = int(np.argmin(sse))
         return pairs[k][0], pairs[k][1], float(sse[k])
 

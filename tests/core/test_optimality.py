@@ -215,3 +215,63 @@ def test_asymmetric_mse_calibration_within_0p1_percent_of_dense_search(case):
     r = quantize(torch.from_numpy(x), QuantSpec(bits=bits, symmetric=False, calibration="mse"))
     best = _dense_best_mse_affine(x, bits)
     assert r.mse <= best * 1.001 + 1e-12, (r.mse / best - 1, bits, x.size)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 40),
+    n_levels=st.integers(1, 300),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(1e-3, 1e3),
+)
+def test_codebook_error_per_value_and_per_run_equal_brute_force(n, n_levels, seed, scale):
+    """Both ways of scoring codebooks (runs of sorted values per level when the codebook
+    is small; each value's nearest level when it is larger than the data, the 16-bit case)
+    give the error of a brute-force nearest-level assignment, ties to the lower level."""
+    from quantviz.core.dist import Distribution
+
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal(n) * scale, 3)  # rounded: ties at midpoints happen
+    sets = np.sort(np.round(rng.standard_normal((3, n_levels)) * scale, 2), axis=1)
+    d = Distribution.from_values(x)
+    # brute force: |x - c| over every level, the first (lowest) of equal distances
+    dist = np.abs(d.values[None, :, None] - sets[:, None, :])
+    near = np.take_along_axis(sets, dist.argmin(axis=2), axis=1)
+    want = ((d.values[None, :] - near) ** 2).sum(axis=1)
+    got = d.sse_batch(sets)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * scale**2 * n)
+    # the best-scale sums: values off the midpoints (a tie's level is a float-rounding
+    # question there, its error is not)
+    d = Distribution.from_values(rng.standard_normal(n) * scale)
+    u = np.unique(np.abs(sets[0])) + 1e-3
+    a = np.array([0.5, 1.0, 2.0])
+    e, num, den = d.scaled_fit(u, a)
+    for k, ak in enumerate(a):
+        lv = ak * u
+        j = np.abs(d.values[:, None] - lv[None, :]).argmin(axis=1)
+        assert e[k] == pytest.approx(((d.values - lv[j]) ** 2).sum(), rel=1e-9, abs=1e-12)
+        assert num[k] == pytest.approx((d.values * u[j]).sum(), rel=1e-9, abs=1e-12)
+        assert den[k] == pytest.approx((u[j] ** 2).sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_sixteen_bit_mse_calibration_of_a_short_row_reaches_brute_force(symmetric):
+    """At 16 bits the grid has 65536 levels for 64 values (scored value by value): the
+    range found is no worse than a dense brute-force search over clipping ranges."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_t(3, 64).astype("f4"))
+    r = quantize(x, QuantSpec(bits=16, symmetric=symmetric, calibration="mse"))
+    mm = quantize(x, QuantSpec(bits=16, symmetric=symmetric, calibration="minmax"))
+    assert r.mse <= mm.mse * (1 + 1e-6)
+    # brute force over the clipping magnitude (symmetric) with torch's own fake-quant
+    if symmetric:
+        amax = float(x.abs().max())
+        best = min(
+            float(
+                (torch.fake_quantize_per_tensor_affine(x, a / 32767.5, 0, -32768, 32767) - x)
+                .pow(2)
+                .mean()
+            )
+            for a in np.linspace(amax * 0.5, amax, 400)
+        )
+        assert r.mse <= best * 1.001
