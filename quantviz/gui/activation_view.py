@@ -210,7 +210,7 @@ class ActivationView(QWidget):
         spec = d.spec
         self.captureButton.setVisible(d.after_state == "pending")
         h = self.controller.session.handle
-        ids = spec is not None and h is not None and integer_input(h.layer(d.fqn))
+        ids = h is not None and integer_input(h.layer(d.fqn))
         if ids or spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
             self.grid_item.setData([], [])
             self.range_item.setVisible(False)
@@ -219,7 +219,8 @@ class ActivationView(QWidget):
             elif ids:  # evaluation passes integer inputs through: no grid to show
                 self.info.setText(
                     f"range [{d.vmin:.3g}, {d.vmax:.3g}]; integer ids (an embedding's input) "
-                    f"are never quantized: A{spec.short() if spec else ''} does not apply here"
+                    "are never quantized"
+                    + (f": A{spec.short()} does not apply here" if spec is not None else "")
                 )
             elif spec is None:
                 self.info.setText(

@@ -375,11 +375,10 @@ class LayerTableModel(QAbstractItemModel):
             if tip:
                 return "the budget slider's choice for this layer (Apply makes it the config)"
             return f"→ {self.preview[lay.fqn]}"
-        if col == C_A and cfg.activation and integer_input(lay):
+        if col == C_A and integer_input(lay):
             if tip:
-                return (
-                    f"integer ids (an embedding's input) are never quantized: "
-                    f"A{cfg.activation.short()} does not apply here"
+                return "integer ids (an embedding's input) are never quantized" + (
+                    f": A{cfg.activation.short()} does not apply here" if cfg.activation else ""
                 )
             return "—"
         if col in (C_W, C_A):
@@ -428,7 +427,7 @@ class LayerTableModel(QAbstractItemModel):
             side, prefix = ("weight", "W") if col == C_W else ("activation", "A")
             texts = {
                 "—"
-                if col == C_A and integer_input(lay) and s.config.resolve(lay.fqn).activation
+                if col == C_A and integer_input(lay)
                 else _scheme(getattr(s.config.resolve(lay.fqn), side), prefix)
                 for lay in layers
             }

@@ -33,6 +33,14 @@ def test_table_act_column_says_an_embeddings_token_ids_are_not_quantized(window,
         win.open_model(src, data)
     c = win.controls
     click_row(qtbot, win, "model.embed_tokens")
+    # weights only (the default): the ids are still not "float activations" one could
+    # quantize by choosing Input activations
+    assert win.session.config.resolve("model.embed_tokens").activation is None
+    assert shown(win, "model.embed_tokens", C_A) == "—"
+    tip = shown(win, "model.embed_tokens", C_A, Qt.ItemDataRole.ToolTipRole)
+    assert "never quantized" in tip and "A8" not in tip, tip
+    qtbot.waitUntil(lambda: "never quantized" in win.activations.info.text())
+    assert "choose" not in win.activations.info.text()
     qtbot.mouseClick(c.activationRadio, Qt.MouseButton.LeftButton)
     tick(qtbot, c.floatCheck)
     qtbot.mouseClick(c.applyAllButton, Qt.MouseButton.LeftButton)
