@@ -58,3 +58,67 @@ def test_bad_methods_are_one_line_usage_errors(capsys):
         assert main(args) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("quantviz: error: ") and words in err[0], err
+
+
+W4A8 = {
+    **W4T,
+    "default": {"weight": {"bits": 4, "granularity": "per_tensor"}, "activation": {"bits": 8}},
+}
+
+
+def test_sweep_methods_with_parameters_use_them_and_say_so(tmp_path, capsys):
+    """``--methods "nearest,smoothquant(alpha=0.8)"``: the series says alpha 0.8 and its W3
+    point equals ``quantviz eval`` of a config file with that transform entry, not the one
+    with alpha 0.5; a config's own alpha is what a bare ``smoothquant`` sweeps."""
+    cfg = tmp_path / "w4a8.json"
+    cfg.write_text(json.dumps(W4A8))
+    args = ["sweep", "-m", "sample:digits_cnn", "--bits", "3", "--json", "--no-progress"]
+    assert main([*args, "-c", str(cfg), "--methods", "nearest,smoothquant(alpha=0.8)"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    sq = doc["series"][1]
+    assert sq["method"] == "smoothquant(alpha=0.8)" and sq["rounding"] == "nearest"
+    assert sq["transforms"] == [{"smoothquant": {"alpha": 0.8}}]
+    assert doc["series"][0]["transforms"] == [] and doc["series"][0]["method"] == "nearest"
+    assert sq["points"][0]["name"] == "uniform W3 sym t A8 sym t + smoothquant(alpha=0.8)"
+    evals = {}
+    for alpha in (0.8, 0.5):
+        one = tmp_path / f"sq{alpha}.json"
+        one.write_text(json.dumps({**W4A8, "transforms": [{"smoothquant": {"alpha": alpha}}]}))
+        w3 = json.loads(one.read_text())
+        w3["default"]["weight"]["bits"] = 3
+        one.write_text(json.dumps(w3))
+        assert main(["eval", "-m", "sample:digits_cnn", "-c", str(one), "--json"]) == 0
+        evals[alpha] = json.loads(capsys.readouterr().out)["value"]
+    assert sq["points"][0]["value"] == evals[0.8] != evals[0.5]
+    # the config has smoothquant at alpha 0.8: a bare smoothquant method keeps it
+    cfg.write_text(json.dumps({**W4A8, "transforms": [{"smoothquant": {"alpha": 0.8}}]}))
+    assert main([*args, "-c", str(cfg), "--methods", "smoothquant,smoothquant(alpha=0.5)"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["method"] for s in doc["series"]] == ["smoothquant(alpha=0.8)", "smoothquant"]
+    assert [s["transforms"][0]["smoothquant"]["alpha"] for s in doc["series"]] == [0.8, 0.5]
+    assert doc["series"][0]["points"][0]["value"] == evals[0.8]
+    assert doc["series"][1]["points"][0]["value"] == evals[0.5]
+
+
+def test_bad_method_parameters_are_one_line_usage_errors(capsys):
+    for text, words in (
+        (
+            "nearest,smoothquant(alpha=2)",
+            "--methods[1]: 'smoothquant(alpha=2)': smoothquant.alpha: must be in [0.0, 1.0], got 2",
+        ),
+        ("hadamard(seed=1,foo=2)", "hadamard.seed: unknown parameter (known: none)"),
+        ("smoothquant(alpha=0.8", "a '(' without its ')'"),
+    ):
+        args = [
+            "sweep",
+            "-m",
+            "sample:digits_cnn",
+            "--bits",
+            "4",
+            "--no-progress",
+            "--methods",
+            text,
+        ]
+        assert main(args) == 2, text
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("quantviz: error: ") and words in err[0], err

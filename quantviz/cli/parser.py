@@ -76,15 +76,17 @@ def transforms_arg(text: str) -> tuple[object, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def methods_arg(text: str) -> tuple[object, ...]:
-    """``nearest,gptq,cle+bias_correction`` -> validated methods (quantviz.core.methods);
-    argparse reports errors as usage."""
+def methods_arg(text: str) -> str:
+    """``nearest,gptq,smoothquant(alpha=0.8)`` checked (quantviz.core.methods) and returned
+    as written: the sweep parses it again with the config's transforms, whose parameters a
+    transform written without brackets takes. argparse reports errors as usage."""
     from quantviz.core.methods import parse_methods
 
     try:
-        return parse_methods(text, "--methods")
+        parse_methods(text, "--methods")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def cluster_address(text: str) -> str:
@@ -205,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=methods_arg,
         metavar="M,...",
         help="one curve per method: roundings (nearest, adaround, gptq), transform chains "
-        "(cle+bias_correction, smoothquant, hadamard) or both (smoothquant+gptq); each "
-        "replaces the config's transforms and rounding; a method that does not apply to "
-        "the model is skipped and named",
+        "(cle+bias_correction, smoothquant, hadamard) or both (smoothquant+gptq); "
+        "parameters in brackets: 'smoothquant(alpha=0.8)+gptq' (else the config's, else "
+        "the defaults); each replaces the config's transforms and rounding; a method that "
+        "does not apply to the model is skipped and named",
     )
     add_cluster_option(p)
     p = sub.add_parser(

@@ -35,6 +35,7 @@ __all__ = [
     "QuantSpec",
     "check_pattern",
     "check_transforms",
+    "format_number",
     "is_pattern",
     "transform_label",
 ]
@@ -515,13 +516,21 @@ def check_transforms(items: Any) -> tuple[TransformEntry, ...]:
     return tuple(out)
 
 
+def format_number(v: Any) -> str:
+    """``0.8``, ``1e-05``, ``5``: short (``:g``) when that reads back as ``v``, else exact."""
+    if isinstance(v, int):
+        return str(v)
+    short = f"{v:g}"
+    return short if float(short) == v else repr(v)
+
+
 def transform_label(transforms: Iterable[TransformEntry]) -> str:
     """``cle+bias_correction``; non-default parameters in brackets (``smoothquant(alpha=0.8)``);
     ``""`` for none."""
     parts = []
     for name, params in transforms:
         table = TRANSFORM_PARAMS[name]
-        extra = [f"{k}={v:g}" for k, v in params if v != table[k][1]]
+        extra = [f"{k}={format_number(v)}" for k, v in params if v != table[k][1]]
         parts.append(name + (f"({', '.join(extra)})" if extra else ""))
     return "+".join(parts)
 

@@ -48,11 +48,18 @@ class MethodsSweepResult:
     skipped: list[MethodSkipped] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """``series``: per method that ran its ``method`` label, the ``transforms`` it used
+        with every parameter (``[{"smoothquant": {"alpha": 0.8}}]``), its ``rounding`` and
+        its sweep; ``skipped``: the same names with the ``reason``."""
         return {
             "kind": "methods",
-            "series": [{"method": m.label, **r.to_dict()} for m, r in self.runs],
-            "skipped": [{"method": s.method.label, "reason": s.reason} for s in self.skipped],
+            "series": [{**_method_dict(m), **r.to_dict()} for m, r in self.runs],
+            "skipped": [{**_method_dict(s.method), "reason": s.reason} for s in self.skipped],
         }
+
+
+def _method_dict(m: Method) -> dict[str, Any]:
+    return {"method": m.label, "transforms": m.params_dict(), "rounding": m.rounding}
 
 
 def method_config(

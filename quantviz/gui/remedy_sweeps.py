@@ -8,9 +8,11 @@ current configuration has transforms or a non-nearest default rounding.
 
 Run > Uniform sweep per method… asks for the methods (checkboxes: nearest, adaround, gptq,
 cle+bias_correction, smoothquant, hadamard, and a field for others such as
-smoothquant+gptq) and sweeps the bit-widths once per method in one background job: one
-legend-labelled curve each. Methods that do not apply to the model are named in the status
-bar and skipped.
+smoothquant+gptq or smoothquant(alpha=0.8)+gptq) and sweeps the bit-widths once per method
+in one background job: one legend-labelled curve each. A transform the current configuration
+has keeps the configuration's parameters (the checkbox and the legend show them:
+smoothquant(alpha=0.8)) unless the typed method gives its own. Methods that do not apply to
+the model are named in the status bar and skipped.
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from quantviz.core.methods import DEFAULT_METHODS, METHOD_CHOICES, Method, parse_methods
-from quantviz.core.spec import transform_label
+from quantviz.core.methods import (
+    DEFAULT_METHODS,
+    METHOD_CHOICES,
+    Method,
+    configured_choice,
+    parse_methods,
+    split_top,
+)
+from quantviz.core.spec import TransformEntry, transform_label
 
 __all__ = ["MethodsDialog", "install_method_sweep", "install_remedy_sweeps"]
 
@@ -47,10 +56,18 @@ METHOD_NOTES = {
 
 
 class MethodsDialog(QDialog):
-    """Checkboxes for the methods of a per-method sweep; :meth:`methods` parses them."""
+    """Checkboxes for the methods of a per-method sweep; :meth:`methods` parses them, the
+    transforms named without parameters taking ``configured``'s (the configuration's)."""
 
-    def __init__(self, bits: tuple[int, ...], scheme: str, parent: QWidget | None = None):
+    def __init__(
+        self,
+        bits: tuple[int, ...],
+        scheme: str,
+        parent: QWidget | None = None,
+        configured: tuple[TransformEntry, ...] = (),
+    ):
         super().__init__(parent)
+        self.configured = configured
         self.setWindowTitle("Uniform sweep per method")
         self.setObjectName("methodsDialog")
         lay = QVBoxLayout(self)
@@ -60,9 +77,15 @@ class MethodsDialog(QDialog):
                 "one curve per method"
             )
         )
+        tuned = transform_label(configured)
+        if "(" in tuned:  # some configured parameter is not the default
+            note = QLabel(f"Transforms named without parameters take the configuration's: {tuned}")
+            note.setObjectName("methodsParamsNote")
+            note.setWordWrap(True)
+            lay.addWidget(note)
         self.checks: dict[str, QCheckBox] = {}
         for name in METHOD_CHOICES:
-            box = QCheckBox(name)
+            box = QCheckBox(configured_choice(name, configured))
             box.setObjectName(f"method_{name}")
             box.setToolTip(METHOD_NOTES.get(name, ""))
             box.setChecked(name in DEFAULT_METHODS)
@@ -70,7 +93,9 @@ class MethodsDialog(QDialog):
             self.checks[name] = box
         self.extraEdit = QLineEdit()
         self.extraEdit.setObjectName("methodsExtraEdit")
-        self.extraEdit.setPlaceholderText("more, comma-separated: smoothquant+gptq, cle+adaround")
+        self.extraEdit.setPlaceholderText(
+            "more, comma-separated: smoothquant+gptq, cle(iterations=5)+adaround"
+        )
         lay.addWidget(self.extraEdit)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
@@ -83,8 +108,9 @@ class MethodsDialog(QDialog):
     def methods(self) -> tuple[Method, ...]:
         """The ticked methods then the typed ones; ``ValueError`` naming a bad one."""
         picked = [n for n, box in self.checks.items() if box.isChecked()]
-        picked += [p for p in self.extraEdit.text().split(",") if p.strip()]
-        return parse_methods(picked)
+        typed = split_top(self.extraEdit.text(), ",")  # commas in brackets do not split
+        picked += [p for p in typed if p.strip()]
+        return parse_methods(picked, configured=self.configured)
 
 
 def install_method_sweep(win: Any) -> QAction:
@@ -98,7 +124,7 @@ def install_method_sweep(win: Any) -> QAction:
             return
         spec = ctl.default_weight_spec()
         scheme = spec.with_(rounding="nearest").short().split(" ", 1)[1]
-        dlg = MethodsDialog(bits, scheme, win)
+        dlg = MethodsDialog(bits, scheme, win, s.config.transforms)
         win.methodsDialog = dlg
         accepted = dlg.exec() == QDialog.DialogCode.Accepted
         win.activateWindow()  # see qat_dialog: the hidden dialog kept the focus

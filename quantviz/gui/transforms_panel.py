@@ -72,6 +72,9 @@ class TransformsPanel(QGroupBox):
         self.alphaSpin.setPrefix("alpha ")
         self.alphaSpin.setValue(TRANSFORM_PARAMS["smoothquant"]["alpha"][1])
         self.alphaSpin.setToolTip("SmoothQuant's migration strength (0: none, 1: all)")
+        # typed digits apply on Return / focus out: applied per key, "0" of "0.8" set the
+        # config to 0.00 and the refresh then rewrote the text under the cursor
+        self.alphaSpin.setKeyboardTracking(False)
         self.alphaSpin.valueChanged.connect(self._edited)
         row.addWidget(self.alphaSpin)
         row.addStretch(1)

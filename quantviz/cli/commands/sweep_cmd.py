@@ -35,6 +35,10 @@ def _run(args: argparse.Namespace, config: Any, cluster: Any) -> int:
     if methods is not None:
         if args.transforms is not None:
             raise UsageError("--methods: each method names its transforms; drop --transforms")
+        from quantviz.core.methods import parse_methods
+
+        # a transform written without brackets takes the config's parameters
+        methods = parse_methods(methods, "--methods", configured=transforms)
         handle, data = load_model_and_data(args)
         return _run_methods(args, handle, data, bits, spec, act, methods, cluster)
     handle, data = load_model_and_data(args)
