@@ -135,6 +135,7 @@ class ActivationView(QWidget):
             session.data_changed,
         ):
             sig.connect(self.refresh)
+        session.selection_changed.connect(self.info.release)  # after the new layer's text
         self.refresh()
 
     def apply_theme(self) -> None:

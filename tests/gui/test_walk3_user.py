@@ -102,6 +102,81 @@ def test_ticking_transforms_keeps_the_panel_where_it_is(window, qtbot):
     assert len(notes) >= 2  # the note did change under the boxes
 
 
+def test_a_long_transform_note_leaves_no_blank_lines_once_the_user_moves_on(window, qtbot):
+    """The steady note kept the room of its longest text forever: after a three-line note
+    and then a one-line one, two blank lines stayed. The room now stays while the pointer is
+    in the right-hand panels (no jump while ticking boxes there) and is released when the
+    pointer leaves them or the selected layer changes."""
+    from PySide6.QtCore import QEvent, QPoint, QRect
+    from PySide6.QtGui import QFontMetrics
+    from PySide6.QtWidgets import QApplication, QScrollArea, QSplitter
+    from test_small_screen_and_panels import _small
+
+    win = window
+    _small(qtbot, win)
+    panel = win.transformsPanel
+    label = panel.notesLabel
+    box = panel.checks["smoothquant"]
+    click_row(qtbot, win, "fc1")
+    tick(qtbot, box)
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.mouseClick(panel.computeButton, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: label.text().startswith("fc1: smoothquant"))
+    fm = QFontMetrics(label.font())
+    line = fm.lineSpacing()
+
+    def need() -> int:  # the height the label's text takes, wrapped at its width
+        w = label.contentsRect().width()
+        return fm.boundingRect(QRect(0, 0, w, 10_000), wrap, label.text()).height()
+
+    wrap = Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignLeft
+    tall = need()
+    assert tall >= 2 * line, (tall, line, label.text())  # a note of several lines
+    qtbot.waitUntil(lambda: label.height() >= tall)
+
+    def fits() -> bool:  # the label's room is its text's (or its row's), no more
+        row = max(need(), panel.computeButton.height())
+        return label.minimumHeight() <= need() + 2 and label.height() <= row + 2
+
+    # still in the panel: unticking gives a one-line note, and the room stays (no jump)
+    area = win.findChild(QScrollArea, "transformsScroll")
+    where = box.mapTo(area.viewport(), QPoint(0, 0))
+    tick(qtbot, box)
+    qtbot.waitUntil(lambda: not label.text().startswith("fc1: smoothquant"))
+    short = need()
+    assert short < tall - line // 2, (short, tall, label.text())
+    qtbot.wait(50)
+    assert label.minimumHeight() >= tall and label.height() >= tall
+    assert box.mapTo(area.viewport(), QPoint(0, 0)) == where
+    # the pointer moves on to the weight histogram: the blank lines go (offscreen, a
+    # test's mouse move brings no enter / leave events: send the right-hand column's
+    # leave as the window system does)
+    right = area.parentWidget()
+    assert isinstance(right, QSplitter) and right.isAncestorOf(win.activations)
+    plot = win.histogram.plot
+    qtbot.mouseMove(plot, plot.rect().center())
+    QApplication.sendEvent(right, QEvent(QEvent.Type.Leave))
+    qtbot.waitUntil(fits, timeout=5_000)
+    assert label.height() < tall
+    # back in the panel, a long note again, then another layer chosen with the keyboard
+    # (the pointer stays over the panel): the new layer's note gets only its own room
+    tick(qtbot, box)
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.mouseClick(panel.computeButton, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: label.text().startswith("fc1: smoothquant"))
+    qtbot.waitUntil(lambda: label.minimumHeight() >= tall)
+    tick(qtbot, box)
+    qtbot.waitUntil(lambda: not label.text().startswith("fc1: smoothquant"))
+    assert label.minimumHeight() >= tall  # kept while on fc1
+    view = win.table.view
+    view.setFocus()
+    before = win.session.selection
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    qtbot.waitUntil(lambda: win.session.selection != before)
+    qtbot.waitUntil(fits, timeout=5_000)
+    assert label.minimumHeight() < tall
+
+
 def test_with_no_model_the_plots_show_an_empty_labelled_state(qtbot):
     """Before a model is open the weight histogram read "count (x0.001)" from -400 to 400 and
     the channel-range plot "output channel (x0.001)": plain empty axes and a title saying
