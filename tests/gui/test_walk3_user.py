@@ -71,6 +71,46 @@ def test_tradeoff_legend_never_covers_the_evaluated_point(window, qtbot):
             assert not legend.adjusted(-5, -5, 5, 5).contains(p), (size, legend, p)
 
 
+def test_tradeoff_legend_moves_off_a_point_a_pan_or_zoom_brought_under_it(window, qtbot):
+    """The legend was placed only on a redraw: panning or zooming the trade-off plot could
+    leave the evaluated point under it. It is re-placed shortly after the view range
+    changes (once per burst, not on every mouse move of a drag)."""
+    from test_small_screen_and_panels import _small
+
+    win = window
+    _small(qtbot, win)
+    tp = win.tradeoff
+    with qtbot.waitSignal(tp.pointsChanged, timeout=60_000, check_params_cb=lambda n: n >= 1):
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    qtbot.waitExposed(tp)
+    vb = tp.plot.getPlotItem().getViewBox()
+    (px,), (py,) = (list(map(float, a)) for a in tp.scatter.getData())
+
+    def point() -> QPointF:  # where the user sees the point
+        return vb.mapViewToScene(QPointF(px, py))
+
+    def under_legend() -> bool:
+        return tp.legend.sceneBoundingRect().adjusted(-5, -5, 5, 5).contains(point())
+
+    assert not under_legend()
+    for _ in range(2):  # twice: the legend leaves whichever corner the point is panned to
+        corner = tp.legend_corner
+        # pan (as a drag would, in small steps) until the point sits under the legend
+        centre = vb.mapSceneToView(tp.legend.sceneBoundingRect().center())
+        dx, dy = px - centre.x(), py - centre.y()
+        (x0, x1), (y0, y1) = vb.viewRange()
+        for step in (0.25, 0.5, 0.75, 1.0):
+            vb.setRange(
+                xRange=(x0 + step * dx, x1 + step * dx),
+                yRange=(y0 + step * dy, y1 + step * dy),
+                padding=0,
+            )
+        assert under_legend()  # the drag itself does not re-place it on every move
+        qtbot.waitUntil(lambda: not under_legend(), timeout=2_000)
+        assert tp.legend_corner != corner
+        assert vb.sceneBoundingRect().contains(point())  # the pan kept the point in view
+
+
 def test_ticking_transforms_keeps_the_panel_where_it_is(window, qtbot):
     """On a small window, scrolled to the bottom of the transforms panel: ticking a box
     changed the note under Compute (one line <-> two) and the panel jumped ~10 px, so a quick
