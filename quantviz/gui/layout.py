@@ -71,22 +71,37 @@ class SteadyLabel(QLabel):
       notes; the panels show another layer anyway);
     - the label is shown again.
 
+    With ``collapse=True`` an empty label is hidden, once its room is released.
+
     A new width (a button beside it shown or hidden) only grows the room, for the same
     reason."""
 
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+    def __init__(
+        self, text: str = "", parent: QWidget | None = None, *, collapse: bool = False
+    ) -> None:
         super().__init__(text, parent)
         self.setWordWrap(True)
         self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self._room = 0
+        #: hidden while empty, but only once its room is released (an emptied note keeps
+        #: its blank room until then, as a shorter one does)
+        self.collapse = collapse
+        if collapse and not text:
+            self.hide()
 
     def setText(self, text: str) -> None:
         super().setText(text)
+        if self.collapse and text and self.isHidden():
+            self.show()  # (its showEvent fits it to the text)
+        elif self.collapse and not text and not self._room:
+            self.hide()
         self._keep_room()
 
     def release(self, *_: Any) -> None:
         """Drop the kept room: fit the current text (call it after setting a new text)."""
         self._room = 0
+        if self.collapse and not self.text():
+            self.hide()
         self._keep_room()
 
     def release_on_leave(self, area: QWidget) -> None:

@@ -180,24 +180,36 @@ def test_a_long_transform_note_leaves_no_blank_lines_once_the_user_moves_on(wind
 
     # still in the panel: unticking gives a one-line note, and the room stays (no jump)
     area = win.findChild(QScrollArea, "transformsScroll")
-    where = box.mapTo(area.viewport(), QPoint(0, 0))
+    right = area.parentWidget()  # the right-hand column's splitter
+    assert isinstance(right, QSplitter) and right.isAncestorOf(win.activations)
+
+    def settled() -> bool:  # the panels have taken the computed notes' room
+        sizes = right.sizes()
+        qtbot.wait(50)
+        return right.sizes() == sizes
+
+    qtbot.waitUntil(settled)
+    where = box.mapTo(area.viewport(), QPoint(0, 0)), box.mapTo(win, QPoint(0, 0))
     tick(qtbot, box)
     qtbot.waitUntil(lambda: not label.text().startswith("fc1: smoothquant"))
     short = need()
     assert short < tall - line // 2, (short, tall, label.text())
     qtbot.wait(50)
     assert label.minimumHeight() >= tall and label.height() >= tall
-    assert box.mapTo(area.viewport(), QPoint(0, 0)) == where
+    # the box stays where the user sees it, in its panel and in the window (the emptied
+    # before / after line under the activations keeps its room too)
+    assert (box.mapTo(area.viewport(), QPoint(0, 0)), box.mapTo(win, QPoint(0, 0))) == where
     # the pointer moves on to the weight histogram: the blank lines go (offscreen, a
     # test's mouse move brings no enter / leave events: send the right-hand column's
     # leave as the window system does)
-    right = area.parentWidget()
-    assert isinstance(right, QSplitter) and right.isAncestorOf(win.activations)
     plot = win.histogram.plot
     qtbot.mouseMove(plot, plot.rect().center())
     QApplication.sendEvent(right, QEvent(QEvent.Type.Leave))
     qtbot.waitUntil(fits, timeout=5_000)
     assert label.height() < tall
+    # the emptied before / after line under the activations goes too
+    assert win.activations.compareLabel.text() == ""
+    assert not win.activations.compareLabel.isVisible()
     # back in the panel, a long note again, then another layer chosen with the keyboard
     # (the pointer stays over the panel): the new layer's note gets only its own room
     tick(qtbot, box)
