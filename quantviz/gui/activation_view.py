@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from quantviz.app import AppController
 from quantviz.app.activation import ActivationData, integer_input
@@ -87,11 +87,10 @@ class ActivationView(QWidget):
         self.legend.setBrush(pg.mkBrush(th.background + "d0"))
         self.legend.setVisible(False)
         self.after: ActivationData | None = None
-        self.compareLabel = QLabel(self)
+        # steady too: it empties when a transform is unticked (the panels jumped ~19 px)
+        self.compareLabel = SteadyLabel("", self, collapse=True)
         self.compareLabel.setObjectName("activationCompareLabel")
-        self.compareLabel.setWordWrap(True)
         self.compareLabel.setStyleSheet("font-size: 8pt")
-        self.compareLabel.setVisible(False)
         self.captureButton = QPushButton("Capture after transforms", self)
         self.captureButton.setObjectName("activationCaptureButton")
         self.captureButton.setToolTip(
@@ -135,6 +134,8 @@ class ActivationView(QWidget):
             session.data_changed,
         ):
             sig.connect(self.refresh)
+        for label in (self.info, self.compareLabel):  # after the new layer's text
+            session.selection_changed.connect(label.release)
         self.refresh()
 
     def apply_theme(self) -> None:
@@ -283,8 +284,7 @@ class ActivationView(QWidget):
             self.after_grid_item.setData([], [])
             self.legend.setVisible(False)
             pending = d is not None and d.after_state == "pending"
-            self.compareLabel.setVisible(pending)
-            self.compareLabel.setText(
+            self.compareLabel.setText(  # (hidden when empty)
                 "After the transforms: not captured yet (Capture after transforms)"
                 if pending
                 else ""
@@ -320,7 +320,6 @@ class ActivationView(QWidget):
                 f"~{100 * a.clipped_fraction:.2f}% clipped"
             )
         self.compareLabel.setText(text)
-        self.compareLabel.setVisible(True)
 
     def after_level_count(self) -> int:
         x = self.after_grid_item.xData

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QResizeEvent
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFrame,
     QLabel,
@@ -55,32 +56,88 @@ def scrolled(widget: QWidget, name: str = "") -> QScrollArea:
 
 
 class SteadyLabel(QLabel):
-    """A word-wrapped label whose height only grows while its width stays the same.
+    """A word-wrapped label that keeps its room while the user works in one place.
 
     A note one line shorter shrank its panel's minimum height, a splitter then gave the
     room to a neighbour and the panels around it (the transforms panel's checkboxes) jumped
-    ~10 px under the pointer. The room is re-measured when the label's width changes."""
+    ~10 px under the pointer. So the label's height only grows with its text: ticking
+    box after box leaves every box where it was. The room is *released* (the label fits
+    its current text again, so no stale blank lines stay behind a long note) when:
 
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+    - the pointer leaves an area given to :meth:`release_on_leave` (the main window gives
+      the right-hand column: layer controls, transforms, activations), i.e. the user has
+      moved on and nothing under the pointer moves;
+    - the owner calls :meth:`release`, after the selected layer changed (a new layer's
+      notes; the panels show another layer anyway);
+    - the label is shown again.
+
+    With ``collapse=True`` an empty label is hidden, once its room is released.
+
+    A new width (a button beside it shown or hidden) only grows the room, for the same
+    reason."""
+
+    def __init__(
+        self, text: str = "", parent: QWidget | None = None, *, collapse: bool = False
+    ) -> None:
         super().__init__(text, parent)
         self.setWordWrap(True)
         self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        self._room_width, self._room = -1, 0
+        self._room = 0
+        #: hidden while empty, but only once its room is released (an emptied note keeps
+        #: its blank room until then, as a shorter one does)
+        self.collapse = collapse
+        if collapse and not text:
+            self.hide()
 
     def setText(self, text: str) -> None:
         super().setText(text)
+        if self.collapse and text and self.isHidden():
+            self.show()  # (its showEvent fits it to the text)
+        elif self.collapse and not text and not self._room:
+            self.hide()
         self._keep_room()
+
+    def release(self, *_: Any) -> None:
+        """Drop the kept room: fit the current text (call it after setting a new text)."""
+        self._room = 0
+        if self.collapse and not self.text():
+            self.hide()
+        self._keep_room()
+
+    def release_on_leave(self, area: QWidget) -> None:
+        """:meth:`release` whenever the pointer leaves ``area``."""
+        area.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        # (a combo box's popup over the area takes the pointer too: not a leave)
+        if event.type() == QEvent.Type.Leave and QApplication.activePopupWidget() is None:
+            self.release()
+        return False
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.release()
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         if event.size().width() != event.oldSize().width():
             self._keep_room()
 
+    def text_height(self, width: int) -> int:
+        """The height the text needs at ``width`` (QLabel's ``heightForWidth`` is floored at
+        the minimum height, i.e. at the kept room)."""
+        if width <= 0:
+            return 0
+        kept = self.minimumHeight()
+        if kept:
+            self.setMinimumHeight(0)
+        need = self.heightForWidth(width)
+        if kept:
+            self.setMinimumHeight(kept)
+        return need
+
     def _keep_room(self) -> None:
-        width = self.width()
-        if width != self._room_width:
-            self._room_width, self._room = width, 0
-        self._room = max(self._room, self.heightForWidth(width) if width > 0 else 0)
+        self._room = max(self._room, self.text_height(self.width()))
         if self._room != self.minimumHeight():
             self.setMinimumHeight(self._room)
 

@@ -116,6 +116,9 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         right.setSizes([360, 120, 260, 200])
         for i, stretch in enumerate((0, 0, 1, 1)):  # a short screen shrinks the plots first
             right.setStretchFactor(i, stretch)
+        av = self.activations
+        for label in (self.transformsPanel.notesLabel, av.info, av.compareLabel):
+            label.release_on_leave(right)  # the steady notes fit their text once left
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(centre)

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from quantviz.core.units import human_bytes
+from quantviz.gui.corner_legend import CornerLegend
 from quantviz.gui.plot_style import current_theme, style_plot
 from quantviz.session import ResultEntry, Session
 
@@ -182,9 +183,11 @@ class TradeoffPlot(QWidget):
         pi.addItem(self.compared)
         self.compared_labels: list[pg.TextItem] = []
         self.scatter.sigClicked.connect(self._on_click)
-        # the legend moves to a corner free of points (it covered the only point)
-        self.legend_corner = (1, 1)
-        pi.getViewBox().sigResized.connect(self._place_legend)
+        # the legend moves to a corner free of points (it covered the only point), also
+        # during a zoom or pan
+        self.legend_place = CornerLegend(
+            self.legend, pi.getViewBox(), (self.scatter, self.current, self.compared), self
+        )
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -373,32 +376,13 @@ class TradeoffPlot(QWidget):
         self._place_legend()
         self.pointsChanged.emit(len(entries))
 
-    #: legend corners (x, y anchor; 1 = right / bottom) in order of preference
-    LEGEND_CORNERS = ((1, 1), (1, 0), (0, 0), (0, 1))
+    @property
+    def legend_corner(self) -> tuple[int, int]:
+        """The corner the legend sits in (x, y anchor; 1 = right / bottom)."""
+        return self.legend_place.corner
 
     def _place_legend(self, *_: Any) -> None:
-        """Anchor the legend in the first corner of the view where it covers no point
-        (evaluated, current or compared), else where it covers the fewest."""
-        vb = self.plot.getPlotItem().getViewBox()
-        w, h = vb.width(), vb.height()
-        lw, lh = self.legend.width(), self.legend.height()
-        pts = []
-        for item in (self.scatter, self.current, self.compared):
-            xs, ys = item.getData()
-            pts += [vb.mapFromView(QPointF(float(x), float(y))) for x, y in zip(xs, ys)]
-        r = 8.0  # a marker's radius and a little air
-
-        def covered(corner: tuple[int, int]) -> int:
-            x0 = corner[0] * (w - lw) + (-6 if corner[0] else 6)
-            y0 = corner[1] * (h - lh) + (-6 if corner[1] else 6)
-            return sum(
-                x0 - r <= p.x() <= x0 + lw + r and y0 - r <= p.y() <= y0 + lh + r for p in pts
-            )
-
-        best = min(self.LEGEND_CORNERS, key=covered)  # the first of the least covered
-        self.legend_corner = best
-        off = (-6 if best[0] else 6, -6 if best[1] else 6)
-        self.legend.anchor(itemPos=best, parentPos=best, offset=off)
+        self.legend_place.place()
 
     def _fit_ranges(self, entries: list[ResultEntry], base: float | None) -> None:
         """Ranges that frame the points and the float line with a margin (one point gives a

@@ -97,6 +97,7 @@ class TransformsPanel(QGroupBox):
         lay.addLayout(bottom)
         s.config_changed.connect(self.refresh)
         s.selection_changed.connect(self.refresh)
+        s.selection_changed.connect(self.notesLabel.release)  # after the new layer's note
         s.model_changed.connect(self.refresh)
         self.refresh()
 

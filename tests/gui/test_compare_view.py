@@ -197,3 +197,37 @@ def test_the_tables_and_bars_show_the_qt_free_model(compare):
         assert [t.item(row, c).text() for c in range(6)] == list(m.texts())
     for name in st.names:
         assert cv.bar_heights(name) == pytest.approx(list(st.bars.heights[name]))
+
+
+def test_evaluate_button_is_a_compact_button_in_its_own_column(compare, qtbot):
+    """The per-row Evaluate / Re-evaluate button stretched over the metrics table's whole
+    remaining width (the last column stretched): it is now a normal button, its column
+    sized to it."""
+    from test_small_screen_and_panels import SMALL, _small
+
+    win, cv = compare
+    _small(qtbot, win)
+    t = cv.metricsTable
+    # one configuration evaluated, the other not: one button left, in w4k's row
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.mouseClick(cv.evaluate_buttons["default"], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: set(cv.evaluate_buttons) == {"w4k"})
+    qtbot.waitUntil(lambda: cv.evaluate_buttons["w4k"].isVisible())
+    b = cv.evaluate_buttons["w4k"]
+    assert b.text() == "Evaluate"
+    vw = t.viewport().width()
+    assert vw > 500, (vw, SMALL)  # a table wide enough for the stretch to show
+    hint = b.sizeHint().width()
+    assert abs(b.width() - hint) <= 8, (b.width(), hint)
+    assert b.width() < vw / 4, (b.width(), vw)
+    # the button's column is sized to it, not to the table's remaining width
+    col = t.columnCount() - 1
+    assert t.columnWidth(col) <= hint + 24, (t.columnWidth(col), hint)
+    # it sits in w4k's row, wholly inside its cell, and a click asks to evaluate w4k
+    cell = t.visualRect(t.model().index(1, col))
+    top_left = b.mapTo(t.viewport(), b.rect().topLeft())
+    assert cell.contains(top_left) and cell.contains(top_left + b.rect().bottomRight())
+    with qtbot.waitSignal(cv.evaluateRequested) as blocker:
+        qtbot.mouseClick(b, Qt.MouseButton.LeftButton)
+    assert blocker.args == ["w4k"]
+    qtbot.waitUntil(lambda: not win.jobRunner.running, timeout=60_000)

@@ -79,6 +79,46 @@ def test_tradeoff_legend_never_covers_the_evaluated_point(window, qtbot):
             assert not legend.adjusted(-5, -5, 5, 5).contains(p), (size, legend, p)
 
 
+def test_tradeoff_legend_moves_off_a_point_a_pan_or_zoom_brought_under_it(window, qtbot):
+    """The legend was placed only on a redraw: panning or zooming the trade-off plot could
+    leave the evaluated point under it. It is re-placed shortly after the view range
+    changes (once per burst, not on every mouse move of a drag)."""
+    from test_small_screen_and_panels import _small
+
+    win = window
+    _small(qtbot, win)
+    tp = win.tradeoff
+    with qtbot.waitSignal(tp.pointsChanged, timeout=60_000, check_params_cb=lambda n: n >= 1):
+        qtbot.keyClick(win, Qt.Key.Key_F5)
+    qtbot.waitExposed(tp)
+    vb = tp.plot.getPlotItem().getViewBox()
+    (px,), (py,) = (list(map(float, a)) for a in tp.scatter.getData())
+
+    def point() -> QPointF:  # where the user sees the point
+        return vb.mapViewToScene(QPointF(px, py))
+
+    def under_legend() -> bool:
+        return tp.legend.sceneBoundingRect().adjusted(-5, -5, 5, 5).contains(point())
+
+    assert not under_legend()
+    for _ in range(2):  # twice: the legend leaves whichever corner the point is panned to
+        corner = tp.legend_corner
+        # pan (as a drag would, in small steps) until the point sits under the legend
+        centre = vb.mapSceneToView(tp.legend.sceneBoundingRect().center())
+        dx, dy = px - centre.x(), py - centre.y()
+        (x0, x1), (y0, y1) = vb.viewRange()
+        for step in (0.25, 0.5, 0.75, 1.0):
+            vb.setRange(
+                xRange=(x0 + step * dx, x1 + step * dx),
+                yRange=(y0 + step * dy, y1 + step * dy),
+                padding=0,
+            )
+        assert under_legend()  # the drag itself does not re-place it on every move
+        qtbot.waitUntil(lambda: not under_legend(), timeout=2_000)
+        assert tp.legend_corner != corner
+        assert vb.sceneBoundingRect().contains(point())  # the pan kept the point in view
+
+
 def test_ticking_transforms_keeps_the_panel_where_it_is(window, qtbot):
     """On a small window, scrolled to the bottom of the transforms panel: ticking a box
     changed the note under Compute (one line <-> two) and the panel jumped ~10 px, so a quick
@@ -108,6 +148,93 @@ def test_ticking_transforms_keeps_the_panel_where_it_is(window, qtbot):
         notes.add(win.transformsPanel.notesLabel.text())
         assert sb.value() == before and seen(name) == where, (name, before, sb.value())
     assert len(notes) >= 2  # the note did change under the boxes
+
+
+def test_a_long_transform_note_leaves_no_blank_lines_once_the_user_moves_on(window, qtbot):
+    """The steady note kept the room of its longest text forever: after a three-line note
+    and then a one-line one, two blank lines stayed. The room now stays while the pointer is
+    in the right-hand panels (no jump while ticking boxes there) and is released when the
+    pointer leaves them or the selected layer changes."""
+    from PySide6.QtCore import QEvent, QPoint, QRect
+    from PySide6.QtGui import QFontMetrics
+    from PySide6.QtWidgets import QApplication, QScrollArea, QSplitter
+    from test_small_screen_and_panels import _small
+
+    win = window
+    _small(qtbot, win)
+    panel = win.transformsPanel
+    label = panel.notesLabel
+    box = panel.checks["smoothquant"]
+    click_row(qtbot, win, "fc1")
+    tick(qtbot, box)
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.mouseClick(panel.computeButton, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: label.text().startswith("fc1: smoothquant"))
+    fm = QFontMetrics(label.font())
+    line = fm.lineSpacing()
+
+    def need() -> int:  # the height the label's text takes, wrapped at its width
+        w = label.contentsRect().width()
+        return fm.boundingRect(QRect(0, 0, w, 10_000), wrap, label.text()).height()
+
+    wrap = Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignLeft
+    tall = need()
+    assert tall >= 2 * line, (tall, line, label.text())  # a note of several lines
+    qtbot.waitUntil(lambda: label.height() >= tall)
+
+    def fits() -> bool:  # the label's room is its text's (or its row's), no more
+        row = max(need(), panel.computeButton.height())
+        return label.minimumHeight() <= need() + 2 and label.height() <= row + 2
+
+    # still in the panel: unticking gives a one-line note, and the room stays (no jump)
+    area = win.findChild(QScrollArea, "transformsScroll")
+    right = area.parentWidget()  # the right-hand column's splitter
+    assert isinstance(right, QSplitter) and right.isAncestorOf(win.activations)
+
+    def settled() -> bool:  # the panels have taken the computed notes' room
+        sizes = right.sizes()
+        qtbot.wait(50)
+        return right.sizes() == sizes
+
+    qtbot.waitUntil(settled)
+    where = box.mapTo(area.viewport(), QPoint(0, 0)), box.mapTo(win, QPoint(0, 0))
+    tick(qtbot, box)
+    qtbot.waitUntil(lambda: not label.text().startswith("fc1: smoothquant"))
+    short = need()
+    assert short < tall - line // 2, (short, tall, label.text())
+    qtbot.wait(50)
+    assert label.minimumHeight() >= tall and label.height() >= tall
+    # the box stays where the user sees it, in its panel and in the window (the emptied
+    # before / after line under the activations keeps its room too)
+    assert (box.mapTo(area.viewport(), QPoint(0, 0)), box.mapTo(win, QPoint(0, 0))) == where
+    # the pointer moves on to the weight histogram: the blank lines go (offscreen, a
+    # test's mouse move brings no enter / leave events: send the right-hand column's
+    # leave as the window system does)
+    plot = win.histogram.plot
+    qtbot.mouseMove(plot, plot.rect().center())
+    QApplication.sendEvent(right, QEvent(QEvent.Type.Leave))
+    qtbot.waitUntil(fits, timeout=5_000)
+    assert label.height() < tall
+    # the emptied before / after line under the activations goes too
+    assert win.activations.compareLabel.text() == ""
+    assert not win.activations.compareLabel.isVisible()
+    # back in the panel, a long note again, then another layer chosen with the keyboard
+    # (the pointer stays over the panel): the new layer's note gets only its own room
+    tick(qtbot, box)
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        qtbot.mouseClick(panel.computeButton, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: label.text().startswith("fc1: smoothquant"))
+    qtbot.waitUntil(lambda: label.minimumHeight() >= tall)
+    tick(qtbot, box)
+    qtbot.waitUntil(lambda: not label.text().startswith("fc1: smoothquant"))
+    assert label.minimumHeight() >= tall  # kept while on fc1
+    view = win.table.view
+    view.setFocus()
+    before = win.session.selection
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    qtbot.waitUntil(lambda: win.session.selection != before)
+    qtbot.waitUntil(fits, timeout=5_000)
+    assert label.minimumHeight() < tall
 
 
 def test_with_no_model_the_plots_show_an_empty_labelled_state(qtbot):

@@ -1,7 +1,8 @@
 """The compare view's two tables, filled from a :class:`quantviz.app.compare.CompareState`.
 
 ``compareMetricsTable``: one row per compared configuration (metric, drop vs float, size,
-compression, BOPs and an Evaluate / Re-evaluate button); a *stale* row (no result, or a
+compression, BOPs and a compact Evaluate / Re-evaluate button in a column sized to it);
+a *stale* row (no result, or a
 result of a configuration edited since) is italic and says so in its tooltip.
 ``compareLayerTable``: one row per layer, a scheme and an SQNR column per configuration;
 the cells of a layer the configurations differ on are tinted and bold.
@@ -15,6 +16,7 @@ from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QHBoxLayout,
     QHeaderView,
     QListWidget,
     QListWidgetItem,
@@ -69,8 +71,21 @@ def metrics_table(parent: QWidget) -> QTableWidget:
     t.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     hh = t.horizontalHeader()
     hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    hh.setStretchLastSection(True)
+    # no stretch: the last column holds the Evaluate buttons (a stretched one spanned the
+    # table's remaining width); the free width stays blank at the right
+    hh.setStretchLastSection(False)
     return t
+
+
+def _in_cell(button: QPushButton, parent: QWidget) -> QWidget:
+    """``button`` at its size hint, left in a cell-sized holder (a cell widget is resized
+    to the whole cell)."""
+    holder = QWidget(parent)
+    lay = QHBoxLayout(holder)
+    lay.setContentsMargins(2, 1, 2, 1)
+    lay.addWidget(button)
+    lay.addStretch(1)
+    return holder
 
 
 def layer_table(parent: QWidget) -> QTableWidget:
@@ -112,11 +127,11 @@ def fill_metrics(
                 it.setToolTip(m.size_error)
             t.setItem(row, col, it)
         if m.stale:
-            b = QPushButton("Evaluate" if m.entry is None else "Re-evaluate", t)
+            b = QPushButton("Evaluate" if m.entry is None else "Re-evaluate")
             b.setObjectName(f"evaluateButton_{m.name}")
             b.setToolTip(tip)
             b.clicked.connect(lambda *_, n=m.name: on_evaluate(n))
-            t.setCellWidget(row, M_EVAL, b)
+            t.setCellWidget(row, M_EVAL, _in_cell(b, t))
             buttons[m.name] = b
         else:
             t.removeCellWidget(row, M_EVAL)
