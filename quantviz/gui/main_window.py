@@ -177,14 +177,7 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.paramsLabel = self.status.paramsLabel
         self.floatSizeLabel = self.status.floatSizeLabel
         self.currentSizeLabel = self.status.currentSizeLabel
-        self.cancelButton.clicked.connect(self.cancel_job)
-        self.jobRunner.progress.connect(self.status.job_progress)
-        self.jobRunner.started.connect(self._on_job_started)
-        self.jobRunner.idle.connect(self._on_job_idle)
-        saves = self.sessionActions.saveRunner
-        saves.progress.connect(self.status.job_progress)
-        saves.started.connect(self._on_job_started)
-        saves.idle.connect(self._on_job_idle)
+        self.status.serve(self.jobs, self.sessionActions, self.cancelAction)
 
         # -- session <-> UI -------------------------------------------------------------------
         self.controls.specEdited.connect(self._on_spec_edited)
@@ -431,17 +424,9 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         self.jobs.mixed_precision(self.budgetSpin.value() * 1e6)
 
     def cancel_job(self) -> None:
-        """Stop the running job at its next yield (and a running save)."""
-        self.jobs.cancel()
-        self.sessionActions.cancel_save()
-
-    def _on_job_started(self, label: str) -> None:
-        self.status.job_started(label)
-        self.cancelAction.setEnabled(True)
-
-    def _on_job_idle(self) -> None:
-        self.status.job_idle()
-        self.cancelAction.setEnabled(False)
+        """Esc: stop the running job at its next yield, else a running save (the save
+        indicator's Stop stops a save while a job runs)."""
+        self.status.cancel()
 
     # -- closing -------------------------------------------------------------------------------
     def shutdown(self, timeout: float = 10.0) -> bool:

@@ -3,10 +3,11 @@ Open Recent, Import config.
 
 Saving runs :meth:`quantviz.app.AppController.save_session_job` in its own background
 :class:`~quantviz.gui.workers.Runner` (``saveRunner``; never replaced by an evaluation): the
-window stays responsive, the status bar's progress bar and Cancel serve it, and a cancel or
-failure leaves the previous files. Whoever needs the save to end first (closing the window,
-opening another model or session after "Save" in the unsaved-work prompt) passes ``then``,
-run only once the save succeeded.
+window stays responsive, the status bar shows it on its own small indicator with its own Stop
+(the main progress bar and Cancel stay with an evaluation or sweep running meanwhile), and a
+cancel or failure leaves the previous files. Whoever needs the save to end first (closing
+the window, opening another model or session after "Save" in the unsaved-work prompt) passes
+``then``, run only once the save succeeded.
 
 A ``.quantviz`` file (:mod:`quantviz.io.session_file`) holds the model source, the data
 source, the named configurations and their results. Opening one reloads the model through the
@@ -156,7 +157,7 @@ class SessionActions(QObject):
 
     def start_save(self, path: str, then: Callable[[], Any] | None = None) -> bool:
         """Write the whole session to ``path`` in the background (the window stays
-        responsive; the progress bar shows it, Cancel stops it leaving the previous files
+        responsive; the save indicator shows it, its Stop stops it leaving the previous files
         as they were). True when started; ``sessionSaved`` / ``sessionFailed`` tell the end;
         ``then`` runs after a successful save."""
         if self._busy(then):

@@ -1,20 +1,44 @@
-"""The main window's status bar: the model's numbers, the current configuration's size, and
-a monotone progress bar (stage, counts, ETA) with Cancel for background jobs."""
+"""The main window's status bar: the model's numbers, the current configuration's size, a
+monotone progress bar (stage, counts, ETA) with Cancel for the long jobs (evaluate, sweeps,
+sensitivity, …), and a save's own small indicator with its own Stop button.
+
+A save runs in its own worker, possibly while a long job runs: each shows its own numbers
+(one bar for both jumped between the two jobs' fractions), and each has its own stop.
+Esc (Run > Cancel) stops the long job, or the save when only a save runs."""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QPushButton
+from PySide6.QtGui import QAction, QFontMetrics
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QToolButton,
+    QWidget,
+)
 
 from quantviz.app import AppController
 from quantviz.core.units import human_bytes, human_count
 
+if TYPE_CHECKING:
+    from quantviz.gui.jobs import JobController
+    from quantviz.gui.session_actions import SessionActions
+
 __all__ = ["StatusBar", "progress_text"]
+
+IDLE_TIP = "Stop the running job at its next step (Esc)"
+
+
+def _lower(label: str) -> str:
+    """``Evaluating default`` as it reads inside a sentence."""
+    return label[:1].lower() + label[1:]
 
 
 def progress_text(item: Any) -> str:
@@ -56,16 +80,76 @@ class StatusBar:
         self.cancelButton = QPushButton("Cancel", window)
         self.cancelButton.setObjectName("cancelButton")
         self.cancelButton.setEnabled(False)
-        self.cancelButton.setToolTip("Stop the running job at its next step (Esc)")
+        self.cancelButton.setToolTip(IDLE_TIP)
+        # a save's own indicator: shown only while a save runs (rare, unlike jobs)
+        self.saveIndicator = QWidget(window)
+        self.saveIndicator.setObjectName("saveIndicator")
+        row = QHBoxLayout(self.saveIndicator)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(2)
+        self.saveBar = QProgressBar(self.saveIndicator)
+        self.saveBar.setObjectName("saveProgressBar")
+        self.saveBar.setRange(0, 1000)
+        self.saveBar.setFixedWidth(190)
+        self.saveBar.setTextVisible(True)
+        self.saveCancelButton = QToolButton(self.saveIndicator)
+        self.saveCancelButton.setObjectName("saveCancelButton")
+        self.saveCancelButton.setText("Stop")
+        row.addWidget(self.saveBar)
+        row.addWidget(self.saveCancelButton)
+        self.saveIndicator.hide()
         # always shown (enabled while a job runs): showing/hiding would re-lay out and
         # repaint the whole window on every job start and end
         for w in (self.modelLabel, self.paramsLabel, self.floatSizeLabel, self.currentSizeLabel):
             sb.addPermanentWidget(w)
+        sb.addPermanentWidget(self.saveIndicator)
         sb.addPermanentWidget(self.progressBar)
         sb.addPermanentWidget(self.cancelButton)
         self.label = ""
         self._t0 = 0.0
         self._max = 0.0
+        self.save_label = ""
+        self._save_max = 0.0
+        self._jobs: JobController | None = None
+        self._saves: SessionActions | None = None
+        self._cancel_action: QAction | None = None
+
+    def serve(self, jobs: JobController, saves: SessionActions, cancel: QAction) -> None:
+        """Show ``jobs``' runner on the main bar (its Cancel stops it) and ``saves``' save
+        runner on the save indicator (its Stop stops the save); ``cancel`` (Esc) is enabled
+        while either runs and stops the long job first."""
+        self._jobs, self._saves, self._cancel_action = jobs, saves, cancel
+        r = jobs.runner
+        r.started.connect(self.job_started)
+        r.progress.connect(self.job_progress)
+        r.idle.connect(self.job_idle)
+        r = saves.saveRunner
+        r.started.connect(self.save_started)
+        r.progress.connect(self.save_progress)
+        r.idle.connect(self.save_idle)
+        self.cancelButton.clicked.connect(jobs.cancel)
+        self.saveCancelButton.clicked.connect(saves.cancel_save)
+
+    def cancel(self) -> None:
+        """Esc / Run > Cancel: stop the long job when one runs, else a running save."""
+        if self._jobs is not None and self._jobs.runner.running:
+            self._jobs.cancel()
+        elif self._saves is not None:
+            self._saves.cancel_save()
+
+    def _update_cancel(self) -> None:
+        act = self._cancel_action
+        if act is None:
+            return
+        job = self._jobs is not None and self._jobs.runner.running
+        save = self._saves is not None and self._saves.saving
+        act.setEnabled(job or save)
+        if job:
+            act.setToolTip(f"Stop {_lower(self.label)} at its next step (Esc)")
+        elif save:
+            act.setToolTip(f"Stop {_lower(self.save_label)} (Esc)")
+        else:
+            act.setToolTip(IDLE_TIP)
 
     # -- the model and the current configuration -------------------------------------------
     def update_model(self) -> None:
@@ -96,13 +180,18 @@ class StatusBar:
         self.progressBar.setFormat(self._fit(label, " %p%"))
         self.progressBar.setEnabled(True)
         self.cancelButton.setEnabled(True)
+        self.cancelButton.setToolTip(f"Stop {_lower(label)} at its next step (Esc)")
         self.window.statusBar().showMessage(label)
+        self._update_cancel()
 
     def job_idle(self) -> None:
         self.progressBar.setValue(0)
         self.progressBar.setFormat("idle")
+        self.progressBar.setToolTip("")
         self.progressBar.setEnabled(False)
         self.cancelButton.setEnabled(False)
+        self.cancelButton.setToolTip(IDLE_TIP)
+        self._update_cancel()
 
     def job_progress(self, fraction: float, message: str) -> None:
         """Show ``fraction`` (never going backwards within a job) with the stage text and
@@ -123,13 +212,47 @@ class StatusBar:
             self.progressBar.setFormat(fmt)
             self.progressBar.setToolTip(f"{head} {self._max:.0%}{eta}")
 
-    def _fit(self, head: str, tail: str) -> str:
-        """``head + tail`` with ``head`` elided at its start to fit the bar on one line (a
-        long stage text wrapped to two clipped lines); the full text is the tooltip."""
-        bar = self.progressBar
+    # -- a save (its own indicator) ------------------------------------------------------------
+    def save_started(self, label: str) -> None:
+        """``label`` (``Saving s.quantviz``) with its percentage; the stage is the tooltip."""
+        self.save_label = label
+        self._save_max = 0.0
+        bar = self.saveBar
+        bar.setValue(0)
+        bar.setFormat(self._fit(label, " %p%", bar, Qt.TextElideMode.ElideMiddle))
+        bar.setToolTip(label)
+        self.saveCancelButton.setToolTip(
+            f"Stop {_lower(label)}: the previous files stay as they were"
+        )
+        self.saveIndicator.show()
+        self._update_cancel()
+
+    def save_progress(self, fraction: float, message: str) -> None:
+        if math.isfinite(fraction):
+            self._save_max = max(self._save_max, min(1.0, max(0.0, fraction)))
+        self.saveBar.setValue(int(1000 * self._save_max))
+        head = f"{self.save_label}: {message}" if message else self.save_label
+        self.saveBar.setToolTip(f"{head} {self._save_max:.0%}")
+
+    def save_idle(self) -> None:
+        self.saveIndicator.hide()
+        self.saveBar.setValue(0)
+        self._update_cancel()
+
+    def _fit(
+        self,
+        head: str,
+        tail: str,
+        bar: QProgressBar | None = None,
+        mode: Qt.TextElideMode = Qt.TextElideMode.ElideLeft,
+    ) -> str:
+        """``head + tail`` with ``head`` elided (at its start) to fit ``bar`` (the main bar)
+        on one line (a long stage text wrapped to two clipped lines); the full text is the
+        tooltip."""
+        bar = self.progressBar if bar is None else bar
         fm = QFontMetrics(bar.font())
         room = bar.width() - fm.horizontalAdvance(tail.replace("%p%", "100%")) - 16
-        return fm.elidedText(head, Qt.TextElideMode.ElideLeft, max(room, 40)) + tail
+        return fm.elidedText(head, mode, max(room, 40)) + tail
 
     @property
     def fraction_shown(self) -> float:

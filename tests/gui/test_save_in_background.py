@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QFileDialog
 from test_main_window import click_row, type_bits
@@ -57,8 +58,10 @@ def test_ctrl_s_saves_in_the_background(window, qtbot, tmp_path, monkeypatch):
     timer.start(0)
     with qtbot.waitSignal(sa.sessionSaved, timeout=60_000) as saved:
         _ctrl_s(qtbot, win)  # no file yet: asks for one
-        assert sa.saving and win.progressBar.isEnabled()  # started, not done on the GUI thread
-        assert "Saving mine.quantviz" in win.progressBar.format()
+        assert sa.saving  # started, not done on the GUI thread
+        assert win.status.saveIndicator.isVisible()  # its own indicator, not the job bar
+        assert "Saving mine.quantviz" in win.status.saveBar.text()
+        assert not win.progressBar.isEnabled() and not win.cancelButton.isEnabled()
     timer.stop()
     assert saved.args == [str(path)] and asked == [1]
     assert len(seen) > 3 and seen == sorted(seen)  # monotone progress
@@ -77,7 +80,9 @@ def test_ctrl_s_saves_in_the_background(window, qtbot, tmp_path, monkeypatch):
     assert load_session(path).configs[back.current].resolve("fc1").weight.bits == 6
 
 
-def test_cancel_keeps_the_previous_files(window, qtbot, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["stop", "esc"])
+def test_cancel_keeps_the_previous_files(window, qtbot, tmp_path, monkeypatch, how):
+    """The save indicator's Stop, or Esc while no other job runs, cancels the save."""
     win = window
     sa = win.sessionActions
     _tune(win, 0)
@@ -106,7 +111,13 @@ def test_cancel_keeps_the_previous_files(window, qtbot, tmp_path, monkeypatch):
     def cancel(_fraction: float, msg: str) -> None:
         if "write weights" in msg and not clicked:  # writing the new weights file
             clicked.append(msg)
-            win.cancelButton.click()
+            if how == "stop":
+                qtbot.mouseClick(win.status.saveCancelButton, Qt.MouseButton.LeftButton)
+                return
+            assert not win.cancelButton.isEnabled()  # the main bar's: no job runs
+            assert win.cancelAction.toolTip() == "Stop saving s.quantviz (Esc)"
+            win.activateWindow()
+            qtbot.keyClick(win, Qt.Key.Key_Escape)
 
     sa.saveRunner.progress.connect(cancel)
     with qtbot.waitSignal(sa.sessionFailed, timeout=60_000) as failed:
