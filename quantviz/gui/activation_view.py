@@ -91,14 +91,21 @@ class ActivationView(QWidget):
         self.compareLabel = SteadyLabel("", self, collapse=True)
         self.compareLabel.setObjectName("activationCompareLabel")
         self.compareLabel.setStyleSheet("font-size: 8pt")
-        self.captureButton = QPushButton("Capture after transforms", self)
+        self.captureButton = QPushButton("Capture after", self)
         self.captureButton.setObjectName("activationCaptureButton")
         self.captureButton.setToolTip(
-            "Run the calibration data through the model after the configuration's transforms "
-            "and show each layer's input before and after (in the background)"
+            "The input after the configuration's transforms is not captured yet: run the "
+            "calibration data through the transformed model and show each layer's input "
+            "before and after (in the background; also the Transforms panel's Compute)"
         )
         self.captureButton.clicked.connect(self.captureRequested.emit)
         self.captureButton.setVisible(False)
+        # ticking a transform shows it: its room is kept while hidden, so the notes beside it
+        # keep their width and height and the transforms panel above does not move under
+        # the pointer (it grew by ~50 px on a small screen)
+        policy = self.captureButton.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.captureButton.setSizePolicy(policy)
         self.logCheck = QCheckBox("Log count", self)
         self.logCheck.setObjectName("activationLogCheck")
         self.logCheck.setChecked(True)
@@ -209,9 +216,10 @@ class ActivationView(QWidget):
         if d.after is not None and d.after.counts is not None and d.after.counts.size:
             top = max(top, float(d.after.counts.max()))
         spec = d.spec
-        self.captureButton.setVisible(d.after_state == "pending")
         h = self.controller.session.handle
         ids = h is not None and integer_input(h.layer(d.fqn))
+        # integer ids are the same numbers after any transform: nothing to capture
+        self.captureButton.setVisible(d.after_state == "pending" and not ids)
         if ids or spec is None or spec.dynamic or d.error or d.levels is None or d.clip is None:
             self.grid_item.setData([], [])
             self.range_item.setVisible(False)
@@ -283,12 +291,10 @@ class ActivationView(QWidget):
             self.after_item.setVisible(False)
             self.after_grid_item.setData([], [])
             self.legend.setVisible(False)
-            pending = d is not None and d.after_state == "pending"
-            self.compareLabel.setText(  # (hidden when empty)
-                "After the transforms: not captured yet (Capture after transforms)"
-                if pending
-                else ""
-            )
+            # "not captured yet" is the Capture button itself (a line of text here moved
+            # the panels above when a transform was ticked); an emptied line keeps its room
+            # until released, then hides (SteadyLabel collapse)
+            self.compareLabel.setText("")
             return
         self.after_item.setData(a.edges, self._shown(a.counts))
         self.after_item.setVisible(True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QApplication
 
 
 def click_row(qtbot, win, fqn):
@@ -60,7 +61,7 @@ def test_smoothquant_input_histogram_before_and_after(window, qtbot, tmp_path):
     # tick smoothquant: the "after" needs the calibration data run through the new model
     tick(qtbot, win.transformsPanel.checks["smoothquant"])
     assert av.captureButton.isVisible() and av.after is None
-    assert "not captured yet" in av.compareLabel.text()
+    assert "not captured yet" in av.captureButton.toolTip()
     with qtbot.waitSignal(win.jobDone, timeout=120_000):
         qtbot.mouseClick(av.captureButton, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: av.after is not None, timeout=10_000)
@@ -164,3 +165,43 @@ def test_cle_before_and_after_in_debug_evaluations_and_sweeps(window, qtbot):
         "uniform W4,8 sym t without transforms",
     ]
     assert all(len(tp.curves[name].xData) == 2 for name in curves)
+
+
+def test_ticking_a_transform_does_not_move_the_panels(window, qtbot, tmp_path):
+    """Ticking smoothquant showed a "Capture after transforms" row in the activation panel,
+    which grew by ~50 px and moved the transforms panel up under the pointer (a second click
+    on alpha missed). The row's room is kept now; an embedding (integer ids: nothing to
+    capture) shows no capture button at all."""
+    pytest.importorskip("transformers")
+    from test_small_screen_and_panels import _small
+
+    win = window
+    _small(qtbot, win)
+    src, data = _llama_files(tmp_path)
+    with qtbot.waitSignals([win.modelLoaded, win.statsReady], timeout=120_000):
+        win.open_model(src, data)
+    av, panel = win.activations, win.transformsPanel
+    qtbot.mouseClick(win.table.expandButton, Qt.MouseButton.LeftButton)
+    c = win.controls
+    click_row(qtbot, win, "model.layers.1.mlp.down_proj")
+    qtbot.mouseClick(c.activationRadio, Qt.MouseButton.LeftButton)
+    tick(qtbot, c.floatCheck)
+    QApplication.processEvents()
+
+    def where():
+        QApplication.processEvents()
+        return panel.mapTo(win, QPoint(0, 0)), av.mapTo(win, QPoint(0, 0)), av.height()
+
+    before = where()
+    box = panel.checks["smoothquant"]
+    tick(qtbot, box)
+    qtbot.waitUntil(av.captureButton.isVisible)
+    assert where() == before
+    tick(qtbot, box)  # and back
+    qtbot.waitUntil(lambda: not av.captureButton.isVisible())
+    assert where() == before
+    # an embedding: its ids are not changed by a transform, nothing to capture
+    tick(qtbot, box)
+    click_row(qtbot, win, "model.embed_tokens")
+    qtbot.waitUntil(lambda: "never quantized" in av.info.text())
+    assert not av.captureButton.isVisible()
