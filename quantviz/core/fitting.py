@@ -14,7 +14,11 @@ from quantviz.core.quantizers.codebook import (
     ScaledCodebookFitted,
     base_levels,
 )
-from quantviz.core.quantizers.uniform import UniformFitted, uniform_levels_np, uniform_qparams
+from quantviz.core.quantizers.uniform import (
+    UniformFitted,
+    uniform_levels_batch,
+    uniform_qparams,
+)
 from quantviz.core.ranges import calibrate_row
 from quantviz.core.spec import BLOCK_FORMATS, QuantSpec
 
@@ -50,7 +54,7 @@ def _calibrate(spec: QuantSpec, dists: list[Distribution]) -> tuple[np.ndarray, 
             symmetric=spec.symmetric,
             n_positive_levels=2 ** (spec.bits - 1) if spec.symmetric else 2**spec.bits,
             levels_sym=levels_sym,
-            levels_asym=lambda lo, hi: uniform_levels_np(lo, hi, spec),
+            levels_asym=lambda lo, hi: uniform_levels_batch(lo, hi, spec),
         )
     else:
         base = base_levels(spec)

@@ -39,7 +39,7 @@ __all__ = [
     "mse_search_symmetric",
 ]
 
-LevelsFn = Callable[[float, float], np.ndarray]
+LevelsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ranges lo, hi [S] -> sets [S, L]
 ScaledLevels = Callable[[np.ndarray], np.ndarray]  # magnitudes [S] -> level sets [S, L]
 
 KL_BINS = 2048
@@ -163,17 +163,19 @@ def mse_search_asymmetric(
         return 0.0, 0.0
 
     def best_of(los: np.ndarray, his: np.ndarray) -> tuple[float, float, float]:
-        pairs = [(lo, hi) for lo in los for hi in his if hi > lo]
-        first = levels_for(*pairs[0])
-        step = max(1, _BATCH_LEVELS // first.size)  # bounded memory at 16 bits
+        a, b = np.meshgrid(los, his, indexing="ij")  # lo-major, as the pairs were listed
+        keep = (b > a).ravel()
+        pl, ph = a.ravel()[keep], b.ravel()[keep]
+        n_levels = levels_for(pl[:1], ph[:1]).shape[1]
+        step = max(1, _BATCH_LEVELS // n_levels)  # bounded memory at 16 bits
         sse = np.concatenate(
             [
-                d.sse_batch(np.stack([levels_for(lo, hi) for lo, hi in pairs[i : i + step]]))
-                for i in range(0, len(pairs), step)
+                d.sse_batch(levels_for(pl[i : i + step], ph[i : i + step]))
+                for i in range(0, pl.size, step)
             ]
         )
         k = int(np.argmin(sse))
-        return pairs[k][0], pairs[k][1], float(sse[k])
+        return float(pl[k]), float(ph[k]), float(sse[k])
 
     fr = np.linspace(1.0 / coarse, 1.0, coarse)
     los = lo0 * fr if lo0 < 0 else np.array([0.0])
@@ -195,7 +197,7 @@ def _polish_affine(
 ) -> tuple[float, float]:
     """Polish an affine grid ``(q - z) * s``: for the grid's zero point and its neighbours,
     the exact best scale (:func:`_polish`); the range of the best grid found."""
-    lv = levels_for(lo, hi).astype(np.float64)
+    lv = levels_for(np.array([lo]), np.array([hi]))[0].astype(np.float64)
     if lv.size < 2 or not lv[1] > lv[0]:
         return lo, hi
     s = float(lv[1] - lv[0])

@@ -88,3 +88,27 @@ def test_per_channel_many_small_rows_bit_identical():
     scale, zp = obs.calculate_qparams()
     ref = torch.fake_quantize_per_channel_affine(w, scale, zp.to(torch.int32), 0, -8, 7)
     assert torch.equal(quantize(w, spec).dequantized, ref)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8, 12])
+@pytest.mark.parametrize(("symmetric", "restricted"), SCHEMES)
+def test_range_search_grids_are_torch_observer_grids(bits, symmetric, restricted):
+    """The grids the mse range search scores, built for hundreds of ranges in one call, are
+    the grids torch's observer fits to each range: levels (q - zero_point) * scale."""
+    import numpy as np
+
+    from quantviz.core.quantizers.uniform import uniform_levels_batch
+
+    spec = QuantSpec(bits=bits, symmetric=symmetric, restricted_range=restricted)
+    rng = np.random.default_rng(bits)
+    lo = -rng.uniform(0, 3, 40) * (rng.uniform(size=40) > 0.1)
+    hi = rng.uniform(0, 3, 40) * (rng.uniform(size=40) > 0.1)
+    got = uniform_levels_batch(lo, hi, spec)
+    qmin, qmax = spec.qrange
+    q = torch.arange(qmin, qmax + 1, dtype=torch.float64)
+    for i in range(lo.size):
+        obs = _observer(spec, None)
+        obs(torch.tensor([lo[i], hi[i]], dtype=torch.float32))
+        scale, zp = obs.calculate_qparams()
+        want = (q - float(zp)) * float(scale)
+        assert np.array_equal(got[i], want.numpy()), (i, lo[i], hi[i])
