@@ -349,7 +349,8 @@ class _Recorder:
         self.order: list[str] = []
         self.isolated: dict[Hashable, ErrorSums] = {}
         self.cumulative: dict[str, ErrorSums] = {}
-        self.float_out: dict[str, list[torch.Tensor]] = {}
+        #: per layer, per call of this batch: its float output, None once the quantized pass used it
+        self.float_out: dict[str, list[torch.Tensor | None]] = {}
         self.calls: dict[str, int] = {}
         self.quantized_pass = False
         self._mods = {f: _module_of(handle, f) for f in handle.fqns}
@@ -448,17 +449,23 @@ class _Recorder:
         self.calls[fqn] = i + 1
         refs = self.float_out.get(fqn, [])
         ins = self.float_in.get(fqn, [])
-        if i < len(ins) and ins[i] is not None and i < len(refs):
+        ref = refs[i] if i < len(refs) else None
+        if ref is None:
+            return
+        kept = ins[i] if i < len(ins) else None
+        if kept is not None:
             p = self.handle.weight(fqn)
             if p.data_ptr() != self._float_ptr.get(fqn):  # the quantized weight is in place
-                args, kwargs = ins[i]  # type: ignore[misc]
-                ins[i] = None
+                args, kwargs = kept
+                ins[i] = kept = None
                 with torch.no_grad():
                     for key, (_wq, act) in self._deferred(fqn):
                         q = _run_variant(mod, p, args, kwargs, (None, act))
-                        self.isolated.setdefault(key, ErrorSums()).add(q, refs[i])
-        if i < len(refs) and refs[i].shape == out.shape:
-            self.cumulative.setdefault(fqn, ErrorSums()).add(out, refs[i])
+                        self.isolated.setdefault(key, ErrorSums()).add(q, ref)
+        if ref.shape == out.shape:
+            self.cumulative.setdefault(fqn, ErrorSums()).add(out, ref)
+        if kept is None:  # used: freed now, not at the end of the batch
+            refs[i] = None
 
     def finish(self) -> None:
         """The deferred isolated runs the quantized pass did not do (with the float weights
@@ -466,7 +473,8 @@ class _Recorder:
         for fqn, ins in self.float_in.items():
             refs = self.float_out.get(fqn, [])
             for i, kept in enumerate(ins):
-                if kept is None or i >= len(refs):
+                ref = refs[i] if i < len(refs) else None
+                if kept is None or ref is None:
                     continue
                 ins[i] = None
                 args, kwargs = kept
@@ -474,7 +482,7 @@ class _Recorder:
                 with torch.no_grad():
                     for key, var in self._deferred(fqn):
                         q = _run_variant(self._mods[fqn], p, args, kwargs, var)
-                        self.isolated.setdefault(key, ErrorSums()).add(q, refs[i])
+                        self.isolated.setdefault(key, ErrorSums()).add(q, ref)
 
 
 def _spans(n: int, bs: int) -> list[tuple[int, int]]:

@@ -386,3 +386,44 @@ def test_deferred_isolated_checks_the_quantized_pass_missed_are_done_after_it():
         sums.append({k: s.result() for k, s in rec.isolated.items()})
     assert sums[1] == sums[0] and len(sums[0]) == len(h.fqns)
     assert all(math.isfinite(s.sqnr_db) for s in sums[0].values())
+
+
+def test_the_quantized_pass_frees_each_kept_float_tensor_once_used():
+    """Streamed: in the quantized pass each layer's kept float input and output are dropped
+    as soon as its isolated and cumulative errors are added (the peak stays that of the
+    float outputs alone); every weight was quantized once, by that pass."""
+    from quantviz.eval import apply_config
+    from quantviz.eval.debug import _config_variants, _Recorder
+
+    h = load_model("sample:digits_cnn")
+    x = load_data(None, h).x[:50]
+    none = WeightCache(0)
+    rec = _Recorder(h, _config_variants(h, W4PC, none, {}, stream=True), keep=True, defer=True)
+    left: list[int] = []
+    last = h.fqns[-1]
+    rm = h.module.get_submodule(h.layer(last).module_fqn).register_forward_hook(
+        lambda *_: left.append(
+            sum(r is not None for v in rec.float_out.values() for r in v)
+            + sum(k is not None for v in rec.float_in.values() for k in v)
+        )
+    )
+    rec.attach()
+    try:
+        with torch.no_grad():
+            h.module(x)
+            kept = left[-1]
+            rec.end_float_pass()
+            rec.quantized_pass = True
+            with apply_config(h, W4PC, cache=none, stream=True):
+                h.module(x)
+    finally:
+        rec.detach()
+        rm.remove()
+    # (the probe runs before the recorder's hook) float pass, at the last layer: the
+    # inputs and outputs of the others; quantized pass: the last layer's own two only
+    assert kept == 2 * (len(h.fqns) - 1)
+    assert left[-1] == 2
+    assert all(r is None for v in rec.float_out.values() for r in v)
+    assert all(k is None for v in rec.float_in.values() for k in v)
+    assert none.misses == len(h.fqns) and set(rec.cumulative) == set(h.fqns)
+    assert set(rec.isolated) == set(h.fqns)
