@@ -1,6 +1,7 @@
 """debug() (error propagation) streams a model whose fake-quantized weights exceed the weight
-cache's budget: each layer's weight is quantized when its module runs — for the isolated
-check in the float pass and for the quantized pass — never a second full copy. The numbers
+cache's budget: each layer's weight is quantized when its module runs in the quantized pass,
+once per batch (the isolated check runs there on the float inputs the float pass kept) —
+never a second full copy. The numbers
 are bit-identical to the up-front path (tiny GPT-2 with Conv1D and a tied lm_head, tiny
 Llama, the digits models with static activations) and one layer's isolated output SQNR
 equals a plain-torch computation written here. Also the ``output_sqnr`` proxy."""
