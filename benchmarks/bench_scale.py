@@ -363,7 +363,7 @@ EVAL_PARTS = {
 #: what each ``quantviz.eval.debug`` part does: (batch size, weight-cache bytes)
 DEBUG_PARTS = {
     "debug": (256, None),  # as the CLI / GUI run it (default cache: 1 GiB)
-    "debug1": (1, None),  # one sequence per batch: 4 batches, each quantizes again
+    "debug1": (1, None),  # one sequence per batch: 4 batches, each quantizes every weight again
     "debugup": (256, 1 << 62),  # a cache that holds everything: every weight up front
 }
 

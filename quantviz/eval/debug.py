@@ -5,7 +5,9 @@ For a configuration, at every quantizable layer's output (in execution order):
 - **isolated** error: only that layer quantized. Inside the *float* pass, a forward hook on
   the layer runs the layer again on the float input it just received — through its input
   (activation) quantizer and with its fake-quantized weight — and compares that output with
-  the float output. No extra pass of the model is needed.
+  the float output. No extra pass of the model is needed. (Streamed, the float input is
+  kept and the layer re-run in the quantized pass, whose hook has just quantized its
+  weight: see :class:`_Recorder`.)
 - **cumulative** error: everything up to and including the layer quantized. A second pass of
   the whole model under :func:`~quantviz.eval.apply.apply_config` compares, in a hook, the
   layer's output with the float pass's output of the same layer on the same batch.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import weakref
 from collections.abc import Callable, Generator, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -315,6 +318,16 @@ class _Recorder:
     Float pass: records the execution order, keeps each layer's float outputs of the current
     batch (one per call) when ``keep`` is set, and adds each variant's isolated error.
     Quantized pass: adds each layer's output vs the kept float output to ``cumulative``.
+
+    ``defer`` (a streamed debug: the quantized pass applies the very config of the lazy
+    variants): the float pass keeps the float inputs of a layer with a lazy (streamed)
+    variant instead of quantizing its weight there, and the quantized pass — where the
+    streaming hook has just quantized that weight and put it in place — runs the layer again
+    on them for the isolated error. Each weight is then quantized once per batch, not twice;
+    the numbers are the same (same inputs, same weight). An input several layers receive
+    (q/k/v projections) is kept once. A kept input the quantized pass did not use (the layer
+    ran fewer times, or its weight was not in place) is checked by :meth:`finish` after it,
+    quantizing that weight as the float pass would have.
     """
 
     def __init__(
@@ -323,14 +336,21 @@ class _Recorder:
         variants: Mapping[str, Sequence[tuple[Hashable, Variant]]],
         *,
         keep: bool,
+        defer: bool = False,
     ) -> None:
         self.handle = handle
         self.variants = variants
         self.keep = keep
+        self.defer = defer
+        #: per deferred layer, per call of this batch: its float (args, kwargs), None once used
+        self.float_in: dict[str, list[tuple[tuple[Any, ...], dict[str, Any]] | None]] = {}
+        self._float_ptr: dict[str, int] = {}  # the float weight's address (not swapped in)
+        self._seen: dict[int, tuple[Any, int, torch.Tensor]] = {}  # id -> (ref, version, copy)
         self.order: list[str] = []
         self.isolated: dict[Hashable, ErrorSums] = {}
         self.cumulative: dict[str, ErrorSums] = {}
-        self.float_out: dict[str, list[torch.Tensor]] = {}
+        #: per layer, per call of this batch: its float output, None once the quantized pass used it
+        self.float_out: dict[str, list[torch.Tensor | None]] = {}
         self.calls: dict[str, int] = {}
         self.quantized_pass = False
         self._mods = {f: _module_of(handle, f) for f in handle.fqns}
@@ -353,8 +373,14 @@ class _Recorder:
             r.remove()
         self._removers.clear()
 
+    def end_float_pass(self) -> None:
+        """Forget which tensors the kept inputs copy (each is freed once used)."""
+        self._seen.clear()
+
     def new_batch(self) -> None:
         self.float_out.clear()
+        self.float_in.clear()
+        self._seen.clear()
         self.calls.clear()
 
     def _hook(self, names: list[str], mod: torch.nn.Module):
@@ -363,11 +389,30 @@ class _Recorder:
                 return
             for fqn in names:
                 if self.quantized_pass:
-                    self._cumulative(fqn, out)
+                    self._cumulative(fqn, mod, out)
                 else:
                     self._float(fqn, mod, args, kwargs, out)
 
         return hook
+
+    def _deferred(self, fqn: str) -> list[tuple[Hashable, Variant]]:
+        """The variants of ``fqn`` whose isolated run waits for the quantized pass."""
+        if not self.defer:
+            return []
+        return [kv for kv in self.variants.get(fqn, ()) if callable(kv[1][0])]
+
+    def _copy(self, x: Any) -> Any:
+        """A copy of a float input tensor (one per tensor of this batch, however many layers
+        receive it: a weak reference and the version counter tell it is the same, unchanged
+        tensor); anything else as is."""
+        if not isinstance(x, torch.Tensor):
+            return x
+        hit = self._seen.get(id(x))
+        if hit is not None and hit[0]() is x and hit[1] == x._version:
+            return hit[2]
+        c = x.detach().clone()
+        self._seen[id(x)] = (weakref.ref(x), x._version, c)
+        return c
 
     def _float(
         self,
@@ -386,17 +431,58 @@ class _Recorder:
         if not variants:
             return
         p = self.handle.weight(fqn)
+        if self.keep and self._deferred(fqn):  # run in the quantized pass (see the class)
+            variants = [kv for kv in variants if not callable(kv[1][0])]
+            self._float_ptr[fqn] = p.data_ptr()
+            kept = (
+                tuple(self._copy(a) for a in args),
+                {k: self._copy(v) for k, v in kwargs.items()},
+            )
+            self.float_in.setdefault(fqn, []).append(kept)
         with torch.no_grad():
             for key, var in variants:
                 q = _run_variant(mod, p, args, kwargs, var)
                 self.isolated.setdefault(key, ErrorSums()).add(q, ref)
 
-    def _cumulative(self, fqn: str, out: torch.Tensor) -> None:
+    def _cumulative(self, fqn: str, mod: torch.nn.Module, out: torch.Tensor) -> None:
         i = self.calls.get(fqn, 0)
         self.calls[fqn] = i + 1
         refs = self.float_out.get(fqn, [])
-        if i < len(refs) and refs[i].shape == out.shape:
-            self.cumulative.setdefault(fqn, ErrorSums()).add(out, refs[i])
+        ins = self.float_in.get(fqn, [])
+        ref = refs[i] if i < len(refs) else None
+        if ref is None:
+            return
+        kept = ins[i] if i < len(ins) else None
+        if kept is not None:
+            p = self.handle.weight(fqn)
+            if p.data_ptr() != self._float_ptr.get(fqn):  # the quantized weight is in place
+                args, kwargs = kept
+                ins[i] = kept = None
+                with torch.no_grad():
+                    for key, (_wq, act) in self._deferred(fqn):
+                        q = _run_variant(mod, p, args, kwargs, (None, act))
+                        self.isolated.setdefault(key, ErrorSums()).add(q, ref)
+        if ref.shape == out.shape:
+            self.cumulative.setdefault(fqn, ErrorSums()).add(out, ref)
+        if kept is None:  # used: freed now, not at the end of the batch
+            refs[i] = None
+
+    def finish(self) -> None:
+        """The deferred isolated runs the quantized pass did not do (with the float weights
+        back in place): each quantizes its weight here, as the float pass would have."""
+        for fqn, ins in self.float_in.items():
+            refs = self.float_out.get(fqn, [])
+            for i, kept in enumerate(ins):
+                ref = refs[i] if i < len(refs) else None
+                if kept is None or ref is None:
+                    continue
+                ins[i] = None
+                args, kwargs = kept
+                p = self.handle.weight(fqn)
+                with torch.no_grad():
+                    for key, var in self._deferred(fqn):
+                        q = _run_variant(self._mods[fqn], p, args, kwargs, var)
+                        self.isolated.setdefault(key, ErrorSums()).add(q, ref)
 
 
 def _spans(n: int, bs: int) -> list[tuple[int, int]]:
@@ -576,9 +662,12 @@ def debug(
     Memory follows :func:`~quantviz.eval.evaluate.evaluate`: when the config's fake-quantized
     weights do not fit ``cache`` (:func:`~quantviz.eval.apply.quantized_bytes` >
     ``cache.max_bytes``) they are streamed — each layer's weight is quantized when its module
-    runs, for the isolated check in the float pass and again for the quantized pass
-    (``apply_config(stream=True)``), and dropped after — so the model never has a second
-    full copy of its weights; the numbers are bit-identical to the up-front path. A model
+    runs in the quantized pass (``apply_config(stream=True)``) and dropped after, so the
+    model never has a second full copy of its weights. The float pass then keeps each
+    quantized layer's float inputs (one batch's, an input shared by several layers once)
+    and the isolated check runs in the quantized pass with the weight that pass just
+    quantized: each weight is quantized once per batch, not twice. The numbers are
+    bit-identical to the up-front path. A model
     that reads a weight outside its layer's module (a layer missing from the streamed pass)
     is debugged again with every weight up front. Transforms and AdaRound / GPTQ rounding
     always take the up-front path (:func:`~quantviz.eval.apply.stream_refusal`).
@@ -632,7 +721,7 @@ def debug(
     if executor is not None:
         rec, outs = yield from _debug_on(executor, handle, data, config, stats, spans)
     else:
-        rec = _Recorder(handle, variants, keep=True)
+        rec = _Recorder(handle, variants, keep=True, defer=stream)
         outs = _OutputSums()
         states = (state, ref_state, entries)
         i = 0
@@ -654,7 +743,7 @@ def debug(
                     variants = _config_variants(handle, config, cache, stats, entries)
                 except ValueError as exc:
                     raise EvalError(handle.source, "quantize", str(exc)) from exc
-                rec = _Recorder(handle, variants, keep=True)
+                rec = _Recorder(handle, variants, keep=True, defer=stream)
                 outs = _OutputSums()
                 continue
             i += 1
@@ -703,6 +792,7 @@ def _debug_batch(
         rec.quantized_pass = False
         with torch.no_grad(), transformed(handle, ref_state):
             ref = _forward(handle, data, a, b, "debug (float model)", False)
+        rec.end_float_pass()
         rec.quantized_pass = True
         try:
             applying = apply_config(
@@ -720,6 +810,10 @@ def _debug_batch(
             out = _forward(handle, data, a, b, "debug (quantized model)", True)
     finally:
         rec.detach()
+    try:
+        rec.finish()
+    except StreamQuantizeError as exc:
+        raise EvalError(handle.source, "quantize", str(exc)) from exc
     outs.add(out, ref)
     rec.new_batch()
     return applied
@@ -752,7 +846,7 @@ def _debug_task(shared: Any, item: tuple[Any, ...]) -> tuple[Any, ...]:
     stream = streams(handle, config, cache)
     while True:  # streamed as debug() decides, up front when a layer was missed
         variants = _config_variants(handle, config, cache, stats, stream=stream)
-        rec = _Recorder(handle, variants, keep=True)
+        rec = _Recorder(handle, variants, keep=True, defer=stream)
         outs = _OutputSums()
         for i, (a, b) in enumerate(spans):
             applied = _debug_batch(

@@ -1,6 +1,7 @@
 """debug() (error propagation) streams a model whose fake-quantized weights exceed the weight
-cache's budget: each layer's weight is quantized when its module runs — for the isolated
-check in the float pass and for the quantized pass — never a second full copy. The numbers
+cache's budget: each layer's weight is quantized when its module runs in the quantized pass,
+once per batch (the isolated check runs there on the float inputs the float pass kept) —
+never a second full copy. The numbers
 are bit-identical to the up-front path (tiny GPT-2 with Conv1D and a tied lm_head, tiny
 Llama, the digits models with static activations) and one layer's isolated output SQNR
 equals a plain-torch computation written here. Also the ``output_sqnr`` proxy."""
@@ -113,8 +114,9 @@ def test_lm_debug_streamed_equals_up_front_and_plain_torch(lm):
     ev, st = _events_and_result(debug(h, data, W4, cache=none, batch_size=2))
     assert [e.stage for e in ev] == ["debug"] * 3
     assert len(none) == 0  # nothing kept: every weight quantized when its layer ran
-    # 3 batches x (isolated check + quantized pass) per layer; a tied weight once per pass
-    assert none.misses >= 2 * 3 * (len(h.fqns) - 1)
+    # once per layer per batch (3 batches): the isolated check runs in the quantized pass on
+    # the kept float inputs, with the weight that pass quantized; a tied weight once
+    assert none.misses == 3 * len(h.fqns)
     assert _numbers(st) == _numbers(up)  # bit for bit: every layer, both errors, the output
     assert {lay.fqn for lay in st.layers} >= set(h.fqns) - {"transformer.wpe"}
     assert st.output.kl > 0 and math.isfinite(st.layers[-1].cumulative.sqnr_db)
@@ -167,7 +169,7 @@ def test_digits_debug_streamed_equals_up_front(sample, config):
     up = run(debug(h, data, config, cache=WeightCache(), stats=stats, batch_size=100))
     none = WeightCache(0)
     st = run(debug(h, data, config, cache=none, stats=stats, batch_size=100))
-    assert len(none) == 0 and none.misses == 2 * 2 * len(h.fqns)  # 2 batches, 2 passes
+    assert len(none) == 0 and none.misses == 2 * len(h.fqns)  # 2 batches, once each
     assert _numbers(st) == _numbers(up)
     assert st.output.kl > 0
 
@@ -309,9 +311,120 @@ def test_a_cluster_task_streams_past_its_cache():
     none = WeightCache(0)
     shared = SimpleNamespace(handle=h, data=data, cache=none)
     order, isolated, cumulative, outs = _debug_task(shared, (W4PC, {}, [(0, 100), (100, 200)]))
-    assert len(none) == 0 and none.misses == 2 * 2 * len(h.fqns)  # streamed
+    assert len(none) == 0 and none.misses == 2 * len(h.fqns)  # streamed, once a batch
     assert order == [lay.fqn for lay in here.layers]
     for lay in here.layers:
         assert isolated[lay.fqn].result() == lay.isolated
         assert cumulative[lay.fqn].result() == lay.cumulative
     assert outs.result() == here.output
+
+
+# ---------------------------------------------------------------------------------------
+# the isolated check deferred to the quantized pass (each weight quantized once a batch)
+# ---------------------------------------------------------------------------------------
+def test_streamed_float_pass_keeps_a_shared_input_once_and_quantizes_nothing(tmp_path):
+    """Llama's q/k/v projections receive one tensor: the streamed float pass keeps one copy
+    of it for their deferred isolated checks, equal to the float input, and quantizes no
+    weight (the quantized pass does, once)."""
+    pytest.importorskip("transformers")
+
+    from hf_models import save
+
+    from quantviz.eval.debug import _config_variants, _Recorder
+
+    h = load_model(str(save("llama", tmp_path)))
+    data = _tokens(int(h.meta["vocab_size"]))
+    none = WeightCache(0)
+    variants = _config_variants(h, W4, none, {}, stream=True)
+    rec = _Recorder(h, variants, keep=True, defer=True)
+    attn = "model.layers.0.self_attn"
+    seen: list[torch.Tensor] = []
+    rm = h.module.get_submodule(f"{attn}.q_proj").register_forward_pre_hook(
+        lambda _m, a: seen.append(a[0].detach().clone())
+    )
+    rec.attach()
+    try:
+        with torch.no_grad():
+            h.module(input_ids=data.x[:2])
+    finally:
+        rec.detach()
+        rm.remove()
+    assert none.misses == 0 and not rec.isolated  # nothing quantized in the float pass
+    kept = {p: rec.float_in[f"{attn}.{p}"][0][0][0] for p in ("q_proj", "k_proj", "v_proj")}
+    assert kept["q_proj"] is kept["k_proj"] is kept["v_proj"]
+    assert torch.equal(kept["q_proj"], seen[0])
+    # an input used by one layer only is its own copy
+    down = rec.float_in["model.layers.0.mlp.down_proj"][0][0][0]
+    assert (
+        down is not kept["q_proj"]
+        and down.shape[-1] == h.layer("model.layers.0.mlp.down_proj").weight_shape[-1]
+    )
+
+
+def test_deferred_isolated_checks_the_quantized_pass_missed_are_done_after_it():
+    """:meth:`_Recorder.finish`: kept inputs no quantized pass used (here: none ran) are
+    checked after it with the weight quantized then — the same numbers as in the float
+    pass."""
+    from quantviz.eval.debug import _config_variants, _Recorder
+
+    h = load_model("sample:digits_cnn")
+    x = load_data(None, h).x[:50]
+    sums = []
+    for defer in (False, True):
+        none = WeightCache(0)
+        variants = _config_variants(h, W4PC, none, {}, stream=True)
+        rec = _Recorder(h, variants, keep=True, defer=defer)
+        rec.attach()
+        try:
+            with torch.no_grad():
+                h.module(x)
+        finally:
+            rec.detach()
+        assert none.misses == (0 if defer else len(h.fqns))
+        rec.finish()
+        assert none.misses == len(h.fqns)
+        assert all(kept is None for ins in rec.float_in.values() for kept in ins)
+        sums.append({k: s.result() for k, s in rec.isolated.items()})
+    assert sums[1] == sums[0] and len(sums[0]) == len(h.fqns)
+    assert all(math.isfinite(s.sqnr_db) for s in sums[0].values())
+
+
+def test_the_quantized_pass_frees_each_kept_float_tensor_once_used():
+    """Streamed: in the quantized pass each layer's kept float input and output are dropped
+    as soon as its isolated and cumulative errors are added (the peak stays that of the
+    float outputs alone); every weight was quantized once, by that pass."""
+    from quantviz.eval import apply_config
+    from quantviz.eval.debug import _config_variants, _Recorder
+
+    h = load_model("sample:digits_cnn")
+    x = load_data(None, h).x[:50]
+    none = WeightCache(0)
+    rec = _Recorder(h, _config_variants(h, W4PC, none, {}, stream=True), keep=True, defer=True)
+    left: list[int] = []
+    last = h.fqns[-1]
+    rm = h.module.get_submodule(h.layer(last).module_fqn).register_forward_hook(
+        lambda *_: left.append(
+            sum(r is not None for v in rec.float_out.values() for r in v)
+            + sum(k is not None for v in rec.float_in.values() for k in v)
+        )
+    )
+    rec.attach()
+    try:
+        with torch.no_grad():
+            h.module(x)
+            kept = left[-1]
+            rec.end_float_pass()
+            rec.quantized_pass = True
+            with apply_config(h, W4PC, cache=none, stream=True):
+                h.module(x)
+    finally:
+        rec.detach()
+        rm.remove()
+    # (the probe runs before the recorder's hook) float pass, at the last layer: the
+    # inputs and outputs of the others; quantized pass: the last layer's own two only
+    assert kept == 2 * (len(h.fqns) - 1)
+    assert left[-1] == 2
+    assert all(r is None for v in rec.float_out.values() for r in v)
+    assert all(k is None for v in rec.float_in.values() for k in v)
+    assert none.misses == len(h.fqns) and set(rec.cumulative) == set(h.fqns)
+    assert set(rec.isolated) == set(h.fqns)
