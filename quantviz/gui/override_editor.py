@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -116,6 +117,9 @@ class OverrideEditor(QWidget):
         self.list.setObjectName("overrideList")
         self.list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.list.setDefaultDropAction(Qt.DropAction.MoveAction)
+        # the list takes the room left under the form: its 192 px size hint made the editor
+        # scroll inside a 240 px area, the rows out of view
+        self.list.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
         self.list.setToolTip(
             "The current configuration's overrides in the order they apply; drag to reorder "
             "(a layer that two patterns match takes the lower one's scheme)"
@@ -288,7 +292,7 @@ class OverrideEditor(QWidget):
                 self.list.addItem(item)
                 if info.key == keep:
                     self.list.setCurrentItem(item)
-        self.list.setMinimumHeight(0)
+        self.list.setMinimumHeight(2 * self.list.fontMetrics().height() + 8)  # two rows
         self._update_buttons()
         self._update_matches()
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QScrollArea
 
 
 def _drawn_labels(axis):
@@ -43,3 +44,37 @@ def test_perplexity_axis_reads_values_over_a_narrow_range(window, qtbot, tmp_pat
     values = [float(t) for t in labels]  # plain numbers, not "1·10²"
     assert len(values) >= 2 and len(set(labels)) == len(labels)
     assert all(lo <= v <= hi for v in values)
+
+
+def _set_override(qtbot, win, pattern: str) -> None:
+    ed = win.overrides
+    ed.pattern.clear()
+    qtbot.keyClicks(ed.pattern, pattern)
+    qtbot.mouseClick(ed.setButton, Qt.MouseButton.LeftButton)
+
+
+def test_two_overrides_show_whole_on_a_1366x768_screen(window, qtbot):
+    """At 1297 x 729 (a 1366 x 768 screen) the override list showed half a row: the empty
+    layer table kept its 560 px while the override editor shrank to ~130 px."""
+    win = window
+    win.resize(1297, 729)
+    qtbot.waitUntil(lambda: win.size().toTuple() == (1297, 729))
+    _set_override(qtbot, win, "conv*")
+    _set_override(qtbot, win, "fc*")
+    ed = win.overrides
+    assert ed.list.count() == 2
+    qtbot.wait(50)
+    area = win.findChild(QScrollArea, "overridesScroll")
+    port = area.viewport()
+    shown = port.rect()
+    assert area.verticalScrollBar().maximum() == 0  # the editor fits: nothing to scroll
+    for i in range(ed.list.count()):
+        r = ed.list.visualItemRect(ed.list.item(i))
+        top = ed.list.viewport().mapTo(port, r.topLeft())
+        bottom = ed.list.viewport().mapTo(port, r.bottomLeft())
+        assert ed.list.viewport().rect().contains(r), f"row {i} cut by the list"
+        assert shown.contains(top) and shown.contains(bottom), f"row {i} scrolled out of view"
+    # the Set button and the buttons under the list are in view too, without scrolling
+    for w in (ed.setButton, ed.deleteButton):
+        g = w.rect()
+        assert shown.contains(w.mapTo(port, g.bottomRight())), w.objectName()
