@@ -213,11 +213,27 @@ class OverrideEditor(QWidget):
                 msg = str(e)
             else:
                 ok = n > 0
-                msg = f"{n} layer{'s' if n != 1 else ''} match" if n else "no layer matches"
+                msg = f"{n} layer{'s' if n != 1 else ''} match" if n else self._no_match(text)
         self.matchLabel.setText(msg)
         self.matchLabel.setStyleSheet("" if ok or not text else _ERROR_STYLE)
         self.setButton.setEnabled(ok)
         self.selectButton.setEnabled(ok)
+
+    def _no_match(self, text: str) -> str:
+        """The no-match message, naming the key that would match if only the prefix is missing
+        (``re:layers\\.1\\..*`` is a whole-name match: tiny_lm's are ``model.layers.1...``)."""
+        regex = text.startswith("re:")
+        body = text[3:] if regex else text
+        hint = f"re:.*{body}" if regex else f"*{body}"
+        if body.startswith(".*" if regex else "*"):
+            return "no layer matches"
+        try:
+            k = len(layers_matching(hint, self.session.fqns))
+        except ValueError:
+            k = 0
+        if not k:
+            return "no layer matches"
+        return f"no layer matches the whole name; {hint} matches {k}"
 
     def spec(self) -> QuantSpec | None:
         """The scheme the widgets describe (None = float); ``ValueError`` when invalid."""

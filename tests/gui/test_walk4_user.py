@@ -20,7 +20,7 @@ def _drawn_labels(axis):
     return [text for _rect, _flags, text in specs[2]] if specs else []
 
 
-def test_perplexity_axis_reads_values_over_a_narrow_range(window, qtbot, tmp_path):
+def _open_tiny_llama(qtbot, win, tmp_path) -> None:
     pytest.importorskip("transformers")
     from lm_models import random_tokens, tiny_llama
     from safetensors.torch import save_file
@@ -28,9 +28,13 @@ def test_perplexity_axis_reads_values_over_a_narrow_range(window, qtbot, tmp_pat
     model = tiny_llama()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "lm.st")
     np.savez(tmp_path / "tok.npz", input_ids=random_tokens(4, 16).numpy())
-    win = window
     with qtbot.waitSignal(win.modelLoaded, timeout=60_000):
         win.open_model(f"{tmp_path / 'lm.st'}::lm_models:tiny_llama", str(tmp_path / "tok.npz"))
+
+
+def test_perplexity_axis_reads_values_over_a_narrow_range(window, qtbot, tmp_path):
+    win = window
+    _open_tiny_llama(qtbot, win, tmp_path)
     with qtbot.waitSignal(win.jobDone, timeout=120_000):
         qtbot.keyClick(win, Qt.Key.Key_F5)  # W8: perplexity within a hair of float
     tp = win.tradeoff
@@ -78,3 +82,28 @@ def test_two_overrides_show_whole_on_a_1366x768_screen(window, qtbot):
     for w in (ed.setButton, ed.deleteButton):
         g = w.rect()
         assert shown.contains(w.mapTo(port, g.bottomRight())), w.objectName()
+
+
+def test_a_pattern_missing_the_model_prefix_names_the_one_that_matches(window, qtbot, tmp_path):
+    """The placeholder's ``re:layers\\.…`` matched nothing on a Llama (its layers are
+    ``model.layers.N…``, a whole-name match) and the editor said only "no layer matches"."""
+    win = window
+    _open_tiny_llama(qtbot, win, tmp_path)
+    ed = win.overrides
+    block1 = [n for n in win.session.fqns if n.startswith("model.layers.1.")]
+    assert block1
+    for typed, hint in (
+        ("re:layers\\.1\\..*", "re:.*layers\\.1\\..*"),
+        ("layers.1.*", "*layers.1.*"),
+    ):
+        ed.pattern.clear()
+        qtbot.keyClicks(ed.pattern, typed)
+        text = ed.matchLabel.text()
+        assert text.startswith("no layer matches") and f"{hint} matches {len(block1)}" in text
+        assert not ed.setButton.isEnabled()
+        ed.pattern.clear()
+        qtbot.keyClicks(ed.pattern, hint)  # what the message says works
+        assert ed.matchLabel.text() == f"{len(block1)} layers match" and ed.setButton.isEnabled()
+    ed.pattern.clear()
+    qtbot.keyClicks(ed.pattern, "re:nothing_here")
+    assert ed.matchLabel.text() == "no layer matches"
