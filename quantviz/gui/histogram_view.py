@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from quantviz.app import AppController
 from quantviz.core.layer_view import HistData, Quantized
 from quantviz.core.spec import QUANTIZERS
-from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
+from quantviz.gui.plot_style import current_theme, histogram_item, set_fitted_title, style_plot
 from quantviz.gui.workers import Runner, torch_threads
 
 __all__ = ["INLINE_LIMIT", "HistogramView"]
@@ -267,7 +267,7 @@ class HistogramView(QWidget):
         # an empty, labelled state: plain 0..1 axes (an empty range of -0.5..0.5 read
         # "count (x0.001)" from -400 to 400), no bars or range lines of an earlier layer
         none = self.session.handle is None
-        self.plot.getPlotItem().setTitle(NO_MODEL if none else "Select a layer", size="10pt")
+        set_fitted_title(self.plot, NO_MODEL if none else "Select a layer", "10pt")
         self.plot.getPlotItem().getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         self.range_bars.setOpts(x=[], y0=[], y1=[], width=0.8)
         self.range_sel.setVisible(False)
@@ -382,7 +382,6 @@ class HistogramView(QWidget):
         self.computing.emit(False)
         self.data = d
         self._fqn = d.fqn
-        pi = self.plot.getPlotItem()
         self.hist_item.setData(d.edges, self._hist_y(d))
         self._draw_grids(d)
         self._draw_after(d)
@@ -414,7 +413,7 @@ class HistogramView(QWidget):
         # title, legend, numbers
         where = "" if d.channel < 0 else f", {d.row_kind} {d.channel} of {d.rows}"
         what = "fine-tuned weights" if d.extra.get("weights_tag") else "weights"
-        pi.setTitle(f"{d.fqn} — {d.numel:,} {what}{where}", size="10pt")
+        set_fitted_title(self.plot, f"{d.fqn} — {d.numel:,} {what}{where}", "10pt")
         self._update_legend(d)
         self.statsLabel.setText(self._stats_html(d))
         self._update_range_plot(d)

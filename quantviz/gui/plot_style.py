@@ -7,9 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QGraphicsItem
 
-__all__ = ["PlotTheme", "ValueLogAxis", "apply_plot_theme", "current_theme", "style_plot"]
+__all__ = [
+    "PlotTheme",
+    "ValueLogAxis",
+    "apply_plot_theme",
+    "current_theme",
+    "set_fitted_title",
+    "style_plot",
+]
 
 
 @dataclass(frozen=True)
@@ -146,3 +155,35 @@ class ValueLogAxis(pg.AxisItem):
             if len(set(texts)) == len(texts):
                 break
         return texts
+
+
+class _TitleFit(QObject):
+    """Keeps a plot's title elided to the plot's width, again after each resize."""
+
+    def __init__(self, pw: pg.PlotWidget) -> None:
+        super().__init__(pw)
+        self.pw, self.text, self.size = pw, "", "10pt"
+        pw.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize:
+            self.apply()
+        return False
+
+    def apply(self) -> None:
+        font = QFont(self.pw.font())
+        font.setPointSizeF(float(self.size.removesuffix("pt")))
+        room = max(60, self.pw.width() - 16)
+        shown = QFontMetrics(font).elidedText(self.text, Qt.TextElideMode.ElideRight, room)
+        pi = self.pw.getPlotItem()
+        pi.setTitle(shown, size=self.size)
+        pi.titleLabel.setToolTip(self.text if shown != self.text else "")
+
+
+def set_fitted_title(pw: pg.PlotWidget, text: str, size: str = "10pt") -> None:
+    """Title ``text``, elided at the end to the plot's width (whole in its tooltip): a
+    long layer name (``model.layers.1.mlp.down_proj — 131,072 weights, group 0 of 1024``)
+    ran off the plot's right edge."""
+    fit = pw.findChild(_TitleFit) or _TitleFit(pw)
+    fit.text, fit.size = text, size
+    fit.apply()

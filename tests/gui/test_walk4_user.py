@@ -107,3 +107,33 @@ def test_a_pattern_missing_the_model_prefix_names_the_one_that_matches(window, q
     ed.pattern.clear()
     qtbot.keyClicks(ed.pattern, "re:nothing_here")
     assert ed.matchLabel.text() == "no layer matches"
+
+
+def test_long_layer_titles_fit_their_plots(window, qtbot, tmp_path):
+    """At 1366 x 768 ``model.layers.1.mlp.down_proj — 131,072 weights, group 0 of 1024`` ran
+    off the histogram's right edge (and the activation plot's title likewise)."""
+    win = window
+    _open_tiny_llama(qtbot, win, tmp_path)
+    win.resize(1050, 729)  # about the narrowest the window goes: titles need the most room
+    qtbot.waitUntil(lambda: win.width() < 1200)
+    fqn = "model.layers.1.mlp.down_proj"
+    qtbot.keyClicks(win.table.filter, "layers.1.mlp.down")  # the user filters and clicks
+    view, model = win.table.view, win.table.model
+    idx = win.table.proxy.mapFromSource(model.index_of(fqn))
+    view.scrollTo(idx)
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(idx).center())
+    assert win.session.selection == (fqn,)
+    hist, acts = win.histogram.plot, win.activations.plot
+    qtbot.waitUntil(lambda: fqn in hist.getPlotItem().titleLabel.text, timeout=30_000)
+    qtbot.waitUntil(lambda: fqn in acts.getPlotItem().titleLabel.text, timeout=60_000)
+    qtbot.wait(50)
+    for pw in (hist, acts):
+        label = pw.getPlotItem().titleLabel
+        shown = label.item.boundingRect().width()
+        assert shown <= pw.width(), (label.text, shown, pw.width())
+    label = hist.getPlotItem().titleLabel  # this one is too long for 400 px: elided
+    assert label.text.endswith("…") and label.text.startswith(fqn)
+    assert label.toolTip() == f"{fqn} — 8,192 weights, channel 0 of 64"  # whole in the tip
+    # wider again: the whole title comes back
+    win.resize(1900, 729)
+    qtbot.waitUntil(lambda: "…" not in hist.getPlotItem().titleLabel.text)
