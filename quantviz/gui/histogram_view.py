@@ -148,8 +148,10 @@ class HistogramView(QWidget):
         self.statsLabel.setTextFormat(Qt.TextFormat.RichText)
         self.statsLabel.setWordWrap(True)
         self.statsLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # a fixed height: changing its text must not re-lay out (and repaint) the plot
-        self.statsLabel.setFixedHeight(3 * self.statsLabel.fontMetrics().lineSpacing() + 6)
+        # a fixed height: changing its text must not re-lay out (and repaint) the plot; it
+        # grows only when the rows need more than three lines (see _fit_stats)
+        self._stats_h = 3 * self.statsLabel.fontMetrics().lineSpacing() + 6
+        self.statsLabel.setFixedHeight(self._stats_h)
         self.statsLabel.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
         # -- the per-channel range plot ----------------------------------------------------
@@ -416,6 +418,7 @@ class HistogramView(QWidget):
         set_fitted_title(self.plot, f"{d.fqn} — {d.numel:,} {what}{where}", "10pt")
         self._update_legend(d)
         self.statsLabel.setText(self._stats_html(d))
+        self._fit_stats()
         self._update_range_plot(d)
         self.controller.record_layer_view(d)
         self.updated.emit(d)
@@ -440,6 +443,18 @@ class HistogramView(QWidget):
         elif self._compare_in_legend:
             self.legend.removeItem(self.compare_item)
             self._compare_in_legend = False
+
+    def _fit_stats(self) -> None:
+        """Three lines, or as many as the text wraps to: with a comparison or the weights
+        after transforms, the second row's wrapped end was cut off at 1366 x 768."""
+        lab = self.statsLabel
+        h = max(self._stats_h, lab.heightForWidth(max(1, lab.width())))
+        if h != lab.height():
+            lab.setFixedHeight(h)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit_stats()
 
     def _stats_html(self, d: HistData) -> str:
         th = current_theme()

@@ -137,3 +137,28 @@ def test_long_layer_titles_fit_their_plots(window, qtbot, tmp_path):
     # wider again: the whole title comes back
     win.resize(1900, 729)
     qtbot.waitUntil(lambda: "…" not in hist.getPlotItem().titleLabel.text)
+
+
+def test_weight_numbers_with_a_comparison_are_not_cut_off(window, qtbot):
+    """With a second quantizer (or the weights after transforms) the stats under the
+    histogram wrap to five lines at 1366 x 768; the label kept three and cut the rest."""
+    win = window
+    win.resize(1297, 729)
+    qtbot.waitUntil(lambda: win.size().toTuple() == (1297, 729))
+    hv = win.histogram
+    view, model = win.table.view, win.table.model
+    idx = win.table.proxy.mapFromSource(model.index_of("conv2"))
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(idx).center())
+    combo = hv.compareQuantizerCombo
+    with qtbot.waitSignal(hv.updated, timeout=30_000):
+        combo.setCurrentIndex(combo.findData("nf4"))
+    lab = hv.statsLabel
+    assert lab.text().count("SQNR") == 2
+    qtbot.wait(50)
+    # Qt's own layout of the label's text at its width must fit the height it is given
+    assert lab.heightForWidth(lab.width()) <= lab.height()
+    assert lab.geometry().bottom() <= hv.height()
+    with qtbot.waitSignal(hv.updated, timeout=30_000):
+        combo.setCurrentIndex(combo.findData(None))
+    qtbot.wait(50)
+    assert lab.heightForWidth(lab.width()) <= lab.height()
