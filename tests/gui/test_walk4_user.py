@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QScrollArea
+
+
+def tick(qtbot, box) -> None:
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
 
 
 def _drawn_labels(axis):
@@ -162,3 +166,47 @@ def test_weight_numbers_with_a_comparison_are_not_cut_off(window, qtbot):
         combo.setCurrentIndex(combo.findData(None))
     qtbot.wait(50)
     assert lab.heightForWidth(lab.width()) <= lab.height()
+
+
+def test_a_bad_method_keeps_the_sweep_dialog_and_its_choices(window, qtbot):
+    """A typo in the methods field closed the dialog with an error box: reopening it, the
+    typed methods and the unticked defaults were gone."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    win = window
+    win.sweepBitsEdit.setText("3")
+    seen = {}
+
+    def fill() -> None:
+        dlg = win.methodsDialog
+        tick(qtbot, dlg.checks["gptq"])  # untick
+        qtbot.keyClicks(dlg.extraEdit, "smoothquant(alpha=2)")
+        buttons = dlg.findChild(QDialogButtonBox)
+        qtbot.mouseClick(
+            buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton
+        )
+        seen["open"] = dlg.isVisible()
+        seen["error"] = dlg.errorLabel.text() if dlg.errorLabel.isVisible() else ""
+        seen["ticked"] = [n for n, b in dlg.checks.items() if b.isChecked()]
+        # the user fixes the value in place and sweeps
+        dlg.extraEdit.selectAll()
+        qtbot.keyClicks(dlg.extraEdit, "smoothquant(alpha=0.8)")
+        seen["cleared"] = not dlg.errorLabel.isVisible()
+        tick(qtbot, dlg.checks["cle+bias_correction"])
+        qtbot.mouseClick(
+            buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton
+        )
+
+    reported = []
+    win.errors.report = lambda title, exc: reported.append(str(exc))  # (no modal box here)
+    QTimer.singleShot(0, fill)
+    with qtbot.waitSignal(win.jobDone, timeout=60_000, raising=False):
+        win.sweepMethodsAction.trigger()
+    assert not reported
+    assert seen["open"] and "smoothquant.alpha: must be in [0.0, 1.0], got 2" in seen["error"]
+    assert seen["ticked"] == ["nearest", "cle+bias_correction"] and seen["cleared"]
+    tp = win.tradeoff
+    qtbot.waitUntil(lambda: tp.point_count() == 2)
+    names = [n for n in tp.legend_labels() if n.startswith("uniform")]
+    assert names == ["uniform W3 sym ch nearest", "uniform W3 sym ch smoothquant(alpha=0.8)"]
