@@ -210,3 +210,27 @@ def test_a_bad_method_keeps_the_sweep_dialog_and_its_choices(window, qtbot):
     qtbot.waitUntil(lambda: tp.point_count() == 2)
     names = [n for n in tp.legend_labels() if n.startswith("uniform")]
     assert names == ["uniform W3 sym ch nearest", "uniform W3 sym ch smoothquant(alpha=0.8)"]
+
+
+def test_compare_copy_bar_shows_whole_configuration_names(window, qtbot):
+    """In the compare dock at 1366 x 768 the "to" combo read "default qa" (for "default
+    qat-ste"): the copy button's long sentence took the room."""
+    win = window
+    s = win.session
+    s.save_as("default qat-ste")
+    win.resize(1297, 729)
+    qtbot.keyClick(win, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier)
+    cv = win.compareView
+    qtbot.waitUntil(lambda: win.compareDock.isVisible())
+    win.compareDock.resize(1215, 690)  # as it opens on that screen
+    with qtbot.waitSignal(cv.histogramsUpdated, timeout=10_000):
+        cv.set_compared(["default", "default qat-ste"])
+    with qtbot.waitSignal(cv.histogramsUpdated, timeout=10_000):
+        cv.select_layer("conv1")
+    qtbot.wait(50)
+    assert cv.targetCombo.currentText() == "default qat-ste"
+    for combo in (cv.sourceCombo, cv.targetCombo):
+        need = combo.fontMetrics().horizontalAdvance(combo.currentText())
+        assert combo.width() >= combo.sizeHint().width() and combo.width() > need + 20
+    assert cv.copyButton.text() == "Copy conv1"
+    assert "default and default qat-ste" in cv.copyButton.toolTip()  # (the same: nothing to copy)
