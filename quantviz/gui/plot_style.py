@@ -139,7 +139,7 @@ class ValueLogAxis(pg.AxisItem):
         if not abs(maxVal - minVal) < 1:  # a decade or more (or no range): 1..9 x 10^n
             return ticks
         lo, hi = sorted((10.0**minVal, 10.0**maxVal))
-        raw = (hi - lo) / max(2, int(size // 45))  # about a label per 45 px
+        raw = (hi - lo) / max(2, int(size // 30))  # about a label per 30 px
         if not raw > 0:
             return ticks
         mag = 10.0 ** math.floor(math.log10(raw))

@@ -52,6 +52,11 @@ def test_perplexity_axis_reads_values_over_a_narrow_range(window, qtbot, tmp_pat
     values = [float(t) for t in labels]  # plain numbers, not "1·10²"
     assert len(values) >= 2 and len(set(labels)) == len(labels)
     assert all(lo <= v <= hi for v in values)
+    # on a 1366 x 768 screen the plot is ~180 px tall: still two values or more
+    win.resize(1297, 729)
+    qtbot.waitUntil(lambda: win.size().toTuple() == (1297, 729))
+    qtbot.wait(50)
+    assert len(_drawn_labels(left)) >= 2, (_drawn_labels(left), left.height())
 
 
 def _set_override(qtbot, win, pattern: str) -> None:
