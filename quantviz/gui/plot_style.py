@@ -173,9 +173,11 @@ class _TitleFit(QObject):
     def apply(self) -> None:
         font = QFont(self.pw.font())
         font.setPointSizeF(float(self.size.removesuffix("pt")))
-        room = max(60, self.pw.width() - 16)
-        shown = QFontMetrics(font).elidedText(self.text, Qt.TextElideMode.ElideRight, room)
         pi = self.pw.getPlotItem()
+        # the title sits over the view box: the left axis's width is not its room
+        axis = pi.getAxis("left")
+        room = max(60, self.pw.width() - (axis.width() if axis.isVisible() else 0) - 24)
+        shown = QFontMetrics(font).elidedText(self.text, Qt.TextElideMode.ElideRight, room)
         pi.setTitle(shown, size=self.size)
         pi.titleLabel.setToolTip(self.text if shown != self.text else "")
 
