@@ -277,6 +277,7 @@ class HistogramView(QWidget):
         self.range_hi.setVisible(False)
         self.rangePlot.getPlotItem().getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         self.statsLabel.setText("")
+        self.legend.setVisible(False)  # it named the last layer's grid under "Select a layer"
 
     def level_count(self) -> int:
         """Number of grid lines drawn (levels of the shown row)."""
@@ -424,6 +425,7 @@ class HistogramView(QWidget):
         self.updated.emit(d)
 
     def _update_legend(self, d: HistData) -> None:
+        self.legend.setVisible(True)
         lab = self.legend.getLabel(self.grid_item)
         if d.main is not None and d.channel < 0 and d.main.rows > 1:
             lab.setText(f"W{d.main.spec.short()}: {d.main.rows} grids (pick a {d.row_kind})")

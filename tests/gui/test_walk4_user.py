@@ -239,3 +239,28 @@ def test_compare_copy_bar_shows_whole_configuration_names(window, qtbot):
         assert combo.width() >= combo.sizeHint().width() and combo.width() > need + 20
     assert cv.copyButton.text() == "Copy conv1"
     assert "default and default qat-ste" in cv.copyButton.toolTip()  # (the same: nothing to copy)
+
+
+def test_no_layer_selected_shows_no_grid_legend(window, qtbot):
+    """Filtering the selected layer away left "Select a layer" over an empty plot whose
+    legend still named the last layer's grid (grid W8 sym ch, 256 levels)."""
+    win = window
+    hv = win.histogram
+    view, model = win.table.view, win.table.model
+    idx = win.table.proxy.mapFromSource(model.index_of("conv2"))
+    with qtbot.waitSignal(hv.updated, timeout=30_000):
+        qtbot.mouseClick(
+            view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(idx).center()
+        )
+    assert hv.legend.isVisible()
+    assert "levels" in hv.legend.getLabel(hv.grid_item).text
+    qtbot.keyClicks(win.table.filter, "nothing_like_this")
+    qtbot.waitUntil(lambda: "Select a layer" in hv.plot.getPlotItem().titleLabel.text)
+    assert not hv.legend.isVisible()
+    win.table.filter.clear()
+    idx = win.table.proxy.mapFromSource(model.index_of("fc1"))
+    with qtbot.waitSignal(hv.updated, timeout=30_000):
+        qtbot.mouseClick(
+            view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(idx).center()
+        )
+    assert hv.legend.isVisible() and "levels" in hv.legend.getLabel(hv.grid_item).text
