@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QVBoxLayout, 
 from quantviz.app import AppController
 from quantviz.app.activation import ActivationData, integer_input
 from quantviz.gui.layout import SteadyLabel
-from quantviz.gui.plot_style import current_theme, style_plot
+from quantviz.gui.plot_style import current_theme, set_fitted_title, style_plot
 from quantviz.gui.workers import Runner
 
 __all__ = ["ActivationView"]
@@ -171,7 +171,7 @@ class ActivationView(QWidget):
         self.range_item.setVisible(False)
         self._draw_after(None, "")
         self.captureButton.setVisible(False)
-        self.plot.getPlotItem().setTitle(title, size="9pt")
+        set_fitted_title(self.plot, title, "9pt")
         self.info.setText(text)
 
     def _start_tuned_stats(self) -> None:
@@ -211,7 +211,7 @@ class ActivationView(QWidget):
         assert d.counts is not None and d.edges is not None
         log = self.logCheck.isChecked()
         self.hist_item.setData(d.edges, self._shown(d.counts))
-        self.plot.getPlotItem().setTitle(f"{fqn} input ({d.count:,} values)", size="9pt")
+        set_fitted_title(self.plot, f"{fqn} input ({d.count:,} values)", "9pt")
         top = float(d.counts.max()) if d.counts.size else 1.0
         if d.after is not None and d.after.counts is not None and d.after.counts.size:
             top = max(top, float(d.after.counts.max()))

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from quantviz.app import AppController
 from quantviz.core.layer_view import HistData, Quantized
 from quantviz.core.spec import QUANTIZERS
-from quantviz.gui.plot_style import current_theme, histogram_item, style_plot
+from quantviz.gui.plot_style import current_theme, histogram_item, set_fitted_title, style_plot
 from quantviz.gui.workers import Runner, torch_threads
 
 __all__ = ["INLINE_LIMIT", "HistogramView"]
@@ -148,8 +148,10 @@ class HistogramView(QWidget):
         self.statsLabel.setTextFormat(Qt.TextFormat.RichText)
         self.statsLabel.setWordWrap(True)
         self.statsLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # a fixed height: changing its text must not re-lay out (and repaint) the plot
-        self.statsLabel.setFixedHeight(3 * self.statsLabel.fontMetrics().lineSpacing() + 6)
+        # a fixed height: changing its text must not re-lay out (and repaint) the plot; it
+        # grows only when the rows need more than three lines (see _fit_stats)
+        self._stats_h = 3 * self.statsLabel.fontMetrics().lineSpacing() + 6
+        self.statsLabel.setFixedHeight(self._stats_h)
         self.statsLabel.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
         # -- the per-channel range plot ----------------------------------------------------
@@ -267,7 +269,7 @@ class HistogramView(QWidget):
         # an empty, labelled state: plain 0..1 axes (an empty range of -0.5..0.5 read
         # "count (x0.001)" from -400 to 400), no bars or range lines of an earlier layer
         none = self.session.handle is None
-        self.plot.getPlotItem().setTitle(NO_MODEL if none else "Select a layer", size="10pt")
+        set_fitted_title(self.plot, NO_MODEL if none else "Select a layer", "10pt")
         self.plot.getPlotItem().getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         self.range_bars.setOpts(x=[], y0=[], y1=[], width=0.8)
         self.range_sel.setVisible(False)
@@ -275,6 +277,7 @@ class HistogramView(QWidget):
         self.range_hi.setVisible(False)
         self.rangePlot.getPlotItem().getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         self.statsLabel.setText("")
+        self.legend.setVisible(False)  # it named the last layer's grid under "Select a layer"
 
     def level_count(self) -> int:
         """Number of grid lines drawn (levels of the shown row)."""
@@ -382,7 +385,6 @@ class HistogramView(QWidget):
         self.computing.emit(False)
         self.data = d
         self._fqn = d.fqn
-        pi = self.plot.getPlotItem()
         self.hist_item.setData(d.edges, self._hist_y(d))
         self._draw_grids(d)
         self._draw_after(d)
@@ -414,14 +416,16 @@ class HistogramView(QWidget):
         # title, legend, numbers
         where = "" if d.channel < 0 else f", {d.row_kind} {d.channel} of {d.rows}"
         what = "fine-tuned weights" if d.extra.get("weights_tag") else "weights"
-        pi.setTitle(f"{d.fqn} — {d.numel:,} {what}{where}", size="10pt")
+        set_fitted_title(self.plot, f"{d.fqn} — {d.numel:,} {what}{where}", "10pt")
         self._update_legend(d)
         self.statsLabel.setText(self._stats_html(d))
+        self._fit_stats()
         self._update_range_plot(d)
         self.controller.record_layer_view(d)
         self.updated.emit(d)
 
     def _update_legend(self, d: HistData) -> None:
+        self.legend.setVisible(True)
         lab = self.legend.getLabel(self.grid_item)
         if d.main is not None and d.channel < 0 and d.main.rows > 1:
             lab.setText(f"W{d.main.spec.short()}: {d.main.rows} grids (pick a {d.row_kind})")
@@ -441,6 +445,18 @@ class HistogramView(QWidget):
         elif self._compare_in_legend:
             self.legend.removeItem(self.compare_item)
             self._compare_in_legend = False
+
+    def _fit_stats(self) -> None:
+        """Three lines, or as many as the text wraps to: with a comparison or the weights
+        after transforms, the second row's wrapped end was cut off at 1366 x 768."""
+        lab = self.statsLabel
+        h = max(self._stats_h, lab.heightForWidth(max(1, lab.width())))
+        if h != lab.height():
+            lab.setFixedHeight(h)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit_stats()
 
     def _stats_html(self, d: HistData) -> str:
         th = current_theme()

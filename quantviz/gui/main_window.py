@@ -103,7 +103,9 @@ class MainWindow(FileActions, ViewActions, QMainWindow):
         left.addWidget(self.table)
         left.addWidget(scrolled(self.overrides, "overridesScroll"))
         left.addWidget(self.configs)
-        left.setSizes([560, 200, 160])
+        left.setSizes([560, 240, 150])
+        for i, stretch in enumerate((1, 0, 0)):  # a short screen shrinks the table first:
+            left.setStretchFactor(i, stretch)  # the override list kept half a row at 768 px
         centre = QSplitter(Qt.Orientation.Vertical)
         centre.addWidget(self.histogram)
         centre.addWidget(self.tradeoff)

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -116,6 +117,9 @@ class OverrideEditor(QWidget):
         self.list.setObjectName("overrideList")
         self.list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.list.setDefaultDropAction(Qt.DropAction.MoveAction)
+        # the list takes the room left under the form: its 192 px size hint made the editor
+        # scroll inside a 240 px area, the rows out of view
+        self.list.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
         self.list.setToolTip(
             "The current configuration's overrides in the order they apply; drag to reorder "
             "(a layer that two patterns match takes the lower one's scheme)"
@@ -209,11 +213,27 @@ class OverrideEditor(QWidget):
                 msg = str(e)
             else:
                 ok = n > 0
-                msg = f"{n} layer{'s' if n != 1 else ''} match" if n else "no layer matches"
+                msg = f"{n} layer{'s' if n != 1 else ''} match" if n else self._no_match(text)
         self.matchLabel.setText(msg)
         self.matchLabel.setStyleSheet("" if ok or not text else _ERROR_STYLE)
         self.setButton.setEnabled(ok)
         self.selectButton.setEnabled(ok)
+
+    def _no_match(self, text: str) -> str:
+        """The no-match message, naming the key that would match if only the prefix is missing
+        (``re:layers\\.1\\..*`` is a whole-name match: tiny_lm's are ``model.layers.1...``)."""
+        regex = text.startswith("re:")
+        body = text[3:] if regex else text
+        hint = f"re:.*{body}" if regex else f"*{body}"
+        if body.startswith(".*" if regex else "*"):
+            return "no layer matches"
+        try:
+            k = len(layers_matching(hint, self.session.fqns))
+        except ValueError:
+            k = 0
+        if not k:
+            return "no layer matches"
+        return f"no layer matches the whole name; {hint} matches {k}"
 
     def spec(self) -> QuantSpec | None:
         """The scheme the widgets describe (None = float); ``ValueError`` when invalid."""
@@ -288,7 +308,7 @@ class OverrideEditor(QWidget):
                 self.list.addItem(item)
                 if info.key == keep:
                     self.list.setCurrentItem(item)
-        self.list.setMinimumHeight(0)
+        self.list.setMinimumHeight(2 * self.list.fontMetrics().height() + 8)  # two rows
         self._update_buttons()
         self._update_matches()
 

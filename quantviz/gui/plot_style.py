@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QGraphicsItem
 
-__all__ = ["PlotTheme", "apply_plot_theme", "current_theme", "style_plot"]
+__all__ = [
+    "PlotTheme",
+    "ValueLogAxis",
+    "apply_plot_theme",
+    "current_theme",
+    "set_fitted_title",
+    "style_plot",
+]
 
 
 @dataclass(frozen=True)
@@ -111,3 +122,70 @@ def histogram_item(th: PlotTheme, **kw: object) -> pg.PlotDataItem:
         pen=pg.mkPen(th.hist_line, width=1),
         **kw,
     )
+
+
+class ValueLogAxis(pg.AxisItem):
+    """An axis whose log mode ticks read the value itself, also over less than a decade.
+
+    pyqtgraph's log ticks are the 1..9 x 10^n values only, written with one digit
+    (``1·10²``): a perplexity axis from 115.0 to 115.2 had no tick label at all, from 90
+    to 105 one (the 90 fell off the end). Over less than a decade, evenly spaced values
+    (1, 2 or 5 x 10^k apart) are ticked instead, each written with as many digits as it
+    takes to tell them apart.
+    """
+
+    def logTickValues(self, minVal: float, maxVal: float, size: float, stdTicks: Any) -> Any:
+        ticks = super().logTickValues(minVal, maxVal, size, stdTicks)
+        if not abs(maxVal - minVal) < 1:  # a decade or more (or no range): 1..9 x 10^n
+            return ticks
+        lo, hi = sorted((10.0**minVal, 10.0**maxVal))
+        raw = (hi - lo) / max(2, int(size // 30))  # about a label per 30 px
+        if not raw > 0:
+            return ticks
+        mag = 10.0 ** math.floor(math.log10(raw))
+        step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+        values = [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+        return [(None, [math.log10(v) for v in values if v > 0])]
+
+    def logTickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        shown = [10.0 ** float(v) * scale for v in values]
+        texts = [f"{x:.3g}" for x in shown]
+        for digits in range(3, 9):
+            texts = [f"{x:.{digits}g}" for x in shown]
+            if len(set(texts)) == len(texts):
+                break
+        return texts
+
+
+class _TitleFit(QObject):
+    """Keeps a plot's title elided to the plot's width, again after each resize."""
+
+    def __init__(self, pw: pg.PlotWidget) -> None:
+        super().__init__(pw)
+        self.pw, self.text, self.size = pw, "", "10pt"
+        pw.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize:
+            self.apply()
+        return False
+
+    def apply(self) -> None:
+        font = QFont(self.pw.font())
+        font.setPointSizeF(float(self.size.removesuffix("pt")))
+        pi = self.pw.getPlotItem()
+        # the title sits over the view box: the left axis's width is not its room
+        axis = pi.getAxis("left")
+        room = max(60, self.pw.width() - (axis.width() if axis.isVisible() else 0) - 24)
+        shown = QFontMetrics(font).elidedText(self.text, Qt.TextElideMode.ElideRight, room)
+        pi.setTitle(shown, size=self.size)
+        pi.titleLabel.setToolTip(self.text if shown != self.text else "")
+
+
+def set_fitted_title(pw: pg.PlotWidget, text: str, size: str = "10pt") -> None:
+    """Title ``text``, elided at the end to the plot's width (whole in its tooltip): a
+    long layer name (``model.layers.1.mlp.down_proj — 131,072 weights, group 0 of 1024``)
+    ran off the plot's right edge."""
+    fit = pw.findChild(_TitleFit) or _TitleFit(pw)
+    fit.text, fit.size = text, size
+    fit.apply()

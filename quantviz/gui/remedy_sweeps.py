@@ -97,6 +97,15 @@ class MethodsDialog(QDialog):
             "more, comma-separated: smoothquant+gptq, cle(iterations=5)+adaround"
         )
         lay.addWidget(self.extraEdit)
+        # a bad method is named here and the dialog stays open: closing it on the error
+        # lost the typed methods and the ticks
+        self.errorLabel = QLabel()
+        self.errorLabel.setObjectName("methodsError")
+        self.errorLabel.setWordWrap(True)
+        self.errorLabel.setStyleSheet("color: #d0342c;")
+        self.errorLabel.hide()
+        lay.addWidget(self.errorLabel)
+        self.extraEdit.textEdited.connect(lambda *_: self.errorLabel.hide())
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -104,6 +113,17 @@ class MethodsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
+
+    def accept(self) -> None:
+        try:
+            if not self.methods():
+                raise ValueError("tick or type at least one method")
+        except ValueError as exc:
+            self.errorLabel.setText(str(exc))
+            self.errorLabel.show()
+            self.extraEdit.setFocus()
+            return
+        super().accept()
 
     def methods(self) -> tuple[Method, ...]:
         """The ticked methods then the typed ones; ``ValueError`` naming a bad one."""

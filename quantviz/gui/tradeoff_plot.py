@@ -26,7 +26,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from quantviz.core.units import human_bytes
 from quantviz.gui.corner_legend import CornerLegend
-from quantviz.gui.plot_style import current_theme, style_plot
+from quantviz.gui.plot_style import ValueLogAxis, current_theme, style_plot
 from quantviz.session import ResultEntry, Session
 
 __all__ = ["WITHOUT", "TradeoffPlot", "describe_entry", "evaluation_group"]
@@ -129,7 +129,9 @@ class TradeoffPlot(QWidget):
         self.unit, self.div = "MB", 1e6
         #: y is log10(metric) (perplexity); the left axis then ticks the metric itself
         self.log_y = False
-        self.plot = pg.PlotWidget(self, axisItems={"top": self.top_axis})
+        self.plot = pg.PlotWidget(
+            self, axisItems={"top": self.top_axis, "left": ValueLogAxis("left")}
+        )
         self.plot.setObjectName("tradeoffPlot")
         style_plot(self.plot, "model size", "metric", x_units=None)
         pi = self.plot.getPlotItem()

@@ -157,7 +157,8 @@ def test_copy_layer_setting_then_undo(compare, qtbot):
     assert cv.copy_actions("conv1") == []
     cv.sourceCombo.setCurrentText("w4k")
     cv.targetCombo.setCurrentText("default")
-    assert cv.copyButton.text() == "Copy fc1 from w4k to default"
+    assert cv.copyButton.text() == "Copy fc1"
+    assert cv.copyButton.toolTip().startswith("Copy fc1 from w4k to default")
     assert cv.copyButton.isEnabled()
     with qtbot.waitSignal(cv.updated):
         qtbot.mouseClick(cv.copyButton, Qt.MouseButton.LeftButton)

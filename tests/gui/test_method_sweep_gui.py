@@ -61,20 +61,28 @@ def test_two_methods_ticked_give_two_curves_with_legend_names(window, qtbot):
     assert min(cle) > max(nearest)  # CLE + bias correction lifts both widths
     msg = win.statusBar().currentMessage()
     assert "nearest, cle+bias_correction swept" in msg and "skipped hadamard (" in msg
-    # a bad typed method is reported, nothing starts
+    # a bad typed method is named in the dialog, which stays open; nothing starts
     n = len(s.results)
+    shown = {}
 
     def bad() -> None:
         dlg = win.methodsDialog
         qtbot.keyClicks(dlg.extraEdit, "cle+foo")
-        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
-        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+        buttons = dlg.findChild(QDialogButtonBox)
+        qtbot.mouseClick(
+            buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton
+        )
+        shown["open"] = dlg.isVisible()
+        shown["error"] = dlg.errorLabel.text() if dlg.errorLabel.isVisible() else ""
+        shown["typed"] = dlg.extraEdit.text()
+        qtbot.mouseClick(
+            buttons.button(QDialogButtonBox.StandardButton.Cancel), Qt.MouseButton.LeftButton
+        )
 
-    reported = []
-    win.errors.report = lambda title, exc: reported.append((title, str(exc)))
     QTimer.singleShot(0, bad)
     win.sweepMethodsAction.trigger()
-    assert reported and "'foo' in 'cle+foo'" in reported[0][1]
+    assert shown["open"] and "'foo' in 'cle+foo'" in shown["error"]
+    assert shown["typed"] == "cle+foo"
     assert len(s.results) == n
 
 

@@ -69,10 +69,14 @@ class CopyBar(QWidget):
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(QLabel("from", self))
+        # the combos keep room for their names ("default qat-ste" read "default qa"): the
+        # button says only which layer, the combos say from and to (its tooltip says all)
+        for combo in (self.sourceCombo, self.targetCombo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         lay.addWidget(self.sourceCombo, 1)
         lay.addWidget(QLabel("to", self))
         lay.addWidget(self.targetCombo, 1)
-        lay.addWidget(self.copyButton, 2)
+        lay.addWidget(self.copyButton)
 
     def source(self) -> str:
         return self.sourceCombo.currentText()
@@ -97,9 +101,11 @@ class CopyBar(QWidget):
 
     def set_layer(self, fqn: str | None, can_copy: bool) -> None:
         a, b = self.source(), self.target()
-        self.copyButton.setText(f"Copy {fqn} from {a} to {b}" if fqn and a and b else "Copy")
+        self.copyButton.setText(f"Copy {fqn}" if fqn and a and b else "Copy")
         self.copyButton.setEnabled(can_copy)
         if fqn and a and b and not can_copy:
             self.copyButton.setToolTip(f"{fqn} is already the same in {a} and {b}")
+        elif fqn and a and b:
+            self.copyButton.setToolTip(f"Copy {fqn} from {a} to {b} (undoable: Ctrl+Z)")
         else:
             self.copyButton.setToolTip("Undoable (Ctrl+Z)")
