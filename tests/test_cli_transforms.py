@@ -39,6 +39,11 @@ def test_sweep_names_its_points_with_the_transforms(capsys):
     assert main([*args, "--transforms", "smoothquant:alpha=0.8"]) == 0
     doc = _doc(capsys)
     assert [p["name"].split(" + ")[-1] for p in doc["points"]] == ["smoothquant(alpha=0.8)"] * 2
+    # the label's own form reads back as the same transform, with the same results
+    assert main([*args, "--transforms", "smoothquant(alpha=0.8)"]) == 0
+    again = _doc(capsys)
+    assert [p["name"] for p in again["points"]] == [p["name"] for p in doc["points"]]
+    assert [p["value"] for p in again["points"]] == [p["value"] for p in doc["points"]]
 
 
 def test_export_safetensors_with_transforms_and_gptq(tmp_path, capsys):
@@ -58,6 +63,9 @@ def test_bad_transforms_are_one_line_usage_errors(capsys):
     for bad, words in (
         ("cle,foo", "transforms[1]: must be one of"),
         ("smoothquant:alpha=2", "transforms.smoothquant.alpha: must be in"),
+        ("smoothquant(alpha=2)", "smoothquant.alpha: must be in"),
+        ("smoothquant(alpha=0.8)+gptq", "must be one transform"),
+        ("smoothquant(alpha=0.8", "without its ')'"),
         ("smoothquant:alpha", "must be NAME=NUMBER"),
         ("cle,,", "empty transform name"),
     ):

@@ -47,16 +47,35 @@ def input_shape_arg(text: str) -> tuple[int, ...]:
 
 
 def transforms_arg(text: str) -> tuple[object, ...]:
-    """``cle,bias_correction`` or ``smoothquant:alpha=0.8,hadamard`` (``none``: no
-    transforms) -> validated ``(name, params)`` entries; argparse reports errors as usage."""
+    """``cle,bias_correction``, ``smoothquant(alpha=0.8),hadamard`` (the form labels and
+    ``--methods`` use, parsed by quantviz.core.methods) or ``smoothquant:alpha=0.8``
+    (``none``: no transforms) -> validated ``(name, params)`` entries; argparse reports
+    errors as usage."""
+    from quantviz.core.methods import parse_method, split_top
     from quantviz.core.spec import check_transforms
 
     if text.strip().lower() == "none":
         return ()
     items: list[object] = []
-    for part in (p.strip() for p in text.split(",")):
+    try:
+        parts = [p.strip() for p in split_top(text, ",")]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--transforms: {e}") from None
+    for i, part in enumerate(parts):
         if not part:
             raise argparse.ArgumentTypeError(f"empty transform name in {text!r}")
+        if "(" in part:  # NAME(k=v, ...): a method of transforms only
+            try:
+                m = parse_method(part, f"--transforms[{i}]")
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+            if m.rounding != "nearest" or len(m.transforms) != 1:
+                raise argparse.ArgumentTypeError(
+                    f"--transforms[{i}]: {part!r} must be one transform (roundings go in "
+                    "the config's rounding field)"
+                )
+            items.extend({n: dict(p)} for n, p in m.transforms)
+            continue
         name, _, rest = part.partition(":")
         params: dict[str, float] = {}
         for kv in filter(None, rest.split(":")):

@@ -23,7 +23,7 @@ import torch
 from quantviz.core.quantizers.base import Fitted
 from quantviz.core.spec import QuantSpec
 
-__all__ = ["UniformFitted", "uniform_levels_batch", "uniform_levels_np", "uniform_qparams"]
+__all__ = ["UniformFitted", "uniform_levels_batch", "uniform_qparams"]
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -54,11 +54,6 @@ def uniform_qparams(
         zp = qmin - torch.round(min_neg / scale).to(torch.int64)
         zp = torch.clamp(zp, qmin, qmax)
     return scale, zp
-
-
-def uniform_levels_np(lo: float, hi: float, spec: QuantSpec) -> np.ndarray:
-    """Sorted float64 levels for one clipping range (used by range search)."""
-    return uniform_levels_batch(np.array([lo]), np.array([hi]), spec)[0]
 
 
 def uniform_levels_batch(lo: np.ndarray, hi: np.ndarray, spec: QuantSpec) -> np.ndarray:
